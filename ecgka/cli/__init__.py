@@ -1,0 +1,76 @@
+"""The ``ecgka`` command line: one subcommand per stage, each in its own module.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``ecgka --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ecgka import __version__
+from ecgka.errors import EcgkaError
+from ecgka.registry import look_up_option
+
+# command name -> module under ecgka.cli
+COMMANDS: dict[str, str] = {
+    "synth": "ecgka.cli.synth",
+    "build": "ecgka.cli.build",
+    "train": "ecgka.cli.train",
+    "evaluate": "ecgka.cli.evaluate",
+    "report": "ecgka.cli.report",
+    "run": "ecgka.cli.run",
+}
+
+SUMMARIES: dict[str, str] = {
+    "synth": "write a MIMIC-IV(-ECG) stand-in with realistic potassium physiology",
+    "build": "build ECG-Ka-DIR Parquet shards from MIMIC-IV-ECG and potassium lab exports",
+    "train": "train a Net1D regressor with a method (vanilla, Dist Loss, baselines)",
+    "evaluate": "predict a split with a trained run and compute few-shot and clinical metrics",
+    "report": "write the clinical HTML report (with tables and figures) for one or more runs",
+    "run": "run a pipeline of stages (pipelines/NAME.yaml) as one resumable batch job",
+}
+
+
+def _top_level_help() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [f"usage: ecgka {{{','.join(COMMANDS)}}} ... (ecgka COMMAND --help)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
+    lines += ["", f"ecgka {__version__}"]
+    return "\n".join(lines)
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    module = importlib.import_module(COMMANDS[command])
+    parser = argparse.ArgumentParser(prog=f"ecgka {command}", description=module.HELP)
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_top_level_help())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"ecgka {__version__}")
+        return 0
+    try:
+        command = look_up_option(argv[0], list(COMMANDS), "command")
+    except EcgkaError as exc:
+        print(f"ecgka: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    parser = build_parser(command)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(args._run(args) or 0)
+    except EcgkaError as exc:
+        print(f"ecgka {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"ecgka {command}: interrupted", file=sys.stderr)
+        return 130
