@@ -1,0 +1,135 @@
+"""Run a pipeline: stages in order, skipping those whose outputs are complete and unchanged.
+
+A stage is skipped when its marker (``OUT/.pipeline/<id>.json``) holds the same fingerprint and its
+output is complete. The fingerprint covers the stage's resolved options, the content of the config
+files and inputs it names, and the fingerprints of the stages it reads from, so a changed config
+re-runs that stage and everything downstream. An interrupted stage has no marker and runs again; the
+stages themselves resume (build chunks, training checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ecgka import __version__
+from ecgka.config import validate_config
+from ecgka.errors import ConfigError
+from ecgka.io import atomic_write_json, read_json
+from ecgka.pipeline.spec import PipelineSpec, StageSpec, references, resolve
+from ecgka.pipeline.stages import STAGE_KINDS, StageKind
+
+_SMALL_FILE = 64 << 20
+
+
+@dataclass
+class StageResult:
+    id: str
+    kind: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    output: Path
+
+
+def _file_digest(path: Path) -> str:
+    """Content hash for config-sized files, size + mtime for large inputs (a full build re-checks them)."""
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        return "dir"
+    stat = path.stat()
+    if stat.st_size <= _SMALL_FILE:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"size={stat.st_size},mtime={stat.st_mtime_ns}"
+
+
+def _named_files(kind: StageKind, options: dict[str, Any]) -> list[str]:
+    files: list[str] = []
+    for name in kind.file_options:
+        value = options.get(name)
+        files += value if isinstance(value, list) else [value] if value else []
+    return files
+
+
+def stage_fingerprint(stage: StageSpec, kind: StageKind, options: dict[str, Any], upstream: dict[str, str]) -> str:
+    payload = {
+        "kind": stage.kind,
+        "options": options,
+        "files": {f: _file_digest(Path(f)) for f in _named_files(kind, options)},
+        "upstream": upstream,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _resolve_paths(options: dict[str, Any], kind: StageKind, base: Path) -> dict[str, Any]:
+    """Config paths relative to the working directory, else to the project the pipeline file is in."""
+    out = dict(options)
+    for name in kind.file_options:
+        value = out.get(name)
+        if isinstance(value, str) and not Path(value).exists() and (base / value).exists():
+            out[name] = str(base / value)
+    return out
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    out_dir: Path,
+    project_dir: Path,
+    only: set[str] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[StageResult]:
+    """Execute ``spec`` into ``out_dir``; returns what ran and what was skipped."""
+    markers = out_dir / ".pipeline"
+    markers.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    fingerprints: dict[str, str] = {}
+    results: list[StageResult] = []
+    for stage in spec.stages:
+        kind = STAGE_KINDS.get(stage.kind)
+        where = f"stage {stage.id!r}"
+        raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), kind, project_dir)
+        options = validate_config(kind.options_model, raw, source=where)
+        output = kind.output_of(options, out_dir / stage.id)
+        upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
+        fingerprint = stage_fingerprint(stage, kind, raw, upstream)
+        outputs[stage.id], fingerprints[stage.id] = output, fingerprint
+        marker = markers / f"{stage.id}.json"
+        done = marker.exists() and read_json(marker).get("fingerprint") == fingerprint
+        selected = only is None or stage.id in only
+        if not selected or (done and not force and kind.is_complete(options, output)):
+            if selected:
+                log(f"[skip] {stage.id} ({stage.kind}): complete and unchanged")
+            results.append(StageResult(stage.id, stage.kind, "skipped", 0.0, output))
+            continue
+        log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
+        marker.unlink(missing_ok=True)
+        start = time.perf_counter()
+        kind.run(options, output)
+        seconds = time.perf_counter() - start
+        atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": fingerprint,
+                                   "seconds": round(seconds, 3), "ecgka_version": __version__})
+        log(f"[done] {stage.id} in {seconds:.1f} s")
+        results.append(StageResult(stage.id, stage.kind, "ran", seconds, output))
+    _write_summary(spec, out_dir, results)
+    return results
+
+
+def _write_summary(spec: PipelineSpec, out_dir: Path, results: list[StageResult]) -> None:
+    atomic_write_json(out_dir / "pipeline.json", {
+        "name": spec.name,
+        "stages": [{"id": r.id, "kind": r.kind, "status": r.status, "seconds": round(r.seconds, 3),
+                    "output": str(r.output)} for r in results],
+    })
+
+
+def check_only(spec: PipelineSpec, only: set[str] | None) -> None:
+    if only:
+        unknown = only - {s.id for s in spec.stages}
+        if unknown:
+            raise ConfigError(f"--only names unknown stages: {', '.join(sorted(unknown))}")

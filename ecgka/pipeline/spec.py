@@ -1,0 +1,126 @@
+"""Pipeline files (``pipelines/NAME.yaml``): stages, their configs and how outputs feed inputs.
+
+A pipeline is a list of stages. Each stage has an ``id`` (its output goes to ``OUT/<id>``), a ``kind``
+(synth, build, train, evaluate, report) and the kind's options. Strings may reference
+
+- ``${stage_id}``: the output directory of an earlier stage;
+- ``${vars.name}``: a pipeline variable (``vars:`` in the file, ``--set name=value`` on the CLI),
+  e.g. the paths of a real MIMIC copy.
+
+``foreach: {method: [lds, fds]}`` expands one entry into one stage per value (cartesian product over
+several keys), substituting ``{method}`` in every string of the entry, ``id`` included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ecgka.config import ConfigModel, read_yaml, validate_config
+from ecgka.errors import ConfigError
+
+_REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
+
+
+class StageSpec(ConfigModel):
+    """One stage after ``foreach`` expansion; ``options`` are the kind's own keys."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: str
+    options: dict[str, Any] = {}
+
+
+class PipelineSpec(ConfigModel):
+    name: str
+    description: str = ""
+    vars: dict[str, Any] = {}
+    stages: list[StageSpec]
+
+
+def _substitute(value: Any, mapping: dict[str, str]) -> Any:
+    """Replace ``{key}`` placeholders (foreach values) in every string of a nested structure."""
+    if isinstance(value, str):
+        for key, replacement in mapping.items():
+            value = value.replace("{" + key + "}", str(replacement))
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {_substitute(k, mapping): _substitute(v, mapping) for k, v in value.items()}
+    return value
+
+
+def expand_foreach(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """One raw stage entry -> the stages it stands for (itself when it has no ``foreach``)."""
+    entry = dict(entry)
+    loops = entry.pop("foreach", None)
+    if not loops:
+        return [entry]
+    if not isinstance(loops, dict) or not all(isinstance(v, list) and v for v in loops.values()):
+        raise ConfigError(f"stage {entry.get('id')!r}: foreach must map names to non-empty lists")
+    keys = list(loops)
+    return [_substitute(entry, dict(zip(keys, combo, strict=True))) for combo in itertools.product(*loops.values())]
+
+
+def _to_stage(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or "id" not in raw or "kind" not in raw:
+        raise ConfigError(f"{source}: every stage needs an 'id' and a 'kind' (got {raw!r})")
+    options = {k: v for k, v in raw.items() if k not in {"id", "kind"}}
+    return {"id": str(raw["id"]), "kind": raw["kind"], "options": options}
+
+
+def load_pipeline(path: str | Path, set_vars: dict[str, Any] | None = None) -> PipelineSpec:
+    """Read a pipeline file, expand ``foreach``, apply ``--set`` variables, check ids are unique."""
+    data = read_yaml(path)
+    data.setdefault("name", Path(path).stem)
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise ConfigError(f"{path}: 'stages' must be a non-empty list")
+    stages = [_to_stage(s, str(path)) for entry in raw_stages for s in expand_foreach(entry)]
+    data["stages"] = stages
+    data["vars"] = {**(data.get("vars") or {}), **(set_vars or {})}
+    spec = validate_config(PipelineSpec, data, source=str(path))
+    seen: set[str] = set()
+    for stage in spec.stages:
+        if stage.id in seen:
+            raise ConfigError(f"{path}: stage id {stage.id!r} appears twice")
+        seen.add(stage.id)
+    return spec
+
+
+def references(value: Any) -> set[str]:
+    """The ``${...}`` names a (nested) option value refers to."""
+    if isinstance(value, str):
+        return set(_REF.findall(value))
+    if isinstance(value, list):
+        return set().union(*(references(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return set().union(*(references(v) for v in value.values())) if value else set()
+    return set()
+
+
+def resolve(value: Any, outputs: dict[str, Path], variables: dict[str, Any], where: str) -> Any:
+    """Replace ``${stage}`` by that stage's output path and ``${vars.x}`` by the variable's value."""
+    if isinstance(value, list):
+        return [resolve(v, outputs, variables, where) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, outputs, variables, where) for k, v in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("vars."):
+            key = name[len("vars.") :]
+            if key not in variables or variables[key] in (None, ""):
+                raise ConfigError(f"{where}: variable {key!r} is not set (use --set {key}=VALUE)")
+            return str(variables[key])
+        if name not in outputs:
+            raise ConfigError(f"{where}: ${{{name}}} names no earlier stage")
+        return str(outputs[name])
+
+    return _REF.sub(lookup, value)
