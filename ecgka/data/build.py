@@ -1,0 +1,134 @@
+"""``build_dataset``: ECG-Ka-DIR from a MIMIC-IV-ECG root and potassium lab exports.
+
+Steps: read ``record_list.csv`` -> stream potassium labs -> pair -> signal stage in chunks (any executor)
+-> subject-disjoint splits -> shards, exclusions, variants, manifest. Intermediate results live in
+``OUT/_work/<fingerprint>/`` (written atomically), so an interrupted build resumes; a complete build with
+the same fingerprint is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecgka.data.assemble import assemble
+from ecgka.data.config import BuildConfig
+from ecgka.data.executors import make_executor
+from ecgka.data.labs import (
+    REQUIRED_COLUMNS as LAB_COLUMNS,
+)
+from ecgka.data.labs import (
+    LabTable,
+    check_columns,
+    extract_potassium,
+    lab_file_columns,
+    select_items,
+)
+from ecgka.data.manifest import dataset_fingerprint, is_complete, read_manifest
+from ecgka.data.pairing import pair_labs
+from ecgka.data.record_list import RECORD_LIST, read_record_list
+from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, chunk_dir, run_chunk
+from ecgka.errors import InputError
+from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
+
+WORK = "_work"
+
+
+def fingerprint_inputs(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None) -> dict[str, Any]:
+    return {
+        "ecg_root": str(ecg_root),
+        "record_list": file_fingerprint(ecg_root / RECORD_LIST),
+        "labs": [file_fingerprint(p) for p in lab_files],
+        "d_labitems": file_fingerprint(d_labitems) if d_labitems else None,
+    }
+
+
+def _check_inputs(ecg_root: Path, lab_files: list[Path]) -> pd.DataFrame:
+    """Fail at once on missing files or columns; return the validated record list."""
+    if not ecg_root.is_dir():
+        raise InputError(f"{ecg_root}: ECG root folder not found")
+    if not lab_files:
+        raise InputError("no lab file given (--labs FILE)")
+    records = read_record_list(ecg_root)
+    for path in lab_files:
+        check_columns(path, lab_file_columns(path), LAB_COLUMNS)
+    return records
+
+
+def _labs(work: Path, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, progress: bool):
+    """The potassium table, cached in the work folder."""
+    items = select_items(cfg.labs, d_labitems)
+    cache, info = work / "labs.npz", work / "labs.json"
+    if cache.is_file() and info.is_file():
+        return LabTable.load(cache), read_json(info), items
+    table, dropped, seen = extract_potassium(lab_files, cfg.labs, items, progress=progress)
+    with atomic_path(cache) as tmp:
+        table.save(tmp)
+    stats = {"dropped": dropped, "rows": seen, "items": {"primary": list(items.primary),
+             "secondary": list(items.secondary), "other_fluid": list(items.other_fluid)}}
+    atomic_write_json(info, stats)
+    return table, stats, items
+
+
+def _tasks(paired: pd.DataFrame, ecg_root: Path, work: Path, cfg: BuildConfig) -> list[ChunkTask]:
+    size = cfg.shards.chunk_records
+    cfg_dict = cfg.model_dump(mode="json")
+    recs = paired[TASK_COLUMNS].sort_values("row", ignore_index=True)
+    recs = recs.astype({"lab_time_s": np.int64, "itemid": np.int32, "potassium": np.float32})
+    return [ChunkTask(i, str(ecg_root), str(work), recs.iloc[start:start + size].reset_index(drop=True), cfg_dict)
+            for i, start in enumerate(range(0, len(recs), size))]
+
+
+def _run_signal_stage(tasks: list[ChunkTask], workers: int, dask_scheduler: Any, progress: bool) -> dict[str, float]:
+    from tqdm.auto import tqdm
+
+    todo = [t for t in tasks if not (t.part_dir / "rows.parquet").is_file()]
+    stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0}
+    if not todo:
+        return stats
+    executor = make_executor(workers if len(todo) > 1 else 1, dask_scheduler)
+    try:
+        with tqdm(total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals", disable=not progress) as bar:
+            for result in executor.map_unordered(run_chunk, todo):
+                stats["seconds"] += result.get("seconds", 0.0)
+                bar.update(result.get("kept", 0) + result.get("excluded", 0))
+    finally:
+        executor.close()
+    return stats
+
+
+def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: str | Path,
+                  cfg: BuildConfig | None = None, workers: int = 1, dask_scheduler: Any = None,
+                  d_labitems: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``."""
+    start = time.perf_counter()
+    cfg = cfg or BuildConfig()
+    ecg_root, out_dir = Path(ecg_root), Path(out_dir)
+    lab_files = [Path(p) for p in lab_files]
+    d_labitems = Path(d_labitems) if d_labitems else None
+    records = _check_inputs(ecg_root, lab_files)
+    inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
+    fingerprint = dataset_fingerprint(cfg, inputs)
+    if is_complete(out_dir, fingerprint):
+        return {**read_manifest(out_dir), "status": "skipped", "seconds": time.perf_counter() - start}
+    work = out_dir / WORK / fingerprint
+    (work / "chunks").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(work / "chunks")
+    labs, lab_stats, items = _labs(work, lab_files, cfg, d_labitems, progress)
+    candidates = records[records["reason"] == ""]
+    paired = pair_labs(candidates, labs, items.primary, items.secondary, cfg.pairing)
+    has_lab = paired["lab_time_s"].notna().to_numpy()
+    tasks = _tasks(paired[has_lab], ecg_root, work, cfg)
+    stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
+    no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
+    manifest = assemble(out_dir, records, no_lab, [chunk_dir(work, t.index) for t in tasks], cfg, fingerprint,
+                        inputs, lab_stats, progress)
+    manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{workers}"}
+    if not cfg.keep_work:
+        shutil.rmtree(out_dir / WORK, ignore_errors=True)
+    return {**manifest, "status": "built", "seconds": time.perf_counter() - start}

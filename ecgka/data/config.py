@@ -1,0 +1,124 @@
+"""The typed build config (``configs/data/ecg_ka_dir.yaml``): every rule of ``ecgka build`` with its default.
+
+The resolved config is saved in the manifest and hashed into the dataset fingerprint, so any change of
+a rule re-runs the build.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from ecgka.config import ConfigModel
+
+
+class LabsConfig(ConfigModel):
+    """Which lab rows count as a usable potassium result."""
+
+    primary_itemids: list[int] = [50971]  # Potassium, Blood, Chemistry
+    secondary_itemids: list[int] = [50822]  # Potassium, Whole Blood, Blood Gas
+    # with --d-labitems: also take items whose label matches and whose fluid is blood (newer 52xxx codes)
+    label_pattern: str = r"^potassium(, whole blood)?$"
+    blood_fluids: list[str] = ["Blood"]
+    lo: float = 1.5  # plausible range, mmol/L (inclusive)
+    hi: float = 10.0
+    drop_hemolysed: bool = True
+    hemolysis_pattern: str = r"ha?emoly"
+    hemolysis_negation_pattern: str = r"\b(?:not|no|non)[\s-]+(?:\w+\s+)?ha?emoly"
+    drop_duplicates: bool = True  # same subject, time, item and value
+    csv_block_bytes: int = Field(16 << 20, ge=1 << 16)  # streamed CSV block size (bounds memory)
+    parquet_batch_rows: int = Field(1 << 20, ge=1024)
+    newlines_in_values: bool = True  # quoted comments may span lines
+
+    @model_validator(mode="after")
+    def _check(self) -> LabsConfig:
+        if not self.lo < self.hi:
+            raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
+        if not self.primary_itemids:
+            raise ValueError("primary_itemids must not be empty")
+        return self
+
+
+class PairingConfig(ConfigModel):
+    """Nearest lab of the same subject within [ecg_time - before, ecg_time + after] (inclusive)."""
+
+    window_before_min: float = Field(60.0, ge=0)
+    window_after_min: float = Field(60.0, ge=0)
+    prefer_primary: bool = True  # a primary-item lab in the window wins over a nearer secondary one
+
+
+class SignalConfig(ConfigModel):
+    """Lead selection, quality control and cleaning of each paired record."""
+
+    leads: list[str] = ["II"]  # by name (case-insensitive), never by position; up to all 12
+    fs: int = Field(500, gt=0)
+    n_samples: int = Field(5000, gt=0)
+    resample: bool = False  # False: other rates are excluded (wrong_fs); True: resample to fs
+    expected_n_leads: int | None = 12  # records with another lead count: wrong_lead_count (None: any)
+    flat_std_mv: float = Field(0.01, ge=0)  # a selected lead with std below this is flat
+    saturated_fraction: float = Field(0.02, gt=0, le=1)  # share of samples at the lead's min or max
+    clean: bool = True  # neurokit2 ecg_clean (0.5 Hz high-pass + mains filter)
+    clean_method: str = "neurokit"
+    powerline_hz: float = Field(60.0, gt=0)  # US mains (MIMIC: Boston)
+    fast_reader: bool = True  # numpy reader for MIMIC-format records (falls back to wfdb otherwise)
+
+    @field_validator("leads")
+    @classmethod
+    def _leads(cls, v: list[str]) -> list[str]:
+        if not v or len(v) > 12 or len({x.lower() for x in v}) != len(v):
+            raise ValueError("leads must be 1 to 12 distinct lead names")
+        return v
+
+
+class SplitConfig(ConfigModel):
+    """Subject-disjoint splits: balanced val/test over label bins, natural train."""
+
+    seed: int = 0
+    lo: float = 1.5  # label binning: bin index = round((y - lo) / bin_width)
+    hi: float = 10.0
+    bin_width: float = Field(0.1, gt=0)
+    per_bin_cap: int = Field(60, ge=0)  # per split and bin (the paper: 5,098 each over ~86 bins)
+    # at most this share of a bin's subjects goes to val+test, so train keeps every bin (1.0: a rare bin
+    # may go wholly to val/test)
+    holdout_max_fraction: float = Field(0.5, ge=0, le=1)
+    many_shot: float = 0.5  # many > many_shot * n_max
+    few_shot: float = 0.15  # few < few_shot * n_max
+
+
+class VariantsConfig(ConfigModel):
+    """Training sets of controlled imbalance ratio (n_max / n_min over non-empty bins), val/test fixed."""
+
+    ratios: list[float] = []  # e.g. [10, 20, 50, 100, 200, 500, 1000, 2000] for eight datasets
+    seed: int = 0
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(r < 1 for r in v):
+            raise ValueError("imbalance ratios must be >= 1")
+        return v
+
+
+class ShardConfig(ConfigModel):
+    """Work units and Parquet layout."""
+
+    chunk_records: int = Field(512, ge=1)  # records per task (one task -> one work part)
+    row_group_rows: int = Field(1024, ge=1)  # ~10 MB of lead-II signal per row group
+    part_rows: int = Field(16384, ge=1)  # rows per part-NNNNN.parquet
+    compression: str = "zstd"
+    compression_level: int = 3
+
+
+class BuildConfig(ConfigModel):
+    labs: LabsConfig = LabsConfig()
+    pairing: PairingConfig = PairingConfig()
+    signal: SignalConfig = SignalConfig()
+    split: SplitConfig = SplitConfig()
+    variants: VariantsConfig = VariantsConfig()
+    shards: ShardConfig = ShardConfig()
+    keep_work: bool = False  # keep the resumable work folder after a successful build
+
+    @model_validator(mode="after")
+    def _label_range(self) -> BuildConfig:
+        if self.split.lo > self.labs.lo or self.split.hi < self.labs.hi:
+            raise ValueError("split.lo/hi must cover labs.lo/hi")
+        return self

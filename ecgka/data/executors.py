@@ -1,0 +1,83 @@
+"""Where the signal stage runs: inline, a local process pool, or a Dask distributed cluster.
+
+All executors share one interface, ``map_unordered(fn, tasks) -> iterator of results``; outputs are
+written by the tasks themselves into the work folder, so results only carry small summaries. Dask is
+imported only when a Dask executor is created (its workers must see the ECG root and the output folder,
+e.g. on a shared file system).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+from ecgka.errors import ConfigError
+
+
+class InlineExecutor:
+    """Runs tasks in this process, in order (workers=1: no start-up cost, easy to profile)."""
+
+    name = "inline"
+
+    def map_unordered(self, fn: Callable, tasks: Iterable[Any]) -> Iterator[Any]:
+        for task in tasks:
+            yield fn(task)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessExecutor:
+    """A local process pool (spawned workers: safe with the threads of pyarrow and BLAS)."""
+
+    name = "process"
+
+    def __init__(self, workers: int):
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+    def map_unordered(self, fn: Callable, tasks: Iterable[Any]) -> Iterator[Any]:
+        futures = [self.pool.submit(fn, t) for t in tasks]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Tasks on a Dask distributed cluster: a scheduler address, or an existing ``Client``."""
+
+    name = "dask"
+
+    def __init__(self, scheduler: Any):
+        try:
+            from dask.distributed import Client
+        except ImportError:  # pragma: no cover - dask is a declared dependency
+            raise ConfigError("--dask-scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
+        self._own = not isinstance(scheduler, Client)
+        try:
+            self.client = Client(scheduler, timeout=30) if self._own else scheduler
+        except OSError as exc:
+            raise ConfigError(f"cannot connect to the Dask scheduler {scheduler!r}: {exc}") from None
+
+    def map_unordered(self, fn: Callable, tasks: Iterable[Any]) -> Iterator[Any]:
+        from dask.distributed import as_completed as dask_completed
+
+        futures = [self.client.submit(fn, t, pure=False) for t in tasks]
+        for fut in dask_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+
+def make_executor(workers: int = 1, dask_scheduler: Any = None):
+    """Dask when a scheduler (address or Client) is given, else a pool for workers > 1, else inline."""
+    if dask_scheduler is not None:
+        return DaskExecutor(dask_scheduler)
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    return ProcessExecutor(workers) if workers > 1 else InlineExecutor()

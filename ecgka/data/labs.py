@@ -1,0 +1,263 @@
+"""Streamed potassium extraction from labevents-format exports (``.csv``, ``.csv.gz``, Parquet).
+
+The files are never loaded whole: CSV is read in blocks with pyarrow's streaming reader, Parquet by
+record batches. Rows are filtered on ``itemid`` in Arrow first (potassium is ~4 % of labevents), so only
+the potassium rows are parsed further and kept, as compact numpy columns (:class:`LabTable`). Every
+potassium row that is dropped is counted under a reason code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ecgka.data.config import LabsConfig
+from ecgka.errors import InputError
+
+REQUIRED_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum")
+OPTIONAL_COLUMNS = ("comments",)
+LAB_DROP_REASONS = (
+    "malformed_row", "bad_subject_id", "bad_charttime", "non_numeric_value", "out_of_range",
+    "not_blood", "hemolysed", "duplicate",
+)
+
+
+@dataclass
+class LabTable:
+    """Potassium results as compact columns: times are seconds since 1970 (MIMIC's shifted timeline)."""
+
+    subject_id: np.ndarray  # int64
+    time_s: np.ndarray  # int64
+    itemid: np.ndarray  # int32
+    value: np.ndarray  # float32, mmol/L
+
+    def __len__(self) -> int:
+        return len(self.subject_id)
+
+    @classmethod
+    def empty(cls) -> LabTable:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.float32))
+
+    @classmethod
+    def concat(cls, parts: list[LabTable]) -> LabTable:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("subject_id", "time_s", "itemid", "value")))
+
+    def sorted(self) -> LabTable:
+        """Sort by subject, time, item, value (a deterministic order for pairing)."""
+        order = np.lexsort((self.value, self.itemid, self.time_s, self.subject_id))
+        return LabTable(self.subject_id[order], self.time_s[order], self.itemid[order], self.value[order])
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.savez(fh, subject_id=self.subject_id, time_s=self.time_s, itemid=self.itemid, value=self.value)
+
+    @classmethod
+    def load(cls, path: Path) -> LabTable:
+        with np.load(path) as z:
+            return cls(z["subject_id"], z["time_s"], z["itemid"], z["value"])
+
+
+@dataclass(frozen=True)
+class ItemSelection:
+    """Item ids to keep (primary, secondary) and those of potassium in other fluids (counted, dropped)."""
+
+    primary: tuple[int, ...]
+    secondary: tuple[int, ...]
+    other_fluid: tuple[int, ...] = ()
+
+    @property
+    def wanted(self) -> tuple[int, ...]:
+        return self.primary + self.secondary + self.other_fluid
+
+
+def select_items(cfg: LabsConfig, d_labitems: Path | None = None) -> ItemSelection:
+    """The configured items, plus potassium items found by label and fluid in ``d_labitems`` if given."""
+    primary, secondary, other = list(cfg.primary_itemids), list(cfg.secondary_itemids), []
+    if d_labitems is not None:
+        items = read_small_table(d_labitems, ("itemid", "label", "fluid"))
+        label_ok = items["label"].fillna("").str.strip().str.contains(cfg.label_pattern, flags=re.I, regex=True)
+        blood = items["fluid"].fillna("").str.strip().str.lower().isin([f.lower() for f in cfg.blood_fluids])
+        ids = pd.to_numeric(items["itemid"], errors="coerce")
+        known = set(primary) | set(secondary)
+        for itemid, is_blood in zip(ids[label_ok], blood[label_ok], strict=True):
+            if pd.isna(itemid) or int(itemid) in known:
+                continue
+            (secondary if is_blood else other).append(int(itemid))
+    return ItemSelection(tuple(primary), tuple(sorted(set(secondary) - set(primary))), tuple(sorted(set(other))))
+
+
+def read_small_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a small table (d_labitems) as strings, checking its columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    df = pd.read_parquet(path) if _is_parquet(path) else pd.read_csv(path, dtype=str, keep_default_na=False)
+    check_columns(path, list(df.columns), required)
+    return df.astype(str)
+
+
+def check_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise InputError(f"{path}: missing required column(s) {', '.join(missing)}")
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in {".parquet", ".pq"}
+
+
+def lab_file_columns(path: Path) -> list[str]:
+    """Column names of a lab file, read from its header / schema only."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        if _is_parquet(path):
+            return list(pq.read_schema(path).names)
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                                convert_options=pacsv.ConvertOptions(column_types={}, include_columns=[]))
+        return list(reader.schema.names)
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read as a lab table ({str(exc).splitlines()[0]})") from None
+
+
+def iter_batches(path: Path, cfg: LabsConfig, columns: list[str], bad_rows: Counter) -> Iterator[pa.RecordBatch]:
+    """Stream ``columns`` of a lab file as Arrow record batches (CSV values as strings)."""
+    if _is_parquet(path):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=cfg.parquet_batch_rows, columns=columns)
+        return
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        bad_rows["malformed_row"] += 1
+        return "skip"
+
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=cfg.csv_block_bytes),
+        parse_options=pacsv.ParseOptions(newlines_in_values=cfg.newlines_in_values, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=columns, column_types={c: pa.string() for c in columns}, strings_can_be_null=True
+        ),
+    )
+    yield from reader
+
+
+def _item_filter(column: pa.Array, wanted: tuple[int, ...]) -> pa.Array:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return pc.is_in(pc.utf8_trim_whitespace(column), value_set=pa.array([str(i) for i in wanted]))
+    return pc.is_in(column, value_set=pa.array(wanted, type=column.type))
+
+
+def _to_numeric(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce")
+
+
+def _to_seconds(values: pd.Series) -> np.ndarray:
+    """Times as int64 seconds; unparseable -> INT64_MIN (counted as bad_charttime)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        times = values
+    else:
+        times = pd.to_datetime(values.astype(str).str.strip(), errors="coerce", format="ISO8601")
+    out = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
+    ok = times.notna().to_numpy()
+    out[ok] = times[ok].to_numpy().astype("datetime64[s]").astype(np.int64)
+    return out
+
+
+class _HemolysisMatcher:
+    def __init__(self, cfg: LabsConfig):
+        self.hit = re.compile(cfg.hemolysis_pattern, re.I)
+        self.negated = re.compile(cfg.hemolysis_negation_pattern, re.I)
+
+    def __call__(self, comments: pd.Series) -> np.ndarray:
+        text = comments.fillna("").astype(str)
+        hit = text.str.contains(self.hit, regex=True).to_numpy()
+        if hit.any():
+            hit[hit] = ~text[hit].str.contains(self.negated, regex=True).to_numpy()
+        return hit
+
+
+def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, hemolysed: _HemolysisMatcher,
+                 dropped: Counter) -> LabTable:
+    """Filter one batch to usable potassium rows, counting each drop under its reason."""
+    batch = batch.filter(_item_filter(batch.column("itemid"), items.wanted))
+    if batch.num_rows == 0:
+        return LabTable.empty()
+    df = batch.to_pandas()
+    itemid = _to_numeric(df["itemid"].astype(str).str.strip()).astype(np.int64)
+    subject = _to_numeric(df["subject_id"])
+    time_s = _to_seconds(df["charttime"])
+    value = _to_numeric(df["valuenum"]).astype(np.float64).to_numpy()
+    reasons = np.full(len(df), "", dtype=object)
+    checks = [
+        ("bad_subject_id", ~(subject.notna().to_numpy() & (subject.fillna(-1).to_numpy() > 0))),
+        ("bad_charttime", time_s == np.iinfo(np.int64).min),
+        ("non_numeric_value", ~np.isfinite(value)),
+        ("out_of_range", ~((value >= cfg.lo) & (value <= cfg.hi))),
+        ("not_blood", np.isin(itemid.to_numpy(), items.other_fluid)),
+    ]
+    if cfg.drop_hemolysed and "comments" in df:
+        checks.append(("hemolysed", hemolysed(df["comments"])))
+    for reason, bad in checks:
+        newly = bad & (reasons == "")
+        reasons[newly] = reason
+    for reason, n in Counter(reasons[reasons != ""]).items():
+        dropped[reason] += int(n)
+    keep = reasons == ""
+    return LabTable(subject.to_numpy()[keep].astype(np.int64), time_s[keep], itemid.to_numpy()[keep].astype(np.int32),
+                    value[keep].astype(np.float32))
+
+
+def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, progress: bool = False
+                      ) -> tuple[LabTable, dict[str, int], dict[str, int]]:
+    """Stream every lab file; return the potassium table (sorted, de-duplicated), drop counts, row counts."""
+    from tqdm.auto import tqdm
+
+    dropped: Counter = Counter()
+    seen = Counter()
+    parts: list[LabTable] = []
+    hemolysed = _HemolysisMatcher(cfg)
+    for path in paths:
+        present = lab_file_columns(path)
+        check_columns(path, present, REQUIRED_COLUMNS)
+        columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in present]
+        bar = tqdm(unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", disable=not progress, leave=False)
+        try:
+            for batch in iter_batches(Path(path), cfg, columns, dropped):
+                seen["rows"] += batch.num_rows
+                table = _parse_batch(batch, items, cfg, hemolysed, dropped)
+                parts.append(table)
+                bar.update(batch.num_rows)
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"{path}: unreadable lab file ({str(exc).splitlines()[0]})") from None
+        finally:
+            bar.close()
+    table = LabTable.concat(parts).sorted()
+    seen["potassium_rows"] = len(table) + sum(v for k, v in dropped.items() if k != "malformed_row")
+    if cfg.drop_duplicates and len(table):
+        table = _drop_duplicates(table, dropped)
+    seen["kept"] = len(table)
+    return table, {r: int(dropped.get(r, 0)) for r in LAB_DROP_REASONS}, dict(seen)
+
+
+def _drop_duplicates(table: LabTable, dropped: Counter) -> LabTable:
+    """Remove repeated (subject, time, item, value) rows of a sorted table."""
+    same = np.ones(len(table), dtype=bool)
+    same[0] = False
+    for col in (table.subject_id, table.time_s, table.itemid, table.value):
+        same[1:] &= col[1:] == col[:-1]
+    dropped["duplicate"] += int(same.sum())
+    keep = ~same
+    return LabTable(table.subject_id[keep], table.time_s[keep], table.itemid[keep], table.value[keep])

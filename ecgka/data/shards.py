@@ -1,0 +1,106 @@
+"""Parquet shards of ECG-Ka-DIR: the schema, a buffered part writer and readers.
+
+``signal`` is ``fixed_size_list<float16>[n_leads * n_samples]`` (lead-major): a reader gets one
+contiguous float16 buffer per row group and reshapes it without copying (:func:`signal_array`).
+Row groups hold a fixed number of rows, so the layout never depends on how work was chunked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ecgka.data.config import ShardConfig
+from ecgka.io import atomic_path
+from ecgka.keys import Col
+
+META_COLUMNS = [c.value for c in Col if c is not Col.SIGNAL]
+
+
+def shard_schema(signal_len: int) -> pa.Schema:
+    return pa.schema([
+        (Col.SAMPLE_ID.value, pa.int64()), (Col.SUBJECT_ID.value, pa.int64()), (Col.STUDY_ID.value, pa.int64()),
+        (Col.ECG_TIME.value, pa.timestamp("s")), (Col.LAB_TIME.value, pa.timestamp("s")),
+        (Col.DELTA_MINUTES.value, pa.float32()), (Col.ITEMID.value, pa.int32()), (Col.POTASSIUM.value, pa.float32()),
+        (Col.LEADS.value, pa.string()), (Col.FS.value, pa.int32()),
+        (Col.SIGNAL.value, pa.list_(pa.float16(), signal_len)),
+    ])
+
+
+def make_table(meta: dict[str, np.ndarray], signals: np.ndarray, leads: str, fs: int) -> pa.Table:
+    """A shard table from metadata arrays (times as int64 seconds) and signals [rows, signal_len] float16."""
+    n, signal_len = signals.shape
+    flat = pa.array(np.ascontiguousarray(signals, dtype=np.float16).reshape(-1), type=pa.float16())
+    arrays = [
+        pa.array(meta["sample_id"], pa.int64()), pa.array(meta["subject_id"], pa.int64()),
+        pa.array(meta["study_id"], pa.int64()),
+        pa.array(np.asarray(meta["ecg_time_s"], np.int64), pa.int64()).cast(pa.timestamp("s")),
+        pa.array(np.asarray(meta["lab_time_s"], np.int64), pa.int64()).cast(pa.timestamp("s")),
+        pa.array(meta["delta_minutes"], pa.float32()), pa.array(meta["itemid"], pa.int32()),
+        pa.array(meta["potassium"], pa.float32()), pa.array([leads] * n, pa.string()),
+        pa.array(np.full(n, fs, np.int32), pa.int32()),
+        pa.FixedSizeListArray.from_arrays(flat, signal_len),
+    ]
+    return pa.Table.from_arrays(arrays, schema=shard_schema(signal_len))
+
+
+def write_table(table: pa.Table, path: Path, cfg: ShardConfig) -> None:
+    """Write one Parquet file atomically with fixed-size row groups."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=cfg.row_group_rows, compression=cfg.compression,
+                       compression_level=cfg.compression_level, use_dictionary=[Col.LEADS.value],
+                       write_statistics=[Col.SAMPLE_ID.value, Col.SUBJECT_ID.value, Col.POTASSIUM.value])
+
+
+class SplitWriter:
+    """Append tables in order; writes ``part-NNNNN.parquet`` files of ``part_rows`` rows into a folder."""
+
+    def __init__(self, folder: Path, cfg: ShardConfig, schema: pa.Schema):
+        self.folder, self.cfg, self.schema = Path(folder), cfg, schema
+        self.pending: list[pa.Table] = []
+        self.n_pending = 0
+        self.parts = 0
+        self.rows = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def append(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.pending.append(table)
+            self.n_pending += table.num_rows
+        while self.n_pending >= self.cfg.part_rows:
+            self._flush(self.cfg.part_rows)
+
+    def _flush(self, n: int) -> None:
+        table = pa.concat_tables(self.pending).combine_chunks() if self.pending else self.schema.empty_table()
+        write_table(table.slice(0, n), self.folder / f"part-{self.parts:05d}.parquet", self.cfg)
+        rest = table.slice(n)
+        self.pending, self.n_pending = ([rest] if rest.num_rows else []), rest.num_rows
+        self.parts += 1
+        self.rows += n
+
+    def close(self) -> int:
+        """Write the last part (an empty part for an empty split, so every split has a schema)."""
+        if self.n_pending or self.parts == 0:
+            self._flush(self.n_pending)
+        return self.rows
+
+
+def read_meta(paths: list[Path]) -> pa.Table:
+    """Every column but ``signal`` of some shards (cheap: the signal column is not read)."""
+    tables = [pq.read_table(p, columns=META_COLUMNS) for p in paths]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def split_parts(data_dir: Path, split: str) -> list[Path]:
+    return sorted((Path(data_dir) / split).glob("part-*.parquet"))
+
+
+def signal_array(table: pa.Table, n_leads: int) -> np.ndarray:
+    """The signal column as float16 [rows, n_leads, n_samples] (zero-copy for a single-chunk column)."""
+    col = table.column(Col.SIGNAL.value).combine_chunks()
+    width = col.type.list_size
+    values = col.values.to_numpy(zero_copy_only=True)[col.offset * width:(col.offset + len(col)) * width]
+    return values.reshape(len(col), n_leads, width // n_leads)

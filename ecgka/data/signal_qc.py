@@ -1,0 +1,84 @@
+"""Lead selection by name, quality control with reason codes, resampling and cleaning of one record.
+
+:func:`process_signal` turns a :class:`~ecgka.data.mimic_reader.Signal` into the stored array
+(float16 mV, lead-major, ``len(leads) * n_samples``) or raises :class:`RecordError` with the reason:
+``wrong_lead_count``, ``lead_missing``, ``wrong_fs``, ``wrong_length``, ``nan_samples``, ``flat_lead``,
+``saturated_lead``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecgka.data.config import SignalConfig
+from ecgka.data.mimic_reader import RecordError, Signal
+
+
+def lead_index(names: list[str], wanted: list[str]) -> list[int]:
+    """Positions of ``wanted`` leads in ``names``, matched by name (case and spaces ignored)."""
+    norm = {n.strip().replace(" ", "").lower(): i for i, n in enumerate(names)}
+    missing = [w for w in wanted if w.strip().replace(" ", "").lower() not in norm]
+    if missing:
+        raise RecordError("lead_missing", f"no lead {', '.join(missing)} among {', '.join(names)}")
+    return [norm[w.strip().replace(" ", "").lower()] for w in wanted]
+
+
+def _to_mv(values: np.ndarray, units: list[str]) -> np.ndarray:
+    scale = np.array([{"uv": 1e-3, "mv": 1.0, "v": 1e3}.get(u.strip().lower(), np.nan) for u in units])
+    if np.isnan(scale).any():
+        raise RecordError("unsupported_record", f"units {units} are not voltages")
+    return values * scale
+
+
+def _resample(x: np.ndarray, fs_in: float, fs_out: int) -> np.ndarray:
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    return resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
+
+
+def check_quality(x: np.ndarray, names: list[str], cfg: SignalConfig) -> None:
+    """Reject NaN, flat and saturated leads (``x``: [leads, samples] in mV)."""
+    bad = np.isnan(x).any(axis=1)
+    if bad.any():
+        raise RecordError("nan_samples", f"invalid samples in lead {names[int(np.argmax(bad))]}")
+    std = x.std(axis=1)
+    if (std < cfg.flat_std_mv).any():
+        i = int(np.argmin(std))
+        raise RecordError("flat_lead", f"lead {names[i]} std {std[i]:.4f} mV")
+    at_edge = ((x == x.max(axis=1, keepdims=True)) | (x == x.min(axis=1, keepdims=True))).mean(axis=1)
+    if (at_edge > cfg.saturated_fraction).any():
+        i = int(np.argmax(at_edge))
+        raise RecordError("saturated_lead", f"lead {names[i]}: {at_edge[i]:.1%} of samples at its limits")
+
+
+def clean(x: np.ndarray, fs: int, cfg: SignalConfig) -> np.ndarray:
+    """neurokit2 ``ecg_clean`` per lead with the configured mains frequency."""
+    import neurokit2 as nk
+
+    return np.stack([nk.ecg_clean(lead, sampling_rate=fs, method=cfg.clean_method, powerline=cfg.powerline_hz)
+                     for lead in x])
+
+
+def process_signal(sig: Signal, cfg: SignalConfig) -> np.ndarray:
+    """Select, check, resample and clean; return float16 mV, lead-major, flattened."""
+    n_sig = sig.p_signal.shape[1]
+    if cfg.expected_n_leads is not None and n_sig != cfg.expected_n_leads:
+        raise RecordError("wrong_lead_count", f"{n_sig} leads, expected {cfg.expected_n_leads}")
+    idx = lead_index(sig.sig_name, cfg.leads)
+    x = _to_mv(sig.p_signal[:, idx].T, [sig.units[i] for i in idx])
+    fs = sig.fs
+    if fs != cfg.fs:
+        if not cfg.resample:
+            raise RecordError("wrong_fs", f"{fs:g} Hz, expected {cfg.fs}")
+        if np.isnan(x).any():
+            raise RecordError("nan_samples", "invalid samples before resampling")
+        x, fs = _resample(x, fs, cfg.fs), cfg.fs
+    if x.shape[1] != cfg.n_samples:
+        raise RecordError("wrong_length", f"{x.shape[1]} samples, expected {cfg.n_samples}")
+    check_quality(x, cfg.leads, cfg)
+    if cfg.clean:
+        x = clean(x, int(fs), cfg)
+    return np.ascontiguousarray(x, dtype=np.float16).reshape(-1)

@@ -1,0 +1,101 @@
+"""Subject-disjoint splits, label bins, shot groups and imbalance variants (pure functions on arrays).
+
+Validation and test are balanced over label bins: for each bin (rarest first) subjects are drawn in a
+seeded random order and each drawn subject contributes one sample of that bin, until the split holds
+``per_bin_cap`` samples of the bin (or the bin's holdout share, ``holdout_max_fraction`` of its subjects,
+runs out: a rare bin gives what it has, split evenly between val and test). A subject drawn for
+val or test gives only that one sample; its other samples are excluded (``not_selected_for_split``), so
+balance is exact and subjects never cross splits. All other subjects form train with every sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ecgka.data.config import SplitConfig
+
+NOT_SELECTED = "not_selected_for_split"
+
+
+def n_bins(lo: float, hi: float, bin_width: float) -> int:
+    return int(round((hi - lo) / bin_width)) + 1
+
+
+def label_bins(y: np.ndarray, lo: float, bin_width: float) -> np.ndarray:
+    """Bin index ``round((y - lo) / bin_width)`` (the manifest's rule; float64 arithmetic)."""
+    return np.rint((np.asarray(y, np.float64) - lo) / bin_width).astype(np.int64)
+
+
+def histogram(y: np.ndarray, lo: float, hi: float, bin_width: float) -> list[int]:
+    bins = label_bins(y, lo, bin_width)
+    return np.bincount(bins, minlength=n_bins(lo, hi, bin_width)).astype(int).tolist()
+
+
+def shot_groups(counts: list[int], many: float = 0.5, few: float = 0.15) -> dict[str, list[int]]:
+    """Bins with training samples: many > many*n_max, few < few*n_max, median otherwise."""
+    c = np.asarray(counts)
+    n_max = int(c.max()) if len(c) else 0
+    nonzero = np.flatnonzero(c > 0)
+    return {
+        "many": [int(b) for b in nonzero if c[b] > many * n_max],
+        "median": [int(b) for b in nonzero if few * n_max <= c[b] <= many * n_max],
+        "few": [int(b) for b in nonzero if c[b] < few * n_max],
+    }
+
+
+def _holdout_targets(n_subjects: int, cfg: SplitConfig) -> tuple[int, int]:
+    avail = int(math.floor(n_subjects * cfg.holdout_max_fraction + 1e-9))
+    return min(cfg.per_bin_cap, (avail + 1) // 2), min(cfg.per_bin_cap, avail // 2)
+
+
+def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+    """Split name per row of ``meta`` (``sample_id, subject_id, potassium``); NOT_SELECTED for dropped rows."""
+    df = pd.DataFrame({"sample_id": meta["sample_id"].to_numpy(np.int64),
+                       "subject_id": meta["subject_id"].to_numpy(np.int64),
+                       "bin": label_bins(meta["potassium"].to_numpy(), cfg.lo, cfg.bin_width)})
+    subjects = np.unique(df["subject_id"].to_numpy())
+    rank = pd.Series(np.random.default_rng(cfg.seed).permutation(len(subjects)), index=subjects)
+    df["rank"] = rank.loc[df["subject_id"]].to_numpy()
+    # one candidate sample per (bin, subject): the lowest sample_id
+    cand = df.sort_values(["bin", "rank", "sample_id"]).drop_duplicates(["bin", "subject_id"], keep="first")
+    sizes = cand.groupby("bin").size()
+    order = sorted(sizes.index, key=lambda b: (int(sizes[b]), int(b)))
+    holdout: dict[int, str] = {}  # subject -> split
+    chosen: dict[int, str] = {}  # sample_id -> split
+    groups = {int(b): g for b, g in cand.groupby("bin")}
+    for b in order:
+        need = dict(zip(("val", "test"), _holdout_targets(int(sizes[b]), cfg), strict=True))
+        for subject, sample in zip(groups[int(b)]["subject_id"], groups[int(b)]["sample_id"], strict=True):
+            if need["val"] == 0 and need["test"] == 0:
+                break
+            if subject in holdout:
+                continue
+            split = "val" if need["val"] >= need["test"] else "test"  # alternate: equal counts
+            need[split] -= 1
+            holdout[int(subject)] = split
+            chosen[int(sample)] = split
+    out = np.full(len(df), "train", dtype=object)
+    in_holdout = df["subject_id"].isin(list(holdout)).to_numpy()
+    out[in_holdout] = NOT_SELECTED
+    picked = df["sample_id"].map(chosen)
+    out[picked.notna().to_numpy()] = picked.dropna().to_numpy()
+    return out
+
+
+def variant_selection(y: np.ndarray, sample_id: np.ndarray, ratio: float, cfg: SplitConfig, seed: int) -> np.ndarray:
+    """Mask of training rows kept for imbalance ratio ``ratio``: every bin capped at ratio * (smallest bin)."""
+    bins = label_bins(y, cfg.lo, cfg.bin_width)
+    counts = np.bincount(bins)
+    n_min = int(counts[counts > 0].min()) if (counts > 0).any() else 0
+    cap = max(1, int(math.floor(ratio * n_min + 1e-9)))
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(y), dtype=bool)
+    order = np.argsort(sample_id, kind="stable")
+    for b in np.flatnonzero(counts > cap):
+        idx = order[bins[order] == b]
+        keep[rng.permutation(idx)[:cap]] = True
+    keep[np.isin(bins, np.flatnonzero(counts <= cap))] = True
+    return keep
