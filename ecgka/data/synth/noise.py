@@ -1,0 +1,55 @@
+"""Recording nuisance at the nine electrodes (RA, LA, LL, V1-V6): baseline wander, 60 Hz mains, muscle noise.
+
+Noise is generated per electrode and turned into lead noise the way the leads are wired (I = LA - RA,
+II = LL - RA, Vk = Vk - Wilson terminal), so III/aVR/aVF/aVL (derived afterwards from I and II) get the
+real relative noise levels and the limb-lead identities still hold exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ecgka.data.synth.wfdb_writer import FS, N_SAMPLES
+
+_T = np.arange(N_SAMPLES) / FS
+
+
+def baseline_wander(rng: np.random.Generator, n_leads: int) -> np.ndarray:
+    """Slow drift (respiration, electrode motion): a few sinusoids of 0.05-0.6 Hz per lead plus a shared one."""
+    f = rng.uniform(0.05, 0.6, (n_leads, 3))
+    ph = rng.uniform(0, 2 * np.pi, (n_leads, 3))
+    amp = rng.lognormal(np.log(0.045), 0.7) * rng.uniform(0.3, 1.0, (n_leads, 3))
+    own = (amp[:, :, None] * np.sin(2 * np.pi * f[:, :, None] * _T + ph[:, :, None])).sum(1)
+    resp = rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(0.15, 0.35) * _T + rng.uniform(0, 6.3))
+    return own + resp[None, :] * rng.uniform(-1, 1, (n_leads, 1))
+
+
+def mains(rng: np.random.Generator, n_leads: int) -> np.ndarray:
+    """60 Hz interference in about a quarter of the records, common phase, lead-specific amplitude."""
+    if rng.random() > 0.25:
+        return np.zeros((n_leads, N_SAMPLES))
+    amp = rng.uniform(0.003, 0.03) * rng.uniform(0.3, 1.0, (n_leads, 1))
+    return amp * np.sin(2 * np.pi * 60.0 * _T + rng.uniform(0, 2 * np.pi))[None, :]
+
+
+def muscle(rng: np.random.Generator, n_leads: int) -> np.ndarray:
+    """Broadband EMG-like noise (smoothed white noise), bursty in some records."""
+    sd = rng.lognormal(np.log(0.006), 0.6)
+    white = rng.normal(0, sd, (n_leads, N_SAMPLES + 2))
+    emg = (white[:, :-2] + white[:, 1:-1] + white[:, 2:]) / np.sqrt(3)
+    if rng.random() < 0.15:  # a burst of movement
+        centre, width = rng.uniform(0, 10), rng.uniform(0.5, 2.0)
+        emg *= 1 + 4 * np.exp(-0.5 * ((_T - centre) / width) ** 2)[None, :]
+    return emg
+
+
+def electrodes_to_leads(e: np.ndarray) -> np.ndarray:
+    """[9, T] electrode potentials (RA, LA, LL, V1..V6) -> [8, T] leads I, II, V1..V6."""
+    wilson = e[:3].mean(0)
+    return np.concatenate([(e[1] - e[0])[None], (e[2] - e[0])[None], e[3:] - wilson[None]])
+
+
+def add_noise(leads: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add electrode-level nuisance to [8, T] leads I, II, V1..V6."""
+    e = baseline_wander(rng, 9) + mains(rng, 9) + muscle(rng, 9)
+    return leads + electrodes_to_leads(e)
