@@ -16,11 +16,15 @@ from typing import Any
 import numpy as np
 
 from ecgka.errors import ConfigError, InputError
+from ecgka.losses.balanced_mse import BalancedMSE, balanced_mse_prior
 from ecgka.losses.base import Criterion
 from ecgka.losses.config import DistLossOptions
+from ecgka.losses.conr import ConRMethod
 from ecgka.losses.criteria import DistLossMethod, Vanilla, WeightedByBin, WithDistLoss
 from ecgka.losses.dist_loss import DistLoss
 from ecgka.losses.distribution import label_grid
+from ecgka.losses.fds import FDSMethod
+from ecgka.losses.ranksim import RankSimMethod
 from ecgka.losses.weighting import lds_table
 from ecgka.registry import Registry
 
@@ -78,6 +82,38 @@ def _lds(ctx: LossContext, base: str = "l2", reweight: str = "sqrt_inv", lds: bo
          kernel: str = "gaussian", ks: int = 5, sigma: float = 2, truncate_inverse: bool = True) -> Criterion:
     table = lds_table(ctx.bins, ctx.n_bins, reweight, lds, kernel, ks, sigma, truncate_inverse)
     return WeightedByBin(table, ctx.lo, ctx.step, base)
+
+
+@register("fds", "FDS")
+def _fds(ctx: LossContext, base: str = "l2", feature_dim: int | None = None, bucket_num: int | None = None,
+         bucket_start: int = 0, start_update: int = 0, start_smooth: int = 1, kernel: str = "gaussian",
+         ks: int = 5, sigma: float = 2, momentum: float | None = 0.9, alias_last_epoch: bool = True) -> Criterion:
+    """Buckets are the label bins (bucket_num defaults to the number of grid points, bucket_start to 0)."""
+    return FDSMethod(ctx.lo, ctx.step, base, feature_dim, bucket_num=bucket_num or ctx.n_bins,
+                     bucket_start=bucket_start, start_update=start_update, start_smooth=start_smooth,
+                     kernel=kernel, ks=ks, sigma=sigma, momentum=momentum, alias_last_epoch=alias_last_epoch)
+
+
+@register("ranksim", "RankSim")
+def _ranksim(ctx: LossContext, base: str = "l2", gamma: float = 100.0, lambda_val: float = 2.0) -> Criterion:
+    return RankSimMethod(base, gamma, lambda_val)
+
+
+@register("conr", "ConR")
+def _conr(ctx: LossContext, base: str = "l2", beta: float = 4.0, w: float | None = None, t: float = 0.07,
+          e: float | None = None) -> Criterion:
+    """w and e default to one label bin and 0.01 per bin (ages: 1 year, 0.01; potassium: 0.1, 0.1 per mmol/L)."""
+    w = ctx.step if w is None else w
+    e = 0.01 / ctx.step if e is None else e
+    return ConRMethod(base, beta, w, t, e)
+
+
+@register("balanced_mse", "Balanced MSE")
+def _balanced_mse(ctx: LossContext, estimator: str = "bmc", init_noise_sigma: float = 1.0, sigma_lr: float = 1e-2,
+                  gmm_components: int = 8) -> Criterion:
+    grid = label_grid(ctx.lo, ctx.hi, ctx.step)
+    prior = balanced_mse_prior(estimator, ctx.train_labels, ctx.bins, grid, gmm_components)
+    return BalancedMSE(estimator, init_noise_sigma, sigma_lr, prior)
 
 
 def build_dist(ctx: LossContext, options: dict[str, Any]) -> DistLoss:
