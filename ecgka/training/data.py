@@ -1,0 +1,151 @@
+"""Shard loading for training and prediction: no per-sample Python on the hot path, bounded memory.
+
+The float16 ``signal`` column of a split is converted once (streamed, shard by shard) into a memory-mapped
+``.npy`` cache ``[N, leads, samples]`` beside the shards; batches are then one sorted fancy-index read of
+the memmap plus a vectorised per-sample, per-lead z-score. Labels and ids (a few MB) stay in memory.
+The cache is keyed by the dataset fingerprint and the shard files, written atomically and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ecgka.errors import InputError
+from ecgka.io import atomic_path, read_json
+from ecgka.keys import Col
+
+META_COLUMNS = (Col.SAMPLE_ID.value, Col.SUBJECT_ID.value, Col.POTASSIUM.value)
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{data_dir}: not a dataset directory (no manifest.json); run `ecgka build` first")
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable manifest ({exc})") from None
+
+
+def split_shards(data_dir: str | Path, split: str) -> list[Path]:
+    shards = sorted((Path(data_dir) / split).glob("part-*.parquet"))
+    if not shards:
+        raise InputError(f"{data_dir}: split {split!r} has no part-*.parquet shards")
+    return shards
+
+
+def _cache_key(manifest: dict, shards: list[Path]) -> str:
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards]
+    blob = json.dumps([manifest.get("fingerprint"), manifest.get("signal"), stats], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_signal_cache(shards: list[Path], n_rows: int, width: int, target: Path) -> None:
+    """Stream the signal column of every shard into a float16 .npy file (one record batch at a time)."""
+    with atomic_path(target) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_rows, width))
+        row = 0
+        for shard in shards:
+            for rb in pq.ParquetFile(shard).iter_batches(batch_size=2048, columns=[Col.SIGNAL.value]):
+                col = rb.column(0)
+                values = col.values.to_numpy(zero_copy_only=False)
+                if values.size != len(col) * width:
+                    raise InputError(f"{shard}: signal has {values.size // max(len(col), 1)} values per row, "
+                                     f"manifest says {width}")
+                out[row:row + len(col)] = values.reshape(len(col), width).astype(np.float16, copy=False)
+                row += len(col)
+        out.flush()
+        del out
+
+
+@dataclass
+class SplitData:
+    """One split: metadata arrays in memory, signals as a read-only memmap [N, leads, samples]."""
+
+    signals: np.ndarray
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    subject_ids: np.ndarray
+    leads: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _read_meta(shards: list[Path]) -> dict[str, np.ndarray]:
+    tables = [pq.read_table(s, columns=list(META_COLUMNS)) for s in shards]
+    try:
+        return {c: np.concatenate([t.column(c).to_numpy() for t in tables]) for c in META_COLUMNS}
+    except KeyError as exc:
+        raise InputError(f"{shards[0].parent}: shards miss column {exc}") from None
+
+
+def _cache_dir(data_dir: Path, cache_dir: str | Path | None, fallback: Path | None) -> Path:
+    directory = Path(cache_dir) if cache_dir else data_dir / ".cache"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-probe"
+        probe.touch()
+        probe.unlink()
+        return directory
+    except OSError:
+        if fallback is None:
+            raise InputError(f"{directory}: cannot write the signal cache; set data.cache_dir") from None
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback
+
+
+def load_split(data_dir: str | Path, split: str, *, cache_dir: str | Path | None = None,
+               fallback_cache: Path | None = None) -> SplitData:
+    """Open ``split`` of a dataset directory, building the signal cache on first use."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    sig = manifest.get("signal") or {}
+    leads, n_samples = list(sig.get("leads", [])), int(sig.get("n_samples", 0))
+    if not leads or n_samples <= 0:
+        raise InputError(f"{data_dir}/manifest.json: signal.leads / signal.n_samples missing")
+    shards = split_shards(data_dir, split)
+    meta = _read_meta(shards)
+    width = len(leads) * n_samples
+    target = _cache_dir(data_dir, cache_dir, fallback_cache) / f"{split}-{_cache_key(manifest, shards)}.npy"
+    if not target.is_file():
+        _write_signal_cache(shards, len(meta[Col.POTASSIUM.value]), width, target)
+    signals = np.load(target, mmap_mode="r").reshape(-1, len(leads), n_samples)
+    if signals.shape[0] != len(meta[Col.POTASSIUM.value]):
+        raise InputError(f"{target}: cache has {signals.shape[0]} rows, shards have "
+                         f"{len(meta[Col.POTASSIUM.value])}; delete the cache")
+    return SplitData(signals=signals, labels=meta[Col.POTASSIUM.value].astype(np.float32),
+                     sample_ids=meta[Col.SAMPLE_ID.value].astype(np.int64),
+                     subject_ids=meta[Col.SUBJECT_ID.value].astype(np.int64), leads=leads)
+
+
+def lead_indices(available: list[str], wanted: list[str] | None) -> list[int]:
+    if wanted is None:
+        return list(range(len(available)))
+    missing = [lead for lead in wanted if lead not in available]
+    if missing:
+        raise InputError(f"data.leads: {', '.join(missing)} not in the dataset (has {', '.join(available)})")
+    return [available.index(lead) for lead in wanted]
+
+
+def zscore(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-sample, per-lead z-score of [B, C, T] float32 (flat leads stay 0)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return (x - mean) / (std + eps)
+
+
+def read_batch(data: SplitData, indices: np.ndarray, leads: list[int], normalise: bool = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Signals [B, C, T] float32 and labels [B] for ``indices`` (read in sorted order: one pass)."""
+    order = np.sort(indices)
+    x = np.asarray(data.signals[order], dtype=np.float32)
+    if len(leads) != x.shape[1]:
+        x = x[:, leads]
+    return (zscore(x) if normalise else x), data.labels[order]

@@ -1,0 +1,160 @@
+"""The epoch loop: steps, the criterion's epoch hooks, validation, and hooks for logging/checkpoints.
+
+``Trainer.fit`` is method-agnostic; everything that writes files hangs off ``hooks`` (``Hook`` methods
+``on_step_end(trainer)`` and ``on_epoch_end(trainer, record)``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecgka.training.config import TrainConfig
+from ecgka.training.data import SplitData
+from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
+from ecgka.training.loader import epoch_batches, iterate_batches
+from ecgka.training.metrics import selection_metrics
+from ecgka.training.predict import predict_arrays
+from ecgka.training.step import train_step
+
+
+class Hook:
+    def on_step_end(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+
+def lr_factor(epoch: int, milestones: list[int], gamma: float) -> float:
+    """MultiStepLR semantics: lr x gamma for every milestone <= epoch (epochs counted from 0)."""
+    return gamma ** sum(1 for m in milestones if m <= epoch)
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    model: nn.Module  # the bare model (forward / forward_features / head)
+    net: nn.Module  # FeatureModel, possibly DDP- or compile-wrapped
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    train: SplitData
+    val: SplitData
+    leads: list[int]
+    device: torch.device
+    info: DistInfo
+    manifest: dict
+    hooks: list[Hook] = field(default_factory=list)
+    epoch: int = 0  # next epoch to run
+    step: int = 0  # batches already done in ``epoch`` (mid-epoch resume)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    partial: dict[str, Any] = field(default_factory=dict)
+
+    def set_lr(self, epoch: int) -> float:
+        factor = lr_factor(epoch, self.cfg.optim.milestones, self.cfg.optim.gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * (factor if group.get("scheduled", True) else 1.0)
+        return self.cfg.optim.lr * factor
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(len(self.train), self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
+                             rank=self.info.rank, world=self.info.world)
+
+    def fit(self) -> None:
+        while self.epoch < self.cfg.epochs:
+            record = self.run_epoch(self.epoch)
+            self.epoch, self.step, self.partial = self.epoch + 1, 0, {}
+            for hook in self.hooks:
+                hook.on_epoch_end(self, record)
+
+    def _progress(self, total: int, epoch: int):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=self.step, desc=f"epoch {epoch}/{self.cfg.epochs - 1}", unit="batch",
+                    file=sys.stderr, leave=False, dynamic_ncols=True,
+                    disable=not (self.cfg.progress and self.info.main))
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        self.net.train()
+        self.criterion.on_epoch_start(epoch)
+        lr = self.set_lr(epoch)
+        batches = self.batches(epoch)
+        sums = self.partial or {"loss": 0.0, "terms": {}, "batches": 0, "samples": 0, "seconds": 0.0,
+                                "data_seconds": 0.0}
+        feats, targets = [], []
+        extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
+        t0 = wait0 = time.perf_counter()
+        bar = self._progress(len(batches), epoch)
+        for x, y in iterate_batches(self.train, batches[self.step:], self.leads, normalise=self.cfg.data.zscore,
+                                    prefetch=self.cfg.data.prefetch, pin_memory=self.device.type == "cuda"):
+            sums["data_seconds"] += time.perf_counter() - wait0
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            out = train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
+                             views_std=self.cfg.views_noise_std, bf16=self.cfg.bf16,
+                             after_backward=lambda: average_gradients(extra, self.info))
+            self._accumulate(sums, out, len(y))
+            if getattr(self.criterion, "requires_features", False):
+                feats.append(out["features"].cpu())
+                targets.append(y.cpu())
+            self.step += 1
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / sums['batches']:.4f}")
+            if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0 \
+                    and self.step < len(batches):
+                self.partial = {**sums, "seconds": sums["seconds"] + time.perf_counter() - t0}
+                for hook in self.hooks:
+                    hook.on_step_end(self)
+            wait0 = time.perf_counter()
+        bar.close()
+        sums["seconds"] += time.perf_counter() - t0
+        self._epoch_features(epoch, feats, targets)
+        return self._record(epoch, lr, sums)
+
+    @staticmethod
+    def _accumulate(sums: dict[str, Any], out: dict[str, Any], rows: int) -> None:
+        sums["loss"] += float(out["loss"])
+        for name, value in out["terms"].items():
+            sums["terms"][name] = sums["terms"].get(name, 0.0) + float(value)
+        sums["batches"] += 1
+        sums["samples"] += rows
+
+    def _epoch_features(self, epoch: int, feats: list, targets: list) -> None:
+        if not feats:
+            return
+        f, t = torch.cat(feats), torch.cat(targets)
+        if self.info.enabled:
+            f, t = gather_tensor(f.to(self.device), self.info).cpu(), gather_tensor(t.to(self.device), self.info).cpu()
+        self.criterion.on_epoch_end(epoch, f, t)
+
+    def validate(self) -> dict[str, float]:
+        pred = predict_arrays(self.model, self.val, self.leads, batch_size=self.cfg.data.eval_batch_size,
+                              device=self.device, bf16=self.cfg.bf16, normalise=self.cfg.data.zscore,
+                              prefetch=self.cfg.data.prefetch)
+        return selection_metrics(pred, self.val.labels, self.manifest.get("label", {}),
+                                 self.manifest.get("shot_groups"))
+
+    def _record(self, epoch: int, lr: float, sums: dict[str, Any]) -> dict[str, Any]:
+        t_val = time.perf_counter()
+        val = self.validate()
+        n = max(sums["batches"], 1)
+        samples = sums["samples"] * self.info.world
+        record = {"epoch": epoch, "lr": lr, "train_loss": sums["loss"] / n,
+                  "train_terms": {k: v / n for k, v in sums["terms"].items()},
+                  "seconds": sums["seconds"] + time.perf_counter() - t_val, "train_seconds": sums["seconds"],
+                  "data_wait_seconds": sums["data_seconds"], "samples": samples,
+                  "samples_per_s": samples / max(sums["seconds"], 1e-9),
+                  "val": val}
+        metric = val[self.cfg.selection_metric]
+        if not self.best or metric < self.best["value"]:
+            self.best = {"epoch": epoch, "value": metric, "metric": self.cfg.selection_metric}
+            record["is_best"] = True
+        else:
+            record["is_best"] = False
+        self.history.append(record)
+        return record
