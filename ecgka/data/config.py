@@ -17,7 +17,7 @@ class LabsConfig(ConfigModel):
     primary_itemids: list[int] = [50971]  # Potassium, Blood, Chemistry
     secondary_itemids: list[int] = [50822]  # Potassium, Whole Blood, Blood Gas
     # with --d-labitems: also take items whose label matches and whose fluid is blood (newer 52xxx codes)
-    label_pattern: str = r"^potassium(, whole blood)?$"
+    label_pattern: str = r"^potassium(?:, whole blood)?$"
     blood_fluids: list[str] = ["Blood"]
     lo: float = 1.5  # plausible range, mmol/L (inclusive)
     hi: float = 10.0

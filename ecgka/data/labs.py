@@ -119,17 +119,20 @@ def _is_parquet(path: Path) -> bool:
 
 
 def lab_file_columns(path: Path) -> list[str]:
-    """Column names of a lab file, read from its header / schema only."""
+    """Column names of a lab file, read from its header line / schema only."""
+    import csv
+    import gzip
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     try:
         if _is_parquet(path):
             return list(pq.read_schema(path).names)
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                                convert_options=pacsv.ConvertOptions(column_types={}, include_columns=[]))
-        return list(reader.schema.names)
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            return [c.strip() for c in next(csv.reader(fh), [])]
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read as a lab table ({str(exc).splitlines()[0]})") from None
 
 
@@ -183,9 +186,9 @@ class _HemolysisMatcher:
 
     def __call__(self, comments: pd.Series) -> np.ndarray:
         text = comments.fillna("").astype(str)
-        hit = text.str.contains(self.hit, regex=True).to_numpy()
+        hit = text.str.contains(self.hit, regex=True).to_numpy(dtype=bool, copy=True)
         if hit.any():
-            hit[hit] = ~text[hit].str.contains(self.negated, regex=True).to_numpy()
+            hit[hit] = ~text[hit].str.contains(self.negated, regex=True).to_numpy(dtype=bool)
         return hit
 
 
@@ -202,11 +205,11 @@ def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, h
     value = _to_numeric(df["valuenum"]).astype(np.float64).to_numpy()
     reasons = np.full(len(df), "", dtype=object)
     checks = [
+        ("not_blood", np.isin(itemid.to_numpy(), items.other_fluid)),
         ("bad_subject_id", ~(subject.notna().to_numpy() & (subject.fillna(-1).to_numpy() > 0))),
         ("bad_charttime", time_s == np.iinfo(np.int64).min),
         ("non_numeric_value", ~np.isfinite(value)),
         ("out_of_range", ~((value >= cfg.lo) & (value <= cfg.hi))),
-        ("not_blood", np.isin(itemid.to_numpy(), items.other_fluid)),
     ]
     if cfg.drop_hemolysed and "comments" in df:
         checks.append(("hemolysed", hemolysed(df["comments"])))

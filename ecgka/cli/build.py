@@ -1,0 +1,40 @@
+"""``ecgka build``: ECG-Ka-DIR Parquet shards from a MIMIC-IV-ECG root and potassium lab exports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "build ECG-Ka-DIR Parquet shards from MIMIC-IV-ECG and potassium lab exports"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ecg-root", required=True, help="MIMIC-IV-ECG root (holds record_list.csv and files/)")
+    parser.add_argument("--labs", required=True, action="append", metavar="FILE",
+                        help="labevents-format export (.csv, .csv.gz or .parquet); repeat for several files")
+    parser.add_argument("--d-labitems", metavar="FILE", help="optional d_labitems table: potassium items by label+fluid")
+    parser.add_argument("--out", required=True, help="dataset directory to write")
+    parser.add_argument("--config", help="build config YAML (default: built-in defaults = configs/data/ecg_ka_dir.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. signal.leads=[I,II]")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1, help="local worker processes for the signal stage")
+    where.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the signal stage on a Dask cluster")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ecgka.config import load_config
+    from ecgka.data.build import build_dataset
+    from ecgka.data.config import BuildConfig
+    from ecgka.data.manifest import format_summary
+
+    cfg = load_config(BuildConfig, args.config, args.overrides)
+    result = build_dataset(args.ecg_root, args.labs, args.out, cfg, workers=args.workers,
+                           dask_scheduler=args.dask_scheduler, d_labitems=args.d_labitems,
+                           progress=not args.quiet and sys.stderr.isatty())
+    if result["status"] == "skipped":
+        print(f"{args.out}: up to date (fingerprint {result['fingerprint']}), nothing to do")
+    else:
+        print(f"{args.out}: built (fingerprint {result['fingerprint']})")
+    print(format_summary(result, result.get("seconds")))
+    return 0

@@ -1,0 +1,107 @@
+"""Streamed potassium extraction: filters, drop reasons, formats, bounded blocks, column checks."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+from test_build_helpers import lab_frame, write_labs
+
+from ecgka.data.config import LabsConfig
+from ecgka.data.labs import ItemSelection, extract_potassium, lab_file_columns, select_items
+from ecgka.errors import InputError
+
+ITEMS = ItemSelection(primary=(50971,), secondary=(50822,))
+T = "2150-01-01 08:00:00"
+
+ROWS = [
+    {"subject_id": 1, "itemid": 50971, "charttime": T, "valuenum": 4.1},  # kept
+    {"subject_id": 1, "itemid": 50822, "charttime": "2150-01-01 09:00:00", "valuenum": 3.9},  # kept (secondary)
+    {"subject_id": 1, "itemid": 50912, "charttime": T, "valuenum": 1.0},  # creatinine: not potassium
+    {"subject_id": 2, "itemid": 50971, "charttime": T, "valuenum": "", "value": "___"},  # non_numeric_value
+    {"subject_id": 2, "itemid": 50971, "charttime": "not a time", "valuenum": 4.0},  # bad_charttime
+    {"subject_id": "x", "itemid": 50971, "charttime": T, "valuenum": 4.0},  # bad_subject_id
+    {"subject_id": 3, "itemid": 50971, "charttime": T, "valuenum": 0.9},  # out_of_range
+    {"subject_id": 3, "itemid": 50971, "charttime": T, "valuenum": 10.01},  # out_of_range
+    {"subject_id": 3, "itemid": 50971, "charttime": "2150-01-02 08:00:00", "valuenum": 10.0},  # kept: bound
+    {"subject_id": 4, "itemid": 50971, "charttime": T, "valuenum": 6.2,
+     "comments": "HEMOLYSIS FALSELY ELEVATES K"},  # hemolysed
+    {"subject_id": 4, "itemid": 50971, "charttime": "2150-01-03 08:00:00", "valuenum": 5.0,
+     "comments": "Slightly hemolyzed specimen"},  # hemolysed
+    {"subject_id": 4, "itemid": 50971, "charttime": "2150-01-04 08:00:00", "valuenum": 4.4,
+     "comments": "Specimen not hemolyzed"},  # kept
+    {"subject_id": 5, "itemid": 50971, "charttime": T, "valuenum": 3.3},  # kept
+    {"subject_id": 5, "itemid": 50971, "charttime": T, "valuenum": 3.3},  # duplicate
+]
+EXPECTED_DROPS = {"non_numeric_value": 1, "bad_charttime": 1, "bad_subject_id": 1, "out_of_range": 2,
+                  "hemolysed": 2, "duplicate": 1}
+
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
+def test_extract_drop_reasons_all_formats(tmp_path, suffix):
+    plain = write_labs(tmp_path / "labs.csv", ROWS)
+    if suffix == ".csv.gz":
+        path = tmp_path / "labs.csv.gz"
+        with open(plain, "rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    elif suffix == ".parquet":
+        path = write_labs(tmp_path / "labs.parquet", ROWS)
+    else:
+        path = plain
+    table, dropped, seen = extract_potassium([path], LabsConfig(), ITEMS)
+    assert {k: v for k, v in dropped.items() if v} == EXPECTED_DROPS
+    assert seen["rows"] == len(ROWS)
+    assert seen["potassium_rows"] == len(ROWS) - 1  # all but creatinine
+    kept = sorted(zip(table.subject_id.tolist(), table.itemid.tolist(), np.round(table.value.astype(float), 3).tolist(), strict=True))
+    assert kept == [(1, 50822, 3.9), (1, 50971, 4.1), (3, 50971, 10.0), (4, 50971, 4.4), (5, 50971, 3.3)]
+    assert seen["kept"] == 5
+    # times are seconds on the shifted timeline
+    t0 = np.datetime64("2150-01-01T08:00:00", "s").astype(np.int64)
+    assert t0 in table.time_s.tolist()
+
+
+def test_small_blocks_give_same_result(tmp_path):
+    rows = ROWS * 200  # duplicates galore, spans many 64 kB blocks
+    path = write_labs(tmp_path / "labs.csv", rows)
+    big, d_big, _ = extract_potassium([path], LabsConfig(), ITEMS)
+    small, d_small, _ = extract_potassium([path], LabsConfig(csv_block_bytes=1 << 16), ITEMS)
+    assert d_big == d_small
+    for f in ("subject_id", "time_s", "itemid", "value"):
+        np.testing.assert_array_equal(getattr(big, f), getattr(small, f))
+    # 200 copies of the 6 valid rows (5 distinct) collapse to 5
+    assert len(big) == 5 and d_big["duplicate"] == 200 * 6 - 5
+
+
+def test_malformed_rows_counted(tmp_path):
+    path = write_labs(tmp_path / "labs.csv", ROWS[:2])
+    with open(path, "a") as fh:
+        fh.write("1,2,3\n")  # too few fields
+    table, dropped, _ = extract_potassium([path], LabsConfig(), ITEMS)
+    assert dropped["malformed_row"] == 1 and len(table) == 2
+
+
+def test_missing_columns_one_line_error(tmp_path):
+    df = lab_frame(ROWS).drop(columns=["valuenum", "charttime"])
+    path = tmp_path / "labs.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(InputError) as err:
+        extract_potassium([path], LabsConfig(), ITEMS)
+    msg = str(err.value)
+    assert "labs.csv" in msg and "charttime" in msg and "valuenum" in msg and "\n" not in msg
+    assert "itemid" in lab_file_columns(path)
+
+
+def test_d_labitems_adds_items_and_not_blood(tmp_path):
+    d = tmp_path / "d_labitems.csv"
+    d.write_text("itemid,label,fluid,category\n50971,Potassium,Blood,Chemistry\n50822,\"Potassium, Whole Blood\","
+                 "Blood,Blood Gas\n52610,Potassium,Blood,Chemistry\n51097,Potassium,Urine,Chemistry\n"
+                 "50912,Creatinine,Blood,Chemistry\n")
+    items = select_items(LabsConfig(), d)
+    assert items.primary == (50971,) and items.secondary == (50822, 52610) and items.other_fluid == (51097,)
+    rows = [{"subject_id": 1, "itemid": 52610, "charttime": T, "valuenum": 4.0},
+            {"subject_id": 1, "itemid": 51097, "charttime": T, "valuenum": 40.0}]
+    table, dropped, _ = extract_potassium([write_labs(tmp_path / "l.csv", rows)], LabsConfig(), items)
+    assert table.itemid.tolist() == [52610] and dropped["not_blood"] == 1

@@ -1,0 +1,117 @@
+"""Pairing edge cases: window bounds, asymmetric windows, item preference, several labs, none."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgka.data.config import PairingConfig
+from ecgka.data.labs import LabTable
+from ecgka.data.pairing import pair_labs
+
+T0 = 1_000_000_000
+PRIMARY, SECONDARY = (50971,), (50822,)
+
+
+def labs(rows):
+    """rows: (subject, offset_minutes from T0, itemid, value)."""
+    if not rows:
+        return LabTable.empty()
+    s, m, i, v = zip(*rows, strict=True)
+    return LabTable(np.array(s, np.int64), T0 + (np.array(m) * 60).astype(np.int64), np.array(i, np.int32),
+                    np.array(v, np.float32)).sorted()
+
+
+def ecgs(subjects, offsets_s=None):
+    offsets_s = offsets_s if offsets_s is not None else [0] * len(subjects)
+    return pd.DataFrame({"row": np.arange(len(subjects)), "subject_id": np.array(subjects, np.int64),
+                         "time_s": T0 + np.array(offsets_s, np.int64)})
+
+
+def pair(e, lab_rows, **kw):
+    return pair_labs(e, labs(lab_rows), PRIMARY, SECONDARY, PairingConfig(**kw))
+
+
+@pytest.mark.parametrize("offset_min, paired", [(-60, True), (60, True), (-60.0167, False), (60.0167, False),
+                                                (0, True)])
+def test_window_bounds_inclusive(offset_min, paired):
+    out = pair(ecgs([1]), [(1, offset_min, 50971, 4.0)])
+    assert out["lab_time_s"].notna().iat[0] == paired
+    if paired:
+        assert out["delta_s"].iat[0] == round(offset_min * 60)
+
+
+def test_exact_second_bounds():
+    e = ecgs([1, 1], [0, 10_000])
+    rows = [(1, 60, 50971, 4.0)]  # +3600 s from the first ECG
+    out = pair(e, rows)
+    assert out["lab_time_s"].notna().tolist() == [True, False]
+    e2 = ecgs([1], [1])  # lab is 3599 s after: inside; one second later ECG -> lab 3599 after
+    assert pair(e2, rows)["lab_time_s"].notna().iat[0]
+    e3 = ecgs([1], [-1])  # lab is 3601 s after: outside
+    assert pair(e3, rows)["lab_time_s"].isna().iat[0]
+
+
+def test_asymmetric_window():
+    rows = [(1, -30, 50971, 4.0), (1, 200, 50971, 5.0)]
+    out = pair(ecgs([1]), rows, window_before_min=0, window_after_min=240)
+    assert out["potassium"].iat[0] == 5.0 and out["delta_s"].iat[0] == 200 * 60
+    out = pair(ecgs([1]), rows, window_before_min=30, window_after_min=0)
+    assert out["potassium"].iat[0] == 4.0 and out["delta_s"].iat[0] == -30 * 60
+
+
+def test_nearest_of_several_labs():
+    rows = [(1, -50, 50971, 3.0), (1, -5, 50971, 4.0), (1, 7, 50971, 5.0), (1, 40, 50971, 6.0)]
+    out = pair(ecgs([1]), rows)
+    assert out["potassium"].iat[0] == pytest.approx(4.0) and out["delta_s"].iat[0] == -300
+
+
+def test_equal_distance_takes_earlier_lab():
+    out = pair(ecgs([1]), [(1, -10, 50971, 3.0), (1, 10, 50971, 5.0)])
+    assert out["potassium"].iat[0] == pytest.approx(3.0)
+
+
+def test_primary_preferred_when_both_present():
+    rows = [(1, 1, 50822, 3.0), (1, -45, 50971, 4.5)]
+    out = pair(ecgs([1]), rows)
+    assert out["itemid"].iat[0] == 50971 and out["potassium"].iat[0] == pytest.approx(4.5)
+    out = pair(ecgs([1]), rows, prefer_primary=False)
+    assert out["itemid"].iat[0] == 50822 and out["potassium"].iat[0] == pytest.approx(3.0)
+
+
+def test_secondary_used_when_no_primary():
+    out = pair(ecgs([1]), [(1, 20, 50822, 3.6), (1, 90, 50971, 4.5)])
+    assert out["itemid"].iat[0] == 50822 and out["potassium"].iat[0] == pytest.approx(3.6)
+
+
+def test_no_lab_and_other_subjects():
+    rows = [(2, 0, 50971, 4.0), (3, 500, 50971, 4.0)]
+    out = pair(ecgs([1, 2, 3]), rows)
+    assert out["lab_time_s"].notna().tolist() == [False, True, False]
+    assert out["subject_id"].tolist() == [1, 2, 3] and out["row"].tolist() == [0, 1, 2]
+    assert len(pair(ecgs([1]), [])) == 1
+
+
+def test_each_ecg_once_and_order_kept():
+    rng = np.random.default_rng(0)
+    n = 500
+    e = ecgs(rng.integers(1, 40, n).tolist(), rng.integers(0, 10 * 86400, n).tolist())
+    rows = [(int(s), float(m), int(i), float(v)) for s, m, i, v in zip(
+        rng.integers(1, 40, 2000), rng.uniform(-100, 10 * 1440, 2000), rng.choice([50971, 50822], 2000),
+        rng.uniform(2, 7, 2000), strict=True)]
+    out = pair(e, rows)
+    assert len(out) == n and out["row"].tolist() == list(range(n))
+    # brute-force reference for prefer_primary=True
+    lt = labs(rows)
+    for k in rng.choice(n, 60, replace=False):
+        subj, t = e["subject_id"].iat[k], e["time_s"].iat[k]
+        d = lt.time_s - t
+        ok = (lt.subject_id == subj) & (d >= -3600) & (d <= 3600)
+        prim = ok & (lt.itemid == 50971)
+        cand = prim if prim.any() else ok
+        if not cand.any():
+            assert np.isnan(out["lab_time_s"].iat[k])
+            continue
+        best = np.abs(d[cand]).min()
+        assert abs(out["delta_s"].iat[k]) == best
