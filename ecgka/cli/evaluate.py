@@ -1,0 +1,38 @@
+"""``ecgka evaluate RUN_DIR --data DIR [--split test] [--config FILE] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("predict a split with a trained run and write eval/<split>/predictions.parquet and metrics.json "
+        "(few-shot MAE/MSE/GM, hypo/hyperkalaemia detection with subject-bootstrap CIs)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `ecgka train`")
+    parser.add_argument("--data", required=True, metavar="DIR", help="the dataset directory (manifest.json)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
+                        help="split to evaluate (default test; operating points are fixed on val)")
+    parser.add_argument("--config", metavar="FILE", help="YAML with evaluation options (EvalConfig)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="e.g. n_boot=2000 target_sensitivity=0.95 shot_rule=absolute checkpoint=last")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ecgka.config import load_config
+    from ecgka.evaluation import EvalConfig, evaluate_run
+
+    cfg = load_config(EvalConfig, args.config, args.overrides)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, cfg)
+    reg = metrics["regression"]
+    print(f"{args.split}: n={metrics['n']}  " + "  ".join(
+        f"MAE {g} {reg[g]['mae']:.3f} (n={reg[g]['n']})" if reg[g]["mae"] is not None else f"MAE {g} - (n=0)"
+        for g in ("all", "many", "median", "few")))
+    for name, c in metrics["clinical"]["conditions"].items():
+        auc, ci = c["auroc"], c["auroc_ci"]
+        text = "-" if auc is None else f"{auc:.3f}"
+        if ci["lower"] is not None:
+            text += f" [{ci['lower']:.3f}, {ci['upper']:.3f}]"
+        print(f"  {name}: AUROC {text} (positives {c['n_positive']})")
+    print(f"wrote {args.run_dir}/eval/{args.split}/metrics.json")
+    return 0

@@ -1,0 +1,22 @@
+"""``ecgka report RUN_DIR [RUN_DIR ...] --out DIR [--split test]``."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = ("write the clinical report of evaluated runs: DIR/report.html (self-contained), report.md, "
+        "tables/*.csv, figures/*.png and metrics.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
+    parser.add_argument("--out", required=True, metavar="DIR", help="report directory (replaced as a whole)")
+    parser.add_argument("--split", default="test", choices=["val", "test"], help="evaluated split to report")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ecgka.report import write_report
+
+    path = write_report(args.run_dirs, args.out, split=args.split)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,46 @@
+"""Metrics as pure functions on arrays: regression errors, few-shot groups, clinical detection, bootstrap."""
+
+from ecgka.metrics.bootstrap import bootstrap_ci, cluster_bootstrap_indices
+from ecgka.metrics.clinical import (
+    CONDITIONS,
+    K_RANGES,
+    Condition,
+    auroc,
+    binary_stats,
+    bland_altman,
+    calibration_by_bin,
+    clinical_metrics,
+    condition_metrics,
+    mae_by_range,
+    operating_point,
+    threshold_for_sensitivity,
+)
+from ecgka.metrics.regression import (
+    balanced_gm,
+    balanced_mae,
+    balanced_mse,
+    error_summary,
+    geometric_mean,
+    gm,
+    mae,
+    mse,
+)
+from ecgka.metrics.shots import (
+    GROUPS,
+    assign_groups,
+    bin_counts,
+    bin_index,
+    group_of_counts,
+    shot_groups,
+    shot_metrics,
+    shot_metrics_from_counts,
+)
+
+__all__ = [
+    "CONDITIONS", "GROUPS", "K_RANGES", "Condition", "assign_groups", "auroc", "balanced_gm", "balanced_mae",
+    "balanced_mse", "bin_counts", "bin_index", "binary_stats", "bland_altman", "bootstrap_ci",
+    "calibration_by_bin", "clinical_metrics", "cluster_bootstrap_indices", "condition_metrics",
+    "error_summary", "geometric_mean", "gm", "group_of_counts", "mae", "mae_by_range", "mse",
+    "operating_point", "shot_groups", "shot_metrics", "shot_metrics_from_counts",
+    "threshold_for_sensitivity",
+]

@@ -1,0 +1,198 @@
+"""Clinical metrics of predicted potassium: hypo/hyperkalaemia detection, agreement, calibration.
+
+Conditions (truth from the laboratory K, detection from the predicted K with the same rule):
+hypokalaemia K < 3.5, hyperkalaemia K >= 5.5, severe hypokalaemia K < 2.5, severe hyperkalaemia K > 6.5
+(mmol/L). Values are rounded to 6 decimals before a comparison so that float32 storage cannot move a value
+across a threshold. The score for ROC analysis is oriented so that higher means "more likely positive"
+(-K for the low conditions, K for the high ones). AUROC confidence intervals come from a bootstrap over
+subjects (``ecgka.metrics.bootstrap``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from ecgka.metrics.bootstrap import bootstrap_ci
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    title: str
+    op: str  # "lt", "ge" or "gt": how K compares with the threshold for a positive case
+    threshold: float
+
+    @property
+    def low(self) -> bool:
+        return self.op == "lt"
+
+    @property
+    def definition(self) -> str:
+        return f"K {dict(lt='<', ge='>=', gt='>')[self.op]} {self.threshold:g} mmol/L"
+
+    def positive(self, k) -> np.ndarray:
+        return getattr(operator, self.op)(np.round(np.asarray(k, dtype=np.float64), 6), self.threshold)
+
+    def score(self, k) -> np.ndarray:
+        k = np.asarray(k, dtype=np.float64)
+        return -k if self.low else k
+
+
+CONDITIONS: dict[str, Condition] = {
+    c.name: c
+    for c in (
+        Condition("hypo", "Hypokalaemia", "lt", 3.5),
+        Condition("hyper", "Hyperkalaemia", "ge", 5.5),
+        Condition("severe_hypo", "Severe hypokalaemia", "lt", 2.5),
+        Condition("severe_hyper", "Severe hyperkalaemia", "gt", 6.5),
+    )
+}
+
+# Potassium ranges for MAE by range, matching the conditions' thresholds:
+# (name, lower bound or None, lower inclusive, upper bound or None, upper inclusive)
+K_RANGES = (
+    ("< 2.5", None, False, 2.5, False),
+    ("2.5 to < 3.5", 2.5, True, 3.5, False),
+    ("3.5 to < 5.5", 3.5, True, 5.5, False),
+    ("5.5 to 6.5", 5.5, True, 6.5, True),
+    ("> 6.5", 6.5, False, None, False),
+)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def auroc(truth, score) -> float | None:
+    """Area under the ROC curve (Mann-Whitney with mid-ranks for ties); ``None`` if one class is absent."""
+    truth = np.asarray(truth, dtype=bool)
+    n_pos = int(truth.sum())
+    n_neg = truth.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def binary_stats(truth, predicted) -> dict:
+    """Confusion counts with sensitivity, specificity, PPV and NPV (null where undefined)."""
+    truth = np.asarray(truth, dtype=bool)
+    predicted = np.asarray(predicted, dtype=bool)
+    tp = int(np.sum(truth & predicted))
+    fp = int(np.sum(~truth & predicted))
+    fn = int(np.sum(truth & ~predicted))
+    tn = int(np.sum(~truth & ~predicted))
+    return {
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+    }
+
+
+def threshold_for_sensitivity(truth, score, target: float) -> float | None:
+    """The highest score cut-off t with sensitivity(score >= t) >= target (best specificity at that sens)."""
+    positives = np.sort(np.asarray(score, dtype=np.float64)[np.asarray(truth, dtype=bool)])[::-1]
+    if not positives.size:
+        return None
+    k = min(positives.size, max(1, math.ceil(target * positives.size - 1e-9)))
+    return float(positives[k - 1])
+
+
+def operating_point(condition: Condition, val_labels, val_preds, labels, preds, target: float) -> dict:
+    """A detection cut-off on predicted K fixed on validation for a target sensitivity, applied to test."""
+    cut = threshold_for_sensitivity(condition.positive(val_labels), condition.score(val_preds), target)
+    if cut is None:
+        return {"target_sensitivity": target, "threshold": None, "rule": None, "val": None, "test": None}
+    k_cut = -cut if condition.low else cut
+    rule = f"predicted K {'<=' if condition.low else '>='} {k_cut:.3f}"
+
+    def at(lab, pred):
+        return binary_stats(condition.positive(lab), condition.score(pred) >= cut)
+
+    return {"target_sensitivity": target, "threshold": k_cut, "rule": rule,
+            "val": at(val_labels, val_preds), "test": at(labels, preds)}
+
+
+def condition_metrics(condition: Condition, labels, preds, subjects, val_labels, val_preds,
+                      target_sensitivity: float = 0.9, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Prevalence, AUROC with a subject-bootstrap CI, stats at the clinical threshold and operating point."""
+    truth = condition.positive(labels)
+    score = condition.score(preds)
+    ci = bootstrap_ci(lambda idx: auroc(truth[idx], score[idx]), subjects, n_boot=n_boot, seed=seed)
+    return {
+        "title": condition.title,
+        "definition": condition.definition,
+        "n": int(truth.size),
+        "n_positive": int(truth.sum()),
+        "prevalence": _ratio(int(truth.sum()), int(truth.size)),
+        "auroc": auroc(truth, score),
+        "auroc_ci": ci,
+        "at_threshold": binary_stats(truth, condition.positive(preds)),
+        "operating_point": operating_point(condition, val_labels, val_preds, labels, preds, target_sensitivity),
+    }
+
+
+def mae_by_range(labels, preds) -> list[dict]:
+    """MAE and bias (mean prediction - label) in each laboratory K range."""
+    labels = np.round(np.asarray(labels, dtype=np.float64), 6)
+    preds = np.asarray(preds, dtype=np.float64)
+    rows = []
+    for name, lo, lo_inclusive, hi, hi_inclusive in K_RANGES:
+        mask = np.ones(labels.shape, dtype=bool)
+        if lo is not None:
+            mask &= labels >= lo if lo_inclusive else labels > lo
+        if hi is not None:
+            mask &= labels <= hi if hi_inclusive else labels < hi
+        err = preds[mask] - labels[mask]
+        rows.append({"range": name, "n": int(mask.sum()),
+                     "mae": float(np.mean(np.abs(err))) if err.size else None,
+                     "bias": float(np.mean(err)) if err.size else None})
+    return rows
+
+
+def bland_altman(labels, preds) -> dict:
+    """Bias (mean of prediction - label), SD of the differences and 95 % limits of agreement."""
+    diff = np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64)
+    if diff.size < 2:
+        return {"n": int(diff.size), "bias": None, "sd": None, "loa_lower": None, "loa_upper": None}
+    bias, sd = float(np.mean(diff)), float(np.std(diff, ddof=1))
+    return {"n": int(diff.size), "bias": bias, "sd": sd,
+            "loa_lower": bias - 1.96 * sd, "loa_upper": bias + 1.96 * sd}
+
+
+def calibration_by_bin(labels, preds, lo: float = 1.5, width: float = 0.5) -> list[dict]:
+    """Mean laboratory K per bin of predicted K (bins by index from ``lo``; empty bins omitted)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    preds = np.asarray(preds, dtype=np.float64)
+    idx = np.floor((preds - lo) / width + 1e-9).astype(np.int64)
+    rows = []
+    for b in np.unique(idx):
+        mask = idx == b
+        rows.append({"bin_lower": lo + b * width, "bin_upper": lo + (b + 1) * width, "n": int(mask.sum()),
+                     "mean_predicted": float(preds[mask].mean()), "mean_observed": float(labels[mask].mean())})
+    return rows
+
+
+def clinical_metrics(labels, preds, subjects, val_labels, val_preds, target_sensitivity: float = 0.9,
+                     n_boot: int = 1000, seed: int = 0, calibration_width: float = 0.5,
+                     calibration_lo: float = 1.5) -> dict:
+    """Every clinical metric of one evaluated split (the operating points come from the val split)."""
+    conditions = {
+        name: condition_metrics(c, labels, preds, subjects, val_labels, val_preds,
+                                target_sensitivity, n_boot, seed)
+        for name, c in CONDITIONS.items()
+    }
+    return {
+        "conditions": conditions,
+        "mae_by_range": mae_by_range(labels, preds),
+        "bland_altman": bland_altman(labels, preds),
+        "calibration": calibration_by_bin(labels, preds, calibration_lo, calibration_width),
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "subject", "level": 0.95},
+    }

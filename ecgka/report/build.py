@@ -1,0 +1,109 @@
+"""``write_report(run_dirs, out_dir)``: report.html, report.md, tables/*.csv, figures/*.png, metrics.json.
+
+The whole output directory appears at once (written to a temporary sibling, checked for identifiers and
+dates, then renamed); a failed check publishes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ecgka import __version__
+from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
+from ecgka.report import html, markdown, privacy
+from ecgka.report.collect import ReportModel, collect
+from ecgka.report.figures import all_figures
+from ecgka.report.render_utils import fmt, model_card
+from ecgka.report.tables import Table, all_tables
+
+# section id, title, tables (CSV names), figures (names)
+SECTIONS = (
+    ("dataset", "Dataset", ("dataset_counts", "exclusions", "shot_regions"), ("label_histogram",)),
+    ("results", "Results by shot region", ("results", "dist_loss_improvement"), ()),
+    ("clinical", "Clinical detection and agreement",
+     ("clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman"), ("roc", "calibration")),
+    ("distributions", "Predictions", (), ("distributions", "few_shot_errors", "scatter", "bland_altman")),
+    ("timing", "Training time", ("training_time",), ()),
+    ("ablation", "Ablations", ("ablation",), ()),
+    ("imbalance", "Imbalance ratios", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
+)
+
+
+def _glance(model: ReportModel) -> list[dict]:
+    runs = model.main_runs or model.runs
+    cards = []
+    for label, key in (("Lowest few-shot MAE", ("few", "mae")), ("Lowest overall MAE", ("all", "mae"))):
+        vals = [(r.metrics["regression"][key[0]][key[1]], r.display_name) for r in runs]
+        vals = [v for v in vals if v[0] is not None]
+        if vals:
+            v, name = min(vals)
+            cards.append({"label": label, "value": fmt(v), "detail": name})
+    for cond in ("hyper", "hypo"):
+        vals = [(r.metrics["clinical"]["conditions"][cond]["auroc"], r.display_name) for r in runs]
+        vals = [v for v in vals if v[0] is not None]
+        if vals:
+            v, name = max(vals)
+            title = runs[0].metrics["clinical"]["conditions"][cond]["title"]
+            cards.append({"label": f"Best {title.lower()} AUROC", "value": fmt(v), "detail": name})
+    m = runs[0].metrics
+    cards.append({"label": f"{model.split} set", "value": f"{m['n']} ECGs", "detail": f"{m['n_subjects']} subjects"})
+    return cards
+
+
+def _section_items(tables: dict[str, Table], figures: dict, names_t, names_f, render_t, render_f) -> list[str]:
+    chosen = [t for n in names_t for key, t in tables.items() if key == n or (n == "ablation" and
+                                                                          key.startswith("ablation"))]
+    return [render_t(t) for t in chosen] + [render_f(figures[n]) for n in names_f if n in figures]
+
+
+def page_model(model: ReportModel, tables: dict[str, Table], figures: dict) -> dict:
+    sections = []
+    for sid, title, names_t, names_f in SECTIONS:
+        items = _section_items(tables, figures, names_t, names_f, html.table_html, html.figure_html)
+        if items:
+            sections.append({"id": sid, "title": title, "text": "", "items": items})
+    card = model_card(model)
+    configs = [(f"{r.display_name} ({r.name})", yaml.safe_dump(r.config, sort_keys=False)) for r in model.runs
+               if r.config]
+    return {"split": model.split, "n_runs": len(model.runs), "version": __version__,
+            "fingerprint": model.main_dataset.get("fingerprint", "unknown"), "glance": _glance(model),
+            "nav": [(s["id"], s["title"]) for s in sections] + [("model-card", "Model card")],
+            "sections": sections, "card": card, "run_configs": configs,
+            "dataset_config": yaml.safe_dump(card["dataset_config"], sort_keys=False)
+            if card["dataset_config"] else ""}
+
+
+def report_metrics(model: ReportModel) -> dict:
+    """metrics.json of the report: every run's metrics.json as read (the tables' and figures' source)."""
+    return {"schema_version": 1, "split": model.split, "ecgka_version": __version__,
+            "runs": {r.name: {"display_name": r.display_name, "method": r.method, "dist_loss": r.dist_loss,
+                              "group": r.group, "ablation": r.ablation, "variant": r.variant,
+                              "metrics": r.metrics} for r in model.runs}}
+
+
+def write_report(run_dirs, out_dir, split: str = "test") -> Path:
+    """Build the report of ``run_dirs`` (each evaluated on ``split``) into ``out_dir``; returns report.html."""
+    out_dir = Path(out_dir)
+    model = collect([Path(d) for d in run_dirs], split)
+    tables = all_tables(model)
+    figures = {f.name: f for f in all_figures(model)}
+    page = page_model(model, tables, figures)
+    page["privacy"] = html.PRIVACY_NOTE
+    sections_md = [(title, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
+                   for _, title, nt, nf in SECTIONS]
+    tokens = privacy.run_identifiers(run_dirs)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        atomic_write_text(tmp / "report.html", html.render_html(page))
+        atomic_write_text(tmp / "report.md", markdown.render_markdown(page, [s for s in sections_md if s[1]],
+                                                                     page["card"]))
+        for name, table in tables.items():
+            atomic_write_text(tmp / "tables" / f"{name}.csv", table.df.to_csv(index=False))
+        for name, fig in figures.items():
+            (tmp / "figures").mkdir(exist_ok=True)
+            (tmp / "figures" / f"{name}.png").write_bytes(fig.png)
+        atomic_write_json(tmp / "metrics.json", report_metrics(model))
+        privacy.check_directory(tmp, tokens)
+    return out_dir / "report.html"

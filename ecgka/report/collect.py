@@ -1,0 +1,155 @@
+"""Read run directories (run.json, config.yaml, log.jsonl, eval/<split>/metrics.json) into one report model.
+
+The report reads only aggregates: each run's metrics.json (written by ``ecgka evaluate``, which embeds the
+dataset manifest's summary and the figure aggregates), the per-epoch log and the configs. It never opens
+predictions or shards, so no individual's data can reach it.
+
+Grouping (documented in docs/report.md): ``run.json`` may carry
+- ``group``: ``"main"`` (default) for the method comparison, any name starting with ``"ablation"`` for an
+  ablation table (rows labelled by ``ablation``, else the display name), ``"imbalance"`` for the
+  imbalance-ratio table;
+- ``variant``: the imbalance variant name; when absent it is read from a ``dataset_dir`` of the form
+  ``.../variants/<name>``, and such a run defaults to group ``"imbalance"``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ecgka.errors import InputError
+from ecgka.io import read_json
+
+METHOD_TITLES = {"vanilla": "Vanilla", "lds": "LDS", "fds": "FDS", "ranksim": "RankSim", "conr": "ConR",
+                 "balanced_mse": "Balanced MSE", "dist_loss": "Vanilla"}
+METHOD_ORDER = ("vanilla", "lds", "fds", "ranksim", "conr", "balanced_mse")
+
+
+@dataclass
+class RunEntry:
+    """One evaluated run, as the report sees it."""
+
+    name: str
+    display_name: str
+    method: str
+    dist_loss: bool
+    group: str
+    ablation: str | None
+    variant: str | None
+    metrics: dict
+    run: dict
+    config: dict = field(default_factory=dict)
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.metrics.get("dataset", {}).get("fingerprint")
+
+
+@dataclass
+class ReportModel:
+    """Everything the tables, figures and pages are made from."""
+
+    split: str
+    runs: list[RunEntry]
+    datasets: dict[str, dict]  # fingerprint -> dataset summary (from metrics.json)
+
+    @property
+    def main_runs(self) -> list[RunEntry]:
+        return [r for r in self.runs if r.group == "main"]
+
+    @property
+    def main_dataset(self) -> dict:
+        runs = self.main_runs or self.runs
+        return runs[0].metrics.get("dataset", {})
+
+    def groups(self, prefix: str) -> dict[str, list[RunEntry]]:
+        out: dict[str, list[RunEntry]] = {}
+        for r in self.runs:
+            if r.group.startswith(prefix):
+                out.setdefault(r.group, []).append(r)
+        return out
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise InputError(f"{path}: line {i} is not valid JSON") from None
+    return rows
+
+
+def _variant_of(run: dict) -> str | None:
+    if run.get("variant"):
+        return str(run["variant"])
+    parts = Path(str(run.get("dataset_dir") or "")).parts
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "variants" else None
+
+
+def base_method(run: dict) -> tuple[str, bool]:
+    """(base method, dist_loss): a plain ``dist_loss`` method is Vanilla + Dist Loss."""
+    method = str(run.get("method") or "vanilla")
+    dist = bool(run.get("dist_loss", False)) or method == "dist_loss"
+    return ("vanilla" if method == "dist_loss" else method), dist
+
+
+def display_name(run: dict) -> str:
+    if run.get("display_name"):
+        return str(run["display_name"])
+    method, dist = base_method(run)
+    title = METHOD_TITLES.get(method, method)
+    return f"{title} + Dist Loss" if dist else title
+
+
+def load_run(run_dir: str | Path, split: str = "test") -> RunEntry:
+    """Read one run directory; a missing run.json or metrics.json is a one-line InputError."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise InputError(f"{run_dir / 'run.json'}: not found (is {run_dir} a run directory?)")
+    metrics_path = run_dir / "eval" / split / "metrics.json"
+    if not metrics_path.is_file():
+        raise InputError(f"{metrics_path}: not found (run `ecgka evaluate {run_dir} --data DIR` first)")
+    run = read_json(run_dir / "run.json")
+    config_path = run_dir / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    method, dist = base_method(run)
+    variant = _variant_of(run)
+    group = str(run.get("group") or ("imbalance" if variant else "main"))
+    return RunEntry(name=str(run.get("name") or run_dir.name), display_name=display_name(run), method=method,
+                    dist_loss=dist, group=group, ablation=run.get("ablation"), variant=variant,
+                    metrics=read_json(metrics_path), run=run, config=config,
+                    epochs=_read_log(run_dir / "log.jsonl"))
+
+
+def _unique_names(runs: list[RunEntry]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        if seen[r.name] > 1:
+            r.name = f"{r.name}-{seen[r.name]}"
+
+
+def _order_key(r: RunEntry) -> tuple:
+    rank = METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, r.method, r.dist_loss)
+
+
+def collect(run_dirs, split: str = "test") -> ReportModel:
+    """Load every run; main runs are ordered as the paper's tables (each baseline, then + Dist Loss)."""
+    if not run_dirs:
+        raise InputError("no run directories given")
+    runs = [load_run(d, split) for d in run_dirs]
+    _unique_names(runs)
+    runs.sort(key=lambda r: (r.group != "main", r.group, _order_key(r)))
+    datasets: dict[str, dict] = {}
+    for r in runs:
+        datasets.setdefault(r.fingerprint or "unknown", r.metrics.get("dataset", {}))
+    return ReportModel(split=split, runs=runs, datasets=datasets)

@@ -1,0 +1,196 @@
+"""The report's figures (matplotlib, Agg backend) drawn from metrics.json aggregates, as PNG bytes.
+
+Individual predictions never appear: scatter and Bland-Altman plots are 2-D histograms (counts per
+0.1 mmol/L cell) computed by ``ecgka evaluate``; the few-shot error curves are quantiles.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from ecgka.evaluation.aggregates import dense_counts
+from ecgka.metrics.clinical import CONDITIONS
+from ecgka.report.collect import ReportModel, RunEntry
+
+GROUP_COLOURS = {"many": "#4c72b0", "median": "#dd8452", "few": "#c44e52"}
+MAX_PANELS = 12
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _grid(n: int, size=(3.4, 2.8)):
+    plt = _plt()
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
+def label_histogram(ds: dict) -> Figure:
+    """Training counts per 0.1 mmol/L bin coloured by shot region, with val/test (paper Figures 1a, 3)."""
+    plt = _plt()
+    tb = ds["train_bin_counts"]
+    lo, w = float(tb["lo"]), float(tb["bin_width"])
+    counts = np.asarray(tb["counts"])
+    k = lo + np.arange(counts.size) * w
+    colour = np.full(counts.size, "#999999", dtype=object)
+    for group, bins in (ds.get("shot_groups") or {}).items():
+        colour[np.asarray(bins, dtype=int)] = GROUP_COLOURS.get(group, "#999999")
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.bar(k, counts, width=w * 0.95, color=list(colour))
+    for split, h in (ds.get("label_histograms") or {}).items():
+        if split != "train":
+            hk = float(h["lo"]) + np.arange(len(h["counts"])) * float(h["bin_width"])
+            ax.step(hk, h["counts"], where="mid", lw=1, label=split)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
+    ax.legend(handles + ax.get_legend_handles_labels()[0],
+              [f"{g}-shot (train)" for g in GROUP_COLOURS] + ax.get_legend_handles_labels()[1], fontsize=8)
+    ax.set(xlabel="potassium (mmol/L)", ylabel="ECGs per bin", yscale="symlog")
+    return Figure("label_histogram", "Label distribution and shot regions", _png(fig),
+                  "Training ECGs per 0.1 mmol/L bin, coloured by shot region; lines: val/test (symlog scale).")
+
+
+def distribution_overlays(runs: list[RunEntry]) -> Figure:
+    """Prediction vs label histograms per method (paper Figures 1b, 1c)."""
+    fig, axes = _grid(len(runs))
+    for ax, r in zip(axes, runs, strict=False):
+        d = r.metrics["figures"]["distributions"]
+        k = float(d["lo"]) + np.arange(len(d["labels"])) * float(d["bin_width"])
+        ax.bar(k, d["labels"], width=d["bin_width"], color="#dd8452", alpha=0.6, label="labels")
+        ax.bar(k, d["predictions"], width=d["bin_width"], color="#4c72b0", alpha=0.6, label="predictions")
+        ax.set_title(r.display_name, fontsize=9)
+        ax.set_xlabel("K (mmol/L)", fontsize=8)
+        ax.legend(fontsize=7)
+    return Figure("distributions", "Prediction and label distributions", _png(fig),
+                  "Histogram of test labels (orange) and predictions (blue), 0.1 mmol/L bins.")
+
+
+def few_shot_curves(runs: list[RunEntry]) -> Figure:
+    """Sorted absolute errors in the few-shot region (paper Figure 5), as quantile curves."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for r in runs:
+        c = r.metrics["figures"]["few_shot_error_curve"]
+        if c["n"]:
+            ax.plot(np.asarray(c["rank_fraction"]) * 100, c["abs_error"], label=f"{r.display_name} (n={c['n']})")
+    ax.set(xlabel="rank of the error (percentile)", ylabel="absolute error (mmol/L)")
+    ax.legend(fontsize=7)
+    return Figure("few_shot_errors", "Sorted few-shot errors", _png(fig),
+                  "Absolute errors of the few-shot test ECGs, sorted ascending; lower curves are better.")
+
+
+def _density(ax, dens: dict, **kw) -> None:
+    counts = dense_counts(dens).astype(float)
+    extent = [*dens["x_range"], *dens["y_range"]]
+    ax.imshow(np.ma.masked_equal(counts, 0), origin="lower", extent=extent, aspect="auto", cmap="viridis", **kw)
+
+
+def scatter_densities(runs: list[RunEntry]) -> Figure:
+    fig, axes = _grid(len(runs))
+    for ax, r in zip(axes, runs, strict=False):
+        dens = r.metrics["figures"]["scatter_density"]
+        _density(ax, dens)
+        ax.plot(dens["x_range"], dens["x_range"], color="k", lw=0.8)
+        ax.set_title(r.display_name, fontsize=9)
+        ax.set_xlabel("laboratory K", fontsize=8)
+        ax.set_ylabel("predicted K", fontsize=8)
+    return Figure("scatter", "Predicted vs laboratory potassium", _png(fig),
+                  "Density of (laboratory, predicted) pairs per 0.1 mmol/L cell (no individual points); "
+                  "line: identity.")
+
+
+def bland_altman_plots(runs: list[RunEntry]) -> Figure:
+    fig, axes = _grid(len(runs))
+    for ax, r in zip(axes, runs, strict=False):
+        _density(ax, r.metrics["figures"]["bland_altman_density"])
+        ba = r.metrics["clinical"]["bland_altman"]
+        for key, style in (("bias", "-"), ("loa_lower", "--"), ("loa_upper", "--")):
+            if ba[key] is not None:
+                ax.axhline(ba[key], color="k", ls=style, lw=0.8)
+        ax.set_title(r.display_name, fontsize=9)
+        ax.set_xlabel("mean of predicted and laboratory K", fontsize=8)
+        ax.set_ylabel("predicted - laboratory", fontsize=8)
+    return Figure("bland_altman", "Bland-Altman", _png(fig),
+                  "Density of (mean, difference) per cell; lines: bias and 95 % limits of agreement.")
+
+
+def roc_curves(runs: list[RunEntry]) -> Figure:
+    fig, axes = _grid(len(CONDITIONS), size=(3.6, 3.2))
+    for ax, (name, cond) in zip(axes, CONDITIONS.items(), strict=False):
+        for r in runs:
+            roc = r.metrics["figures"]["roc"].get(name)
+            if roc:
+                auc = r.metrics["clinical"]["conditions"][name]["auroc"]
+                ax.plot(roc["fpr"], roc["tpr"], lw=1, label=f"{r.display_name} {auc:.3f}")
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.6)
+        ax.set_title(f"{cond.title} ({cond.definition})", fontsize=8)
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity")
+        ax.legend(fontsize=6)
+    return Figure("roc", "ROC curves", _png(fig), "Detection from predicted K; legend: AUROC.")
+
+
+def calibration_plot(runs: list[RunEntry]) -> Figure:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in runs:
+        rows = r.metrics["clinical"]["calibration"]
+        ax.plot([x["mean_predicted"] for x in rows], [x["mean_observed"] for x in rows], marker="o", ms=3,
+                lw=1, label=r.display_name)
+    lim = ax.get_xlim()
+    ax.plot(lim, lim, color="#bbbbbb", lw=0.6)
+    ax.set(xlabel="mean predicted K", ylabel="mean laboratory K")
+    ax.legend(fontsize=7)
+    return Figure("calibration", "Calibration", _png(fig), "Mean laboratory K per 0.5 mmol/L bin of predicted K.")
+
+
+def variant_histograms(runs: list[RunEntry]) -> Figure | None:
+    """Training distributions of the imbalance variants (paper Figure 4)."""
+    seen: dict[str, dict] = {}
+    for r in runs:
+        seen.setdefault(r.variant or "-", r.metrics.get("dataset", {}))
+    seen = {k: v for k, v in seen.items() if "train_bin_counts" in v}
+    if not seen:
+        return None
+    fig, axes = _grid(len(seen))
+    for ax, (name, ds) in zip(axes, seen.items(), strict=False):
+        tb = ds["train_bin_counts"]
+        k = float(tb["lo"]) + np.arange(len(tb["counts"])) * float(tb["bin_width"])
+        ax.bar(k, tb["counts"], width=tb["bin_width"], color="#4c72b0")
+        ax.set_title(f"{name} (n_max {ds.get('n_max', max(tb['counts']))})", fontsize=9)
+    return Figure("imbalance_variants", "Training distributions of the imbalance variants", _png(fig))
+
+
+def all_figures(model: ReportModel) -> list[Figure]:
+    main = (model.main_runs or model.runs)[:MAX_PANELS]
+    figs = [label_histogram(model.main_dataset), distribution_overlays(main), few_shot_curves(main),
+            scatter_densities(main), bland_altman_plots(main), roc_curves(main), calibration_plot(main)]
+    variants = variant_histograms([r for r in model.runs if r.group == "imbalance"])
+    return figs + ([variants] if variants else [])

@@ -1,0 +1,93 @@
+"""The self-contained HTML page: inline CSS, figures as base64 PNG, no script, no network resource."""
+
+from __future__ import annotations
+
+import base64
+
+import jinja2
+import pandas as pd
+from markupsafe import escape
+
+from ecgka.report.render_utils import fmt
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
+padding:16px 28px;color:#222;line-height:1.4}
+h1{margin-bottom:0}h2{border-bottom:2px solid #4c72b0;padding-bottom:2px;margin-top:34px}
+.sub{color:#666;margin-top:4px}nav a{margin-right:12px;font-size:14px}
+table{border-collapse:collapse;margin:8px 0 4px 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#eef1f7}
+td.txt,th.txt{text-align:left}td.best{font-weight:bold;color:#b00}
+td.better{font-weight:bold;color:#1a7f37;background:#eaf7ee}td.worse{font-weight:bold;color:#1f4fb0;background:#edf1fb}
+td.best.better,td.best.worse{color:#b00}
+.note{color:#555;font-size:12px;margin:0 0 14px 0}figure{margin:10px 0 24px 0}
+figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
+.glance{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ccd;border-radius:6px;padding:8px 14px;
+background:#f7f9fc;min-width:200px}.card b{font-size:20px;display:block}
+pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}details{margin:6px 0}
+.privacy{background:#fff8e5;border:1px solid #e8d9a8;padding:8px 12px;font-size:13px}
+"""
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>ecgka report</title><style>{{ css }}</style></head><body>
+<h1>ECG potassium regression: evaluation report</h1>
+<p class="sub">Split: <b>{{ split }}</b> · {{ n_runs }} run(s) · dataset {{ fingerprint }} · ecgka {{ version }}</p>
+<nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
+<h2 id="glance">At a glance</h2><div class="glance">
+{% for card in glance %}<div class="card">{{ card.label }}<b>{{ card.value }}</b>{{ card.detail }}</div>{% endfor %}
+</div>
+{% for section in sections %}
+<h2 id="{{ section.id }}">{{ section.title }}</h2>
+{% if section.text %}<p>{{ section.text }}</p>{% endif %}
+{% for item in section["items"] %}{{ item | safe }}{% endfor %}
+{% endfor %}
+<h2 id="model-card">Model card</h2>
+<table>{% for k, v in card.data.items() %}<tr><th class="txt">{{ k }}</th><td class="txt">{{ v }}</td></tr>{% endfor %}</table>
+<h3>Intended use</h3><p>{{ card.intended_use }}</p>
+<h3>Limits</h3><ul>{% for x in card.limits %}<li>{{ x }}</li>{% endfor %}</ul>
+<h3>Configurations</h3>
+{% if dataset_config %}<details><summary>dataset build config</summary><pre>{{ dataset_config }}</pre></details>{% endif %}
+{% for name, cfg in run_configs %}<details><summary>{{ name }}</summary><pre>{{ cfg }}</pre></details>{% endfor %}
+<h2 id="privacy">Privacy</h2>
+<p class="privacy">{{ privacy }}</p>
+</body></html>
+"""
+
+PRIVACY_NOTE = (
+    "This report holds aggregates only: counts, error statistics, curves and 2-D histograms on a "
+    "0.1 mmol/L grid. It contains no subject or study identifier, no date, no waveform and no individual "
+    "prediction; it was checked for identifiers and dates before it was written."
+)
+
+
+def table_html(table) -> str:
+    """One table with its title, number formatting, marks (best/better/worse) and note."""
+    cols = list(table.df.columns)
+    head = "".join(f'<th class="{"" if pd.api.types.is_numeric_dtype(table.df[c]) else "txt"}">{escape(c)}</th>'
+                   for c in cols)
+    rows = []
+    for i, (_, row) in enumerate(table.df.iterrows()):
+        cells = []
+        for c in cols:
+            classes = ["txt"] if isinstance(row[c], str) else []
+            mark = table.marks.get((i, c))
+            if mark:
+                classes.append(mark)
+            cells.append(f'<td class="{" ".join(classes)}">{escape(fmt(row[c]))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
+    return (f'<h3 id="t-{table.name}">{escape(table.title)}</h3><table data-name="{table.name}">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}")
+
+
+def figure_html(fig) -> str:
+    data = base64.b64encode(fig.png).decode("ascii")
+    return (f'<figure id="f-{fig.name}"><img alt="{escape(fig.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{escape(fig.title)}.</b> {escape(fig.caption)}</figcaption></figure>")
+
+
+def render_html(page: dict) -> str:
+    """Fill the template from the page model built by ``build.page_model``."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(TEMPLATE).render(css=CSS, **{"privacy": PRIVACY_NOTE, **page})

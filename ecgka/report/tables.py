@@ -1,0 +1,205 @@
+"""The report's tables as numeric DataFrames, all read from metrics.json values (one source).
+
+Each table is written unrounded to ``tables/<name>.csv`` and shown rounded (3 decimals) in HTML and
+Markdown. ``marks`` flags cells for highlighting: "best" (lowest error of a column in the main table),
+"better"/"worse" (a "+ Dist Loss" run against the same method without it, the paper's Table 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ecgka.report.collect import ReportModel, RunEntry
+
+GROUP_COLUMNS = [(metric, group) for metric in ("mae", "gm") for group in ("all", "many", "median", "few")]
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    df: pd.DataFrame
+    note: str = ""
+    marks: dict[tuple[int, str], str] = field(default_factory=dict)  # (row position, column) -> mark
+
+
+def _col(metric: str, group: str) -> str:
+    return f"{metric.upper()} {group}"
+
+
+def _shot_row(r: RunEntry) -> dict:
+    reg = r.metrics["regression"]
+    return {_col(m, g): reg[g][m] for m, g in GROUP_COLUMNS}
+
+
+def _baseline_of(r: RunEntry, runs: list[RunEntry]) -> RunEntry | None:
+    if not r.dist_loss:
+        return None
+    return next((b for b in runs if b.method == r.method and not b.dist_loss and b.variant == r.variant), None)
+
+
+def _lower_is_better(value, ref) -> str | None:
+    if value is None or ref is None or value == ref:
+        return None
+    return "better" if value < ref else "worse"
+
+
+def results_table(runs: list[RunEntry], name: str, title: str, label=lambda r: r.display_name) -> Table:
+    """All/many/median/few MAE and GM per run (Tables 1, 8, 12), with best and Dist Loss marks."""
+    df = pd.DataFrame([{"method": label(r), "n": r.metrics["regression"]["all"]["n"], **_shot_row(r)}
+                       for r in runs])
+    marks: dict[tuple[int, str], str] = {}
+    for i, r in enumerate(runs):
+        base = _baseline_of(r, runs)
+        for m, g in GROUP_COLUMNS if base else ():
+            mark = _lower_is_better(r.metrics["regression"][g][m], base.metrics["regression"][g][m])
+            if mark:
+                marks[(i, _col(m, g))] = mark
+    for m, g in GROUP_COLUMNS:
+        values = pd.to_numeric(df[_col(m, g)], errors="coerce")
+        if values.notna().any():
+            marks.setdefault((int(values.idxmin()), _col(m, g)), "best")
+    note = ("Lower is better. Bold: lowest in the column. Green/blue: a \"+ Dist Loss\" run better/worse "
+            "than the same method without Dist Loss.")
+    return Table(name, title, df, note, marks)
+
+
+def improvement_table(model: ReportModel) -> Table:
+    """Change of each metric when Dist Loss is added to a method (negative = lower error = better)."""
+    rows = []
+    for r in model.main_runs:
+        base = _baseline_of(r, model.main_runs)
+        if base is None:
+            continue
+        ra, rb = _shot_row(r), _shot_row(base)
+        rows.append({"baseline": base.display_name, "with Dist Loss": r.display_name,
+                     **{k: (ra[k] - rb[k]) if ra[k] is not None and rb[k] is not None else None for k in ra}})
+    df = pd.DataFrame(rows, columns=["baseline", "with Dist Loss"] + [_col(m, g) for m, g in GROUP_COLUMNS])
+    marks = {(i, c): ("better" if v < 0 else "worse") for i, row in df.iterrows()
+             for c, v in row.items() if c.startswith(("MAE", "GM")) and v is not None and v == v and v != 0}
+    return Table("dist_loss_improvement", "Effect of adding Dist Loss (with - without)", df,
+                 "Negative values: Dist Loss lowered the error (green).", marks)
+
+
+def dataset_tables(ds: dict) -> list[Table]:
+    counts = ds.get("counts", {})
+    t_counts = Table("dataset_counts", "Dataset: ECGs per split",
+                     pd.DataFrame([{"set": k, "n": v} for k, v in counts.items()], columns=["set", "n"]))
+    excl = [{"stage": "ECG excluded", "reason": k, "n": v} for k, v in ds.get("exclusions", {}).items()]
+    excl += [{"stage": "lab dropped", "reason": k, "n": v} for k, v in ds.get("labs_dropped", {}).items()]
+    t_excl = Table("exclusions", "Exclusions by reason", pd.DataFrame(excl, columns=["stage", "reason", "n"]))
+    return [t_counts, t_excl, shot_region_table(ds)]
+
+
+def shot_region_table(ds: dict) -> Table:
+    tb = ds.get("train_bin_counts", {})
+    counts = np.asarray(tb.get("counts", []))
+    lo, width = float(tb.get("lo", 0.0)), float(tb.get("bin_width", 0.1))
+    rows = []
+    for group, bins in (ds.get("shot_groups") or {}).items():
+        bins = sorted(int(b) for b in bins)
+        rows.append({"region": group, "bins": len(bins), "K ranges (mmol/L)": _ranges(bins, lo, width),
+                     "train ECGs": int(counts[bins].sum()) if bins else 0})
+    df = pd.DataFrame(rows, columns=["region", "bins", "K ranges (mmol/L)", "train ECGs"])
+    return Table("shot_regions", "Shot regions of the training set", df,
+                 "Bins of 0.1 mmol/L with training ECGs; a range lists the centres of its first and last bin.")
+
+
+def _ranges(bins: list[int], lo: float, width: float) -> str:
+    """Contiguous runs of bin indices as "a-b" K ranges, e.g. "1.8-3.1, 5.0-8.5"."""
+    runs: list[list[int]] = []
+    for b in bins:
+        if runs and b == runs[-1][-1] + 1:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return ", ".join(f"{lo + r[0] * width:.1f}-{lo + r[-1] * width:.1f}" for r in runs)
+
+
+def clinical_tables(runs: list[RunEntry]) -> list[Table]:
+    thr, op = [], []
+    for r in runs:
+        for c in r.metrics["clinical"]["conditions"].values():
+            head = {"method": r.display_name, "condition": c["title"], "definition": c["definition"],
+                    "positives": c["n_positive"], "prevalence": c["prevalence"], "AUROC": c["auroc"],
+                    "CI lower": c["auroc_ci"]["lower"], "CI upper": c["auroc_ci"]["upper"]}
+            s = c["at_threshold"]
+            thr.append({**head, **{k: s[k] for k in ("sensitivity", "specificity", "ppv", "npv")}})
+            o = c["operating_point"]
+            t = o["test"] or {}
+            op.append({"method": r.display_name, "condition": c["title"], "rule (fixed on val)": o["rule"],
+                       "val sensitivity": (o["val"] or {}).get("sensitivity"),
+                       **{k: t.get(k) for k in ("sensitivity", "specificity", "ppv", "npv")}})
+    target = runs[0].metrics["clinical"]["conditions"]["hypo"]["operating_point"]["target_sensitivity"]
+    return [
+        Table("clinical_thresholds", "Detection at the clinical thresholds (AUROC with 95 % CI)",
+              pd.DataFrame(thr), "CI: bootstrap over subjects. Detection: predicted K meets the definition."),
+        Table("clinical_operating_point", f"Detection at an operating point for {target:.0%} sensitivity",
+              pd.DataFrame(op), "The cut-off on predicted K is chosen on the validation split."),
+    ]
+
+
+def range_table(runs: list[RunEntry]) -> Table:
+    rows = []
+    for r in runs:
+        row = {"method": r.display_name}
+        for x in r.metrics["clinical"]["mae_by_range"]:
+            row[f"MAE K {x['range']}"] = x["mae"]
+            row[f"n K {x['range']}"] = x["n"]
+        rows.append(row)
+    return Table("mae_by_range", "MAE by laboratory potassium range (mmol/L)", pd.DataFrame(rows))
+
+
+def agreement_table(runs: list[RunEntry]) -> Table:
+    rows = [{"method": r.display_name, **{k: r.metrics["clinical"]["bland_altman"][k]
+                                           for k in ("n", "bias", "sd", "loa_lower", "loa_upper")}}
+            for r in runs]
+    return Table("bland_altman", "Agreement (Bland-Altman, prediction - laboratory K)", pd.DataFrame(rows),
+                 "Limits of agreement: bias +- 1.96 SD.")
+
+
+def timing_table(runs: list[RunEntry]) -> Table:
+    rows = []
+    for r in runs:
+        secs = [float(e["seconds"]) for e in r.epochs if e.get("seconds") is not None]
+        sps = [float(e["samples_per_s"]) for e in r.epochs if e.get("samples_per_s") is not None]
+        rows.append({"method": r.display_name, "stage": r.run.get("stage"), "epochs": len(secs),
+                     "seconds per epoch": float(np.mean(secs)) if secs else None,
+                     "total seconds": float(np.sum(secs)) if secs else None,
+                     "samples per s": float(np.mean(sps)) if sps else None})
+    return Table("training_time", "Training time per epoch (Table 3)", pd.DataFrame(rows),
+                 "Mean over the epochs of log.jsonl; a stage-2 run counts only its own (fine-tuning) epochs.")
+
+
+def imbalance_tables(runs: list[RunEntry]) -> list[Table]:
+    """Few-shot MAE and GM per method and imbalance variant (the paper's Table 13)."""
+    if not runs:
+        return []
+    out = []
+    for metric in ("mae", "gm"):
+        df = pd.DataFrame([{"method": r.display_name, "variant": r.variant or "-",
+                            "value": r.metrics["regression"]["few"][metric]} for r in runs])
+        wide = df.pivot_table(index="method", columns="variant", values="value", aggfunc="first", sort=False)
+        wide = wide.reset_index()
+        wide.columns.name = None
+        out.append(Table(f"imbalance_few_{metric}", f"Few-shot {metric.upper()} across imbalance variants", wide))
+    return out
+
+
+def all_tables(model: ReportModel) -> dict[str, Table]:
+    """Every table of the report, keyed by its CSV name."""
+    main = model.main_runs or model.runs
+    tables = dataset_tables(model.main_dataset)
+    tables.append(results_table(main, "results", "Results by shot region (Tables 1, 8)"))
+    tables.append(improvement_table(model))
+    tables += clinical_tables(main)
+    tables += [range_table(main), agreement_table(main), timing_table(model.runs)]
+    for group, runs in model.groups("ablation").items():
+        tables.append(results_table(runs, group, f"Ablation: {group}",
+                                    label=lambda r: str(r.ablation or r.display_name)))
+    tables += imbalance_tables([r for r in model.runs if r.group == "imbalance"])
+    return {t.name: t for t in tables}
+
