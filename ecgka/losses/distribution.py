@@ -50,7 +50,7 @@ def label_pmf(labels, min_label: float, max_label: float, step: float, bw_method
     return grid, density / density.sum()
 
 
-def _released_steps(n: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
+def _released_steps(n: np.ndarray) -> tuple[np.ndarray, int]:
     """Steps 1-2 of the released rule: tail lumping at fi/bi, round-half-even inside; returns counts, m."""
     length = len(n)
     forward, backward = np.cumsum(n), np.cumsum(n[::-1])[::-1]
@@ -64,7 +64,7 @@ def _released_steps(n: np.ndarray, batch_size: int) -> tuple[np.ndarray, int]:
 
 
 def _released(pmf: np.ndarray, batch_size: int) -> np.ndarray:
-    counts, mode = _released_steps(np.asarray(pmf, dtype=np.float64) * batch_size, batch_size)
+    counts, mode = _released_steps(np.asarray(pmf, dtype=np.float64) * batch_size)
     residual = batch_size - int(counts.sum())
     if abs(residual) <= len(counts) // 2:
         start = mode - abs(residual) // 2
@@ -100,7 +100,7 @@ def official_counts(pmf: np.ndarray, batch_size: int) -> np.ndarray:
     counts = _released(pmf, batch_size)
     if counts.sum() == batch_size and counts.min() >= 0:
         return counts
-    base, mode = _released_steps(np.asarray(pmf, dtype=np.float64) * batch_size, batch_size)
+    base, mode = _released_steps(np.asarray(pmf, dtype=np.float64) * batch_size)
     warnings.warn(
         f"official rounding at batch size {batch_size}: the released rule gives counts summing to "
         f"{int(counts.sum())} (min {int(counts.min())}); residual re-spread around the mode",
@@ -138,7 +138,9 @@ def batch_counts(pmf, batch_size: int, rounding: str = "official") -> np.ndarray
     pmf = np.asarray(pmf, dtype=np.float64)
     if pmf.ndim != 1 or pmf.size == 0 or (pmf < 0).any() or not np.isfinite(pmf).all() or pmf.sum() <= 0:
         raise InputError("pmf must be a non-empty 1-d array of finite non-negative values with a positive sum")
-    return ROUNDINGS.get(rounding)(pmf / pmf.sum(), int(batch_size))
+    if abs(pmf.sum() - 1.0) > 1e-9:  # a pmf that sums to 1 is used bit for bit, as the released code does
+        pmf = pmf / pmf.sum()
+    return ROUNDINGS.get(rounding)(pmf, int(batch_size))
 
 
 def pseudo_labels(grid, pmf, batch_size: int, rounding: str = "official") -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgka.config import validate_config
 from ecgka.errors import ConfigError, InputError
 from ecgka.losses.balanced_mse import BalancedMSE, balanced_mse_prior
 from ecgka.losses.base import Criterion
@@ -118,7 +119,7 @@ def _balanced_mse(ctx: LossContext, estimator: str = "bmc", init_noise_sigma: fl
 
 def build_dist(ctx: LossContext, options: dict[str, Any]) -> DistLoss:
     """A ``DistLoss`` module from validated Dist Loss options."""
-    opts = DistLossOptions.model_validate(options).model_dump()
+    opts = validate_config(DistLossOptions, options, source="dist_loss").model_dump()
     return DistLoss(ctx.train_labels, ctx.label_range, ctx.batch_size, **opts)
 
 
