@@ -3,6 +3,8 @@
 ``signal`` is ``fixed_size_list<float16>[n_leads * n_samples]`` (lead-major): a reader gets one
 contiguous float16 buffer per row group and reshapes it without copying (:func:`signal_array`).
 Row groups hold a fixed number of rows, so the layout never depends on how work was chunked.
+``ecg_time``/``lab_time`` hold whole seconds but are typed ``timestamp[ms]``: Parquet has no second unit,
+so a ``timestamp[s]`` column would read back as ``[ms]`` anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ META_COLUMNS = [c.value for c in Col if c is not Col.SIGNAL]
 def shard_schema(signal_len: int) -> pa.Schema:
     return pa.schema([
         (Col.SAMPLE_ID.value, pa.int64()), (Col.SUBJECT_ID.value, pa.int64()), (Col.STUDY_ID.value, pa.int64()),
-        (Col.ECG_TIME.value, pa.timestamp("s")), (Col.LAB_TIME.value, pa.timestamp("s")),
+        (Col.ECG_TIME.value, pa.timestamp("ms")), (Col.LAB_TIME.value, pa.timestamp("ms")),
         (Col.DELTA_MINUTES.value, pa.float32()), (Col.ITEMID.value, pa.int32()), (Col.POTASSIUM.value, pa.float32()),
         (Col.LEADS.value, pa.string()), (Col.FS.value, pa.int32()),
         (Col.SIGNAL.value, pa.list_(pa.float16(), signal_len)),
@@ -37,8 +39,8 @@ def make_table(meta: dict[str, np.ndarray], signals: np.ndarray, leads: str, fs:
     arrays = [
         pa.array(meta["sample_id"], pa.int64()), pa.array(meta["subject_id"], pa.int64()),
         pa.array(meta["study_id"], pa.int64()),
-        pa.array(np.asarray(meta["ecg_time_s"], np.int64), pa.int64()).cast(pa.timestamp("s")),
-        pa.array(np.asarray(meta["lab_time_s"], np.int64), pa.int64()).cast(pa.timestamp("s")),
+        pa.array(np.asarray(meta["ecg_time_s"], np.int64) * 1000, pa.timestamp("ms")),
+        pa.array(np.asarray(meta["lab_time_s"], np.int64) * 1000, pa.timestamp("ms")),
         pa.array(meta["delta_minutes"], pa.float32()), pa.array(meta["itemid"], pa.int32()),
         pa.array(meta["potassium"], pa.float32()), pa.array([leads] * n, pa.string()),
         pa.array(np.full(n, fs, np.int32), pa.int32()),

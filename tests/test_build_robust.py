@@ -1,0 +1,143 @@
+"""Bad inputs never crash the build and never disappear: each ends in exclusions.parquet with its reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from test_build_helpers import ecg_digital, lab_frame, record_path, write_labs, write_record, write_root
+
+from ecgka.cli import main
+from ecgka.data.build import build_dataset
+from ecgka.data.config import BuildConfig
+from ecgka.keys import SPLITS
+
+T = pd.Timestamp("2150-03-01 10:00:00")
+
+
+def _bad_root(tmp: Path) -> tuple[Path, Path, dict[int, str]]:
+    """A root with good records and one record per failure; returns root, labs and study -> expected reason."""
+    root = tmp / "ecg"
+    rows, labs, expect = [], [], {}
+
+    def add(study, reason, digital=None, subject=None, time=T, **kw):
+        subject = subject or 10000000 + study
+        rel = kw.pop("path", record_path(subject, study))
+        if digital is not None:
+            write_record(root, rel, digital, **kw)
+        rows.append({"subject_id": subject, "study_id": study, "ecg_time": str(time), "path": rel})
+        labs.append({"subject_id": subject, "itemid": 50971, "charttime": str(T + pd.Timedelta(minutes=5)),
+                     "valuenum": 4.0 + (study % 30) / 10})
+        expect[study] = reason
+
+    for i in range(40):
+        add(100 + i, "ok", ecg_digital(i))
+    add(1, "file_missing")
+    add(2, "truncated", ecg_digital(2))
+    dat = root / f"{record_path(10000002, 2)}.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])
+    add(3, "header_corrupt", ecg_digital(3))
+    (root / f"{record_path(10000003, 3)}.hea").write_bytes(b"3 x 500\n\x00\xff junk\n")
+    add(4, "wrong_lead_count", ecg_digital(4, n_sig=11))
+    add(5, "lead_missing", ecg_digital(5), names=["I", "X", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4",
+                                                  "V5", "V6"])
+    d = ecg_digital(6)
+    d[2000:2003, 1] = -32768
+    add(6, "nan_samples", d)
+    d = ecg_digital(7)
+    d[:, 1] = 17
+    add(7, "flat_lead", d)
+    d = ecg_digital(8)
+    d[:, 1] = np.clip(d[:, 1], -5, 5)  # clipped: many samples at the limits
+    add(8, "saturated_lead", d)
+    add(9, "wrong_fs", ecg_digital(9, n=2500), fs=250)
+    add(10, "wrong_length", ecg_digital(10, n=4000))
+    outside = write_record(tmp / "outside", "rec/11", ecg_digital(11))  # a valid record outside the root
+    add(11, "unsafe_path", path="../outside/rec/11")
+    add(12, "unsafe_path", path=str(outside))
+    add(13, "no_lab_in_window", ecg_digital(13), time=T - pd.Timedelta(hours=5))
+    add(14, "bad_ecg_time", ecg_digital(14), time="yesterday")
+    write_root(root, rows)
+    with open(root / "record_list.csv", "a") as fh:  # duplicate of study 100, and a row with a bad id
+        fh.write(f"10000100,100,100,{T},{record_path(10000100, 100)}\n")
+        fh.write(f"abc,15,15,{T},files/p1/pabc/s15/15\n")
+    lab_rows = lab_frame(labs).astype(str)
+    lab_rows.loc[len(lab_rows)] = lab_rows.iloc[0].copy()
+    lab_rows.loc[len(lab_rows) - 1, ["valuenum", "value"]] = ["", "___"]
+    lab_rows.loc[len(lab_rows)] = lab_rows.iloc[0].copy()
+    lab_rows.loc[len(lab_rows) - 1, "charttime"] = "31/31/2150"
+    path = tmp / "labevents.csv"
+    lab_rows.to_csv(path, index=False)
+    return root, path, expect
+
+
+@pytest.fixture(scope="module")
+def bad_build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    root, labs, expect = _bad_root(tmp)
+    cfg = BuildConfig.model_validate({"split": {"per_bin_cap": 2}, "shards": {"chunk_records": 8}})
+    manifest = build_dataset(root, [labs], tmp / "out", cfg)
+    return tmp, root, labs, expect, manifest
+
+
+def test_every_bad_record_has_its_reason(bad_build):
+    tmp, root, _, expect, manifest = bad_build
+    excl = pq.read_table(tmp / "out" / "exclusions.parquet").to_pandas()
+    first = excl[~excl["reason"].isin(["duplicate_record", "bad_row"])]
+    by_study = dict(zip(first["study_id"], first["reason"], strict=True))
+    for study, reason in expect.items():
+        if reason == "ok":
+            assert by_study.get(study) in (None, "not_selected_for_split"), study
+        elif reason == "bad_ecg_time":
+            assert by_study[study] == "bad_ecg_time"
+        else:
+            assert by_study[study] == reason, (study, excl[excl["study_id"] == study].to_dict("records"))
+    dup = excl[excl["reason"] == "duplicate_record"]
+    assert dup["study_id"].tolist() == [100] and dup["row"].iat[0] == len(expect)  # the later copy
+    assert excl.loc[excl["reason"] == "bad_row", "row"].tolist() == [len(expect) + 1]
+    assert set(excl.columns) >= {"subject_id", "study_id", "path", "reason", "detail"}
+
+
+def test_accounting_is_exact(bad_build):
+    tmp, root, _, _, manifest = bad_build
+    n_list = len(pd.read_csv(root / "record_list.csv"))
+    n_split = sum(pq.ParquetDataset(tmp / "out" / s).read().num_rows for s in SPLITS)
+    n_excl = pq.read_metadata(tmp / "out" / "exclusions.parquet").num_rows
+    assert n_list == n_split + n_excl == manifest["counts"]["record_list"]
+    assert sum(manifest["exclusions"].values()) == n_excl == manifest["counts"]["excluded"]
+    assert manifest["labs_dropped"]["non_numeric_value"] == 1 and manifest["labs_dropped"]["bad_charttime"] == 1
+    written = json.loads((tmp / "out" / "manifest.json").read_text())
+    assert written["counts"] == manifest["counts"]
+
+
+def test_unsafe_path_never_opened(bad_build, monkeypatch):
+    tmp, root, labs, _, _ = bad_build
+    import ecgka.data.signal_stage as stage
+
+    opened = []
+    real = stage.read_record
+    monkeypatch.setattr(stage, "read_record", lambda p, fast=True: opened.append(str(p)) or real(p, fast))
+    build_dataset(root, [labs], tmp / "again", BuildConfig.model_validate({"shards": {"chunk_records": 8}}))
+    assert opened and not any("outside" in p for p in opened)
+
+
+@pytest.mark.parametrize("target", ["record_list", "labs"])
+def test_missing_columns_exit_with_one_line(tmp_path, capsys, target):
+    root = write_root(tmp_path / "ecg", [{"subject_id": 1, "study_id": 2, "ecg_time": str(T)}])
+    labs = write_labs(tmp_path / "labs.csv", [{"subject_id": 1, "itemid": 50971, "charttime": str(T),
+                                              "valuenum": 4}])
+    if target == "record_list":
+        pd.read_csv(root / "record_list.csv").drop(columns=["path", "ecg_time"]).to_csv(root / "record_list.csv",
+                                                                                         index=False)
+        names = ("record_list.csv", "ecg_time", "path")
+    else:
+        pd.read_csv(labs).drop(columns=["itemid"]).to_csv(labs, index=False)
+        names = ("labs.csv", "itemid")
+    code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and all(n in err for n in names), err
+    assert not (tmp_path / "out" / "manifest.json").exists()
