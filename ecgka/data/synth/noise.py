@@ -12,16 +12,28 @@ import numpy as np
 from ecgka.data.synth.wfdb_writer import FS, N_SAMPLES
 
 _T = np.arange(N_SAMPLES) / FS
+_STEP = 10  # samples per point of the coarse (50 Hz) grid used for slow components
+_T_COARSE = np.arange(N_SAMPLES // _STEP + 1) * _STEP / FS
+WANDER_MEDIAN_MV = 0.05
+
+
+def _upsample(coarse: np.ndarray) -> np.ndarray:
+    """Linear interpolation of [n, 501] values on a 50 Hz grid to [n, 5000] samples (wander is slow)."""
+    pos = np.arange(N_SAMPLES) / _STEP
+    i = pos.astype(np.int64)
+    frac = pos - i
+    return coarse[:, i] * (1 - frac) + coarse[:, i + 1] * frac
 
 
 def baseline_wander(rng: np.random.Generator, n_leads: int) -> np.ndarray:
-    """Slow drift (respiration, electrode motion): a few sinusoids of 0.05-0.6 Hz per lead plus a shared one."""
+    """Slow drift (respiration, electrode motion): a few sinusoids of 0.05-0.6 Hz per electrode plus a
+    shared respiratory one; heavy-tailed in amplitude because raw MIMIC records are not high-pass filtered."""
     f = rng.uniform(0.05, 0.6, (n_leads, 3))
     ph = rng.uniform(0, 2 * np.pi, (n_leads, 3))
-    amp = rng.lognormal(np.log(0.045), 0.7) * rng.uniform(0.3, 1.0, (n_leads, 3))
-    own = (amp[:, :, None] * np.sin(2 * np.pi * f[:, :, None] * _T + ph[:, :, None])).sum(1)
-    resp = rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(0.15, 0.35) * _T + rng.uniform(0, 6.3))
-    return own + resp[None, :] * rng.uniform(-1, 1, (n_leads, 1))
+    amp = rng.lognormal(np.log(WANDER_MEDIAN_MV), 0.8) * rng.uniform(0.3, 1.0, (n_leads, 3))
+    own = (amp[:, :, None] * np.sin(2 * np.pi * f[:, :, None] * _T_COARSE + ph[:, :, None])).sum(1)
+    resp = rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rng.uniform(0.15, 0.35) * _T_COARSE + rng.uniform(0, 6.3))
+    return _upsample(own + resp[None, :] * rng.uniform(-1, 1, (n_leads, 1)))
 
 
 def mains(rng: np.random.Generator, n_leads: int) -> np.ndarray:
@@ -35,7 +47,7 @@ def mains(rng: np.random.Generator, n_leads: int) -> np.ndarray:
 def muscle(rng: np.random.Generator, n_leads: int) -> np.ndarray:
     """Broadband EMG-like noise (smoothed white noise), bursty in some records."""
     sd = rng.lognormal(np.log(0.006), 0.6)
-    white = rng.normal(0, sd, (n_leads, N_SAMPLES + 2))
+    white = rng.standard_normal((n_leads, N_SAMPLES + 2), dtype=np.float32) * sd
     emg = (white[:, :-2] + white[:, 1:-1] + white[:, 2:]) / np.sqrt(3)
     if rng.random() < 0.15:  # a burst of movement
         centre, width = rng.uniform(0, 10), rng.uniform(0.5, 2.0)

@@ -21,7 +21,7 @@ _DIRS = np.array(
     [
         [0.45, 0.80, 0.15],  # P
         [-0.50, 0.20, 0.80],  # Q (septal, left to right and anterior)
-        [0.55, 0.60, -0.45],  # R (main left ventricular depolarisation)
+        [0.55, 0.60, -0.30],  # R (main left ventricular depolarisation)
         [-0.25, -0.45, -0.70],  # S (terminal, basal and posterior)
         [0.60, 0.55, 0.35],  # ST (level shift along the T direction)
         [0.60, 0.55, 0.35],  # T
@@ -35,8 +35,8 @@ _AMPS = np.array([0.11, 0.12, 1.15, 0.35, 1.0, 0.30, 0.03, 1.40, 0.45])
 
 # lead vectors of I, II, V1..V6; precordial gains calibrated so per-lead SDs match MIMIC (see tests)
 _PRECORDIAL_DEG = np.array([118.0, 96.0, 78.0, 58.0, 34.0, 8.0])
-_PRECORDIAL_GAIN = np.array([1.55, 2.10, 2.05, 1.80, 1.55, 1.35])
-_LIMB_GAIN = np.array([1.0, 1.0])
+_PRECORDIAL_GAIN = np.array([1.48, 2.37, 2.54, 2.17, 1.61, 1.18])
+_LIMB_GAIN = np.array([0.74, 0.74])
 
 
 def lead_matrix() -> np.ndarray:
@@ -98,7 +98,7 @@ def beat_times(rng: np.random.Generator, hr: float, af: bool, ectopy: float) -> 
 def _wave_table(r: np.ndarray, pvc: np.ndarray, rr: float, tr: dict, eff: dict, af: bool, rng) -> np.ndarray:
     """[waves, beats, 4]: centre (s), left sigma (s), right sigma (s), amplitude scale."""
     h, q = eff["hyper"], eff["hypo"]
-    qrs = tr["qrs_ms"] / 1000 * (1 + 0.28 * max(h - 0.6, 0.0))
+    qrs = tr["qrs_ms"] / 1000 * (1 + 0.45 * max(h - 0.6, 0.0))
     pr = tr["pr_ms"] / 1000 + 0.025 * min(h, 2.0)
     qt = tr["qt_ms"] / 1000 * (rr / 0.81) ** 0.35 - 0.02 * min(h, 2.0) + 0.035 * q
     t_amp = tr["t_amp"] * (1 + eff["slope"]) * (1 + 1.0 * h) * (1 - 0.85 * q) * rng.lognormal(0, 0.12)
@@ -108,9 +108,9 @@ def _wave_table(r: np.ndarray, pvc: np.ndarray, rr: float, tr: dict, eff: dict, 
     n_beat = ~pvc
     rows = [
         (r - pr, 0.022, 0.022, p_amp),
-        (r - qrs * 0.32, qrs * 0.09, qrs * 0.09, 1.0),
-        (r, qrs * 0.12, qrs * 0.12, 1 - 0.1 * min(h, 2.0)),
-        (r + qrs * 0.30, qrs * 0.10, qrs * 0.12, 1.0),
+        (r - qrs * 0.30, qrs * 0.08, qrs * 0.08, 1.0),
+        (r, qrs * 0.16, qrs * 0.16, 1 - 0.1 * min(h, 2.0)),
+        (r + qrs * 0.32, qrs * 0.11, qrs * 0.12, 1.0),
         (r + qt * 0.45, 0.05, 0.05, -0.06 * q),
         (r + qt - 0.09, t_up, t_down, t_amp),
         (r + qt + 0.09 + 0.02 * q, 0.04, 0.04, 1 + 3.0 * q),
@@ -150,9 +150,10 @@ def synthesize(k: float, traits: dict, rng: np.random.Generator) -> tuple[np.nda
     hr = float(np.clip(traits["hr"] + rng.normal(0, 7), 40, 150))
     r, pvc = beat_times(rng, hr, af, traits["ectopy"])
     table = _wave_table(r, pvc, 60 / hr, traits, eff, af, rng)
-    rot = _rotation(traits["axis_frontal"] + rng.normal(0, 0.05), traits["axis_horizontal"] + rng.normal(0, 0.05),
-                    traits["axis_tilt"])
-    dirs = (rot @ _DIRS.T).T * (_AMPS * traits["gain"] * rng.lognormal(0, 0.06))[:, None]
+    frontal, horizontal = traits["axis_frontal"] + rng.normal(0, 0.05), traits["axis_horizontal"] + rng.normal(0, 0.05)
+    dirs = (_rotation(frontal, horizontal, traits["axis_tilt"]) @ _DIRS.T).T
+    dirs[4:7] = (_rotation(frontal + traits["t_axis"], horizontal, traits["axis_tilt"]) @ _DIRS[4:7].T).T
+    dirs *= (_AMPS * traits["gain"] * rng.lognormal(0, 0.06))[:, None]
     eight = lead_matrix() @ heart_vector(table, dirs)
     eight = add_noise(eight, rng)
     limb = derive_limb_leads(eight[0], eight[1])
@@ -168,7 +169,7 @@ def _cart_measurements(table, r, pvc, hr, dirs, af, eff, rng) -> dict:
     """Interval and axis values as the cart's median-beat analysis would report them (ms from beat start)."""
     i = int(np.argmax(~pvc[1:])) + 1
     p_c, qrs_s, t_c = table[0, i, 0], table[1, i, 0] - 2 * table[1, i, 1], table[5, i, 0]
-    start = p_c - 0.06
+    start = p_c - 0.09
     ms = lambda x: int(round((x - start) * 1000 + rng.normal(0, 4)))  # noqa: E731
     qrs_e = table[3, i, 0] + 2.2 * table[3, i, 2]
     t_end = t_c + 2.5 * table[5, i, 2]

@@ -15,6 +15,7 @@ import numpy as np
 
 K_MIN, K_MAX = 1.6, 9.0
 MIN_PER_DAY = 24 * 60.0
+AXIS_MEAN, AXIS_SD = 0.15, 0.55  # frontal rotation of the heart (rad): hospital patients, wide spread
 LAB_ONLY = 0.08  # fraction of subjects in the lab tables without any ECG
 
 # subject phenotype -> (probability, baseline shift, P(hyper excursion), P(hypo excursion) per episode)
@@ -70,7 +71,7 @@ def _traits(rng: np.random.Generator) -> dict[str, float]:
     return {
         "hr": float(np.clip(rng.normal(74, 11), 48, 115)),
         "gain": float(rng.lognormal(0.0, 0.22)),
-        "axis_frontal": float(rng.normal(0.0, 0.5)),  # radians, rotation about the sagittal axis
+        "axis_frontal": float(rng.normal(AXIS_MEAN, AXIS_SD)),  # radians, rotation about the sagittal axis
         "axis_horizontal": float(rng.normal(0.0, 0.25)),
         "axis_tilt": float(rng.normal(0.0, 0.15)),
         "t_amp": float(rng.lognormal(0.0, 0.35)),
@@ -82,6 +83,7 @@ def _traits(rng: np.random.Generator) -> dict[str, float]:
         "k_sensitivity": float(rng.gamma(1.6, 1 / 1.6)),
         "ectopy": float(rng.beta(0.6, 8.0)),
         "af": float(rng.random() < 0.05),
+        "t_axis": float(rng.normal(0.0, 0.35)),  # QRS-T angle varies between patients
     }
 
 
@@ -124,7 +126,7 @@ def _episode_events(rng: np.random.Generator, ep: Episode) -> tuple[np.ndarray, 
         per_day = 1.2 + 2.0 * (abs(ep.excursion) > 0.8)
         draws.append(ep.start + rng.uniform(0, span, rng.poisson(per_day * ep.days)))
     # about half of ECGs get a potassium draw within the hour (ED and ward practice)
-    near = ecg[rng.random(ecg.size) < 0.42]
+    near = ecg[rng.random(ecg.size) < 0.32]
     draws.append(near + rng.normal(10, 20, near.size))
     draw_t = np.sort(np.concatenate(draws)) if draws else np.zeros(0)
     return np.sort(ecg), draw_t, rng.random(draw_t.size) < (0.45 if ep.inpatient else 0.1)
@@ -148,8 +150,10 @@ def plan_subject(index: int, seed: int) -> SubjectPlan:
         draw.append((d, np.full(d.size, i), s))
     ecg_t = np.concatenate([e for e, _ in ecg])
     ecg_ep = np.concatenate([i for _, i in ecg])
-    if index > 0 and rng.random() < LAB_ONLY:  # subjects with labs but no ECG (subject 0 always has ECGs)
+    if index > 0 and rng.random() < LAB_ONLY:  # subjects with labs but no ECG
         ecg_t, ecg_ep = ecg_t[:0], ecg_ep[:0]
+    elif index == 0 and ecg_t.size == 0:  # subject 0 always has an ECG: no stand-in is empty
+        ecg_t, ecg_ep = np.array([episodes[0].start + 5.0]), np.array([0])
     draw_t = np.concatenate([d for d, _, _ in draw])
     draw_ep = np.concatenate([i for _, i, _ in draw])
     stat_f = np.concatenate([s for _, _, s in draw])
