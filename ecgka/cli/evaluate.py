@@ -1,4 +1,7 @@
-"""``ecgka evaluate RUN_DIR --data DIR [--split test] [--config FILE] [key=value ...]``."""
+"""``ecgka evaluate RUN_DIR [key=value ...] --data DIR [--split test] [--config FILE]``.
+
+Overrides follow RUN_DIR directly (argparse does not take positionals after an option's value).
+"""
 
 from __future__ import annotations
 

@@ -173,6 +173,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     metrics = compute_metrics(preds[split], preds["val"], manifest, cfg, split)
     metrics["run"] = _clean({k: run.get(k) for k in RUN_KEYS if k in run})
     metrics["checkpoint"] = cfg.checkpoint
-    metrics["dataset"]["matches_training"] = run.get("dataset_fingerprint") in (None, manifest.get("fingerprint"))
+    trained_on = run.get("dataset_fingerprint")
+    metrics["dataset"]["matches_training"] = None if trained_on is None else trained_on == manifest.get("fingerprint")
     atomic_write_json(run_dir / "eval" / split / "metrics.json", metrics)
     return metrics

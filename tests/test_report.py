@@ -1,0 +1,195 @@
+"""The report built from small fake runs: sections, one source of numbers, privacy, rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgka.cli import main as cli_main
+from ecgka.errors import InputError
+from ecgka.report import find_leaks, write_report
+from ecgka.report.render_utils import fmt
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report_factory import FAKE_DATE, fake_manifest, make_run  # noqa: E402
+
+SECTIONS = ("glance", "dataset", "results", "clinical", "distributions", "timing", "model-card", "privacy")
+TABLES = ("dataset_counts", "exclusions", "shot_regions", "results", "dist_loss_improvement",
+          "clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman", "training_time")
+FIGURES = ("label_histogram", "distributions", "few_shot_errors", "scatter", "bland_altman", "roc",
+           "calibration")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    manifest = fake_manifest(root / "data")
+    runs = [make_run(root, "vanilla", manifest, shrink=0.6, seed=1),
+            make_run(root, "vanilla_dist", manifest, method="vanilla", dist_loss=True, shrink=0.2, seed=2,
+                     epoch_seconds=(3.0, 2.5))]
+    out = root / "out"
+    path = write_report(runs, out)
+    return {"root": root, "runs": runs, "out": out, "html": path.read_text(), "path": path}
+
+
+def _texts(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.suffix in {".html", ".md",
+                                                                                          ".csv", ".json"}}
+
+
+def test_every_section_table_and_figure_is_present(built):
+    html, out = built["html"], built["out"]
+    for sid in SECTIONS:
+        assert f'id="{sid}"' in html, sid
+    for name in TABLES:
+        assert f'data-name="{name}"' in html and (out / "tables" / f"{name}.csv").is_file(), name
+    for name in FIGURES:
+        assert f'id="f-{name}"' in html and (out / "figures" / f"{name}.png").is_file(), name
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    md = (out / "report.md").read_text()
+    for heading in ("## Dataset", "## Results by shot region", "## Clinical detection", "## Model card",
+                    "### Training time per epoch"):
+        assert heading in md
+    assert "Vanilla + Dist Loss" in md and "fp0123abcd" in html  # pairing by method + dist_loss, data version
+
+
+def test_self_contained_no_network_resources(built):
+    html = built["html"]
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html)
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+
+
+def test_table_numbers_equal_metrics_json(built):
+    out = built["out"]
+    report = json.loads((out / "metrics.json").read_text())
+    for run_dir in built["runs"]:  # the report's metrics.json is the runs' metrics.json
+        own = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+        assert report["runs"][run_dir.name]["metrics"] == own
+    results = pd.read_csv(out / "tables" / "results.csv")
+    html_rows = _html_table(built["html"], "results")
+    for i, (name, run) in enumerate(report["runs"].items()):
+        reg = run["metrics"]["regression"]
+        assert results.loc[i, "method"] == run["display_name"]
+        for metric in ("mae", "gm"):
+            for group in ("all", "many", "median", "few"):
+                value = reg[group][metric]
+                assert results.loc[i, f"{metric.upper()} {group}"] == value, (name, metric, group)
+                assert fmt(value) in html_rows[i]
+    clin = pd.read_csv(out / "tables" / "clinical_thresholds.csv")
+    first = next(iter(report["runs"].values()))["metrics"]["clinical"]["conditions"]["hyper"]
+    row = clin[(clin["method"] == "Vanilla") & (clin["condition"] == "Hyperkalaemia")].iloc[0]
+    assert (row["AUROC"], row["CI lower"], row["CI upper"]) == (
+        first["auroc"], first["auroc_ci"]["lower"], first["auroc_ci"]["upper"])
+    assert row["sensitivity"] == first["at_threshold"]["sensitivity"]
+    timing = pd.read_csv(out / "tables" / "training_time.csv")
+    assert timing["seconds per epoch"].tolist() == pytest.approx([np.mean([12.5, 11.0, 11.5]), 2.75])
+
+
+def _html_table(html: str, name: str) -> list[str]:
+    body = re.search(rf'<table data-name="{name}">(.*?)</table>', html, re.S).group(1)
+    return [re.sub(r"<[^>]+>", "|", r) for r in re.findall(r"<tr>(.*?)</tr>", body.split("<tbody>")[1], re.S)]
+
+
+def test_improvement_of_dist_loss_is_marked(built):
+    html = built["html"]
+    improvement = pd.read_csv(built["out"] / "tables" / "dist_loss_improvement.csv")
+    assert improvement.loc[0, "baseline"] == "Vanilla" and improvement.loc[0, "MAE few"] < 0
+    row = _html_table(html, "results")[1]
+    assert "Vanilla + Dist Loss" in row
+    assert re.search(r'<td class="(best )?better">', html)
+
+
+def test_no_identifier_or_date_in_any_output(built):
+    ids = set()
+    for run_dir in built["runs"]:
+        for p in run_dir.glob("eval/*/predictions.parquet"):
+            ids |= {str(s) for s in pd.read_parquet(p)["subject_id"]}
+    assert len(ids) > 50
+    for name, text in _texts(built["out"]).items():
+        numbers = set(re.findall(r"\d+", text))
+        assert not ids & numbers, name
+        assert FAKE_DATE not in text and "10:00:00" not in text, name
+        assert find_leaks(text, ids) == [], name
+
+
+def test_privacy_guard_blocks_a_leaking_report(built, tmp_path):
+    root = built["root"]
+    sid = str(pd.read_parquet(built["runs"][0] / "eval" / "test" / "predictions.parquet")["subject_id"][0])
+    leaky = tmp_path / "leaky"
+    shutil.copytree(built["runs"][0], leaky)
+    run = json.loads((leaky / "run.json").read_text())
+    run["display_name"] = f"Vanilla p{sid}"
+    (leaky / "run.json").write_text(json.dumps(run))
+    with pytest.raises(InputError, match="would publish identifier"):
+        write_report([leaky], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert find_leaks(f"ECG of {FAKE_DATE}", set()) == [FAKE_DATE]
+    assert find_leaks("taken 03/11/2180 at 10:15:00", set()) == ["03/11/2180", "10:15:00"]
+    assert root.exists()
+
+
+def test_ablation_and_imbalance_tables(tmp_path, built):
+    manifest = fake_manifest(tmp_path / "data")
+    variant = fake_manifest(tmp_path / "data" / "variants" / "ratio_10", seed=4, n_train=800,
+                            variant="ratio_10")
+    runs = [make_run(tmp_path, "base", manifest, shrink=0.5, n_boot=50),
+            make_run(tmp_path, "abl_l1", manifest, dist_loss=True, shrink=0.3, seed=3, n_boot=50,
+                     extra={"group": "ablation_sequence_loss", "ablation": "INV-L1"}),
+            make_run(tmp_path, "abl_l2", manifest, dist_loss=True, shrink=0.25, seed=4, n_boot=50,
+                     extra={"group": "ablation_sequence_loss", "ablation": "INV-L2"}),
+            make_run(tmp_path, "imb_vanilla", variant, shrink=0.6, seed=5, n_boot=50,
+                     extra={"dataset_dir": "data/variants/ratio_10"}),
+            make_run(tmp_path, "imb_dist", variant, dist_loss=True, shrink=0.2, seed=6, n_boot=50,
+                     extra={"dataset_dir": "data/variants/ratio_10"})]
+    path = write_report(runs, tmp_path / "out")
+    html = path.read_text()
+    assert 'data-name="ablation_sequence_loss"' in html and 'id="ablation"' in html
+    abl = pd.read_csv(tmp_path / "out" / "tables" / "ablation_sequence_loss.csv")
+    assert abl["method"].tolist() == ["INV-L1", "INV-L2"]
+    imb = pd.read_csv(tmp_path / "out" / "tables" / "imbalance_few_mae.csv")
+    metrics = json.loads((runs[4] / "eval" / "test" / "metrics.json").read_text())
+    assert imb.set_index("method").loc["Vanilla + Dist Loss", "ratio_10"] == metrics["regression"]["few"]["mae"]
+    assert 'id="f-imbalance_variants"' in html
+    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
+    assert results["method"].tolist() == ["Vanilla"]  # grouped runs stay out of the main table
+
+
+def test_cli_report_and_one_line_errors(built, tmp_path, capsys):
+    assert cli_main(["report", *map(str, built["runs"]), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").is_file()
+    assert cli_main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ecgka report: error:") and "run.json" in err and "\n" not in err
+    (tmp_path / "unevaluated").mkdir()
+    (tmp_path / "unevaluated" / "run.json").write_text("{}")
+    assert cli_main(["report", str(tmp_path / "unevaluated"), "--out", str(tmp_path / "r3")]) == 2
+    assert "ecgka evaluate" in capsys.readouterr().err
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (`make browser` installs Debian's)")
+def test_html_renders_in_headless_chromium(built, tmp_path):
+    import matplotlib.pyplot as plt
+
+    png = tmp_path / "shot.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1280,2000",
+           built["path"].resolve().as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    image = plt.imread(png)
+    assert image.shape[:2] == (2000, 1280)
+    gray = image[..., :3].mean(axis=2)
+    assert gray.var() > 1e-3  # not a blank page
+    assert (gray < 0.5).mean() > 0.005  # text and figures drawn in dark ink
