@@ -13,7 +13,7 @@ def __getattr__(name: str) -> Any:  # lazy: importing ecgka.training does not im
 
         return train_run
     if name == "predict":
-        from ecgka.training.predict import predict
+        from ecgka.training.prediction import predict
 
         return predict
     if name in ("TrainConfig", "load_train_config"):

@@ -25,13 +25,10 @@ from ecgka.training.config import TrainConfig
 from ecgka.training.data import lead_indices, load_split, read_manifest
 from ecgka.training.distributed import DistInfo, barrier, gather_with_grad, init_distributed, shutdown
 from ecgka.training.loop import Trainer
-from ecgka.training.predict import resolve_device
+from ecgka.training.prediction import resolve_device
 from ecgka.training.resume import CheckpointHook, check_run_dir, load_last, restore
 from ecgka.training.step import FeatureModel
 from ecgka.training.two_stage import apply_init
-
-DISPLAY_NAMES = {"vanilla": "Vanilla", "lds": "LDS", "fds": "FDS", "ranksim": "RankSim", "conr": "ConR",
-                 "balanced_mse": "Balanced MSE", "dist_loss": "Dist Loss"}
 
 
 def check_names(cfg: TrainConfig) -> None:
@@ -54,15 +51,15 @@ def seed_everything(seed: int) -> None:
 def method_labels(cfg: TrainConfig) -> dict[str, Any]:
     name = cfg.method.name
     with_dist = name == "dist_loss" or cfg.method.dist_loss is not None
-    display = DISPLAY_NAMES.get(name, name) + (" + Dist Loss" if with_dist and name != "dist_loss" else "")
-    return {"method": name, "dist_loss": with_dist, "display_name": display}
+    return {"method": name, "dist_loss": with_dist, "display_name": cfg.method.display_name}
 
 
 def build_criterion(cfg: TrainConfig, train_labels: np.ndarray, manifest: dict, batch_rows: int):
     label = manifest.get("label", {})
+    dist = None if cfg.method.dist_loss is None else cfg.method.dist_loss.model_dump()
     label_range = (float(label.get("lo", 1.5)), float(label.get("hi", 10.0)), float(label.get("bin_width", 0.1)))
     return create_loss(cfg.method.name, train_labels=train_labels, label_range=label_range,
-                       batch_size=batch_rows, dist_loss=cfg.method.dist_loss, **cfg.method.params)
+                       batch_size=batch_rows, dist_loss=dist, **cfg.method.params)
 
 
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, criterion: torch.nn.Module) -> torch.optim.Optimizer:
@@ -149,9 +146,11 @@ def _train(cfg: TrainConfig, data_dir: Path, run_dir: Path, device: torch.device
     model = build_model(cfg, len(leads))
     if cfg.init.path:
         apply_init(model, cfg.init.path, cfg.init.mode, cfg.init.checkpoint)
+    if cfg.head_bias_init == "train_mean" and (not cfg.init.path or cfg.init.mode == "head"):
+        with torch.no_grad():
+            model.head.bias.fill_(float(np.mean(train.labels)))
     per_rank = cfg.batch_size // info.world
-    criterion = build_criterion(cfg, train.labels, manifest,
-                                cfg.batch_size if cfg.gather_predictions else per_rank)
+    criterion = build_criterion(cfg, train.labels, manifest, per_rank)
     if cfg.gather_predictions and info.enabled:
         criterion.set_gather(gather_with_grad)
     model.to(device)

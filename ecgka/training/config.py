@@ -66,6 +66,9 @@ class TrainConfig(ConfigModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     init: InitConfig = Field(default_factory=InitConfig)
+    # A fresh head's bias starts at the mean training label ("default": PyTorch's init). Same optimum,
+    # far fewer steps to leave the trivial region on small runs; see docs/training.md.
+    head_bias_init: Literal["train_mean", "default"] = "train_mean"
     views_noise_std: float = Field(0.1, ge=0)  # Gaussian-noise views (ConR), in z-score units
     selection_metric: Literal["mae", "balanced_mae"] = "balanced_mae"
     seed: int = 0

@@ -20,7 +20,7 @@ from ecgka.training.data import SplitData
 from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
 from ecgka.training.loader import epoch_batches, iterate_batches
 from ecgka.training.metrics import selection_metrics
-from ecgka.training.predict import predict_arrays
+from ecgka.training.prediction import predict_arrays
 from ecgka.training.step import train_step
 
 

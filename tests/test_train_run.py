@@ -1,0 +1,153 @@
+"""Training runs end to end on a tiny contract-conformant dataset: loader, run dir, predict, two-stage, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from shard_factory import write_dataset
+
+from ecgka.errors import ConfigError, InputError
+from ecgka.training import load_train_config, predict, train_run
+from ecgka.training.data import load_split, read_batch, zscore
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("ds"), n_train=160, n_val=48, n_test=32, n_samples=300,
+                         leads=("I", "II"), shard_rows=50)
+
+
+@pytest.fixture(scope="module")
+def stage1(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "vanilla"
+    train_run(load_train_config(None, [*FAST, "epochs=3", "name=vanilla"]), data_dir, run)
+    return run
+
+
+def test_loader_reads_the_shards_exactly(data_dir):
+    data = load_split(data_dir, "train")
+    table = pq.read_table(sorted((data_dir / "train").glob("*.parquet"))[1])  # rows 50..99
+    raw = np.asarray(table.column("signal").combine_chunks().values.to_numpy(zero_copy_only=False))
+    raw = raw.reshape(len(table), 2, 300).astype(np.float32)
+    x, y = read_batch(data, np.array([57, 50, 99]), [0, 1])
+    np.testing.assert_array_equal(y, table.column("potassium").to_numpy()[[0, 7, 49]])
+    np.testing.assert_allclose(x, zscore(raw[[0, 7, 49]]), rtol=1e-6, atol=1e-6)
+    assert np.allclose(x.mean(-1), 0, atol=1e-4) and np.allclose(x.std(-1), 1, atol=1e-3)
+    x1, _ = read_batch(data, np.array([50]), [1])
+    np.testing.assert_allclose(x1, x[:1, 1:], atol=1e-6)
+    cache = list((data_dir / ".cache").glob("train-*.npy"))
+    assert len(cache) == 1 and Path(load_split(data_dir, "train").signals.filename) == cache[0]
+
+
+def test_run_directory_layout(stage1, data_dir):
+    info = json.loads((stage1 / "run.json").read_text())
+    assert info["status"] == "complete" and info["stage"] == 1 and info["method"] == "vanilla"
+    assert info["dist_loss"] is False and info["display_name"] == "Vanilla" and info["init"] is None
+    assert info["dataset_fingerprint"] == json.loads((data_dir / "manifest.json").read_text())["fingerprint"]
+    log = [json.loads(line) for line in (stage1 / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    assert {"lr", "train_loss", "train_terms", "seconds", "samples_per_s", "val"} <= set(log[0])
+    assert {"mae", "balanced_mae"} <= set(log[0]["val"])
+    best = min(log, key=lambda r: r["val"]["balanced_mae"])["epoch"]
+    assert info["best_epoch"] == best
+    for name in ("best", "last"):
+        state = torch.load(stage1 / "checkpoints" / f"{name}.pt", weights_only=True)
+        assert "model" in state
+    assert (stage1 / "config.yaml").is_file()
+
+
+def test_predict_matches_validation_metric(stage1, data_dir):
+    df = predict(stage1, data_dir, "val", checkpoint="best", device="cpu")
+    assert list(df.columns) == ["sample_id", "subject_id", "label", "prediction"]
+    assert len(df) == 48 and df["sample_id"].is_unique
+    log = [json.loads(line) for line in (stage1 / "log.jsonl").read_text().splitlines()]
+    best = json.loads((stage1 / "run.json").read_text())["best_epoch"]
+    mae = float(np.abs(df["prediction"] - df["label"]).mean())
+    assert mae == pytest.approx(log[best]["val"]["mae"], rel=1e-5)
+
+
+def test_complete_run_is_skipped_and_a_changed_config_refused(stage1, data_dir):
+    before = (stage1 / "checkpoints" / "last.pt").stat().st_mtime_ns
+    train_run(load_train_config(None, [*FAST, "epochs=3", "name=vanilla"]), data_dir, stage1)
+    assert (stage1 / "checkpoints" / "last.pt").stat().st_mtime_ns == before
+    with pytest.raises(ConfigError, match="different config"):
+        train_run(load_train_config(None, [*FAST, "epochs=4", "name=vanilla"]), data_dir, stage1)
+
+
+def test_two_stage_trains_only_the_head(stage1, data_dir, tmp_path):
+    cfg = load_train_config(REPO / "configs/train/dist_loss.yaml", [*FAST, "epochs=2"])
+    run = tmp_path / "dist"
+    info = train_run(cfg, data_dir, run, init=stage1)
+    assert info["stage"] == 2 and info["display_name"] == "Dist Loss" and info["init"] == str(stage1)
+    assert info["trainable_parameters"] == 1 * 16 + 1
+    parent = torch.load(stage1 / "checkpoints/best.pt", weights_only=True)["model"]
+    child = torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
+    for key, value in parent.items():
+        if key.startswith("head."):
+            assert not torch.equal(value, child[key]), key
+        elif key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue  # train() mode as released: BatchNorm statistics keep updating in stage 2
+        else:
+            assert torch.equal(value, child[key]), f"{key} changed although frozen"
+    assert any(not torch.equal(parent[k], child[k]) for k in parent if k.endswith("running_mean"))
+
+
+def test_loader_rejects_a_directory_without_manifest(tmp_path):
+    with pytest.raises(InputError, match="manifest.json"):
+        load_split(tmp_path, "train")
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "ecgka", "train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_unknown_method_is_a_one_line_error(data_dir, tmp_path):
+    res = _cli("--data", str(data_dir), "--out", str(tmp_path / "r"), "method.name=dist_los")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "unknown loss method 'dist_los'" in res.stderr and "dist_loss" in res.stderr and "vanilla" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_unknown_model_preset_is_a_one_line_error(data_dir, tmp_path):
+    res = _cli("--data", str(data_dir), "--out", str(tmp_path / "r"), "model.preset=huge")
+    assert res.returncode == 2 and "valid: ecg, large, small, tiny" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_every_shipped_config_validates():
+    files = sorted((REPO / "configs/train").glob("*.yaml"))
+    assert len(files) >= 20
+    for path in files:
+        load_train_config(path)
+
+
+def test_extends_merges_and_overrides_win(tmp_path):
+    (tmp_path / "base.yaml").write_text("epochs: 3\noptim: {lr: 0.01, milestones: [1]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\noptim: {lr: 0.5}\n")
+    cfg = load_train_config(tmp_path / "child.yaml", ["epochs=7"])
+    assert (cfg.epochs, cfg.optim.lr, cfg.optim.milestones) == (7, 0.5, [1])
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_train_config(tmp_path / "loop.yaml")
+
+
+def test_predict_is_callable_from_both_import_paths(stage1, data_dir):
+    import ecgka.training
+    from ecgka.training.predict import predict as from_module
+
+    assert callable(ecgka.training.predict) and callable(from_module)
+    a = ecgka.training.predict(stage1, data_dir, "test", checkpoint="last", device="cpu")
+    b = from_module(stage1, data_dir, "test", checkpoint="last", device="cpu")
+    assert a.equals(b) and len(a) == 32
