@@ -8,6 +8,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from ecgka.metrics import (
     CONDITIONS,
+    WeightedAuroc,
     auroc,
     binary_stats,
     bland_altman,
@@ -39,6 +40,15 @@ def _case(name):
 def test_auroc_matches_sklearn(case):
     truth, score = _case(case)
     assert auroc(truth, score) == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+
+
+@pytest.mark.parametrize("case", ["ties", "rare"])
+def test_weighted_auroc_of_a_replicate_equals_auroc_of_its_rows(case):
+    truth, score = _case(case)
+    fast = WeightedAuroc(truth, score)
+    for idx in cluster_bootstrap_indices(np.arange(truth.size) // 3, n_boot=20, seed=4):
+        expected = roc_auc_score(truth[idx], score[idx]) if 0 < truth[idx].sum() < idx.size else None
+        assert fast(idx) == pytest.approx(expected, abs=1e-12)
 
 
 def test_auroc_undefined_with_one_class():

@@ -5,6 +5,7 @@ from ecgka.metrics.clinical import (
     CONDITIONS,
     K_RANGES,
     Condition,
+    WeightedAuroc,
     auroc,
     binary_stats,
     bland_altman,
@@ -42,5 +43,5 @@ __all__ = [
     "calibration_by_bin", "clinical_metrics", "cluster_bootstrap_indices", "condition_metrics",
     "error_summary", "geometric_mean", "gm", "group_of_counts", "mae", "mae_by_range", "mse",
     "operating_point", "shot_groups", "shot_metrics", "shot_metrics_from_counts",
-    "threshold_for_sensitivity",
+    "threshold_for_sensitivity", "WeightedAuroc",
 ]

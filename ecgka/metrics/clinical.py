@@ -79,6 +79,31 @@ def auroc(truth, score) -> float | None:
     return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+class WeightedAuroc:
+    """AUROC of one sample under per-sample multiplicities, without re-sorting for each replicate.
+
+    The scores are ranked once (tie groups); a bootstrap replicate only changes how often each sample
+    counts, so its AUROC is a weighted Mann-Whitney statistic computed with two ``bincount`` calls:
+    ``sum_pos w * (negatives below + half the tied negatives) / (W_pos * W_neg)``. Equal to ``auroc`` of the
+    replicate's rows (tested), about ten times faster.
+    """
+
+    def __init__(self, truth, score):
+        self.truth = np.asarray(truth, dtype=bool)
+        _, self.tie_group = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
+        self.n_groups = int(self.tie_group.max(initial=-1)) + 1
+
+    def __call__(self, indices) -> float | None:
+        w = np.bincount(indices, minlength=self.truth.size).astype(np.float64)
+        pos = np.bincount(self.tie_group, w * self.truth, minlength=self.n_groups)
+        neg = np.bincount(self.tie_group, w * ~self.truth, minlength=self.n_groups)
+        w_pos, w_neg = pos.sum(), neg.sum()
+        if w_pos == 0 or w_neg == 0:
+            return None
+        below = np.cumsum(neg) - neg
+        return float(np.sum(pos * (below + 0.5 * neg)) / (w_pos * w_neg))
+
+
 def binary_stats(truth, predicted) -> dict:
     """Confusion counts with sensitivity, specificity, PPV and NPV (null where undefined)."""
     truth = np.asarray(truth, dtype=bool)
@@ -125,7 +150,7 @@ def condition_metrics(condition: Condition, labels, preds, subjects, val_labels,
     """Prevalence, AUROC with a subject-bootstrap CI, stats at the clinical threshold and operating point."""
     truth = condition.positive(labels)
     score = condition.score(preds)
-    ci = bootstrap_ci(lambda idx: auroc(truth[idx], score[idx]), subjects, n_boot=n_boot, seed=seed)
+    ci = bootstrap_ci(WeightedAuroc(truth, score), subjects, n_boot=n_boot, seed=seed)
     return {
         "title": condition.title,
         "definition": condition.definition,
