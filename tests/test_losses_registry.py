@@ -1,0 +1,156 @@
+"""Every registered method, alone and with Dist Loss: finite loss, gradients, hooks, configs, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ecgka.config import load_config
+from ecgka.errors import ConfigError
+from ecgka.losses import MethodConfig, create_loss, display_name, list_losses
+
+RANGE = (1.5, 10.0, 0.1)
+ALL = ["balanced_mse", "conr", "dist_loss", "fds", "lds", "ranksim", "vanilla"]
+
+
+@pytest.fixture(scope="module")
+def labels():
+    rng = np.random.default_rng(0)
+    return np.clip(np.round(rng.normal(4.2, 0.6, 2000), 1), 1.5, 10.0)
+
+
+def build(name, labels, dist=None, **params):
+    return create_loss(name, train_labels=labels, label_range=RANGE, batch_size=32, dist_loss=dist, **params)
+
+
+def training_steps(criterion, labels, epochs=3, batch=32):
+    """A tiny encoder + head trained for a few steps through the criterion's hooks; returns the last step."""
+    torch.manual_seed(0)
+    encoder, head = torch.nn.Linear(6, 8), torch.nn.Linear(8, 1)
+    rows = 2 * batch if criterion.requires_views else batch
+    target = torch.tensor(labels[:batch], dtype=torch.float32).repeat(rows // batch)
+    x = torch.randn(rows, 6) + target[:, None] / 4
+    for epoch in range(epochs):
+        criterion.on_epoch_start(epoch)
+        features = encoder(x)
+        features.retain_grad()
+        calibrated = criterion.transform_features(features, target, epoch)
+        pred = head(calibrated).squeeze(-1) + 4.0
+        pred.retain_grad()
+        out = criterion(pred, target, features=calibrated, epoch=epoch)
+        out["loss"].backward()
+        criterion.on_epoch_end(epoch, features.detach(), target)
+    return out, pred, features
+
+
+def test_registered_names():
+    assert list_losses() == ALL
+
+
+@pytest.mark.parametrize("with_dist", [False, True], ids=["alone", "dist"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_trains_on_cpu(name, with_dist, labels):
+    criterion = build(name, labels, {"sorter": "auto"} if with_dist else None)
+    out, pred, features = training_steps(criterion, labels)
+    assert out["loss"].dim() == 0 and torch.isfinite(out["loss"])
+    assert all(not v.requires_grad and torch.isfinite(v) for v in out["terms"].values())
+    assert math.isclose(sum(v.item() for v in out["terms"].values()), out["loss"].item(), rel_tol=1e-5)
+    assert ("distribution" in out["terms"]) == (with_dist or name == "dist_loss")
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert criterion.display_name == display_name(name, with_dist)
+
+
+@pytest.mark.parametrize("name", ["ranksim", "conr"])
+def test_feature_terms_send_gradients_to_features_directly(name, labels):
+    criterion = build(name, labels)
+    rows = 64 if criterion.requires_views else 32
+    target = torch.tensor(labels[:32], dtype=torch.float32).repeat(rows // 32)
+    features = torch.randn(rows, 8, requires_grad=True)
+    pred = (target + 0.01 * torch.randn(rows)).requires_grad_(True)
+    with pytest.raises(ConfigError, match="needs the features"):
+        criterion(pred, target)
+    criterion(pred, target, features=features)["loss"].backward()
+    assert features.grad.abs().sum() > 0
+
+
+def test_fds_calibrates_only_in_training_mode(labels):
+    criterion = build("fds", labels)
+    training_steps(criterion, labels, epochs=3)
+    features, target = torch.randn(32, 8), torch.tensor(labels[:32], dtype=torch.float32)
+    assert not torch.equal(criterion.transform_features(features, target, 3), features)
+    criterion.eval()
+    assert criterion.transform_features(features, target, 3) is features
+
+
+def test_dist_loss_method_defaults_are_the_papers(labels):
+    criterion = build("dist_loss", labels)
+    dist = criterion.dist
+    assert (dist.base, dist.loss_weight, dist.sorter, dist.rounding) == ("l2", 1.0, "soft", "official")
+    assert dist.weight_table is not None and dist.weight_alignment == "pseudo_label"
+    merged = build("dist_loss", labels, {"sorter": "hard"}, loss_weight=2.0)
+    assert (merged.dist.sorter, merged.dist.loss_weight) == ("hard", 2.0)
+    assert merged.display_name == "Dist Loss"
+
+
+def test_conr_and_fds_defaults_in_label_units(labels):
+    conr = build("conr", labels)
+    assert (conr.w, conr.e, conr.t, conr.beta) == (0.1, pytest.approx(0.1), 0.07, 4.0)
+    ages = create_loss("conr", train_labels=np.arange(0, 100, dtype=float), label_range=(0, 120, 1), batch_size=8)
+    assert (ages.w, ages.e) == (1.0, 0.01) and ages.requires_views  # the released age defaults
+    fds = build("fds", labels, feature_dim=8)
+    assert fds.fds.bucket_num == 86 and fds.fds.bucket_start == 0
+
+
+def test_balanced_mse_param_group_and_sigma_gradient(labels):
+    for estimator in ("bmc", "gai", "bni"):
+        criterion = build("balanced_mse", labels, estimator=estimator)
+        (group,) = criterion.param_groups()
+        assert group["lr"] == 1e-2 and group["params"][0] is criterion.noise_sigma
+        pred = torch.tensor(labels[:32], dtype=torch.float32) + 0.3
+        criterion(pred, torch.tensor(labels[32:64], dtype=torch.float32))["loss"].backward()
+        assert criterion.noise_sigma.grad.abs() > 0
+    combined = build("balanced_mse", labels, {"sorter": "hard"})
+    assert combined.param_groups()[0]["params"][0] is combined.method.noise_sigma
+
+
+def test_set_gather_reaches_the_distribution_term(labels):
+    calls = []
+
+    def gather(x):
+        calls.append(x.shape[0])
+        return x
+
+    for criterion in (build("dist_loss", labels), build("lds", labels, {})):
+        criterion.set_gather(gather)
+        target = torch.tensor(labels[:32], dtype=torch.float32)
+        criterion(target + 0.1, target)
+    assert calls == [32, 32, 32, 32]  # predictions and targets, for both criteria
+
+
+def test_errors_name_the_valid_choices(labels):
+    with pytest.raises(ConfigError, match=r"did you mean 'lds'.*valid: balanced_mse, conr"):
+        build("ldss", labels)
+    with pytest.raises(ConfigError, match="unknown parameter.*sigmaa"):
+        build("lds", labels, sigmaa=2)
+    with pytest.raises(ConfigError, match="dist_loss: sorterr"):
+        build("vanilla", labels, {"sorterr": "hard"})
+    with pytest.raises(ConfigError, match="label_range"):
+        create_loss("vanilla", train_labels=labels, label_range=(1.5, 10.0), batch_size=8)
+
+
+def test_method_config_from_yaml_with_overrides(tmp_path, labels):
+    path = tmp_path / "method.yaml"
+    path.write_text("name: lds\nparams: {sigma: 1}\ndist_loss: {sorter: auto}\n")
+    cfg = load_config(MethodConfig, path, ["params.ks=3", "dist_loss.loss_weight=0.5"])
+    assert cfg.display_name == "LDS + Dist Loss"
+    criterion = cfg.build(labels, RANGE, 32)
+    assert criterion.dist.loss_weight == 0.5 and criterion.dist.sorter == "auto"
+    with pytest.raises(ConfigError, match="unknown loss method"):
+        MethodConfig(name="focal")
+    with pytest.raises(ConfigError, match="rounding"):
+        load_config(MethodConfig, None, ["dist_loss.rounding=nearest"])
+    assert MethodConfig().display_name == "Vanilla"
