@@ -121,7 +121,7 @@ class _SubjectLabs:
             comment = "Specimen not hemolyzed"
         elif value > 6.0 and rng.random() < 0.3:
             comment = "VERIFIED BY REPLICATE ANALYSIS"
-        if rng.random() < 0.0015:  # implausible: analyser or transcription errors
+        if rng.random() < 0.004:  # implausible: analyser or transcription errors
             value = float(rng.choice([0.0, 0.3, 35.0, 44.0, 99.9]))
         itemid = K_CHEM_NEW if rng.random() < 0.04 else K_CHEM
         self.row(itemid, t, stat, spec, value, comment)

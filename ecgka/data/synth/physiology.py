@@ -112,8 +112,8 @@ def _wave_table(r: np.ndarray, pvc: np.ndarray, rr: float, tr: dict, eff: dict, 
         (r, qrs * 0.16, qrs * 0.16, 1 - 0.1 * min(h, 2.0)),
         (r + qrs * 0.32, qrs * 0.11, qrs * 0.12, 1.0),
         (r + qt * 0.45, 0.05, 0.05, -0.06 * q),
-        (r + qt - 0.09, t_up, t_down, t_amp),
-        (r + qt + 0.09 + 0.02 * q, 0.04, 0.04, 1 + 3.0 * q),
+        (r + qt - 0.14, t_up, t_down, t_amp),
+        (r + qt + 0.04 + 0.02 * q, 0.04, 0.04, 1 + 3.0 * q),
     ]
     table = np.zeros((len(WAVES), r.size, 4))
     for w, (c, sl, sr, a) in enumerate(rows):

@@ -126,7 +126,7 @@ def _episode_events(rng: np.random.Generator, ep: Episode) -> tuple[np.ndarray, 
         per_day = 1.2 + 2.0 * (abs(ep.excursion) > 0.8)
         draws.append(ep.start + rng.uniform(0, span, rng.poisson(per_day * ep.days)))
     # about half of ECGs get a potassium draw within the hour (ED and ward practice)
-    near = ecg[rng.random(ecg.size) < 0.32]
+    near = ecg[rng.random(ecg.size) < 0.25]
     draws.append(near + rng.normal(10, 20, near.size))
     draw_t = np.sort(np.concatenate(draws)) if draws else np.zeros(0)
     return np.sort(ecg), draw_t, rng.random(draw_t.size) < (0.45 if ep.inpatient else 0.1)
