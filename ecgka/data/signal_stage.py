@@ -21,6 +21,7 @@ from ecgka.data.config import BuildConfig
 from ecgka.data.mimic_reader import RecordError, read_record
 from ecgka.data.record_list import resolve_record
 from ecgka.data.shards import make_table, write_table
+from ecgka.data.signal_qc import clean_batch, process_signal, to_stored
 from ecgka.io import atomic_path
 
 TASK_COLUMNS = ["row", "subject_id", "study_id", "path", "time_s", "lab_time_s", "itemid", "potassium"]
@@ -44,8 +45,6 @@ def chunk_dir(work_dir: Path, index: int) -> Path:
 
 
 def _process_one(root: Path, path: str, cfg: BuildConfig) -> np.ndarray:
-    from ecgka.data.signal_qc import process_signal
-
     sig = read_record(resolve_record(root, path), fast=cfg.signal.fast_reader)
     return process_signal(sig, cfg.signal)
 
@@ -76,7 +75,9 @@ def run_chunk(task: ChunkTask) -> dict:
         "delta_minutes": ((sub["lab_time_s"] - sub["time_s"]).to_numpy(np.float64) / 60.0).astype(np.float32),
         "itemid": sub["itemid"].to_numpy(np.int32), "potassium": sub["potassium"].to_numpy(np.float32),
     }
-    sig = np.stack(signals) if signals else np.empty((0, signal_len), np.float16)
+    n_leads = len(cfg.signal.leads)
+    raw = np.stack(signals) if signals else np.empty((0, n_leads, cfg.signal.n_samples))
+    sig = to_stored(clean_batch(raw, cfg.signal.fs, cfg.signal)).reshape(len(kept), signal_len)
     table = make_table(meta, sig, ",".join(cfg.signal.leads), cfg.signal.fs)
     exc_table = pa.table({
         "sample_id": pa.array([e[0] for e in excluded], pa.int64()),

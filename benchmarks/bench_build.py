@@ -1,0 +1,96 @@
+"""Per-record cost of the whole ``ecgka build`` against ``wfdb.rdrecord`` alone, same records, same run.
+
+Generates a stand-in (or uses --standin DIR), then measures on one core:
+  1. ``wfdb.rdrecord`` of every record the build reads (the reference);
+  2. the fast MIMIC reader alone, and read + lead selection + QC per record;
+  3. the whole build (labs, pairing, signal stage, splits, shards, manifest), workers=1, run twice: the
+     first includes one-off imports (cold), the second is the steady per-record cost (warm).
+Prints ms/record and ratios to (1). Usage: python benchmarks/bench_build.py [--subjects 200] [--standin DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _time_per_record(fn, records, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for r in records:
+            fn(r)
+        best = min(best, time.perf_counter() - start)
+    return best / len(records) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument("--standin", type=Path, help="existing stand-in (ecg/ and hosp/) instead of generating one")
+    parser.add_argument("--leads", default="II", help="comma-separated leads to keep, e.g. all 12")
+    args = parser.parse_args()
+
+    import pandas as pd
+    import wfdb
+
+    from ecgka.config import apply_overrides
+    from ecgka.data.build import build_dataset
+    from ecgka.data.config import BuildConfig
+    from ecgka.data.mimic_reader import read_record
+    from ecgka.data.signal_qc import process_signal
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
+    standin = args.standin
+    if standin is None:
+        from ecgka.data.synth import generate_standin
+
+        standin = tmp / "standin"
+        generate_standin(standin, subjects=args.subjects, seed=0, workers=1)
+    cfg = BuildConfig.model_validate(apply_overrides({}, [f"signal.leads=[{args.leads}]"]))
+    root = standin / "ecg"
+    paths = pd.read_csv(root / "record_list.csv")["path"]
+    records = [root / p for p in paths if Path(f"{root / p}.hea").is_file()]
+
+    labs = [standin / "hosp" / "labevents.csv.gz"]
+    t0 = time.perf_counter()
+    build_dataset(root, labs, tmp / "cold", cfg)  # first build in this process: includes imports
+    t_cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = build_dataset(root, labs, tmp / "out", cfg)
+    t_build = time.perf_counter() - t0
+    t_wfdb = _time_per_record(lambda r: wfdb.rdrecord(str(r)), records)
+    t_fast = _time_per_record(lambda r: read_record(r), records, repeat=3)
+
+    def qc(r):
+        try:
+            process_signal(read_record(r), cfg.signal)
+        except Exception:
+            pass
+
+    t_stage = _time_per_record(qc, records, repeat=2)
+    n_signal = m["counts"]["record_list"] - m["exclusions"].get("no_lab_in_window", 0)
+    per_build = t_build / m["counts"]["record_list"] * 1e3
+    per_signal_record = m["build"]["seconds"] / max(1, n_signal) * 1e3
+    print(f"records: {len(records)} in record_list, {n_signal} read by the signal stage, leads {args.leads}")
+    print(f"{'wfdb.rdrecord alone':<42} {t_wfdb:8.3f} ms/record   1.00x")
+    print(f"{'fast reader alone':<42} {t_fast:8.3f} ms/record   {t_fast / t_wfdb:.3f}x")
+    print(f"{'read + lead select + QC':<42} {t_stage:8.3f} ms/record   {t_stage / t_wfdb:.3f}x")
+    print(f"{'signal stage: read+QC+clean+write':<42} {per_signal_record:8.3f} ms/record   {per_signal_record / t_wfdb:.3f}x")
+    print(f"{'whole build / record_list rows':<42} {per_build:8.3f} ms/record   {per_build / t_wfdb:.3f}x")
+    per_cold = t_cold / m["counts"]["record_list"] * 1e3
+    print(f"{'whole build, cold (first in process)':<42} {per_cold:8.3f} ms/record   {per_cold / t_wfdb:.3f}x")
+    print(f"whole build: {t_build:.2f} s wall (cold {t_cold:.2f} s), one core; goal met (whole build cheaper per "
+          f"record than wfdb.rdrecord alone): {per_build < t_wfdb}")
+    full = 800_035 * per_build / 1e3 / 16
+    print(f"estimate, full MIMIC-IV-ECG (800,035 records) on 16 cores at this per-record cost: {full / 60:.1f} min "
+          f"(+ lab extraction, see bench_labs.py)")
+
+
+if __name__ == "__main__":
+    main()
