@@ -163,8 +163,9 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
 
 
 def test_cli_report_and_one_line_errors(built, tmp_path, capsys):
-    assert cli_main(["report", *map(str, built["runs"]), "--out", str(tmp_path / "r")]) == 0
-    assert (tmp_path / "r" / "report.html").is_file()
+    assert cli_main(["report", *map(str, built["runs"]), "--out", str(tmp_path / "r"), "--title", "Demo <run>"]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "<h1>Demo &lt;run&gt;</h1>" in html and "# Demo <run>" in (tmp_path / "r" / "report.md").read_text()
     assert cli_main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ecgka report: error:") and "run.json" in err and "\n" not in err

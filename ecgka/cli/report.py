@@ -1,4 +1,4 @@
-"""``ecgka report RUN_DIR [RUN_DIR ...] --out DIR [--split test]``."""
+"""``ecgka report RUN_DIR [RUN_DIR ...] --out DIR [--split test] [--title TEXT]``."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="evaluated run directories")
     parser.add_argument("--out", required=True, metavar="DIR", help="report directory (replaced as a whole)")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="evaluated split to report")
+    parser.add_argument("--title", help="the report's title (default: ECG potassium regression: evaluation report)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ecgka.report import write_report
 
-    path = write_report(args.run_dirs, args.out, split=args.split)
+    path = write_report(args.run_dirs, args.out, split=args.split, title=args.title)
     print(f"report: {path}")
     return 0

@@ -58,16 +58,19 @@ def _section_items(tables: dict[str, Table], figures: dict, names_t, names_f, re
     return [render_t(t) for t in chosen] + [render_f(figures[n]) for n in names_f if n in figures]
 
 
-def page_model(model: ReportModel, tables: dict[str, Table], figures: dict) -> dict:
+DEFAULT_TITLE = "ECG potassium regression: evaluation report"
+
+
+def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, title: str | None = None) -> dict:
     sections = []
-    for sid, title, names_t, names_f in SECTIONS:
+    for sid, heading, names_t, names_f in SECTIONS:
         items = _section_items(tables, figures, names_t, names_f, html.table_html, html.figure_html)
         if items:
-            sections.append({"id": sid, "title": title, "text": "", "items": items})
+            sections.append({"id": sid, "title": heading, "text": "", "items": items})
     card = model_card(model)
     configs = [(f"{r.display_name} ({r.name})", yaml.safe_dump(r.config, sort_keys=False)) for r in model.runs
                if r.config]
-    return {"split": model.split, "n_runs": len(model.runs), "version": __version__,
+    return {"title": title or DEFAULT_TITLE, "split": model.split, "n_runs": len(model.runs), "version": __version__,
             "fingerprint": model.main_dataset.get("fingerprint", "unknown"), "glance": _glance(model),
             "nav": [(s["id"], s["title"]) for s in sections] + [("model-card", "Model card")],
             "sections": sections, "card": card, "run_configs": configs,
@@ -83,13 +86,13 @@ def report_metrics(model: ReportModel) -> dict:
                               "metrics": r.metrics} for r in model.runs}}
 
 
-def write_report(run_dirs, out_dir, split: str = "test") -> Path:
+def write_report(run_dirs, out_dir, split: str = "test", title: str | None = None) -> Path:
     """Build the report of ``run_dirs`` (each evaluated on ``split``) into ``out_dir``; returns report.html."""
     out_dir = Path(out_dir)
     model = collect([Path(d) for d in run_dirs], split)
     tables = all_tables(model)
     figures = {f.name: f for f in all_figures(model)}
-    page = page_model(model, tables, figures)
+    page = page_model(model, tables, figures, title)
     page["privacy"] = html.PRIVACY_NOTE
     sections_md = [(title, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
                    for _, title, nt, nf in SECTIONS]

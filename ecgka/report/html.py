@@ -30,8 +30,8 @@ pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}details{margin
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>ecgka report</title><style>{{ css }}</style></head><body>
-<h1>ECG potassium regression: evaluation report</h1>
+<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<h1>{{ title }}</h1>
 <p class="sub">Split: <b>{{ split }}</b> · {{ n_runs }} run(s) · dataset {{ fingerprint }} · ecgka {{ version }}</p>
 <nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
 <h2 id="glance">At a glance</h2><div class="glance">

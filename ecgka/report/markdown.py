@@ -29,7 +29,7 @@ def figure_md(fig) -> str:
 
 
 def render_markdown(page: dict, sections_md: list[tuple[str, list[str]]], card: dict) -> str:
-    out = ["# ECG potassium regression: evaluation report", "",
+    out = [f"# {page['title']}", "",
            f"Split: **{page['split']}** · {page['n_runs']} run(s) · dataset {page['fingerprint']} · "
            f"ecgka {page['version']}", "", "## At a glance", ""]
     out += [f"- {c['label']}: **{c['value']}** {c['detail']}" for c in page["glance"]]
