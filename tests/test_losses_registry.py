@@ -154,3 +154,15 @@ def test_method_config_from_yaml_with_overrides(tmp_path, labels):
     with pytest.raises(ConfigError, match="rounding"):
         load_config(MethodConfig, None, ["dist_loss.rounding=nearest"])
     assert MethodConfig().display_name == "Vanilla"
+
+
+def test_fds_state_round_trips_into_a_fresh_criterion(labels):
+    criterion = build("fds", labels)
+    training_steps(criterion, labels, epochs=3)
+    fresh = build("fds", labels)
+    fresh.load_state_dict(criterion.state_dict())
+    features, target = torch.randn(32, 8), torch.tensor(labels[:32], dtype=torch.float32)
+    torch.testing.assert_close(fresh.transform_features(features, target, 3),
+                               criterion.transform_features(features, target, 3))
+    assert int(fresh.fds.epoch) == 2
+    assert fresh.fds.running_mean_last_epoch is fresh.fds.running_mean  # released aliasing survives a resume

@@ -55,6 +55,13 @@ class FDS(nn.Module):
         self.smoothed_mean_last_epoch = self._smoothed(self.running_mean_last_epoch)
         self.smoothed_var_last_epoch = self._smoothed(self.running_var_last_epoch)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loading copies buffers; restore the released aliasing once last-epoch statistics exist."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.alias_last_epoch and int(self.epoch.item()) > self.start_update:
+            self.running_mean_last_epoch = self.running_mean
+            self.running_var_last_epoch = self.running_var
+
     def _rows(self, labels: Tensor, label: int) -> Tensor:
         """Rows of bucket ``label``; the edge buckets also take the labels beyond them (released rule)."""
         if label == self.bucket_start:
@@ -125,6 +132,13 @@ class FDSMethod(Criterion):
         if self.fds is None:
             self.fds = FDS(features.shape[1], **self.fds_options).to(features.device)
         return self.fds
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Create the lazily built statistics before a checkpoint's ``fds.*`` buffers are loaded (resume)."""
+        key = f"{prefix}fds.running_mean"
+        if self.fds is None and key in state_dict:
+            self.fds = FDS(state_dict[key].shape[1], **self.fds_options).to(state_dict[key].device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def buckets(self, target: Tensor) -> Tensor:
         """Bucket index of each target (its label bin)."""
