@@ -25,7 +25,7 @@ from ecgka.data.synth import (
 )
 
 # Per-lead SD (mV) over the real MIMIC-IV-ECG data (../shared/reference/mimic-iv.md)
-REAL_SD = dict(zip(LEADS, [0.155, 0.158, 0.166, 0.133, 0.143, 0.141, 0.207, 0.282, 0.284, 0.253, 0.222, 0.197]))
+REAL_SD = dict(zip(LEADS, [0.155, 0.158, 0.166, 0.133, 0.143, 0.141, 0.207, 0.282, 0.284, 0.253, 0.222, 0.197], strict=True))
 REAL_MEASUREMENT_COLUMNS = (
     "subject_id,study_id,cart_id,ecg_time,"
     + ",".join(f"report_{i}" for i in range(18))
@@ -86,7 +86,7 @@ def test_record_list_ids_paths_and_times(standin, record_list):
     assert rl.study_id.between(40_000_000, 49_999_999).all() and rl.study_id.is_unique
     assert (rl.file_name == rl.study_id).all()
     assert (rl.ecg_time.dt.second == 0).all() and rl.ecg_time.dt.year.between(2110, 2210).all()
-    expected = [f"files/p{str(s)[:4]}/p{s}/s{t}/{t}" for s, t in zip(rl.subject_id, rl.study_id)]
+    expected = [f"files/p{str(s)[:4]}/p{s}/s{t}/{t}" for s, t in zip(rl.subject_id, rl.study_id, strict=True)]
     assert rl.path.tolist() == expected
     for p in rl.path.sample(20, random_state=0):
         assert (standin / "ecg" / f"{p}.hea").is_file() and (standin / "ecg" / f"{p}.dat").stat().st_size == 120_000
@@ -135,7 +135,7 @@ def test_header_lines_match_the_real_format(standin, record_list, wfdb_fixtures)
 def test_limb_lead_identities_hold(standin, record_list):
     for path in record_list.path.sample(10, random_state=3):
         d = np.fromfile(standin / "ecg" / f"{path}.dat", dtype="<i2").reshape(5000, 12).astype(float)
-        lead = dict(zip(LEADS, d.T))
+        lead = dict(zip(LEADS, d.T, strict=True))
         tol = 1.5  # rounding to 1/200 mV of each of the three leads involved
         assert np.abs(lead["III"] - (lead["II"] - lead["I"])).max() <= tol
         assert np.abs(lead["aVR"] + (lead["I"] + lead["II"]) / 2).max() <= tol
@@ -150,7 +150,7 @@ def test_per_lead_sd_close_to_real(standin, record_list):
         d = np.fromfile(standin / "ecg" / f"{path}.dat", dtype="<i2").reshape(5000, 12) / 200.0
         var.append(d.var(0))
     sd = np.sqrt(np.mean(var, 0))
-    for name, got in zip(LEADS, sd):
+    for name, got in zip(LEADS, sd, strict=True):
         assert got == pytest.approx(REAL_SD[name], rel=0.2), name
     assert np.argmax(sd) in (7, 8)  # V2/V3 largest, as in MIMIC
 
@@ -232,7 +232,7 @@ def t_wave_amplitude(signal: np.ndarray, fs: int = 500) -> float:
         _, info = nk.ecg_peaks(clean, sampling_rate=fs)
     r = info["ECG_R_Peaks"]
     amps = []
-    for a, b in zip(r[:-1], r[1:]):
+    for a, b in zip(r[:-1], r[1:], strict=False):
         if a < 0.1 * fs:
             continue
         seg = clean[a + int(0.12 * fs) : a + int(min(0.45 * fs, 0.6 * (b - a)))]

@@ -98,6 +98,8 @@ def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | Non
     parent = out.parent.resolve()
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent}: is a file, cannot write the stand-in below it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{parent}: folder is not writable")
     return out
