@@ -162,6 +162,32 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
     assert results["method"].tolist() == ["Vanilla"]  # grouped runs stay out of the main table
 
 
+def test_empty_groups_and_one_class_conditions_render_as_missing(tmp_path):
+    import warnings
+
+    from ecgka.evaluation import EvalConfig, compute_metrics
+    from ecgka.io import atomic_write_json
+
+    manifest = fake_manifest(tmp_path / "data")
+    n = 40  # every label 4.1 mmol/L: only the many-shot group, no hypo/hyper case
+    df = pd.DataFrame({"sample_id": np.arange(n), "subject_id": 10_000_000 + np.arange(n) // 2,
+                       "label": np.full(n, 4.1), "prediction": 4.1 + np.linspace(-0.2, 0.2, n)})
+    metrics = compute_metrics(df, df, manifest, EvalConfig(n_boot=20))
+    assert metrics["regression"]["few"] == {"n": 0, "mae": None, "mse": None, "gm": None, "n_labels": 0,
+                                            "balanced_mae": None, "balanced_mse": None, "balanced_gm": None}
+    assert metrics["clinical"]["conditions"]["hyper"]["auroc"] is None
+    run = tmp_path / "run"
+    (run / "eval" / "test").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"name": "only", "method": "vanilla"}))
+    atomic_write_json(run / "eval" / "test" / "metrics.json", metrics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report([run], tmp_path / "out")
+    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
+    assert results["MAE few"].isna().all() and results.loc[0, "MAE many"] == metrics["regression"]["many"]["mae"]
+    assert "<td class=\"\">–</td>" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_cli_report_and_one_line_errors(built, tmp_path, capsys):
     assert cli_main(["report", *map(str, built["runs"]), "--out", str(tmp_path / "r"), "--title", "Demo <run>"]) == 0
     html = (tmp_path / "r" / "report.html").read_text()

@@ -44,6 +44,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _legend(ax, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=size)
+
+
 def _grid(n: int, size=(3.4, 2.8)):
     plt = _plt()
     cols = min(n, 3)
@@ -102,7 +107,7 @@ def few_shot_curves(runs: list[RunEntry]) -> Figure:
         if c["n"]:
             ax.plot(np.asarray(c["rank_fraction"]) * 100, c["abs_error"], label=f"{r.display_name} (n={c['n']})")
     ax.set(xlabel="rank of the error (percentile)", ylabel="absolute error (mmol/L)")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return Figure("few_shot_errors", "Sorted few-shot errors", _png(fig),
                   "Absolute errors of the few-shot test ECGs, sorted ascending; lower curves are better.")
 
@@ -153,7 +158,7 @@ def roc_curves(runs: list[RunEntry]) -> Figure:
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.6)
         ax.set_title(f"{cond.title} ({cond.definition})", fontsize=8)
         ax.set(xlabel="1 - specificity", ylabel="sensitivity")
-        ax.legend(fontsize=6)
+        _legend(ax, 6)
     return Figure("roc", "ROC curves", _png(fig), "Detection from predicted K; legend: AUROC.")
 
 
