@@ -78,6 +78,11 @@ def test_csv_columns_are_exactly_the_real_ones(standin):
     assert list(LAB_COLUMNS) == REAL_LAB_COLUMNS
     items = pd.read_csv(standin / "hosp" / "d_labitems.csv.gz")
     assert items.columns.tolist() == list(D_LABITEMS_COLUMNS) == ["itemid", "label", "fluid", "category"]
+    links = pd.read_csv(standin / "ecg" / "waveform_note_links.csv")
+    assert links.columns.tolist() == "subject_id,study_id,waveform_path,note_id,note_seq,charttime".split(",")
+    rl = pd.read_csv(standin / "ecg" / "record_list.csv").set_index("study_id")
+    assert 0.2 < len(links) / len(rl) < 0.6
+    assert (links.waveform_path == rl.loc[links.study_id, "path"].to_numpy()).all()
 
 
 def test_record_list_ids_paths_and_times(standin, record_list):

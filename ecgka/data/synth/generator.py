@@ -41,6 +41,8 @@ from ecgka.errors import InputError
 from ecgka.io import atomic_path
 
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
+NOTE_LINK_COLUMNS = ("subject_id", "study_id", "waveform_path", "note_id", "note_seq", "charttime")
+NOTE_LINK_RATE = 0.4  # share of ECGs linked to a (credentialed, not included) MIMIC-IV-Note report
 N_CARTS = 40
 MAX_SUBJECTS = 5_000_000
 
@@ -178,6 +180,17 @@ def _record_rows(tasks: list[tuple]) -> Iterator[list]:
             yield [subject_id, study_id, study_id, f"{when:%Y-%m-%d %H:%M:%S}", record_path(subject_id, study_id)]
 
 
+def _note_link_rows(tasks: list[tuple], seed: int) -> Iterator[list]:
+    """``waveform_note_links.csv``: some ECGs point to a free-text report note of the same subject."""
+    for index, subject_id, records in tasks:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(6, index)))
+        linked = rng.random(len(records)) < NOTE_LINK_RATE
+        for seq, ((_, study_id, when, _), keep) in enumerate(zip(records, linked, strict=True), start=1):
+            if keep:
+                stamp = f"{when:%Y-%m-%d %H:%M:%S}"
+                yield [subject_id, study_id, record_path(subject_id, study_id), f"{subject_id}-EK-{seq}", seq, stamp]
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -216,5 +229,6 @@ def _write_tree(out: Path, plans: list[SubjectPlan], ids: _Ids, seed: int, worke
                 lab_summary = _write_labs(tmp / "hosp", plans, ids, seed)  # overlaps with the workers
                 measured = [f.result() for f in futures]
         _write_csv(ecg / "record_list.csv", RECORD_LIST_COLUMNS, _record_rows(tasks))
+        _write_csv(ecg / "waveform_note_links.csv", NOTE_LINK_COLUMNS, _note_link_rows(tasks, seed))
         _write_csv(ecg / "machine_measurements.csv", MEASUREMENT_COLUMNS, (r for rows in measured for r in rows))
     return tasks, lab_summary
