@@ -27,7 +27,7 @@ ALIGNMENTS: Registry = Registry("weight alignment")
 
 @ALIGNMENTS.register("pseudo_label")
 def _pseudo_label_alignment(weights: Tensor | None, pseudo_weights: Tensor | None) -> Tensor | None:
-    if weights is not None and pseudo_weights is None:
+    if weights is not None and pseudo_weights is None:  # weights given for the sample term only
         raise ConfigError("weight_alignment 'pseudo_label' needs pseudo_weights (weight of each pseudo-label)")
     return pseudo_weights
 
@@ -86,6 +86,7 @@ class DistLoss(nn.Module):
         self.grid, self.pmf = label_pmf(train_labels, lo, hi, step, bw_method)
         self.register_buffer("weight_table", self._table(train_labels, lo, hi, step, reweight, clip))
         self._pseudo: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pseudo_tensors_cache: dict[tuple, tuple[Tensor, Tensor | None]] = {}
         self.pseudo_for(self.batch_size)
 
     @staticmethod
@@ -105,6 +106,23 @@ class DistLoss(nn.Module):
             self._pseudo[n] = (values, np.rint((values - self.lo) / self.step).astype(np.int64))
         return self._pseudo[n]
 
+    def _pseudo_tensors(self, n: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Pseudo-labels and their bins' weights as tensors on ``like``'s device and dtype (cached)."""
+        key = (n, like.device, like.dtype)
+        if key not in self._pseudo_tensors_cache:
+            values, bins = self.pseudo_for(n)
+            pseudo = torch.as_tensor(values, dtype=like.dtype, device=like.device)
+            weights = None
+            if self.weight_table is not None:
+                index = torch.as_tensor(bins).clamp(0, self.weight_table.shape[0] - 1)
+                weights = self.weight_table.cpu()[index].to(device=like.device, dtype=like.dtype)
+            self._pseudo_tensors_cache[key] = (pseudo, weights)
+        return self._pseudo_tensors_cache[key]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._pseudo_tensors_cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
     def _weights(self, target: Tensor) -> Tensor | None:
         if self.weight_table is None:
             return None
@@ -114,15 +132,12 @@ class DistLoss(nn.Module):
         """Elementwise, weighted ``loss_weight * l(sort(pred), pseudo)`` over the (gathered) batch."""
         if self.gather is not None:
             pred, target = self.gather(pred), self.gather(target.detach())
-        values, bins = self.pseudo_for(pred.shape[0])
-        weights = self._weights(target)
-        pseudo_weights = None
-        if weights is not None:
-            index = torch.as_tensor(bins, device=pred.device).clamp(0, self.weight_table.shape[0] - 1)
-            pseudo_weights = self.weight_table[index].to(pred.dtype)
-        weights = ALIGNMENTS.get(self.weight_alignment)(weights, pseudo_weights)
+        pseudo, pseudo_weights = self._pseudo_tensors(pred.shape[0], pred)
+        # only the released misalignment needs the batch samples' own weights
+        batch_weights = self._weights(target) if self.weight_alignment == "batch_order" else None
+        weights = ALIGNMENTS.get(self.weight_alignment)(batch_weights, pseudo_weights)
         return self.loss_weight * distribution_term(
-            pred, values, base=self.base, sorter=self.sorter,
+            pred, pseudo, base=self.base, sorter=self.sorter,
             regularization_strength=self.regularization_strength, weights=weights,
         )
 
