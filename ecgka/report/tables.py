@@ -109,14 +109,15 @@ def shot_region_table(ds: dict) -> Table:
 
 
 def _ranges(bins: list[int], lo: float, width: float) -> str:
-    """Contiguous runs of bin indices as "a-b" K ranges, e.g. "1.8-3.1, 5.0-8.5"."""
+    """Contiguous runs of bin indices as K ranges, e.g. "1.8-3.1, 4.4, 5.0-8.5" (bin centres)."""
     runs: list[list[int]] = []
     for b in bins:
         if runs and b == runs[-1][-1] + 1:
             runs[-1].append(b)
         else:
             runs.append([b])
-    return ", ".join(f"{lo + r[0] * width:.1f}-{lo + r[-1] * width:.1f}" for r in runs)
+    return ", ".join(f"{lo + r[0] * width:.1f}" + (f"-{lo + r[-1] * width:.1f}" if len(r) > 1 else "")
+                     for r in runs)
 
 
 def clinical_tables(runs: list[RunEntry]) -> list[Table]:
