@@ -34,9 +34,10 @@ from ecgka.data.synth.labs import (
     subject_lab_rows,
 )
 from ecgka.data.synth.measurements import MEASUREMENT_COLUMNS, measurement_row
+from ecgka.data.synth.noise import dropouts
 from ecgka.data.synth.physiology import synthesize
 from ecgka.data.synth.timeline import SubjectPlan, plan_subject
-from ecgka.data.synth.wfdb_writer import record_path, to_digital, write_record
+from ecgka.data.synth.wfdb_writer import INVALID, record_path, to_digital, write_record
 from ecgka.errors import InputError
 from ecgka.io import atomic_path
 
@@ -115,7 +116,9 @@ def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> list[list]:
         for j, study_id, when, cart_id in records:
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index, j)))
             signal, meas = synthesize(float(plan.ecg_k[j]), plan.traits, rng)
-            write_record(Path(ecg_root), subject_id, study_id, when, to_digital(signal))
+            quirks = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7, index, j)))
+            digital = dropouts(to_digital(signal), quirks, INVALID)
+            write_record(Path(ecg_root), subject_id, study_id, when, digital)
             rows.append(measurement_row(subject_id, study_id, cart_id, f"{when:%Y-%m-%d %H:%M:%S}", meas, seed))
     return rows
 

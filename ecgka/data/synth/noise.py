@@ -65,3 +65,18 @@ def add_noise(leads: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Add electrode-level nuisance to [8, T] leads I, II, V1..V6."""
     e = baseline_wander(rng, 9) + mains(rng, 9) + muscle(rng, 9)
     return leads + electrodes_to_leads(e)
+
+
+DROPOUT_RATE = 0.01  # records with a stretch of invalid samples (lead off, cart recovery)
+
+
+def dropouts(digital: np.ndarray, rng: np.random.Generator, invalid: int) -> np.ndarray:
+    """In ~1 % of records, mark a stretch of some leads as invalid (WFDB reads it back as NaN)."""
+    if rng.random() >= DROPOUT_RATE:
+        return digital
+    out = digital.copy()
+    leads = rng.choice(out.shape[1], size=int(rng.integers(1, out.shape[1] + 1)), replace=False)
+    start = int(rng.integers(0, N_SAMPLES - 1))
+    stop = min(N_SAMPLES, start + int(rng.integers(50, N_SAMPLES)))
+    out[start:stop, leads] = invalid
+    return out
