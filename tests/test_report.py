@@ -153,7 +153,9 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
     html = path.read_text()
     assert 'data-name="ablation_sequence_loss"' in html and 'id="ablation"' in html
     abl = pd.read_csv(tmp_path / "out" / "tables" / "ablation_sequence_loss.csv")
-    assert abl["method"].tolist() == ["INV-L1", "INV-L2"]
+    assert abl["method"].tolist() == ["Vanilla", "INV-L1", "INV-L2"]  # the main baseline heads the group
+    base = json.loads((runs[0] / "eval" / "test" / "metrics.json").read_text())
+    assert abl.loc[0, "MAE few"] == base["regression"]["few"]["mae"]
     imb = pd.read_csv(tmp_path / "out" / "tables" / "imbalance_few_mae.csv")
     metrics = json.loads((runs[4] / "eval" / "test" / "metrics.json").read_text())
     assert imb.set_index("method").loc["Vanilla + Dist Loss", "ratio_10"] == metrics["regression"]["few"]["mae"]
@@ -220,3 +222,21 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     gray = image[..., :3].mean(axis=2)
     assert gray.var() > 1e-3  # not a blank page
     assert (gray < 0.5).mean() > 0.005  # text and figures drawn in dark ink
+
+
+def _entry(name, method, dist, ablation, mae):
+    from ecgka.report.collect import RunEntry
+
+    reg = {g: {"n": 10, "mae": mae, "gm": mae / 2} for g in ("all", "many", "median", "few")}
+    return RunEntry(name=name, display_name=name, method=method, dist_loss=dist, group="ablation_batch_size",
+                    ablation=ablation, variant=None, metrics={"regression": reg}, run={})
+
+
+def test_dist_loss_runs_pair_with_the_baseline_of_the_same_ablation_label():
+    from ecgka.report.tables import results_table
+
+    runs = [_entry("v256", "vanilla", False, "B=256", 1.0), _entry("v512", "vanilla", False, "B=512", 0.5),
+            _entry("d256", "vanilla", True, "B=256", 0.9), _entry("d512", "vanilla", True, "B=512", 0.6)]
+    table = results_table(runs, "abl", "abl")
+    assert table.marks[(2, "MAE few")] == "better"  # 0.9 < 1.0 (B=256), not compared with 0.5 (B=512)
+    assert table.marks[(3, "MAE few")] == "worse"  # 0.6 > 0.5 (B=512)

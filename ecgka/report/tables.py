@@ -36,9 +36,12 @@ def _shot_row(r: RunEntry) -> dict:
 
 
 def _baseline_of(r: RunEntry, runs: list[RunEntry]) -> RunEntry | None:
+    """The same method without Dist Loss (same variant), preferring the same ablation label (e.g. B=256)."""
     if not r.dist_loss:
         return None
-    return next((b for b in runs if b.method == r.method and not b.dist_loss and b.variant == r.variant), None)
+    candidates = [b for b in runs if b.method == r.method and not b.dist_loss and b.variant == r.variant]
+    same = [b for b in candidates if b.ablation is not None and b.ablation == r.ablation]
+    return (same or candidates or [None])[0]
 
 
 def _lower_is_better(value, ref) -> str | None:
@@ -190,6 +193,18 @@ def imbalance_tables(runs: list[RunEntry]) -> list[Table]:
     return out
 
 
+def ablation_rows(group_runs: list[RunEntry], main_runs: list[RunEntry]) -> list[RunEntry]:
+    """An ablation group with, where it has none, each method's main-table baseline first (Table 12)."""
+    rows = list(group_runs)
+    for r in group_runs:
+        if r.dist_loss and _baseline_of(r, rows) is None:
+            base = _baseline_of(r, main_runs)
+            if base is not None:
+                rows.append(base)
+    rank = {m: i for i, m in enumerate(dict.fromkeys(r.method for r in rows))}
+    return sorted(rows, key=lambda r: (rank[r.method], r.dist_loss))
+
+
 def all_tables(model: ReportModel) -> dict[str, Table]:
     """Every table of the report, keyed by its CSV name."""
     main = model.main_runs or model.runs
@@ -199,7 +214,7 @@ def all_tables(model: ReportModel) -> dict[str, Table]:
     tables += clinical_tables(main)
     tables += [range_table(main), agreement_table(main), timing_table(model.runs)]
     for group, runs in model.groups("ablation").items():
-        tables.append(results_table(runs, group, f"Ablation: {group}",
+        tables.append(results_table(ablation_rows(runs, model.main_runs), group, f"Ablation: {group}",
                                     label=lambda r: str(r.ablation or r.display_name)))
     tables += imbalance_tables([r for r in model.runs if r.group == "imbalance"])
     return {t.name: t for t in tables}
