@@ -64,6 +64,8 @@ class BottleneckBlock(nn.Module):
         mid = int(out_ch * ratio)
         self.in_ch, self.out_ch, self.first, self.downsample = in_ch, out_ch, first, downsample
         self.pre1 = nn.Sequential(*_pre_activation(in_ch, use_bn, dropout))
+        if first:  # built as in the published network (it counts in the parameters) but never used:
+            self.pre1.requires_grad_(False)  # frozen so that DDP does not wait for its gradients
         self.conv1 = ConvSame(in_ch, mid, 1)
         self.pre2 = nn.Sequential(*_pre_activation(mid, use_bn, dropout))
         self.conv2 = ConvSame(mid, mid, kernel, stride=stride, groups=groups)
