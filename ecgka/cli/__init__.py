@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ecgka: error: {exc}", file=sys.stderr)
         return exc.exit_code
     parser = build_parser(command)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])
     try:
         return int(args._run(args) or 0)
     except EcgkaError as exc:
