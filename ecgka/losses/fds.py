@@ -93,16 +93,23 @@ class FDS(nn.Module):
             self.running_mean[b] = (1 - factor) * rows.mean(0) + factor * self.running_mean[b]
             self.running_var[b] = (1 - factor) * var + factor * self.running_var[b]
 
+    def _calibration_buckets(self, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Row index into the statistics and whether the row is calibrated, without a host sync.
+
+        Labels inside [bucket_start, bucket_num - 1] use their bucket; labels beyond an edge use the edge
+        bucket only when that edge label itself is in the batch (the released per-label loop).
+        """
+        lo, hi = self.bucket_start, self.bucket_num - 1
+        inside = (labels >= lo) & (labels <= hi)
+        below = (labels < lo) & (labels == lo).any()
+        above = (labels > hi) & (labels == hi).any()
+        return labels.clamp(lo, hi) - lo, inside | below | above
+
     def smooth(self, features: Tensor, labels: Tensor, epoch: int) -> Tensor:
         """Calibrated features (a new tensor); identity before ``start_smooth``."""
         if epoch < self.start_smooth:
             return features
-        labels = labels.reshape(-1)
-        bucket = torch.full_like(labels, -1, dtype=torch.long)
-        for label in self._buckets_present(labels):
-            bucket[self._rows(labels, label)] = label - self.bucket_start
-        ok = bucket >= 0
-        index = bucket.clamp(min=0)
+        index, ok = self._calibration_buckets(labels.reshape(-1).long())
         m1, v1 = self.running_mean_last_epoch[index], self.running_var_last_epoch[index]
         m2, v2 = self.smoothed_mean_last_epoch[index], self.smoothed_var_last_epoch[index]
         ok = (ok & (v1.sum(1) >= 1e-10)).unsqueeze(1) & (v1 != 0)
