@@ -100,6 +100,15 @@ def test_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_failure_in_the_ecg_stage_stops_the_lab_writer_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    def broken_disk(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(generator, "_synth_chunk", broken_disk)  # lab thread is running meanwhile
+    assert "Input/output error" in _error(capsys, ["--out", str(tmp_path / "o"), "--subjects", "40", "--workers", "1"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_non_integer_argument_is_rejected_by_the_parser(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--out", str(tmp_path / "x"), "--subjects", "many"])

@@ -37,8 +37,21 @@ def format_summary(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from ecgka.data.synth import generate_standin
 
-    summary = generate_standin(args.out, subjects=args.subjects, seed=args.seed, workers=args.workers)
+    bar = tqdm(total=0, unit="rec", desc="ECG records", disable=None, leave=False)  # shown on a terminal only
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = generate_standin(
+            args.out, subjects=args.subjects, seed=args.seed, workers=args.workers, progress=progress
+        )
+    finally:
+        bar.close()
     print(format_summary(summary))
     return 0

@@ -1,9 +1,10 @@
-"""Orchestration of ``ecgka synth``: plan every subject, synthesise the ECGs in a process pool while the
-lab tables are streamed, then write the MIMIC root CSVs; all in a temporary sibling renamed at the end.
+"""Orchestration of ``ecgka synth``: plan the subjects, synthesise the ECGs in a process pool while a thread
+streams the lab tables, and write the MIMIC root CSVs; all in a temporary sibling renamed at the end.
 
-Determinism: every random draw comes from ``SeedSequence(seed, spawn_key=(stream, subject, ...))``, so
-the bytes depend only on (subjects, seed), never on ``workers`` or on the order in which workers finish.
-Ids are counters pushed through seeded affine bijections: unique, random-looking, no lookup tables.
+Determinism: every random draw comes from ``SeedSequence(seed, spawn_key=(stream, subject, ...))`` and
+every table is written in subject_id order, so the bytes depend only on (subjects, seed), never on
+``workers`` or on the order in which workers finish. Memory stays bounded: subjects are re-planned
+(cheap, deterministic) where needed instead of being held, and results are written as they arrive.
 """
 
 from __future__ import annotations
@@ -12,31 +13,30 @@ import contextlib
 import csv
 import gzip
 import io
-import math
 import multiprocessing as mp
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ecgka.data.synth.ids import N_CARTS, Ids
 from ecgka.data.synth.labs import (
     D_LABITEMS_COLUMNS,
     K_CHEM,
     K_CHEM_NEW,
     K_GAS,
     LAB_COLUMNS,
-    LabIds,
     d_labitems_rows,
     subject_lab_rows,
 )
 from ecgka.data.synth.measurements import MEASUREMENT_COLUMNS, measurement_row
 from ecgka.data.synth.noise import dropouts
 from ecgka.data.synth.physiology import synthesize
-from ecgka.data.synth.timeline import SubjectPlan, plan_subject
+from ecgka.data.synth.timeline import plan_subject
 from ecgka.data.synth.wfdb_writer import INVALID, record_path, to_digital, write_record
 from ecgka.errors import InputError
 from ecgka.io import atomic_path
@@ -44,47 +44,9 @@ from ecgka.io import atomic_path
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
 NOTE_LINK_COLUMNS = ("subject_id", "study_id", "waveform_path", "note_id", "note_seq", "charttime")
 NOTE_LINK_RATE = 0.4  # share of ECGs linked to a (credentialed, not included) MIMIC-IV-Note report
-N_CARTS = 40
-MAX_SUBJECTS = 5_000_000
-
-
-def _affine(seed: int, tag: int, modulus: int) -> tuple[int, int]:
-    """(a, b) with gcd(a, modulus) = 1: ``(a * n + b) % modulus`` is a bijection of counters n."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, tag)))
-    while True:
-        a = int(rng.integers(modulus // 3, modulus - 1))
-        if math.gcd(a, modulus) == 1:
-            return a, int(rng.integers(0, modulus))
-
-
-@dataclass
-class _Ids:
-    seed: int
-
-    def __post_init__(self) -> None:
-        self.subject = _affine(self.seed, 0, 10_000_000)
-        self.study = _affine(self.seed, 1, 10_000_000)
-        self.hadm = _affine(self.seed, 2, 10_000_000)
-        self.lab = LabIds(*_affine(self.seed, 3, 90_000_000))
-        self.n_study = self.n_hadm = 0
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(3, 9)))
-        self.cart_ids = rng.choice(np.arange(5000, 10000), N_CARTS, replace=False)
-        # cart clocks are not synchronised with the hospital systems: minutes off, a few carts far off
-        self.cart_offset = np.where(rng.random(N_CARTS) < 0.1, rng.normal(0, 25, N_CARTS), rng.normal(0, 3, N_CARTS))
-
-    def subject_id(self, index: int) -> int:
-        a, b = self.subject
-        return (a * index + b) % 10_000_000 + 10_000_000
-
-    def next_study(self) -> int:
-        a, b = self.study
-        self.n_study += 1
-        return (a * self.n_study + b) % 10_000_000 + 40_000_000
-
-    def next_hadm(self) -> int:
-        a, b = self.hadm
-        self.n_hadm += 1
-        return (a * self.n_hadm + b) % 10_000_000 + 20_000_000
+MAX_SUBJECTS = 1_000_000
+CHUNK_RECORDS = 64  # records per worker task: small enough to stream, large enough to amortise
+Progress = Callable[[int, int], None]  # (records done, records in total)
 
 
 def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | None) -> Path:
@@ -123,24 +85,35 @@ def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> list[list]:
     return rows
 
 
-def _ecg_tasks(plans: list[SubjectPlan], ids: _Ids, seed: int) -> list[tuple]:
-    """Per subject (index, subject_id, [(ecg index, study_id, recorded time, cart_id)]), in record order."""
+def _ecg_tasks(order: list[int], ids: Ids, seed: int) -> list[tuple]:
+    """Per subject with ECGs: (index, subject_id, [(ecg index, study_id, recorded time, cart_id)]), in time order.
+
+    The recorded time is the cart's clock (true time + the cart's offset), on whole minutes as in MIMIC.
+    """
     tasks = []
-    for plan in plans:
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, plan.index)))
+    for index in order:
+        plan = plan_subject(index, seed)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, index)))
         carts = rng.integers(0, N_CARTS, plan.ecg_times.size)
         records = []
         for j in np.argsort(plan.ecg_times, kind="stable"):
-            shown = plan.datetime_at(plan.ecg_times[j] + ids.cart_offset[carts[j]]).replace(second=0, microsecond=0)
-            records.append((int(j), ids.next_study(), shown, int(ids.cart_ids[carts[j]])))
-        tasks.append((plan.index, ids.subject_id(plan.index), records))
+            shown = plan.datetime_at(plan.ecg_times[j] + ids.cart_offset_min[carts[j]])
+            records.append((int(j), ids.next_study(), shown.replace(second=0, microsecond=0), int(ids.cart_ids[carts[j]])))
+        if records:
+            tasks.append((index, ids.subject_id(index), records))
     return tasks
 
 
-def _chunks(tasks: list[tuple], n: int) -> Iterator[list[tuple]]:
-    size = max(1, math.ceil(len(tasks) / n))
-    for i in range(0, len(tasks), size):
-        yield tasks[i : i + size]
+def _chunks(tasks: list[tuple]) -> list[list[tuple]]:
+    """Consecutive groups of subjects with about CHUNK_RECORDS records each."""
+    chunks, current, n = [], [], 0
+    for task in tasks:
+        current.append(task)
+        n += len(task[2])
+        if n >= CHUNK_RECORDS:
+            chunks.append(current)
+            current, n = [], 0
+    return chunks + ([current] if current else [])
 
 
 @contextlib.contextmanager
@@ -151,15 +124,18 @@ def _gzip_csv(path: Path) -> Iterator[csv.writer]:
             yield csv.writer(text, lineterminator="\n")
 
 
-def _write_labs(hosp: Path, plans: list[SubjectPlan], ids: _Ids, seed: int) -> dict[str, int]:
-    """Stream labevents (subjects in subject_id order, a chunk at a time) and write d_labitems."""
-    hosp.mkdir(parents=True)
+def _write_labs(hosp: Path, order: list[int], ids: Ids, seed: int, summary: dict, stop: threading.Event) -> None:
+    """Stream labevents one subject at a time (subject_id order) and write d_labitems; counts go to summary."""
+    hosp.mkdir()  # not parents=True: never re-create a temporary folder that is being cleaned up
     n_rows = n_k = 0
     with _gzip_csv(hosp / "labevents.csv.gz") as writer:
         writer.writerow(LAB_COLUMNS)
-        for plan in plans:  # one subject at a time: memory stays bounded
+        for index in order:
+            if stop.is_set():
+                return
+            plan = plan_subject(index, seed)
             hadm = [ids.next_hadm() if ep.inpatient else None for ep in plan.episodes]
-            rows = subject_lab_rows(plan, ids.subject_id(plan.index), hadm, ids.lab, seed)
+            rows = subject_lab_rows(plan, ids.subject_id(index), hadm, ids, seed)
             for r in rows:
                 n_rows += 1
                 r[0] = n_rows
@@ -167,13 +143,19 @@ def _write_labs(hosp: Path, plans: list[SubjectPlan], ids: _Ids, seed: int) -> d
             writer.writerows(rows)
     with _gzip_csv(hosp / "d_labitems.csv.gz") as writer:
         writer.writerows([D_LABITEMS_COLUMNS, *d_labitems_rows()])
-    return {"lab_rows": n_rows, "potassium_labs": n_k}
+    summary.update(lab_rows=n_rows, potassium_labs=n_k)
 
 
-def _write_csv(path: Path, header: tuple, rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
+def _open_csv(path: Path, header: Iterable[str]):
+    fh = open(path, "w", newline="", encoding="utf-8")
+    writer = csv.writer(fh, lineterminator="\n")
+    writer.writerow(header)
+    return fh, writer
+
+
+def _write_csv(path: Path, header: Iterable[str], rows: Iterable[list]) -> None:
+    fh, writer = _open_csv(path, header)
+    with fh:
         writer.writerows(rows)
 
 
@@ -194,44 +176,90 @@ def _note_link_rows(tasks: list[tuple], seed: int) -> Iterator[list]:
                 yield [subject_id, study_id, record_path(subject_id, study_id), f"{subject_id}-EK-{seq}", seq, stamp]
 
 
+def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: int) -> Iterator[list[list]]:
+    """Measurement rows of each chunk, in chunk order (workers may finish in any order)."""
+    if workers == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield _synth_chunk(seed, str(ecg), chunk)
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_synth_chunk, seed, str(ecg), c) for c in chunks]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _write_tree(tmp: Path, subjects: int, seed: int, workers: int, progress: Progress | None) -> dict:
+    ids = Ids(seed)
+    order = ids.subject_order(subjects)
+    ecg = tmp / "ecg"
+    ecg.mkdir(parents=True)
+    tasks = _ecg_tasks(order, ids, seed)
+    total = sum(len(t[2]) for t in tasks)
+    summary: dict = {"subjects_with_ecg": len(tasks), "records": total}
+    labs = _LabThread(tmp / "hosp", order, ids, seed, summary)
+    labs.start()  # overlaps with the ECG workers (the main process mostly waits on them)
+    try:
+        fh, writer = _open_csv(ecg / "machine_measurements.csv", MEASUREMENT_COLUMNS)
+        with fh:
+            done = 0
+            for rows in _synthesise_all(ecg, _chunks(tasks), seed, workers):
+                writer.writerows(rows)
+                done += len(rows)
+                if progress:
+                    progress(done, total)
+    except BaseException:
+        labs.stop.set()  # let the thread end before the temporary folder is removed
+        labs.join()
+        raise
+    labs.finish()
+    _write_csv(ecg / "record_list.csv", RECORD_LIST_COLUMNS, _record_rows(tasks))
+    _write_csv(ecg / "waveform_note_links.csv", NOTE_LINK_COLUMNS, _note_link_rows(tasks, seed))
+    return summary
+
+
+class _LabThread(threading.Thread):
+    """Writes the lab tables; re-raises its error in the main thread on ``finish``."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(daemon=True)
+        self.args, self.error, self.stop = args, None, threading.Event()
+
+    def run(self) -> None:
+        try:
+            _write_labs(*self.args, self.stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def generate_standin(out_dir: str | Path, subjects: int = 200, seed: int = 0, workers: int | None = None) -> dict:
-    """Write a MIMIC-IV-ECG + MIMIC-IV hosp stand-in to ``out_dir`` (new or empty); return a summary."""
+def generate_standin(
+    out_dir: str | Path, subjects: int = 200, seed: int = 0, workers: int | None = None, *,
+    progress: Progress | None = None,
+) -> dict:
+    """Write a MIMIC-IV-ECG + MIMIC-IV hosp stand-in to ``out_dir`` (new or empty); return a summary.
+
+    ``progress(done, total)`` is called as ECG records are finished (e.g. to drive a progress bar).
+    """
     out = check_args(out_dir, subjects, seed, workers)
     workers = workers or default_workers()
     start = time.perf_counter()
-    ids = _Ids(seed)
-    plans = sorted((plan_subject(i, seed) for i in range(subjects)), key=lambda p: ids.subject_id(p.index))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tasks, lab_summary = _write_tree(out, plans, ids, seed, workers)
+        with atomic_path(out) as tmp:
+            summary = _write_tree(tmp, subjects, seed, workers, progress)
     except OSError as exc:  # e.g. read-only or full file system: nothing is left behind by atomic_path
         raise InputError(f"{out}: cannot write the stand-in ({exc.strerror or exc})") from None
-    n_records = sum(len(t[2]) for t in tasks)
-    return {
-        "out": str(out), "subjects": subjects, "subjects_with_ecg": sum(1 for t in tasks if t[2]),
-        "records": n_records, **lab_summary, "seconds": round(time.perf_counter() - start, 2), "workers": workers,
-    }
-
-
-def _write_tree(out: Path, plans: list[SubjectPlan], ids: _Ids, seed: int, workers: int) -> tuple[list, dict]:
-    with atomic_path(out) as tmp:
-        ecg = tmp / "ecg"
-        ecg.mkdir(parents=True)
-        tasks = _ecg_tasks(plans, ids, seed)
-        chunks = list(_chunks([t for t in tasks if t[2]], max(1, workers) * 4))
-        if workers == 1 or len(chunks) <= 1:
-            lab_summary = _write_labs(tmp / "hosp", plans, ids, seed)
-            measured = [_synth_chunk(seed, str(ecg), c) for c in chunks]
-        else:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(_synth_chunk, seed, str(ecg), c) for c in chunks]
-                lab_summary = _write_labs(tmp / "hosp", plans, ids, seed)  # overlaps with the workers
-                measured = [f.result() for f in futures]
-        _write_csv(ecg / "record_list.csv", RECORD_LIST_COLUMNS, _record_rows(tasks))
-        _write_csv(ecg / "waveform_note_links.csv", NOTE_LINK_COLUMNS, _note_link_rows(tasks, seed))
-        _write_csv(ecg / "machine_measurements.csv", MEASUREMENT_COLUMNS, (r for rows in measured for r in rows))
-    return tasks, lab_summary
+    return {"out": str(out), "subjects": subjects, **summary, "seconds": round(time.perf_counter() - start, 2),
+            "workers": workers}

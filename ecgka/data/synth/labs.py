@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from ecgka.data.synth.ids import Ids
 from ecgka.data.synth.timeline import SubjectPlan
 
 LAB_COLUMNS = (
@@ -68,19 +69,6 @@ def d_labitems_rows() -> list[tuple]:
     return [(a.itemid, a.label, a.fluid, a.category) for a in sorted(ANALYTES.values(), key=lambda a: a.itemid)]
 
 
-@dataclass
-class LabIds:
-    """Counters turned into unique, random-looking ids by a seeded affine bijection (no id table in memory)."""
-
-    mult: int
-    add: int
-    specimen: int = 0
-
-    def specimen_id(self) -> int:
-        self.specimen += 1
-        return (self.mult * self.specimen + self.add) % 90_000_000 + 10_000_000
-
-
 def _fmt(x: float, decimals: int) -> str:
     return f"{x:.{decimals}f}"
 
@@ -88,7 +76,7 @@ def _fmt(x: float, decimals: int) -> str:
 class _SubjectLabs:
     """Builds the rows of one subject; labevent_id is left as None and assigned when streaming."""
 
-    def __init__(self, plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: LabIds, rng):
+    def __init__(self, plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: Ids, rng):
         self.plan, self.subject_id, self.hadm_ids, self.ids, self.rng = plan, subject_id, hadm_ids, ids, rng
         self.rows: list[list] = []
         self.provider = f"P{rng.integers(10000, 99999):05d}"[:6] if rng.random() < 0.6 else ""
@@ -131,7 +119,7 @@ class _SubjectLabs:
         self._draw = i
         t, k, stat = float(p.draw_times[i]), float(p.draw_k[i]), bool(p.draw_stat[i])
         if rng.random() < 0.9:
-            spec = self.ids.specimen_id()
+            spec = self.ids.next_specimen()
             if rng.random() < 0.97:
                 self.chemistry_potassium(t, k, stat, spec)
             renal = max(p.baseline - 4.1, 0.0) * 4
@@ -141,12 +129,12 @@ class _SubjectLabs:
             if rng.random() < 0.3:
                 self.row(50960, t, stat, spec, rng.normal(2.0, 0.25))
         if rng.random() < 0.15 + 0.2 * stat:
-            spec = self.ids.specimen_id()
+            spec = self.ids.next_specimen()
             tg = t + rng.uniform(-20, 20)
             self.row(K_GAS, tg, True, spec, k + rng.normal(0, 0.38))
             self.row(50824, tg, True, spec, rng.normal(138, 4))
         if rng.random() < 0.03:
-            self.row(K_URINE, t, stat, self.ids.specimen_id(), rng.lognormal(np.log(40), 0.5))
+            self.row(K_URINE, t, stat, self.ids.next_specimen(), rng.lognormal(np.log(40), 0.5))
         self._draw = None
 
     def duplicates(self) -> None:
@@ -155,7 +143,7 @@ class _SubjectLabs:
         self.rows.extend(extra)
 
 
-def subject_lab_rows(plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: LabIds, seed: int) -> list[list]:
+def subject_lab_rows(plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: Ids, seed: int) -> list[list]:
     """All labevents rows of one subject, sorted by charttime then itemid (labevent_id still None)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, plan.index)))
     labs = _SubjectLabs(plan, subject_id, hadm_ids, ids, rng)

@@ -19,10 +19,9 @@ WANDER_MEDIAN_MV = 0.05
 
 def _upsample(coarse: np.ndarray) -> np.ndarray:
     """Linear interpolation of [n, 501] values on a 50 Hz grid to [n, 5000] samples (wander is slow)."""
-    pos = np.arange(N_SAMPLES) / _STEP
-    i = pos.astype(np.int64)
-    frac = pos - i
-    return coarse[:, i] * (1 - frac) + coarse[:, i + 1] * frac
+    frac = np.arange(_STEP) / _STEP
+    fine = coarse[:, :-1, None] * (1 - frac) + coarse[:, 1:, None] * frac
+    return fine.reshape(coarse.shape[0], N_SAMPLES)
 
 
 def baseline_wander(rng: np.random.Generator, n_leads: int) -> np.ndarray:
