@@ -166,3 +166,21 @@ def test_fds_state_round_trips_into_a_fresh_criterion(labels):
                                criterion.transform_features(features, target, 3))
     assert int(fresh.fds.epoch) == 2
     assert fresh.fds.running_mean_last_epoch is fresh.fds.running_mean  # released aliasing survives a resume
+
+
+@pytest.mark.parametrize("name", ["dist_loss", "conr", "ranksim"])
+def test_low_precision_inputs_are_computed_in_float32(name, labels):
+    criterion = build(name, labels)
+    rows = 64 if criterion.requires_views else 32
+    target = torch.tensor(labels[:32], dtype=torch.float32).repeat(rows // 32)
+    pred32 = target + 0.25 * torch.randn(rows, generator=torch.Generator().manual_seed(0))
+    features = torch.randn(rows, 8, generator=torch.Generator().manual_seed(1))
+    pred16 = pred32.bfloat16().requires_grad_(True)
+    torch.manual_seed(0)
+    low = criterion(pred16, target, features=features.bfloat16())
+    torch.manual_seed(0)
+    high = criterion(pred16.detach().float(), target, features=features.bfloat16().float())
+    assert low["loss"].dtype == torch.float32
+    torch.testing.assert_close(low["loss"], high["loss"])
+    low["loss"].backward()
+    assert pred16.grad.dtype == torch.bfloat16 and torch.isfinite(pred16.grad.float()).all()

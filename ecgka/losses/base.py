@@ -56,9 +56,17 @@ def as_vector(x: Tensor, name: str) -> Tensor:
     return x
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """float16/bfloat16 (autocast outputs) -> float32: losses, sorts and pseudo-labels need the precision."""
+    return x.float() if x.dtype in LOW_PRECISION else x
+
+
 def check_pair(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Flatten ``pred`` and ``target`` to [B] and check they hold the same number of rows."""
-    pred, target = as_vector(pred, "pred"), as_vector(target, "target")
+    """Flatten ``pred`` and ``target`` to [B] (float32 at least) and check they hold the same number of rows."""
+    pred, target = full_precision(as_vector(pred, "pred")), as_vector(target, "target")
     if pred.shape[0] != target.shape[0]:
         raise ValueError(f"pred has {pred.shape[0]} rows but target has {target.shape[0]}")
     if pred.shape[0] == 0:
@@ -92,6 +100,7 @@ class Criterion(nn.Module):
             raise ConfigError(f"method {self.display_name!r} needs the features: pass features=...")
         if features is not None and features.shape[0] != pred.shape[0]:
             raise ValueError(f"features have {features.shape[0]} rows but pred has {pred.shape[0]}")
+        features = None if features is None else full_precision(features)
         terms = {name: value.mean() for name, value in self.compute(pred, target, features, epoch).items()}
         loss = torch.stack(list(terms.values())).sum()
         return {"loss": loss, "terms": {name: value.detach() for name, value in terms.items()}}
