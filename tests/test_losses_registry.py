@@ -184,3 +184,17 @@ def test_low_precision_inputs_are_computed_in_float32(name, labels):
     torch.testing.assert_close(low["loss"], high["loss"])
     low["loss"].backward()
     assert pred16.grad.dtype == torch.bfloat16 and torch.isfinite(pred16.grad.float()).all()
+
+
+@pytest.mark.parametrize("with_dist", [False, True], ids=["alone", "dist"])
+@pytest.mark.parametrize("name", ["vanilla", "lds", "dist_loss", "balanced_mse", "conr"])
+def test_gradcheck_whole_criteria_in_double(name, with_dist, labels):
+    criterion = build(name, labels, {"sorter": "hard"} if with_dist else None).double()
+    rows = 8 if criterion.requires_views else 6
+    g = torch.Generator().manual_seed(0)
+    target = torch.tensor(labels[: rows // 2], dtype=torch.float64).repeat(2) if criterion.requires_views \
+        else torch.tensor(labels[:rows], dtype=torch.float64)
+    pred = (target + 0.3 * torch.randn(rows, generator=g, dtype=torch.float64)).requires_grad_(True)
+    features = torch.randn(rows, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda p, f: criterion(p, target, features=f)["loss"], (pred, features))

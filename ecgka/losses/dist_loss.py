@@ -58,9 +58,9 @@ def dist_loss(pred, target, pseudo, *, base="l2", loss_weight=1.0, sorter="soft"
     dist_weights = ALIGNMENTS.get(weight_alignment)(weights, pseudo_weights)
     distribution = distribution_term(pred, pseudo, base=base, sorter=sorter,
                                      regularization_strength=regularization_strength, weights=dist_weights)
-    sample = apply_weights(elementwise(base)(pred, target), weights).mean()
-    total = loss_weight * distribution.mean() + sample
-    return (total, distribution.mean(), sample) if return_terms else total
+    distribution, sample = distribution.mean(), apply_weights(elementwise(base)(pred, target), weights).mean()
+    total = loss_weight * distribution + sample
+    return (total, distribution, sample) if return_terms else total
 
 
 class DistLoss(nn.Module):
