@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,9 +91,8 @@ def _cache_dir(data_dir: Path, cache_dir: str | Path | None, fallback: Path | No
     directory = Path(cache_dir) if cache_dir else data_dir / ".cache"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-probe"
-        probe.touch()
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
+            pass  # unique name: concurrent processes (DDP ranks, parallel runs) do not collide
         return directory
     except OSError:
         if fallback is None:
