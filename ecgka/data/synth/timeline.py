@@ -106,7 +106,7 @@ def _episodes(rng: np.random.Generator, p_hyper: float, p_hypo: float) -> list[E
         out.append(
             Episode(
                 start=float(start),
-                days=float(rng.gamma(2.0, 2.0) + 0.5) if inpatient else 0.1,
+                days=float(rng.gamma(2.0, 1.6) + 0.5) if inpatient else 0.1,
                 inpatient=inpatient,
                 excursion=_excursion(rng, p_hyper, p_hypo),
                 tau=float(rng.uniform(240, 1800)),
@@ -123,7 +123,7 @@ def _episode_events(rng: np.random.Generator, ep: Episode) -> tuple[np.ndarray, 
     ecg = ep.start + np.concatenate([[rng.uniform(0, 60)], rng.uniform(0, span, max(n_ecg - 1, 0))])[:n_ecg]
     draws = [ep.start + rng.uniform(-30, 90, 1)] if ep.inpatient or rng.random() < 0.5 else []
     if ep.inpatient:
-        per_day = 1.2 + 2.0 * (abs(ep.excursion) > 0.8)
+        per_day = 0.8 + 1.6 * (abs(ep.excursion) > 0.8)
         draws.append(ep.start + rng.uniform(0, span, rng.poisson(per_day * ep.days)))
     # about half of ECGs get a potassium draw within the hour (ED and ward practice)
     near = ecg[rng.random(ecg.size) < 0.25]
