@@ -42,7 +42,7 @@ def test_one_step_per_method(data_dir, name, with_dist):
     for epoch in range(2):  # the second epoch uses the statistics of the first (FDS)
         criterion.on_epoch_start(epoch)
         batches = epoch_batches(len(train), cfg.batch_size, seed=0, epoch=epoch)
-        for x, y in iterate_batches(train, batches, [0]):
+        for x, y in iterate_batches(train, batches, [0], normalise=True):
             out = train_step(net, criterion, optimizer, x, y, epoch=epoch)
             assert set(out) >= {"loss", "pred", "terms"}
             assert torch.isfinite(out["loss"]) and out["pred"].shape == (cfg.batch_size,)
@@ -62,7 +62,7 @@ def test_criterion_param_groups_reach_the_optimizer_unscheduled(data_dir):
     group = optimizer.param_groups[1]
     assert group["scheduled"] is False and group["lr"] == pytest.approx(extra[0]["lr"])
     sigma = [p.detach().clone() for p in group["params"]]
-    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0]))
+    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
     train_step(FeatureModel(model).train(), criterion, optimizer, x, y, epoch=0)
     assert any(not torch.equal(a, b) for a, b in zip(sigma, group["params"], strict=True))
 
@@ -73,7 +73,7 @@ def test_conr_gets_two_noisy_views(data_dir):
     seen = []
     net = FeatureModel(model).train()
     net.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
-    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0]))
+    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
     out = train_step(net, criterion, optimizer, x, y, epoch=0, views_std=0.1)
     assert seen == [64] and out["pred"].shape == (32,)
 

@@ -151,3 +151,16 @@ def test_predict_is_callable_from_both_import_paths(stage1, data_dir):
     a = ecgka.training.predict(stage1, data_dir, "test", checkpoint="last", device="cpu")
     b = from_module(stage1, data_dir, "test", checkpoint="last", device="cpu")
     assert a.equals(b) and len(a) == 32
+
+
+def test_device_zscore_matches_the_numpy_one(data_dir):
+    from ecgka.training.loader import epoch_batches, iterate_batches, to_device
+
+    data = load_split(data_dir, "val")
+    batches = epoch_batches(len(data), 16, seed=0, epoch=0)
+    (x16, y), = list(iterate_batches(data, batches[:1], [0, 1]))
+    assert x16.dtype == torch.float16
+    x, y2 = to_device(x16, y, torch.device("cpu"))
+    ref, ref_y = read_batch(data, batches[0], [0, 1], normalise=True)
+    np.testing.assert_allclose(x.numpy(), ref, atol=2e-5)
+    np.testing.assert_array_equal(y2.numpy(), ref_y)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ecgka.training.data import SplitData, read_batch
+from ecgka.training.data import SplitData, read_batch, zscore_tensor
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
@@ -44,9 +44,12 @@ def _to_tensors(data: SplitData, idx: np.ndarray, leads: list[int], normalise: b
     return xt, yt
 
 
-def iterate_batches(data: SplitData, batches: list[np.ndarray], leads: list[int], *, normalise: bool = True,
+def iterate_batches(data: SplitData, batches: list[np.ndarray], leads: list[int], *, normalise: bool = False,
                     prefetch: int = 2, pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (signals [B, C, T] float32, labels [B]) for each index array, prepared ``prefetch`` ahead."""
+    """Yield (signals [B, C, T], labels [B]) for each index array, prepared ``prefetch`` ahead.
+
+    Signals stay float16 unless ``normalise`` (then float32 z-scored on the CPU); ``to_device`` does the
+    rest on the training device."""
     if prefetch <= 0:
         for idx in batches:
             yield _to_tensors(data, idx, leads, normalise, pin_memory)
@@ -80,3 +83,10 @@ def iterate_batches(data: SplitData, batches: list[np.ndarray], leads: list[int]
             except queue.Empty:
                 pass
         worker.join()
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, normalise: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a loader batch to ``device`` and z-score it there (float32)."""
+    x = x.to(device, non_blocking=True)
+    return (zscore_tensor(x) if normalise else x.float()), y.to(device, non_blocking=True)

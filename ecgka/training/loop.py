@@ -18,7 +18,7 @@ from torch import nn
 from ecgka.training.config import TrainConfig
 from ecgka.training.data import SplitData
 from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
-from ecgka.training.loader import epoch_batches, iterate_batches
+from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.metrics import selection_metrics
 from ecgka.training.prediction import predict_arrays
 from ecgka.training.step import train_step
@@ -90,10 +90,10 @@ class Trainer:
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         t0 = wait0 = time.perf_counter()
         bar = self._progress(len(batches), epoch)
-        for x, y in iterate_batches(self.train, batches[self.step:], self.leads, normalise=self.cfg.data.zscore,
-                                    prefetch=self.cfg.data.prefetch, pin_memory=self.device.type == "cuda"):
+        for x, y in iterate_batches(self.train, batches[self.step:], self.leads, prefetch=self.cfg.data.prefetch,
+                                    pin_memory=self.device.type == "cuda"):
             sums["data_seconds"] += time.perf_counter() - wait0
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = to_device(x, y, self.device, self.cfg.data.zscore)
             out = train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
                              views_std=self.cfg.views_noise_std, bf16=self.cfg.bf16,
                              after_backward=lambda: average_gradients(extra, self.info))

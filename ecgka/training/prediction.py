@@ -12,7 +12,7 @@ from torch import nn
 from ecgka.errors import InputError
 from ecgka.training.checkpoint import load_checkpoint, resolve_weights
 from ecgka.training.data import SplitData, lead_indices, load_split
-from ecgka.training.loader import epoch_batches, iterate_batches
+from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.step import autocast
 
 
@@ -27,10 +27,10 @@ def predict_arrays(model: nn.Module, data: SplitData, leads: list[int], *, batch
     batches = epoch_batches(len(data), batch_size, seed=0, epoch=0, shuffle=False, drop_last=False)
     out = []
     try:
-        for x, _ in iterate_batches(data, batches, leads, normalise=normalise, prefetch=prefetch,
-                                    pin_memory=device.type == "cuda"):
+        for x, y in iterate_batches(data, batches, leads, prefetch=prefetch, pin_memory=device.type == "cuda"):
+            x, _ = to_device(x, y, device, normalise)
             with autocast(device, bf16):
-                out.append(model(x.to(device, non_blocking=True)).float().cpu())
+                out.append(model(x).float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
