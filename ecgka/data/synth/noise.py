@@ -2,7 +2,8 @@
 
 Noise is generated per electrode and turned into lead noise the way the leads are wired (I = LA - RA,
 II = LL - RA, Vk = Vk - Wilson terminal), so III/aVR/aVF/aVL (derived afterwards from I and II) get the
-real relative noise levels and the limb-lead identities still hold exactly.
+real relative noise levels and the limb-lead identities still hold exactly. ``dropouts`` marks a
+stretch of invalid samples in ~1 % of records, as a real reader meets them.
 """
 
 from __future__ import annotations
