@@ -74,8 +74,11 @@ def _measure(path: str, queue) -> None:
     table, dropped, seen = extract_potassium([Path(path)], LabsConfig(), ItemSelection((50971,), (50822,)))
     seconds = time.perf_counter() - start
     peak = _status_kb("VmHWM")
+    import pyarrow as pa
+
+    arrow_peak = pa.default_memory_pool().max_memory()
     queue.put({"rows": seen["rows"], "kept": len(table), "seconds": seconds, "base_mb": base / 1024,
-               "peak_mb": peak / 1024, "table_mb": sum(getattr(table, f).nbytes for f in
+               "peak_mb": peak / 1024, "arrow_mb": arrow_peak / 2**20, "table_mb": sum(getattr(table, f).nbytes for f in
                                                        ("subject_id", "time_s", "itemid", "value")) / 2**20})
 
 
@@ -103,7 +106,7 @@ def main() -> None:
             results.append(res)
             print(f"{res['rows']:>11,} rows  {res['rows'] / res['seconds']:>12,.0f} rows/s  kept {res['kept']:>9,} "
                   f"({res['table_mb']:.1f} MB)  peak RSS {res['peak_mb']:.0f} MB (baseline {res['base_mb']:.0f} MB, "
-                  f"+{res['peak_mb'] - res['base_mb']:.0f} MB)")
+                  f"+{res['peak_mb'] - res['base_mb']:.0f} MB; Arrow pool peak {res['arrow_mb']:.0f} MB)")
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

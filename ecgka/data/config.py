@@ -28,6 +28,7 @@ class LabsConfig(ConfigModel):
     csv_block_bytes: int = Field(16 << 20, ge=1 << 16)  # streamed CSV block size (bounds memory)
     parquet_batch_rows: int = Field(1 << 20, ge=1024)
     newlines_in_values: bool = True  # quoted comments may span lines
+    csv_threads: bool = False  # True: parallel parse with read-ahead (faster on many cores, more memory)
 
     @model_validator(mode="after")
     def _check(self) -> LabsConfig:

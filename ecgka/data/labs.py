@@ -148,7 +148,7 @@ def iter_batches(path: Path, cfg: LabsConfig, columns: list[str], bad_rows: Coun
 
     reader = pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=cfg.csv_block_bytes),
+        read_options=pacsv.ReadOptions(block_size=cfg.csv_block_bytes, use_threads=cfg.csv_threads),
         parse_options=pacsv.ParseOptions(newlines_in_values=cfg.newlines_in_values, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns, column_types={c: pa.string() for c in columns}, strings_can_be_null=True
