@@ -18,7 +18,7 @@ import pandas as pd
 
 from ecgka.data.assemble import assemble
 from ecgka.data.config import BuildConfig
-from ecgka.data.executors import make_executor
+from ecgka.data.executors import default_workers, make_executor
 from ecgka.data.labs import (
     REQUIRED_COLUMNS as LAB_COLUMNS,
 )
@@ -84,14 +84,15 @@ def _tasks(paired: pd.DataFrame, ecg_root: Path, work: Path, cfg: BuildConfig) -
             for i, start in enumerate(range(0, len(recs), size))]
 
 
-def _run_signal_stage(tasks: list[ChunkTask], workers: int, dask_scheduler: Any, progress: bool) -> dict[str, float]:
+def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_scheduler: Any, progress: bool
+                      ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
     todo = [t for t in tasks if not (t.part_dir / "rows.parquet").is_file()]
     stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0}
     if not todo:
         return stats
-    executor = make_executor(workers if len(todo) > 1 else 1, dask_scheduler)
+    executor = make_executor(workers if len(todo) > 1 or dask_scheduler is not None else 1, dask_scheduler)
     try:
         with tqdm(total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals", disable=not progress) as bar:
             for result in executor.map_unordered(run_chunk, todo):
@@ -103,9 +104,13 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int, dask_scheduler: Any,
 
 
 def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: str | Path,
-                  cfg: BuildConfig | None = None, workers: int = 1, dask_scheduler: Any = None,
+                  cfg: BuildConfig | None = None, workers: int | None = 1, dask_scheduler: Any = None,
                   d_labitems: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``."""
+    """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``.
+
+    ``workers``: local processes for the signal stage (None: every CPU); ``dask_scheduler``: a Dask scheduler
+    address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``).
+    """
     start = time.perf_counter()
     cfg = cfg or BuildConfig()
     ecg_root, out_dir = Path(ecg_root), Path(out_dir)
@@ -128,7 +133,8 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
     manifest = assemble(out_dir, records, no_lab, [chunk_dir(work, t.index) for t in tasks], cfg, fingerprint,
                         inputs, lab_stats, progress)
-    manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{workers}"}
+    n_workers = workers if workers is not None else default_workers()
+    manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
     if not cfg.keep_work:
         shutil.rmtree(out_dir / WORK, ignore_errors=True)
     return {**manifest, "status": "built", "seconds": time.perf_counter() - start}

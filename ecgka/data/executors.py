@@ -74,10 +74,21 @@ class DaskExecutor:
             self.client.close()
 
 
-def make_executor(workers: int = 1, dask_scheduler: Any = None):
-    """Dask when a scheduler (address or Client) is given, else a pool for workers > 1, else inline."""
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def make_executor(workers: int | None = 1, dask_scheduler: Any = None):
+    """Dask when a scheduler (address or Client) is given, else a pool for workers > 1, else inline.
+
+    ``workers=None`` means every CPU this process may use.
+    """
     if dask_scheduler is not None:
         return DaskExecutor(dask_scheduler)
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     return ProcessExecutor(workers) if workers > 1 else InlineExecutor()
