@@ -201,6 +201,15 @@ def test_lab_quirks_are_present(labs, record_list):
     assert 0 < dup.sum() < 0.02 * len(labs) and labs.labevent_id.is_unique
     assert {50822, 50983, 50912, 50931, 50902, 50882, 51097} <= set(labs.itemid)
     assert (set(labs.subject_id) - set(record_list.subject_id))  # subjects with labs but no ECG
+    assert labs.order_provider_id.dropna().str.fullmatch(r"P[0-9A-Z]{5}").all()
+
+
+def test_some_ecgs_have_no_potassium_lab_for_a_day(record_list, labs):
+    k = labs[labs.itemid == 50971].assign(t=lambda d: pd.to_datetime(d.charttime)).sort_values("t")
+    near = pd.merge_asof(record_list.sort_values("ecg_time"), k[["subject_id", "t"]], left_on="ecg_time",
+                         right_on="t", by="subject_id", direction="nearest")
+    gap_h = (near.t - near.ecg_time).abs().dt.total_seconds() / 3600
+    assert 0.1 <= (gap_h.isna() | (gap_h > 24)).mean() <= 0.5
 
 
 def test_blood_gas_and_chemistry_potassium_differ_realistically(labs):

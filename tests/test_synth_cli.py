@@ -56,6 +56,7 @@ def _error(capsys, argv) -> str:
         (["--subjects", "0"], "--subjects"),
         (["--workers", "0"], "--workers"),
         (["--workers", "-1"], "--workers"),
+        (["--workers", "100000"], "--workers"),
         (["--seed", "-1"], "--seed"),
     ],
 )

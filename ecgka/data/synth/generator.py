@@ -45,6 +45,7 @@ RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path"
 NOTE_LINK_COLUMNS = ("subject_id", "study_id", "waveform_path", "note_id", "note_seq", "charttime")
 NOTE_LINK_RATE = 0.4  # share of ECGs linked to a (credentialed, not included) MIMIC-IV-Note report
 MAX_SUBJECTS = 1_000_000
+MAX_WORKERS = 256
 CHUNK_RECORDS = 64  # records per worker task: small enough to stream, large enough to amortise
 Progress = Callable[[int, int], None]  # (records done, records in total)
 
@@ -56,8 +57,8 @@ def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | Non
         raise InputError(f"--subjects must be an integer from 1 to {MAX_SUBJECTS}, got {subjects!r}")
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    if workers is not None and (not isinstance(workers, int) or workers < 1):
-        raise InputError(f"--workers must be a positive integer, got {workers!r}")
+    if workers is not None and (not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS):
+        raise InputError(f"--workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: output folder exists and is not empty (choose a new or empty folder)")
     parent = out.parent.resolve()

@@ -79,7 +79,8 @@ class _SubjectLabs:
     def __init__(self, plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: Ids, rng):
         self.plan, self.subject_id, self.hadm_ids, self.ids, self.rng = plan, subject_id, hadm_ids, ids, rng
         self.rows: list[list] = []
-        self.provider = f"P{rng.integers(10000, 99999):05d}"[:6] if rng.random() < 0.6 else ""
+        alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        self.provider = "P" + "".join(alphabet[i] for i in rng.integers(0, 36, 5)) if rng.random() < 0.6 else ""
 
     def row(self, itemid: int, t: float, stat: bool, spec: int, value: float, comments: str = "") -> list:
         a, rng = ANALYTES[itemid], self.rng
