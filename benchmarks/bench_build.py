@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +36,14 @@ def main() -> None:
     parser.add_argument("--standin", type=Path, help="existing stand-in (ecg/ and hosp/) instead of generating one")
     parser.add_argument("--leads", default="II", help="comma-separated leads to keep, e.g. all 12")
     args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
+    try:
+        _run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def _run(args: argparse.Namespace, tmp: Path) -> None:
     import pandas as pd
     import wfdb
 
@@ -45,7 +53,6 @@ def main() -> None:
     from ecgka.data.mimic_reader import read_record
     from ecgka.data.signal_qc import process_signal
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     standin = args.standin
     if standin is None:
         from ecgka.data.synth import generate_standin
