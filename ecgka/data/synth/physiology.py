@@ -47,6 +47,9 @@ def lead_matrix() -> np.ndarray:
     return np.concatenate([limb, prec])
 
 
+_LEAD_MATRIX = lead_matrix()
+
+
 def derive_limb_leads(lead_i: np.ndarray, lead_ii: np.ndarray) -> dict[str, np.ndarray]:
     """III, aVR, aVF, aVL from I and II (Einthoven and Goldberger)."""
     return {
@@ -154,7 +157,7 @@ def synthesize(k: float, traits: dict, rng: np.random.Generator) -> tuple[np.nda
     dirs = (_rotation(frontal, horizontal, traits["axis_tilt"]) @ _DIRS.T).T
     dirs[4:7] = (_rotation(frontal + traits["t_axis"], horizontal, traits["axis_tilt"]) @ _DIRS[4:7].T).T
     dirs *= (_AMPS * traits["gain"] * rng.lognormal(0, 0.06))[:, None]
-    eight = lead_matrix() @ heart_vector(table, dirs)
+    eight = _LEAD_MATRIX @ heart_vector(table, dirs)
     eight = add_noise(eight, rng)
     limb = derive_limb_leads(eight[0], eight[1])
     leads = np.stack([eight[0], eight[1], limb["III"], limb["aVR"], limb["aVF"], limb["aVL"], *eight[2:]], axis=1)
@@ -170,7 +173,10 @@ def _cart_measurements(table, r, pvc, hr, dirs, af, eff, rng) -> dict:
     i = int(np.argmax(~pvc[1:])) + 1
     p_c, qrs_s, t_c = table[0, i, 0], table[1, i, 0] - 2 * table[1, i, 1], table[5, i, 0]
     start = p_c - 0.09
-    ms = lambda x: int(round((x - start) * 1000 + rng.normal(0, 4)))  # noqa: E731
+
+    def ms(x: float) -> int:  # cart's time from the start of its median beat, with a few ms of jitter
+        return int(round((x - start) * 1000 + rng.normal(0, 4)))
+
     qrs_e = table[3, i, 0] + 2.2 * table[3, i, 2]
     t_end = t_c + 2.5 * table[5, i, 2]
     qrs_vec = dirs[1] + dirs[2] + dirs[3]
