@@ -123,7 +123,7 @@ def test_resume_after_sigkill_is_byte_identical(built, standin, tmp_path):
     target = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ecgka", "build", "--ecg-root", str(standin / "ecg"), "--labs",
            str(standin / "hosp" / "labevents.csv.gz"), "--d-labitems", str(standin / "hosp" / "d_labitems.csv.gz"),
-           "--out", str(target), "--quiet", *OVERRIDES]
+           "--out", str(target), "--quiet", "--workers", "1", *OVERRIDES]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     deadline = time.time() + 120
     while time.time() < deadline and len(list(target.glob("_work/*/chunks/chunk-*"))) < 3:
@@ -174,6 +174,6 @@ def test_variants_keep_val_test_and_accounting(standin, tmp_path):
 
 def test_cli_prints_summary(standin, tmp_path, capsys):
     code = main(["build", "--ecg-root", str(standin / "ecg"), "--labs", str(standin / "hosp" / "labevents.csv.gz"),
-                 "--out", str(tmp_path / "cli"), "--quiet", *OVERRIDES])
+                 "--out", str(tmp_path / "cli"), "--quiet", "--workers", "1", *OVERRIDES])
     text = capsys.readouterr().out
     assert code == 0 and "record_list" in text and "train" in text and "no_lab_in_window" in text

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="build config YAML (default: built-in defaults = configs/data/ecg_ka_dir.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. signal.leads=[I,II]")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=1, help="local worker processes for the signal stage")
+    where.add_argument("--workers", type=int, default=None,
+                       help="local worker processes for the signal stage (default: all cores)")
     where.add_argument("--dask-scheduler", metavar="ADDRESS", help="run the signal stage on a Dask cluster")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
