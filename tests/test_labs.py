@@ -105,3 +105,22 @@ def test_d_labitems_adds_items_and_not_blood(tmp_path):
             {"subject_id": 1, "itemid": 51097, "charttime": T, "valuenum": 40.0}]
     table, dropped, _ = extract_potassium([write_labs(tmp_path / "l.csv", rows)], LabsConfig(), items)
     assert table.itemid.tolist() == [52610] and dropped["not_blood"] == 1
+
+
+def test_typed_parquet_input(tmp_path):
+    """A Parquet export with native types (ints, timestamps, float NaN) gives the same result as CSV."""
+    import pandas as pd
+
+    df = lab_frame(ROWS[:3] + ROWS[6:9] + ROWS[12:])
+    df["subject_id"] = df["subject_id"].astype("int64")
+    df["itemid"] = df["itemid"].astype("int32")
+    df["charttime"] = pd.to_datetime(df["charttime"])
+    df["valuenum"] = pd.to_numeric(df["valuenum"], errors="coerce")
+    path = tmp_path / "typed.parquet"
+    df.to_parquet(path)
+    csv = write_labs(tmp_path / "same.csv", ROWS[:3] + ROWS[6:9] + ROWS[12:])
+    a, da, _ = extract_potassium([path], LabsConfig(), ITEMS)
+    b, db, _ = extract_potassium([csv], LabsConfig(), ITEMS)
+    assert da == db and len(a) == 4
+    for f in ("subject_id", "time_s", "itemid", "value"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))

@@ -38,12 +38,15 @@ def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat(excl, ignore_index=True) if excl else empty_e)
 
 
-def _write_splits(out_dir: Path, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig) -> dict[str, int]:
+def _write_splits(out_dir: Path, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig,
+                  progress: bool = False) -> dict[str, int]:
+    from tqdm.auto import tqdm
+
     schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples)
     with contextlib.ExitStack() as stack:
         tmps = {s: stack.enter_context(atomic_path(out_dir / s)) for s in SPLITS}
         writers = {s: SplitWriter(tmps[s], cfg.shards, schema) for s in SPLITS}
-        for part in part_dirs:
+        for part in tqdm(part_dirs, desc="shards", unit=" part", disable=not progress):
             table = pq.read_table(part / "rows.parquet")
             labels = split_of.loc[table.column(Col.SAMPLE_ID.value).to_numpy()].to_numpy()
             for s in SPLITS:
@@ -116,7 +119,7 @@ def assemble(out_dir: Path, records: pd.DataFrame, no_lab_rows: np.ndarray, part
     meta, chunk_excl = _read_parts(part_dirs)
     split = assign_splits(meta, cfg.split)
     split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
-    counts = _write_splits(out_dir, part_dirs, split_of, cfg)
+    counts = _write_splits(out_dir, part_dirs, split_of, cfg, progress)
     invalid = records[records["reason"] != ""]
     not_sel = meta.loc[split == NOT_SELECTED, "sample_id"].to_numpy(np.int64)
     rows = np.concatenate([invalid["row"].to_numpy(np.int64), no_lab_rows, chunk_excl["sample_id"].to_numpy(np.int64),

@@ -123,6 +123,7 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
         return {**read_manifest(out_dir), "status": "skipped", "seconds": time.perf_counter() - start}
     work = out_dir / WORK / fingerprint
     (work / "chunks").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(work)
     remove_stale_temps(work / "chunks")
     labs, lab_stats, items = _labs(work, lab_files, cfg, d_labitems, progress)
     candidates = records[records["reason"] == ""]
