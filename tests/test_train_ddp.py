@@ -46,3 +46,46 @@ def test_two_cpu_processes_train_one_run_dir(data_dir, tmp_path, overrides):
     assert not list(out.rglob("*.tmp-*"))
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and all(torch.isfinite(v.float()).all() for v in state["model"].values())
+
+
+def _gather_worker(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    from ecgka.training.distributed import gather_with_grad
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    full = torch.arange(8, dtype=torch.float64).mul(0.37).sin()
+    local = full[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+    gathered = gather_with_grad(local)
+    loss = (torch.sort(gathered).values * torch.linspace(0, 1, 8, dtype=torch.float64)).sum() + gathered.pow(3).sum()
+    loss.backward()
+    grads = [torch.empty(4, dtype=torch.float64) for _ in range(world)]
+    dist.all_gather(grads, local.grad / world)  # DDP averages what each rank computed
+    queue.put((rank, torch.cat(grads).tolist(), gathered.detach().tolist()))
+    dist.destroy_process_group()
+
+
+def test_gather_with_grad_gives_the_gradient_of_the_global_loss():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_gather_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, (g, v)) for r, g, v in (queue.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+    full = torch.arange(8, dtype=torch.float64).mul(0.37).sin().requires_grad_(True)
+    loss = (torch.sort(full).values * torch.linspace(0, 1, 8, dtype=torch.float64)).sum() + full.pow(3).sum()
+    loss.backward()
+    for rank in (0, 1):
+        grads, values = results[rank]
+        torch.testing.assert_close(torch.tensor(values, dtype=torch.float64), full.detach())
+        # each rank's slice gets world x the global gradient; DDP's average (/ world) gives it exactly
+        torch.testing.assert_close(torch.tensor(grads, dtype=torch.float64), full.grad)
