@@ -82,13 +82,13 @@ def _variants(out_dir: Path, parent: dict[str, Any], meta: pd.DataFrame, split: 
             name = f"ir{ratio:g}"
             keep = variant_selection(train["potassium"].to_numpy(), train["sample_id"].to_numpy(), ratio,
                                      cfg.split, cfg.variants.seed)
-            kept_ids = set(train["sample_id"].to_numpy()[keep].tolist())
+            kept_ids = np.sort(train["sample_id"].to_numpy()[keep])
             vdir = vroot / name
             schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples)
             writer = SplitWriter(vdir / "train", cfg.shards, schema)
             for part in split_parts(out_dir, "train"):
                 table = pq.read_table(part)
-                mask = np.isin(table.column(Col.SAMPLE_ID.value).to_numpy(), list(kept_ids))
+                mask = np.isin(table.column(Col.SAMPLE_ID.value).to_numpy(), kept_ids, assume_unique=True)
                 writer.append(table.filter(pa.array(mask)))
             n_train = writer.close()
             for s in ("val", "test"):
