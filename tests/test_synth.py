@@ -99,6 +99,18 @@ def test_record_list_ids_paths_and_times(standin, record_list):
     assert 2 <= per_subject.median() <= 5 and per_subject.max() >= 6
 
 
+def test_sha256sums_cover_every_file(standin):
+    import hashlib
+
+    root = standin / "ecg"
+    lines = (root / "SHA256SUMS.txt").read_text().splitlines()
+    listed = dict(reversed(line.split(" ", 1)) for line in lines)
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} - {"SHA256SUMS.txt"}
+    assert set(listed) == files and [line.split(" ", 1)[1] for line in lines] == sorted(files)
+    for name in [*sorted(files)[:6], "record_list.csv", "machine_measurements.csv"]:
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == listed[name]
+
+
 def test_records_read_back_with_wfdb(standin, record_list):
     for row in record_list.sample(8, random_state=1).itertuples():
         rec = wfdb.rdrecord(str(standin / "ecg" / row.path))

@@ -39,7 +39,7 @@ from ecgka.data.synth.physiology import synthesize
 from ecgka.data.synth.timeline import plan_subject
 from ecgka.data.synth.wfdb_writer import INVALID, record_path, to_digital, write_record
 from ecgka.errors import InputError
-from ecgka.io import atomic_path
+from ecgka.io import atomic_path, file_fingerprint
 
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
 NOTE_LINK_COLUMNS = ("subject_id", "study_id", "waveform_path", "note_id", "note_seq", "charttime")
@@ -48,6 +48,7 @@ MAX_SUBJECTS = 1_000_000
 MAX_WORKERS = 256
 CHUNK_RECORDS = 64  # records per worker task: small enough to stream, large enough to amortise
 Progress = Callable[[int, int], None]  # (records done, records in total)
+SUMS_PART = "record-sums.part"
 
 
 def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | None) -> Path:
@@ -71,9 +72,10 @@ def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | Non
     return out
 
 
-def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> list[list]:
-    """Worker: synthesise and write the records of some subjects; return their machine_measurements rows."""
-    rows = []
+def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> tuple[list[list], list[tuple[str, str]]]:
+    """Worker: synthesise and write the records of some subjects; return their machine_measurements rows
+    and the (path, sha256) of the files written."""
+    rows, digests = [], []
     for index, subject_id, records in tasks:
         plan = plan_subject(index, seed)
         for j, study_id, when, cart_id in records:
@@ -81,9 +83,9 @@ def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> list[list]:
             signal, meas = synthesize(float(plan.ecg_k[j]), plan.traits, rng)
             quirks = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7, index, j)))
             digital = dropouts(to_digital(signal), quirks, INVALID)
-            write_record(Path(ecg_root), subject_id, study_id, when, digital)
+            write_record(Path(ecg_root), subject_id, study_id, when, digital, digests)
             rows.append(measurement_row(subject_id, study_id, cart_id, f"{when:%Y-%m-%d %H:%M:%S}", meas, seed))
-    return rows
+    return rows, sorted(digests)
 
 
 def _ecg_tasks(order: list[int], ids: Ids, seed: int) -> list[tuple]:
@@ -177,8 +179,8 @@ def _note_link_rows(tasks: list[tuple], seed: int) -> Iterator[list]:
                 yield [subject_id, study_id, record_path(subject_id, study_id), f"{subject_id}-EK-{seq}", seq, stamp]
 
 
-def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: int) -> Iterator[list[list]]:
-    """Measurement rows of each chunk, in chunk order (workers may finish in any order)."""
+def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: int) -> Iterator[tuple]:
+    """(measurement rows, file digests) of each chunk, in chunk order (workers may finish in any order)."""
     if workers == 1 or len(chunks) <= 1:
         for chunk in chunks:
             yield _synth_chunk(seed, str(ecg), chunk)
@@ -205,10 +207,12 @@ def _write_tree(tmp: Path, subjects: int, seed: int, workers: int, progress: Pro
     labs.start()  # overlaps with the ECG workers (the main process mostly waits on them)
     try:
         fh, writer = _open_csv(ecg / "machine_measurements.csv", MEASUREMENT_COLUMNS)
-        with fh:
+        sums = open(tmp / SUMS_PART, "w", encoding="ascii")  # record files, in path order
+        with fh, sums:
             done = 0
-            for rows in _synthesise_all(ecg, _chunks(tasks), seed, workers):
+            for rows, digests in _synthesise_all(ecg, _chunks(tasks), seed, workers):
                 writer.writerows(rows)
+                sums.writelines(f"{h} {p}\n" for p, h in digests)
                 done += len(rows)
                 if progress:
                     progress(done, total)
@@ -219,7 +223,19 @@ def _write_tree(tmp: Path, subjects: int, seed: int, workers: int, progress: Pro
     labs.finish()
     _write_csv(ecg / "record_list.csv", RECORD_LIST_COLUMNS, _record_rows(tasks))
     _write_csv(ecg / "waveform_note_links.csv", NOTE_LINK_COLUMNS, _note_link_rows(tasks, seed))
+    _write_sha256sums(ecg, tmp / SUMS_PART)
     return summary
+
+
+def _write_sha256sums(ecg: Path, record_sums: Path) -> None:
+    """``ecg/SHA256SUMS.txt`` as PhysioNet ships it: ``<sha256> <path>`` for every file, sorted by path."""
+    with open(ecg / "SHA256SUMS.txt", "w", encoding="ascii") as out:
+        with open(record_sums, encoding="ascii") as fh:
+            for line in fh:  # files/... sort before the root CSVs (f < m < r < w)
+                out.write(line)
+        for name in sorted(p.name for p in ecg.glob("*.csv")):
+            out.write(f"{file_fingerprint(ecg / name)['sha256']} {name}\n")
+    record_sums.unlink()
 
 
 class _LabThread(threading.Thread):

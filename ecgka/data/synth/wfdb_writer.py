@@ -9,6 +9,7 @@ different header layout (no ``200.0(0)`` gain text, no date).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -47,12 +48,25 @@ def header_text(study_id: int, subject_id: int, base: datetime, digital: np.ndar
     return "\n".join(lines) + "\n"
 
 
-def write_record(root: Path, subject_id: int, study_id: int, base: datetime, digital: np.ndarray) -> Path:
-    """Write ``STUDY.hea`` and ``STUDY.dat`` (little-endian int16, interleaved) under ``root``."""
+def write_record(
+    root: Path, subject_id: int, study_id: int, base: datetime, digital: np.ndarray,
+    digests: list[tuple[str, str]] | None = None,
+) -> Path:
+    """Write ``STUDY.hea`` and ``STUDY.dat`` (little-endian int16, interleaved) under ``root``.
+
+    ``digests`` (optional) receives ``(relative path, sha256)`` of both files, for ``SHA256SUMS.txt``.
+    """
     if digital.shape != (N_SAMPLES, len(LEADS)) or digital.dtype != np.int16:
         raise ValueError(f"record {study_id}: expected int16 [{N_SAMPLES}, {len(LEADS)}], got {digital.shape}")
-    stem = root / record_path(subject_id, study_id)
+    rel = record_path(subject_id, study_id)
+    stem = root / rel
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".dat").write_bytes(digital.astype("<i2").tobytes(order="C"))
-    stem.with_suffix(".hea").write_text(header_text(study_id, subject_id, base, digital))
+    files = {
+        ".dat": digital.astype("<i2").tobytes(order="C"),
+        ".hea": header_text(study_id, subject_id, base, digital).encode("ascii"),
+    }
+    for suffix, data in files.items():
+        stem.with_suffix(suffix).write_bytes(data)
+        if digests is not None:
+            digests.append((rel + suffix, hashlib.sha256(data).hexdigest()))
     return stem
