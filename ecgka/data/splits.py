@@ -2,8 +2,9 @@
 
 Validation and test are balanced over label bins: for each bin (rarest first) subjects are drawn in a
 seeded random order and each drawn subject contributes one sample of that bin, until the split holds
-``per_bin_cap`` samples of the bin (or the bin's holdout share, ``holdout_max_fraction`` of its subjects,
-runs out: a rare bin gives what it has, split evenly between val and test). A subject drawn for
+``per_bin_cap`` samples of the bin, or until the bin's holdout budget (``holdout_max_fraction`` of its
+subjects, counting every held-out subject with a sample in the bin) is spent: a rare bin gives what it
+can, split evenly between val and test. A subject drawn for
 val or test gives only that one sample; its other samples are excluded (``not_selected_for_split``), so
 balance is exact and subjects never cross splits. All other subjects form train with every sample.
 """
@@ -46,40 +47,53 @@ def shot_groups(counts: list[int], many: float = 0.5, few: float = 0.15) -> dict
     }
 
 
-def _holdout_targets(n_subjects: int, cfg: SplitConfig) -> tuple[int, int]:
-    avail = int(math.floor(n_subjects * cfg.holdout_max_fraction + 1e-9))
-    return min(cfg.per_bin_cap, (avail + 1) // 2), min(cfg.per_bin_cap, avail // 2)
+def _budgets(cand: pd.DataFrame, cfg: SplitConfig, size: int) -> np.ndarray:
+    """Per bin: how many of its subjects may be held out (``holdout_max_fraction`` of them, rounded down)."""
+    n_subj = np.bincount(cand["bin"].to_numpy(), minlength=size)
+    return np.floor(n_subj * cfg.holdout_max_fraction + 1e-9).astype(np.int64)
 
 
 def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
-    """Split name per row of ``meta`` (``sample_id, subject_id, potassium``); NOT_SELECTED for dropped rows."""
+    """Split name per row of ``meta`` (``sample_id, subject_id, potassium``); NOT_SELECTED for dropped rows.
+
+    A held-out subject removes all its samples from train, so every bin it touches pays from that bin's
+    budget: train keeps at least ``1 - holdout_max_fraction`` of the subjects of every bin.
+    """
     df = pd.DataFrame({"sample_id": meta["sample_id"].to_numpy(np.int64),
                        "subject_id": meta["subject_id"].to_numpy(np.int64),
                        "bin": label_bins(meta["potassium"].to_numpy(), cfg.lo, cfg.bin_width)})
+    out = np.full(len(df), "train", dtype=object)
+    if df.empty:
+        return out
     subjects = np.unique(df["subject_id"].to_numpy())
     rank = pd.Series(np.random.default_rng(cfg.seed).permutation(len(subjects)), index=subjects)
     df["rank"] = rank.loc[df["subject_id"]].to_numpy()
     # one candidate sample per (bin, subject): the lowest sample_id
     cand = df.sort_values(["bin", "rank", "sample_id"]).drop_duplicates(["bin", "subject_id"], keep="first")
-    sizes = cand.groupby("bin").size()
-    order = sorted(sizes.index, key=lambda b: (int(sizes[b]), int(b)))
+    size = int(df["bin"].max()) + 1
+    budget, held = _budgets(cand, cfg, size), np.zeros(size, np.int64)
+    subject_bins = {int(s): g.to_numpy() for s, g in cand.groupby("subject_id")["bin"]}
+    groups = {int(b): g for b, g in cand.groupby("bin")}
+    order = sorted(groups, key=lambda b: (len(groups[b]), b))
     holdout: dict[int, str] = {}  # subject -> split
     chosen: dict[int, str] = {}  # sample_id -> split
-    groups = {int(b): g for b, g in cand.groupby("bin")}
     for b in order:
-        need = dict(zip(("val", "test"), _holdout_targets(int(sizes[b]), cfg), strict=True))
-        for subject, sample in zip(groups[int(b)]["subject_id"], groups[int(b)]["sample_id"], strict=True):
+        need = {"val": min(cfg.per_bin_cap, (budget[b] + 1) // 2), "test": min(cfg.per_bin_cap, budget[b] // 2)}
+        got = {"val": 0, "test": 0}
+        for subject, sample in zip(groups[b]["subject_id"], groups[b]["sample_id"], strict=True):
             if need["val"] == 0 and need["test"] == 0:
                 break
-            if subject in holdout:
+            bins = subject_bins[int(subject)]
+            if subject in holdout or (held[bins] >= budget[bins]).any():
                 continue
-            split = "val" if need["val"] >= need["test"] else "test"  # alternate: equal counts
+            # alternate (the split with fewer so far, val first): equal counts whenever the bin runs out
+            split = "val" if need["val"] > 0 and (got["val"] <= got["test"] or need["test"] == 0) else "test"
             need[split] -= 1
+            got[split] += 1
+            held[bins] += 1
             holdout[int(subject)] = split
             chosen[int(sample)] = split
-    out = np.full(len(df), "train", dtype=object)
-    in_holdout = df["subject_id"].isin(list(holdout)).to_numpy()
-    out[in_holdout] = NOT_SELECTED
+    out[df["subject_id"].isin(list(holdout)).to_numpy()] = NOT_SELECTED
     picked = df["sample_id"].map(chosen)
     out[picked.notna().to_numpy()] = picked.dropna().to_numpy()
     return out
