@@ -295,3 +295,20 @@ def test_hyperkalaemic_records_have_taller_t_waves_in_lead_ii(standin, paired, s
                       for p in pairs.itertuples()])
     assert np.median(diffs) > 0.03  # mV: measurably taller
     assert (diffs > 0).mean() >= 0.6  # in most, not all, patients (only about half show clear signs)
+
+
+def test_t_wave_signal_is_learnable_but_not_trivial(standin, paired, signals):
+    """T amplitude (lead II, measured on the signal) rises with the lab potassium, but weakly, and only
+    some hyperkalaemic ECGs stand out: the label is not readable off one feature."""
+    from scipy.stats import spearmanr
+
+    ok = paired[paired.path.map(lambda p: not (signals[p] == -32768).any()) & paired.valuenum.between(1.5, 10)]
+    normal = ok[ok.valuenum.between(3.8, 4.6)].sample(150, random_state=5)
+    rest = ok[~ok.valuenum.between(3.8, 4.6)]
+    sample = pd.concat([normal, rest])
+    t = np.array([t_wave_amplitude(signals[p][:, 1] / 200.0) for p in sample.path])
+    k = sample.valuenum.to_numpy()
+    rho = spearmanr(k, t).correlation
+    assert 0.1 < rho < 0.6
+    above = t[k >= 5.5] > np.percentile(t[: len(normal)], 90)
+    assert len(above) >= 8 and 0.2 <= above.mean() <= 0.85
