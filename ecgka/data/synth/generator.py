@@ -185,7 +185,8 @@ def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: in
         for chunk in chunks:
             yield _synth_chunk(seed, str(ecg), chunk)
         return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    # spawn: safe when the caller has threads (torch, the lab writer thread); never more workers than tasks
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_synth_chunk, seed, str(ecg), c) for c in chunks]
         try:
             for future in futures:
