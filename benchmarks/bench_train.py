@@ -6,7 +6,7 @@ and the shard loader's samples/s against what the model consumes.
 GPU (when CUDA is present): the small preset at batch 512, eager fp32 against bf16 autocast +
 torch.compile, and the loader against the GPU's consumption.
 
-    python benchmarks/bench_train.py [--n 1024] [--batch 64] [--presets small ecg] [--gpu-steps 30]
+    python benchmarks/bench_train.py [--n 512] [--batch 64] [--presets small ecg] [--gpu-steps 30]
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def gpu_report(args, data: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1024, help="training samples of the generated dataset")
+    parser.add_argument("--n", type=int, default=512, help="training samples of the generated dataset")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per method (CPU)")
     parser.add_argument("--presets", nargs="+", default=["small", "ecg"])
