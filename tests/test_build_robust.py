@@ -141,3 +141,26 @@ def test_missing_columns_exit_with_one_line(tmp_path, capsys, target):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and all(n in err for n in names), err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_real_mimic_layout_record_through_the_build(wfdb_fixtures, tmp_path):
+    """The real PTB-derived MIMIC-layout record: lead II found by name, cleaned like nk.ecg_clean, float16."""
+    import neurokit2 as nk
+    import wfdb
+
+    src = wfdb_fixtures / "mimic_layout_from_ptb"
+    root = tmp_path / "ecg"
+    root.mkdir()
+    (root / "files").symlink_to(src / "files", target_is_directory=True)
+    write_root(root, [{"subject_id": 19999999, "study_id": 49999999, "ecg_time": "2182-09-22 12:04:00"}])
+    labs = write_labs(tmp_path / "labs.csv", [{"subject_id": 19999999, "itemid": 50971,
+                                              "charttime": "2182-09-22 12:30:00", "valuenum": 5.7}])
+    m = build_dataset(root, [labs], tmp_path / "out")
+    assert m["counts"]["train"] == 1 and m["counts"]["excluded"] == 0
+    table = pq.read_table(next((tmp_path / "out" / "train").glob("part-*.parquet")))
+    row = table.to_pylist()[0]
+    assert row["potassium"] == pytest.approx(5.7) and row["delta_minutes"] == pytest.approx(26.0)
+    rec = wfdb.rdrecord(str(src / "files/p1999/p19999999/s49999999/49999999"))
+    ref = nk.ecg_clean(rec.p_signal[:, rec.sig_name.index("II")], sampling_rate=500, powerline=60)
+    stored = np.asarray(row["signal"], dtype=np.float32)
+    np.testing.assert_array_equal(stored, ref.astype(np.float16).astype(np.float32))
