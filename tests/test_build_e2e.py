@@ -62,6 +62,8 @@ def test_contract_and_every_split_filled(built, standin):
                 "exclusions", "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups"):
         assert key in m
     assert m["signal"] == {"leads": ["II"], "fs": 500, "n_samples": 5000}
+    dropped = sum(v for k, v in m["labs_dropped"].items() if k != "malformed_row")
+    assert m["labs"]["potassium_rows"] == m["labs"]["kept"] + dropped and m["labs"]["kept"] > 0
     tables = {s: pq.ParquetDataset(out / s).read() for s in SPLITS}
     assert all(tables[s].num_rows > 0 for s in SPLITS)
     schema = tables["train"].schema

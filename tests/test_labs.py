@@ -124,3 +124,15 @@ def test_typed_parquet_input(tmp_path):
     assert da == db and len(a) == 4
     for f in ("subject_id", "time_s", "itemid", "value"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_corrupt_gzip_is_one_line_error(tmp_path):
+    path = write_labs(tmp_path / "labs.csv", ROWS)
+    gz = tmp_path / "labs.csv.gz"
+    with open(path, "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    data = gz.read_bytes()
+    gz.write_bytes(data[:40] + b"\x00" * 50 + data[90:])
+    with pytest.raises(InputError) as err:
+        extract_potassium([gz], LabsConfig(), ITEMS)
+    assert "labs.csv.gz" in str(err.value) and "\n" not in str(err.value)

@@ -122,6 +122,7 @@ def lab_file_columns(path: Path) -> list[str]:
     """Column names of a lab file, read from its header line / schema only."""
     import csv
     import gzip
+    import zlib
 
     path = Path(path)
     if not path.is_file():
@@ -132,7 +133,7 @@ def lab_file_columns(path: Path) -> list[str]:
         opener = gzip.open if path.suffix.lower() == ".gz" else open
         with opener(path, "rt", encoding="utf-8", newline="") as fh:
             return [c.strip() for c in next(csv.reader(fh), [])]
-    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise InputError(f"{path}: cannot read as a lab table ({str(exc).splitlines()[0]})") from None
 
 
@@ -243,8 +244,8 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
                 table = _parse_batch(batch, items, cfg, hemolysed, dropped)
                 parts.append(table)
                 bar.update(batch.num_rows)
-        except pa.ArrowInvalid as exc:
-            raise InputError(f"{path}: unreadable lab file ({str(exc).splitlines()[0]})") from None
+        except (pa.ArrowInvalid, OSError, EOFError) as exc:
+            raise InputError(f"{path}: unreadable lab file ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
         finally:
             bar.close()
     table = LabTable.concat(parts).sorted()

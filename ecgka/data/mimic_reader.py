@@ -83,13 +83,16 @@ def _parse_header(text: str) -> _Header | None:
     return _Header(n_sig, fs, n_samples, files.pop(), gains, baselines, units, names)
 
 
-def read_header_text(record: Path) -> str:
+def read_header_text(record: Path) -> str | None:
+    """The header as text; None when it is not ASCII (then wfdb decides whether it is readable)."""
     hea = Path(f"{record}.hea")
     try:
-        return hea.read_text(encoding="ascii")
+        return hea.read_bytes().decode("ascii")
     except FileNotFoundError:
         raise RecordError("file_missing", f"{hea.name} not found") from None
-    except (UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError:
+        return None
+    except OSError as exc:
         raise RecordError("header_corrupt", str(exc)) from None
 
 
@@ -141,7 +144,8 @@ def _classify_wfdb_error(record: Path, exc: Exception) -> str:
 def read_record(record: Path, fast: bool = True) -> Signal:
     """Read a record by path without extension: the fast reader when it applies, wfdb otherwise."""
     if fast:
-        header = _parse_header(read_header_text(record))
+        text = read_header_text(record)
+        header = _parse_header(text) if text is not None else None
         if header is not None:
             return read_fast(record, header)
     return read_wfdb(record)
