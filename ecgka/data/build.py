@@ -16,19 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgka.data import labs as labs_mod
 from ecgka.data.assemble import assemble
 from ecgka.data.config import BuildConfig
 from ecgka.data.executors import default_workers, make_executor
-from ecgka.data.labs import (
-    REQUIRED_COLUMNS as LAB_COLUMNS,
-)
-from ecgka.data.labs import (
-    LabTable,
-    check_columns,
-    extract_potassium,
-    lab_file_columns,
-    select_items,
-)
+from ecgka.data.labs import LabTable, check_columns, extract_potassium, lab_file_columns, select_items
 from ecgka.data.manifest import dataset_fingerprint, is_complete, read_manifest
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
@@ -56,7 +48,7 @@ def _check_inputs(ecg_root: Path, lab_files: list[Path]) -> pd.DataFrame:
         raise InputError("no lab file given (--labs FILE)")
     records = read_record_list(ecg_root)
     for path in lab_files:
-        check_columns(path, lab_file_columns(path), LAB_COLUMNS)
+        check_columns(path, lab_file_columns(path), labs_mod.REQUIRED_COLUMNS)
     return records
 
 
