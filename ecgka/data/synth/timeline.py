@@ -123,7 +123,7 @@ def _episode_events(rng: np.random.Generator, ep: Episode) -> tuple[np.ndarray, 
     ecg = ep.start + np.concatenate([[rng.uniform(0, 60)], rng.uniform(0, span, max(n_ecg - 1, 0))])[:n_ecg]
     draws = [ep.start + rng.uniform(-30, 90, 1)] if ep.inpatient or rng.random() < 0.5 else []
     if ep.inpatient:
-        per_day = 0.8 + 1.6 * (abs(ep.excursion) > 0.8)
+        per_day = 0.6 + 1.6 * (abs(ep.excursion) > 0.8)
         draws.append(ep.start + rng.uniform(0, span, rng.poisson(per_day * ep.days)))
     # about half of ECGs get a potassium draw within the hour (ED and ward practice)
     near = ecg[rng.random(ecg.size) < 0.25]
