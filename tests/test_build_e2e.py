@@ -142,14 +142,15 @@ def test_resume_after_sigkill_is_byte_identical(built, standin, tmp_path):
 
 
 def test_process_pool_and_dask_give_identical_shards(built, standin, tmp_path):
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import LocalCluster
 
     out, _ = built
     labs, items = [standin / "hosp" / "labevents.csv.gz"], standin / "hosp" / "d_labitems.csv.gz"
     pool = build_dataset(standin / "ecg", labs, tmp_path / "pool", _cfg(), workers=2, d_labitems=items)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        dask = build_dataset(standin / "ecg", labs, tmp_path / "dask", _cfg(), dask_scheduler=client, d_labitems=items)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        # the scheduler address, as `--dask-scheduler ADDRESS` passes it
+        dask = build_dataset(standin / "ecg", labs, tmp_path / "dask", _cfg(), dask_scheduler=cluster.scheduler_address,
+                             d_labitems=items)
     assert pool["build"]["chunks"] > 2 and dask["build"]["executor"] == "dask"
     assert _files(tmp_path / "pool") == _files(tmp_path / "dask") == _files(out)
 
