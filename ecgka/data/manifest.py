@@ -95,6 +95,8 @@ def format_summary(manifest: dict[str, Any], seconds: float | None = None) -> st
     lines.append(f"{'n_max':<{width}}  {manifest['n_max']:>10,}")
     groups = manifest["shot_groups"]
     lines.append(f"{'shot bins':<{width}}  many {len(groups['many'])}, median {len(groups['median'])}, few {len(groups['few'])}")
+    if manifest.get("variants"):
+        lines.append(f"{'variants':<{width}}  {', '.join(manifest['variants'])} (in variants/)")
     if seconds is not None:
         lines.append(f"{'seconds':<{width}}  {seconds:>10.1f}")
     return "\n".join(lines)
