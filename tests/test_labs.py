@@ -97,7 +97,8 @@ def test_missing_columns_one_line_error(tmp_path):
 def test_d_labitems_adds_items_and_not_blood(tmp_path):
     d = tmp_path / "d_labitems.csv"
     d.write_text("itemid,label,fluid,category\n50971,Potassium,Blood,Chemistry\n50822,\"Potassium, Whole Blood\","
-                 "Blood,Blood Gas\n52610,Potassium,Blood,Chemistry\n51097,Potassium,Urine,Chemistry\n"
+                 "Blood,Blood Gas\n52610,Potassium,Blood,Chemistry\n51097,\"Potassium, Urine\",Urine,Chemistry\n"
+                 "51500,Potassium Chloride Dose,Blood,Drug\n"
                  "50912,Creatinine,Blood,Chemistry\n")
     items = select_items(LabsConfig(), d)
     assert items.primary == (50971,) and items.secondary == (50822, 52610) and items.other_fluid == (51097,)

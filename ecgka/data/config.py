@@ -16,8 +16,9 @@ class LabsConfig(ConfigModel):
 
     primary_itemids: list[int] = [50971]  # Potassium, Blood, Chemistry
     secondary_itemids: list[int] = [50822]  # Potassium, Whole Blood, Blood Gas
-    # with --d-labitems: also take items whose label matches and whose fluid is blood (newer 52xxx codes)
-    label_pattern: str = r"^potassium(?:, whole blood)?$"
+    # with --d-labitems: potassium items found by label; blood ones are added as secondary (newer 52xxx
+    # codes), the others (urine, body fluids) are read only to be counted as dropped "not_blood"
+    label_pattern: str = r"^\s*potassium\s*(?:,|$)"  # "Potassium", "Potassium, Whole Blood", "Potassium, Urine"
     blood_fluids: list[str] = ["Blood"]
     lo: float = 1.5  # plausible range, mmol/L (inclusive)
     hi: float = 10.0
