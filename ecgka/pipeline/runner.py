@@ -56,23 +56,24 @@ def _named_files(kind: StageKind, options: dict[str, Any]) -> list[str]:
     return files
 
 
-def stage_fingerprint(stage: StageSpec, kind: StageKind, options: dict[str, Any], upstream: dict[str, str]) -> str:
+def stage_fingerprint(stage: StageSpec, kind: StageKind, options: dict[str, Any], typed: Any,
+                      upstream: dict[str, str]) -> str:
     payload = {
         "kind": stage.kind,
         "options": options,
+        "config": kind.resolved_config(typed),
         "files": {f: _file_digest(Path(f)) for f in _named_files(kind, options)},
         "upstream": upstream,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _resolve_paths(options: dict[str, Any], kind: StageKind, base: Path) -> dict[str, Any]:
-    """Config paths relative to the working directory, else to the project the pipeline file is in."""
+def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A relative ``config`` path is taken from the working directory, else from the project folder."""
     out = dict(options)
-    for name in kind.file_options:
-        value = out.get(name)
-        if isinstance(value, str) and not Path(value).exists() and (base / value).exists():
-            out[name] = str(base / value)
+    value = out.get("config")
+    if isinstance(value, str) and not Path(value).exists() and (base / value).exists():
+        out["config"] = str(base / value)
     return out
 
 
@@ -93,14 +94,15 @@ def run_pipeline(
     for stage in spec.stages:
         kind = STAGE_KINDS.get(stage.kind)
         where = f"stage {stage.id!r}"
-        raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), kind, project_dir)
+        raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), project_dir)
         options = validate_config(kind.options_model, raw, source=where)
         output = kind.output_of(options, out_dir / stage.id)
         upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
-        fingerprint = stage_fingerprint(stage, kind, raw, upstream)
+        fingerprint = stage_fingerprint(stage, kind, raw, options, upstream)
         outputs[stage.id], fingerprints[stage.id] = output, fingerprint
         marker = markers / f"{stage.id}.json"
-        done = marker.exists() and read_json(marker).get("fingerprint") == fingerprint
+        previous = read_json(marker).get("fingerprint") if marker.exists() else None
+        done = previous == fingerprint
         selected = only is None or stage.id in only
         if not selected or (done and not force and kind.is_complete(options, output)):
             if selected:
@@ -108,6 +110,8 @@ def run_pipeline(
             results.append(StageResult(stage.id, stage.kind, "skipped", 0.0, output))
             continue
         log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
+        if force or (previous is not None and previous != fingerprint):
+            kind.reset(output)  # made from other inputs: start afresh instead of resuming
         marker.unlink(missing_ok=True)
         start = time.perf_counter()
         kind.run(options, output)

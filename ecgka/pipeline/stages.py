@@ -59,8 +59,18 @@ class StageKind:
     run: Callable[[Any, Path], None]
     is_complete: Callable[[Any, Path], bool]
     output_of: Callable[[Any, Path], Path] = lambda options, default: default
-    # option names whose values are config files or external inputs (their content joins the fingerprint)
+    # option names whose values are external inputs (their size and time join the fingerprint)
     file_options: tuple[str, ...] = ()
+    # the fully resolved config of the stage (defaults, ``extends`` and overrides applied), fingerprinted
+    resolved_config: Callable[[Any], dict[str, Any]] = lambda options: {}
+    # called before re-running a stage whose inputs or config changed (or with --force); stages that
+    # resume by themselves must not resume work made from other inputs
+    reset: Callable[[Path], None] = lambda out: None
+
+
+def _remove(out: Path) -> None:
+    if out.is_dir():
+        shutil.rmtree(out)
 
 
 STAGE_KINDS: Registry[StageKind] = Registry("stage kind")
@@ -74,22 +84,30 @@ def _run_synth(o: SynthOptions, out: Path) -> None:
     generate_standin(out, subjects=o.subjects, seed=o.seed, workers=o.workers)
 
 
-def _run_build(o: BuildOptions, out: Path) -> None:
+def _build_config(o: BuildOptions) -> Any:
     from ecgka.config import load_config
-    from ecgka.data.build import build_dataset
     from ecgka.data.config import BuildConfig
 
-    cfg = load_config(BuildConfig, o.config, o.overrides)
-    build_dataset(Path(o.ecg_root), [Path(p) for p in o.labs], out, cfg,
+    return load_config(BuildConfig, o.config, o.overrides)
+
+
+def _run_build(o: BuildOptions, out: Path) -> None:
+    from ecgka.data.build import build_dataset
+
+    build_dataset(Path(o.ecg_root), [Path(p) for p in o.labs], out, _build_config(o),
                   workers=o.workers, dask_scheduler=o.dask_scheduler)
 
 
-def _run_train(o: TrainOptions, out: Path) -> None:
-    from ecgka.config import load_config
-    from ecgka.training import TrainConfig, train_run
+def _train_config(o: TrainOptions) -> Any:
+    from ecgka.training import load_train_config
 
-    cfg = load_config(TrainConfig, o.config, o.overrides)
-    train_run(cfg, Path(o.data), out, init=Path(o.init) if o.init else None)
+    return load_train_config(o.config, o.overrides)
+
+
+def _run_train(o: TrainOptions, out: Path) -> None:
+    from ecgka.training import train_run
+
+    train_run(_train_config(o), Path(o.data), out, init=Path(o.init) if o.init else None)
 
 
 def _run_evaluate(o: EvaluateOptions, out: Path) -> None:
@@ -117,10 +135,13 @@ def _train_complete(o: TrainOptions, out: Path) -> bool:
 
 STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _has("ecg/record_list.csv")))
 STAGE_KINDS.register("build")(
-    StageKind(BuildOptions, _run_build, _has("manifest.json", "exclusions.parquet"),
-              file_options=("config", "labs"))
+    StageKind(BuildOptions, _run_build, _has("manifest.json", "exclusions.parquet"), file_options=("labs",),
+              resolved_config=lambda o: _build_config(o).model_dump(mode="json"))
 )
-STAGE_KINDS.register("train")(StageKind(TrainOptions, _run_train, _train_complete, file_options=("config",)))
+STAGE_KINDS.register("train")(
+    StageKind(TrainOptions, _run_train, _train_complete,
+              resolved_config=lambda o: _train_config(o).model_dump(mode="json"), reset=_remove)
+)
 STAGE_KINDS.register("evaluate")(
     StageKind(
         EvaluateOptions,
@@ -129,4 +150,4 @@ STAGE_KINDS.register("evaluate")(
         output_of=lambda o, default: Path(o.run) / "eval" / o.split,
     )
 )
-STAGE_KINDS.register("report")(StageKind(ReportOptions, _run_report, _has("report.html")))
+STAGE_KINDS.register("report")(StageKind(ReportOptions, _run_report, _has("report.html"), reset=_remove))
