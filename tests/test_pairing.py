@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecgka.data.config import PairingConfig
 from ecgka.data.labs import LabTable
@@ -115,3 +117,34 @@ def test_each_ecg_once_and_order_kept():
             continue
         best = np.abs(d[cand]).min()
         assert abs(out["delta_s"].iat[k]) == best
+
+
+def _brute(e, lab_rows, before, after, prefer_primary):
+    """Reference: scan every lab of the subject."""
+    out = []
+    for subj, t in zip(e["subject_id"], e["time_s"], strict=True):
+        cands = [(T0 + round(m * 60) - t, i, v) for s, m, i, v in lab_rows
+                 if s == subj and -before * 60 <= T0 + round(m * 60) - t <= after * 60]
+        if prefer_primary and any(c[1] in PRIMARY for c in cands):
+            cands = [c for c in cands if c[1] in PRIMARY]
+        out.append(min(abs(c[0]) for c in cands) if cands else None)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    labs_rows=st.lists(st.tuples(st.integers(1, 3), st.integers(-150, 150), st.sampled_from([50971, 50822]),
+                                 st.floats(1.5, 10)), max_size=12),
+    ecg_offsets=st.lists(st.tuples(st.integers(1, 3), st.integers(-3 * 3600, 3 * 3600)), min_size=1, max_size=6),
+    before=st.integers(0, 120), after=st.integers(0, 120), prefer=st.booleans(),
+)
+def test_matches_brute_force(labs_rows, ecg_offsets, before, after, prefer):
+    e = ecgs([s for s, _ in ecg_offsets], [o for _, o in ecg_offsets])
+    out = pair(e, labs_rows, window_before_min=before, window_after_min=after, prefer_primary=prefer)
+    got = [None if np.isnan(d) else abs(int(d)) for d in out["delta_s"]]
+    assert got == _brute(e, labs_rows, before, after, prefer)
+    if prefer:  # a primary lab in the window always wins
+        primary_in_window = [w is not None for w in _brute(e, [r for r in labs_rows if r[2] in PRIMARY], before,
+                                                             after, False)]
+        assert [(i == 50971) for i, p in zip(out["itemid"], primary_in_window, strict=True) if p] == \
+            [True] * sum(primary_in_window)
