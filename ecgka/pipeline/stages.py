@@ -27,6 +27,7 @@ class SynthOptions(ConfigModel):
 class BuildOptions(ConfigModel):
     ecg_root: str
     labs: list[str]
+    d_labitems: str | None = None
     config: str | None = None
     overrides: list[str] = []
     workers: int | None = None
@@ -95,7 +96,7 @@ def _run_build(o: BuildOptions, out: Path) -> None:
     from ecgka.data.build import build_dataset
 
     build_dataset(Path(o.ecg_root), [Path(p) for p in o.labs], out, _build_config(o),
-                  workers=o.workers, dask_scheduler=o.dask_scheduler)
+                  workers=o.workers, dask_scheduler=o.dask_scheduler, d_labitems=o.d_labitems, progress=True)
 
 
 def _train_config(o: TrainOptions) -> Any:
@@ -135,7 +136,7 @@ def _train_complete(o: TrainOptions, out: Path) -> bool:
 
 STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _has("ecg/record_list.csv")))
 STAGE_KINDS.register("build")(
-    StageKind(BuildOptions, _run_build, _has("manifest.json", "exclusions.parquet"), file_options=("labs",),
+    StageKind(BuildOptions, _run_build, _has("manifest.json", "exclusions.parquet"), file_options=("labs", "d_labitems"),
               resolved_config=lambda o: _build_config(o).model_dump(mode="json"))
 )
 STAGE_KINDS.register("train")(
