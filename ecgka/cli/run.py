@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="*", default=None, metavar="STAGE", help="run only these stages")
     parser.add_argument("--force", action="store_true", help="re-run stages even when complete")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="resolve and validate every stage and config without running anything")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     check_only(spec, only)
     out = args.out or Path("outputs") / spec.name
     project_dir = args.pipeline.resolve().parent.parent
+    if args.check:
+        from ecgka.pipeline.runner import check_pipeline
+
+        ids = check_pipeline(spec, out, project_dir)
+        print(f"pipeline {spec.name}: {len(ids)} stages resolve and validate")
+        return 0
     results = run_pipeline(spec, out, project_dir, only=only, force=args.force)
     ran = sum(r.status == "ran" for r in results)
     print(f"\npipeline {spec.name}: {ran} stage(s) ran, {len(results) - ran} skipped; outputs in {out}")

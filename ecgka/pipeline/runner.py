@@ -77,6 +77,26 @@ def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+def _prepare(stage: StageSpec, spec: PipelineSpec, outputs: dict[str, Path], out_dir: Path,
+             project_dir: Path) -> tuple[StageKind, Any, dict[str, Any], Path]:
+    """Resolve a stage's references and validate its options: (kind, typed options, raw options, output)."""
+    kind = STAGE_KINDS.get(stage.kind)
+    where = f"stage {stage.id!r}"
+    raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), project_dir)
+    options = validate_config(kind.options_model, raw, source=where)
+    return kind, options, raw, kind.output_of(options, out_dir / stage.id)
+
+
+def check_pipeline(spec: PipelineSpec, out_dir: Path, project_dir: Path) -> list[str]:
+    """Resolve and validate every stage and its full config without running anything; returns the ids."""
+    outputs: dict[str, Path] = {}
+    for stage in spec.stages:
+        kind, options, _, output = _prepare(stage, spec, outputs, out_dir, project_dir)
+        kind.resolved_config(options)
+        outputs[stage.id] = output
+    return [stage.id for stage in spec.stages]
+
+
 def run_pipeline(
     spec: PipelineSpec,
     out_dir: Path,
@@ -92,11 +112,7 @@ def run_pipeline(
     fingerprints: dict[str, str] = {}
     results: list[StageResult] = []
     for stage in spec.stages:
-        kind = STAGE_KINDS.get(stage.kind)
-        where = f"stage {stage.id!r}"
-        raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), project_dir)
-        options = validate_config(kind.options_model, raw, source=where)
-        output = kind.output_of(options, out_dir / stage.id)
+        kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
         upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
         fingerprint = stage_fingerprint(stage, kind, raw, options, upstream)
         outputs[stage.id], fingerprints[stage.id] = output, fingerprint

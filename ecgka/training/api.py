@@ -86,7 +86,7 @@ def _run_info(cfg: TrainConfig, data_dir: Path, manifest: dict, status: str, **e
             "init": cfg.init.path, "init_mode": cfg.init.mode if cfg.init.path else None,
             "dataset_dir": str(data_dir), "dataset_fingerprint": manifest.get("fingerprint"),
             "status": status, "selection_metric": cfg.selection_metric, "ecgka_version": __version__,
-            "seed": cfg.seed, **extra}
+            "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
 
 
 def _prepare_dir(run_dir: Path, cfg: TrainConfig, data_dir: Path, manifest: dict, info: DistInfo) -> dict | None:
