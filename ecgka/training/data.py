@@ -56,7 +56,7 @@ def _write_signal_cache(shards: list[Path], n_rows: int, width: int, target: Pat
         for shard in shards:
             for rb in pq.ParquetFile(shard).iter_batches(batch_size=2048, columns=[Col.SIGNAL.value]):
                 col = rb.column(0)
-                values = col.values.to_numpy(zero_copy_only=False)
+                values = col.flatten().to_numpy(zero_copy_only=False)  # respects slice offsets
                 if values.size != len(col) * width:
                     raise InputError(f"{shard}: signal has {values.size // max(len(col), 1)} values per row, "
                                      f"manifest says {width}")
