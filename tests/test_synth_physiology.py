@@ -22,11 +22,11 @@ def ecg(k: float, seed: int = 3, **traits) -> np.ndarray:
     return synthesize(k, {**TRAITS, **traits}, np.random.default_rng(seed))[0]
 
 
-def r_samples(seed: int = 3) -> list[int]:
+def r_samples(seed: int = 3, hr: float = TRAITS["hr"]) -> list[int]:
     """R-peak sample positions of ``ecg(.., seed)``: replays the generator's first draws (heart rate, beats),
     which do not depend on potassium, so tall T waves cannot be mistaken for R peaks."""
     rng = np.random.default_rng(seed)
-    hr = float(np.clip(TRAITS["hr"] + rng.normal(0, 7), 40, 150))
+    hr = float(np.clip(hr + rng.normal(0, 7), 40, 150))
     r, _ = beat_times(rng, hr, False, 0.0)
     return [int(round(t * 500)) for t in r if 0.4 < t < 9.3]
 
@@ -54,8 +54,8 @@ def test_t_wave_grows_with_potassium_and_inverts_when_very_low():
 
 
 def test_hyperkalaemia_flattens_p_and_widens_qrs():
-    normal, high = ecg(4.2)[:, II], ecg(8.0)[:, II]
-    rn = rh = r_samples()
+    normal, high = ecg(4.2, hr=52.0)[:, II], ecg(8.0, hr=52.0)[:, II]  # slow: T and next P far apart
+    rn = rh = r_samples(hr=52.0)
 
     def p_height(x, lo, hi):  # P peak 100-200 ms before R (PR is longer at 8.0), above the level before it
         return np.median([x[i - hi : i - lo].max() - x[i - hi - 20 : i - hi].mean() for i in rn])
