@@ -101,7 +101,8 @@ def beat_times(rng: np.random.Generator, hr: float, af: bool, ectopy: float) -> 
 def _wave_table(r: np.ndarray, pvc: np.ndarray, rr: float, tr: dict, eff: dict, af: bool, rng) -> np.ndarray:
     """[waves, beats, 4]: centre (s), left sigma (s), right sigma (s), amplitude scale."""
     h, q = eff["hyper"], eff["hypo"]
-    qrs = tr["qrs_ms"] / 1000 * (1 + 0.45 * max(h - 0.6, 0.0))
+    # QRS widens from K ~6.2 and steeply from ~7.6, where it merges with the T wave (sine-wave pattern)
+    qrs = tr["qrs_ms"] / 1000 * (1 + 0.45 * max(h - 0.6, 0.0) + 0.8 * max(h - 1.3, 0.0))
     pr = tr["pr_ms"] / 1000 + 0.025 * min(h, 2.0)
     qt = tr["qt_ms"] / 1000 * (rr / 0.81) ** 0.35 - 0.02 * min(h, 2.0) + 0.035 * q
     t_amp = tr["t_amp"] * (1 + eff["slope"]) * (1 + 1.0 * h) * (1 - 0.85 * q) * rng.lognormal(0, 0.12)
