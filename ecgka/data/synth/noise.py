@@ -16,6 +16,7 @@ _T = np.arange(N_SAMPLES) / FS
 _STEP = 10  # samples per point of the coarse (50 Hz) grid used for slow components
 _T_COARSE = np.arange(N_SAMPLES // _STEP + 1) * _STEP / FS
 WANDER_MEDIAN_MV = 0.05
+LIMB_NOISE = 1.1  # limb electrodes (RA, LA, LL) move more than the chest electrodes
 
 
 def _upsample(coarse: np.ndarray) -> np.ndarray:
@@ -64,6 +65,7 @@ def electrodes_to_leads(e: np.ndarray) -> np.ndarray:
 def add_noise(leads: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Add electrode-level nuisance to [8, T] leads I, II, V1..V6."""
     e = baseline_wander(rng, 9) + mains(rng, 9) + muscle(rng, 9)
+    e[:3] *= LIMB_NOISE
     return leads + electrodes_to_leads(e)
 
 

@@ -36,7 +36,7 @@ _AMPS = np.array([0.11, 0.12, 1.15, 0.35, 1.0, 0.30, 0.03, 1.40, 0.45])
 # lead vectors of I, II, V1..V6; precordial gains calibrated so per-lead SDs match MIMIC (see tests)
 _PRECORDIAL_DEG = np.array([118.0, 96.0, 78.0, 58.0, 34.0, 8.0])
 _PRECORDIAL_GAIN = np.array([1.48, 2.37, 2.54, 2.17, 1.61, 1.18])
-_LIMB_GAIN = np.array([0.74, 0.74])
+_LIMB_GAIN = np.array([0.67, 0.67])
 
 
 def lead_matrix() -> np.ndarray:
