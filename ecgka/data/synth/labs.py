@@ -79,6 +79,7 @@ class _SubjectLabs:
     def __init__(self, plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: Ids, rng):
         self.plan, self.subject_id, self.hadm_ids, self.ids, self.rng = plan, subject_id, hadm_ids, ids, rng
         self.rows: list[list] = []
+        self._draw: int | None = None  # index of the draw being written (for its episode's hadm_id)
         alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
         self.provider = "P" + "".join(alphabet[i] for i in rng.integers(0, 36, 5)) if rng.random() < 0.6 else ""
 
@@ -148,7 +149,6 @@ def subject_lab_rows(plan: SubjectPlan, subject_id: int, hadm_ids: list, ids: Id
     """All labevents rows of one subject, sorted by charttime then itemid (labevent_id still None)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, plan.index)))
     labs = _SubjectLabs(plan, subject_id, hadm_ids, ids, rng)
-    labs._draw = None
     for i in range(plan.draw_times.size):
         labs.draw(i)
     labs.duplicates()

@@ -8,7 +8,7 @@ the lab label of an ECG is noisy like in MIMIC (timing offsets, haemolysis, assa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -51,7 +51,6 @@ class SubjectPlan:
     draw_k: np.ndarray
     draw_episode: np.ndarray
     draw_stat: np.ndarray  # bool: STAT priority
-    carts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def datetime_at(self, minutes: float) -> datetime:
         return self.epoch + timedelta(minutes=float(minutes))
