@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,27 @@ def test_non_writable_parent_is_refused(tmp_path, capsys):
         assert "not writable" in _error(capsys, ["--out", str(parent / "out"), "--subjects", "2"])
     finally:
         parent.chmod(0o700)
+
+
+@pytest.mark.skipif(not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),
+                    reason="needs root and setpriv to drop to an unprivileged user")
+def test_non_writable_parent_is_refused_for_an_unprivileged_user():
+    """As root (CI), run the command as user 'nobody', for whom the folder is really not writable."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        parent = base / "ro"
+        parent.mkdir(mode=0o555)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               sys.executable, "-m", "ecgka", "synth", "--out", str(parent / "out"), "--subjects", "2"]
+        result = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        if "Permission denied" in result.stderr and "Traceback" in result.stderr:
+            pytest.skip("the checkout is not readable by user 'nobody'")
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0 and "not writable" in result.stderr
+        assert list(parent.iterdir()) == []
+    finally:
+        shutil.rmtree(base)
 
 
 def test_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
