@@ -164,3 +164,23 @@ def test_device_zscore_matches_the_numpy_one(data_dir):
     ref, ref_y = read_batch(data, batches[0], [0, 1], normalise=True)
     np.testing.assert_allclose(x.numpy(), ref, atol=2e-5)
     np.testing.assert_array_equal(y2.numpy(), ref_y)
+
+
+def test_apply_init_modes(stage1):
+    from ecgka.training.api import build_model
+    from ecgka.training.two_stage import apply_init
+
+    cfg = load_train_config(None, FAST)
+    parent = torch.load(stage1 / "checkpoints/best.pt", weights_only=True)["model"]
+    full = build_model(cfg, 2)
+    apply_init(full, stage1, "full")
+    assert all(torch.equal(v, parent[k]) for k, v in full.state_dict().items())
+    trainable = {n for n, p in full.named_parameters() if p.requires_grad}
+    assert "head.weight" in trainable and "stem.0.conv.weight" in trainable
+    head = build_model(cfg, 2)
+    apply_init(head, stage1, "head")
+    assert {n for n, p in head.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
+    assert not torch.equal(head.head.weight, parent["head.weight"])
+    assert all(torch.equal(v, parent[k]) for k, v in head.state_dict().items() if not k.startswith("head."))
+    with pytest.raises(InputError, match="do not fit"):
+        apply_init(build_model(load_train_config(None, [*FAST, "model.preset=ecg"]), 2), stage1, "head")
