@@ -24,7 +24,7 @@ from ecgka.registry import look_up_option
 from ecgka.training.config import TrainConfig
 from ecgka.training.data import lead_indices, load_split, read_manifest
 from ecgka.training.distributed import DistInfo, barrier, gather_with_grad, init_distributed, shutdown
-from ecgka.training.loop import Trainer
+from ecgka.training.loop import EpochSummaryHook, Trainer
 from ecgka.training.prediction import resolve_device
 from ecgka.training.resume import CheckpointHook, check_run_dir, load_last, restore
 from ecgka.training.step import FeatureModel
@@ -79,6 +79,11 @@ def _wrap(model: torch.nn.Module, criterion, cfg: TrainConfig, device: torch.dev
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
     return net
+
+
+def _hooks(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> list:
+    hooks = [CheckpointHook(run_dir, enabled=info.main)]
+    return hooks + [EpochSummaryHook()] if cfg.progress and info.main else hooks
 
 
 def _run_info(cfg: TrainConfig, data_dir: Path, manifest: dict, status: str, **extra: Any) -> dict[str, Any]:
@@ -158,7 +163,7 @@ def _train(cfg: TrainConfig, data_dir: Path, run_dir: Path, device: torch.device
     optimizer = build_optimizer(cfg, model, criterion)
     trainer = Trainer(cfg=cfg, model=model, net=_wrap(model, criterion, cfg, device, info), criterion=criterion,
                       optimizer=optimizer, train=train, val=val, leads=leads, device=device, info=info,
-                      manifest=manifest, hooks=[CheckpointHook(run_dir, enabled=info.main)])
+                      manifest=manifest, hooks=_hooks(cfg, run_dir, info))
     if (state := load_last(run_dir)) is not None:
         restore(trainer, state)
     trainer.fit()

@@ -30,6 +30,16 @@ class Hook:
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
 
+class EpochSummaryHook(Hook):
+    """One line per finished epoch on stderr (the tqdm bar of the epoch is cleared when it ends)."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        metric = trainer.cfg.selection_metric
+        print(f"epoch {record['epoch']}/{trainer.cfg.epochs - 1}: loss {record['train_loss']:.4f}, "
+              f"val {metric} {record['val'][metric]:.4f}{' (best)' if record['is_best'] else ''}, "
+              f"{record['samples_per_s']:.0f} samples/s, {record['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
 def lr_factor(epoch: int, milestones: list[int], gamma: float) -> float:
     """MultiStepLR semantics: lr x gamma for every milestone <= epoch (epochs counted from 0)."""
     return gamma ** sum(1 for m in milestones if m <= epoch)
