@@ -184,3 +184,14 @@ def test_apply_init_modes(stage1):
     assert all(torch.equal(v, parent[k]) for k, v in head.state_dict().items() if not k.startswith("head."))
     with pytest.raises(InputError, match="do not fit"):
         apply_init(build_model(load_train_config(None, [*FAST, "model.preset=ecg"]), 2), stage1, "head")
+
+
+def test_cuda_only_options_are_ignored_on_the_cpu(data_dir, tmp_path):
+    runs = {}
+    for name, extra in {"plain": [], "flags": ["bf16=true", "compile=true"]}.items():
+        runs[name] = tmp_path / name
+        info = train_run(load_train_config(None, [*FAST, "epochs=1", "device=cpu", *extra]), data_dir, runs[name])
+        assert info["device"] == "cpu"
+    a = torch.load(runs["plain"] / "checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(runs["flags"] / "checkpoints/last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same data: same weights (deterministic on CPU)"
