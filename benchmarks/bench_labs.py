@@ -55,11 +55,11 @@ def write_labevents(path: Path, n_rows: int, seed: int = 0, block: int = 500_000
 
 
 def _status_kb(field: str) -> float:
-    """VmRSS / VmHWM of this process (Linux; VmHWM is the peak RSS of this process image only)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
+    """Current (VmRSS) or peak (VmHWM) resident memory of this process, in KiB."""
+    if field == "VmHWM":
+        import resource
+
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
     import psutil
 
     return psutil.Process().memory_info().rss / 1024
