@@ -51,3 +51,26 @@ def test_paper_pipeline_needs_the_mimic_paths(tmp_path):
     result = _ecgka("run", "pipelines/ecg_ka_dir_paper.yaml", "--check", "--out", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "variable 'ecg_root' is not set" in result.stderr
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
+    """SIGKILL the smoke job once its dataset is built; the re-run skips what finished and completes."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "smoke"
+    proc = subprocess.Popen([sys.executable, "-m", "ecgka", "run", "pipelines/smoke.yaml", "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = out / ".pipeline" / "dataset.json"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (out / "report" / "report.html").exists()
+    resumed = _ecgka("run", "pipelines/smoke.yaml", "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "[skip] standin" in resumed.stdout and "[skip] dataset" in resumed.stdout
+    assert "[run ] report" in resumed.stdout and (out / "report" / "report.html").is_file()
