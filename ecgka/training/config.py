@@ -70,6 +70,11 @@ class TrainConfig(ConfigModel):
     # far fewer steps to leave the trivial region on small runs; see docs/training.md.
     head_bias_init: Literal["train_mean", "default"] = "train_mean"
     views_noise_std: float = Field(0.1, ge=0)  # Gaussian-noise views (ConR), in z-score units
+    # Re-estimate BatchNorm statistics with dropout off before each validation (and so in every saved
+    # checkpoint): removes the dropout/BatchNorm variance shift (ecgka/training/bn_recalibration.py).
+    # false: the released behaviour.
+    recalibrate_bn: bool = True
+    recalibrate_bn_samples: int = Field(4096, ge=0)
     selection_metric: Literal["mae", "balanced_mae"] = "balanced_mae"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

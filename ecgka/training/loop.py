@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecgka.training.bn_recalibration import recalibrate_batchnorm
 from ecgka.training.config import TrainConfig
 from ecgka.training.data import SplitData
 from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
@@ -143,6 +144,11 @@ class Trainer:
         self.criterion.on_epoch_end(epoch, f, t)
 
     def validate(self) -> dict[str, float]:
+        if self.cfg.recalibrate_bn:
+            recalibrate_batchnorm(self.model, self.train, self.leads, samples=self.cfg.recalibrate_bn_samples,
+                                  batch_size=self.cfg.data.eval_batch_size, seed=self.cfg.seed,
+                                  epoch=self.epoch, device=self.device, normalise=self.cfg.data.zscore,
+                                  prefetch=self.cfg.data.prefetch)
         pred = predict_arrays(self.model, self.val, self.leads, batch_size=self.cfg.data.eval_batch_size,
                               device=self.device, bf16=self.cfg.bf16, normalise=self.cfg.data.zscore,
                               prefetch=self.cfg.data.prefetch)
