@@ -98,6 +98,7 @@ class Trainer:
         sums = self.partial or {"loss": 0.0, "terms": {}, "batches": 0, "samples": 0, "seconds": 0.0,
                                 "data_seconds": 0.0}
         feats, targets = [], []
+        pending: list[dict[str, Any]] = []  # per-step losses still on the device
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         t0 = wait0 = time.perf_counter()
         bar = self._progress(len(batches), epoch)
@@ -108,32 +109,45 @@ class Trainer:
             out = train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
                              views_std=self.cfg.views_noise_std, bf16=self.cfg.bf16,
                              after_backward=lambda: average_gradients(extra, self.info))
-            self._accumulate(sums, out, len(y))
+            pending.append({"loss": out["loss"], "terms": dict(out["terms"])})
+            sums["batches"] += 1
+            sums["samples"] += len(y)
             if getattr(self.criterion, "requires_features", False):
                 feats.append(out["features"].cpu())
                 targets.append(y.cpu())
             self.step += 1
             bar.update(1)
             if self.step % 10 == 0:
+                self._flush(sums, pending)
                 bar.set_postfix(loss=f"{sums['loss'] / sums['batches']:.4f}")
             if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0 \
                     and self.step < len(batches):
+                self._flush(sums, pending)
                 self.partial = {**sums, "seconds": sums["seconds"] + time.perf_counter() - t0}
                 for hook in self.hooks:
                     hook.on_step_end(self)
             wait0 = time.perf_counter()
         bar.close()
+        self._flush(sums, pending)
         sums["seconds"] += time.perf_counter() - t0
         self._epoch_features(epoch, feats, targets)
         return self._record(epoch, lr, sums)
 
     @staticmethod
-    def _accumulate(sums: dict[str, Any], out: dict[str, Any], rows: int) -> None:
-        sums["loss"] += float(out["loss"])
-        for name, value in out["terms"].items():
-            sums["terms"][name] = sums["terms"].get(name, 0.0) + float(value)
-        sums["batches"] += 1
-        sums["samples"] += rows
+    def _flush(sums: dict[str, Any], pending: list[dict[str, Any]]) -> None:
+        """Add the pending per-step losses (device tensors) to ``sums``: one device-to-host copy per
+        flush instead of a synchronising ``float()`` per step; same additions in the same order."""
+        if not pending:
+            return
+        names = ["loss", *pending[0]["terms"]]
+        rows = torch.stack([torch.stack([p["loss"], *p["terms"].values()]).float() for p in pending]).cpu()
+        for values in rows.tolist():
+            for name, value in zip(names, values, strict=True):
+                if name == "loss":
+                    sums["loss"] += value
+                else:
+                    sums["terms"][name] = sums["terms"].get(name, 0.0) + value
+        pending.clear()
 
     def _epoch_features(self, epoch: int, feats: list, targets: list) -> None:
         if not feats:
