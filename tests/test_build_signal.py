@@ -29,6 +29,17 @@ def test_batch_clean_equals_neurokit(powerline):
     assert np.array_equal(to_stored(ours)[0], ours[0].astype(np.float16).reshape(-1))
 
 
+def test_clean_at_rates_below_twice_the_mains():
+    """At 100 Hz a 60 Hz mains period is 1.67 samples: the moving average is the identity (neurokit2 raises)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.stack([ecg_digital(s)[::5, 1] / 200.0 for s in range(2)])  # 10 s at 100 Hz
+    ours = clean_batch(x, 100, SignalConfig(fs=100, n_samples=1000, powerline_hz=60.0))
+    ref = sosfiltfilt(butter(5, 0.5, btype="highpass", output="sos", fs=100), x, axis=-1)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+    assert not np.allclose(clean_batch(x, 100, SignalConfig(fs=100, n_samples=1000, powerline_hz=25.0)), ref)
+
+
 def test_leads_by_name_not_position():
     d = ecg_digital(0)
     names = list(reversed(MIMIC_LEADS))

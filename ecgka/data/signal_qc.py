@@ -64,6 +64,8 @@ def _neurokit_batch(x: np.ndarray, fs: int, cfg: SignalConfig) -> np.ndarray:
 
     y = sosfiltfilt(_highpass_sos(fs), x, axis=-1)
     b = np.ones(int(fs / cfg.powerline_hz)) if fs >= 100 else np.ones(2)
+    if len(b) < 2:  # mains period under 2 samples (e.g. 60 Hz at 100 Hz): a 1-tap average is the identity
+        return y  # (neurokit2 raises here; resampling's anti-alias filter has already removed the mains)
     return filtfilt(b, [len(b)], y, method="pad", axis=-1)
 
 
