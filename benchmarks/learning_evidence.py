@@ -34,13 +34,14 @@ def ecgka(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "ecgka", *args], check=True, cwd=REPO)
 
 
-def dataset(out: Path, subjects: int, per_bin_cap: int, workers: int) -> Path:
+def dataset(out: Path, subjects: int, per_bin_cap: int, workers: int, build_set: list[str]) -> Path:
     standin, data = out / "standin", out / "data"
     if not standin.is_dir():
         ecgka("synth", "--out", str(standin), "--subjects", str(subjects), "--seed", "0", "--workers", str(workers))
     if not (data / "manifest.json").is_file():
         ecgka("build", "--ecg-root", str(standin / "ecg"), "--labs", str(standin / "hosp/labevents.csv.gz"),
-              "--out", str(data), "--workers", str(workers), "--quiet", f"split.per_bin_cap={per_bin_cap}")
+              "--out", str(data), "--workers", str(workers), "--quiet", f"split.per_bin_cap={per_bin_cap}",
+              *build_set)
     return data
 
 
@@ -59,17 +60,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stage2-epochs", type=int, default=None, help="default: --epochs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--build-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="build override, e.g. signal.fs=100 (repeatable)")
+    parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training override for both stages, e.g. model.overrides.dropout=0.1 (repeatable)")
+    parser.add_argument("--vanilla-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training override for the vanilla (stage 1) run only, e.g. optim.milestones=[20,32]")
     parser.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         t0 = time.perf_counter()
-        data = dataset(out, args.subjects, args.per_bin_cap, args.threads)
+        data = dataset(out, args.subjects, args.per_bin_cap, args.threads, args.build_set)
         manifest = read_manifest(data)
         common = [f"model.preset={args.preset}", f"batch_size={args.batch}", f"threads={args.threads}",
-                  "progress=false"]
+                  "progress=false", *args.train_set]
         vanilla = out / "runs/vanilla"
-        train_run(load_train_config(REPO / "configs/train/vanilla.yaml", [*common, f"epochs={args.epochs}"]),
+        train_run(load_train_config(REPO / "configs/train/vanilla.yaml", [*common, f"epochs={args.epochs}", *args.vanilla_set]),
                   data, vanilla)
         t1 = time.perf_counter()
         dist = out / "runs/dist_loss"
