@@ -23,6 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ecgka.metrics.bootstrap import bootstrap_ci  # noqa: E402
 from ecgka.training import load_train_config, predict, train_run  # noqa: E402
 from ecgka.training.data import load_split, read_manifest  # noqa: E402
 from ecgka.training.metrics import selection_metrics  # noqa: E402
@@ -45,10 +46,26 @@ def dataset(out: Path, subjects: int, per_bin_cap: int, workers: int, build_set:
     return data
 
 
-def test_metrics(run: Path, data: Path, manifest: dict) -> dict[str, float]:
-    df = predict(run, data, "test", checkpoint="best", device="cpu")
-    return selection_metrics(df["prediction"].to_numpy(), df["label"].to_numpy(), manifest["label"],
-                             manifest["shot_groups"])
+def metrics_of(pred: np.ndarray, labels: np.ndarray, manifest: dict) -> dict[str, float]:
+    return selection_metrics(pred, labels, manifest["label"], manifest["shot_groups"])
+
+
+def reduction_ci(better: np.ndarray, worse: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
+                 manifest: dict, n_boot: int) -> dict[str, list[float]]:
+    """Relative MAE reduction 1 - MAE(better)/MAE(worse) per group, with a paired 95 % CI from a bootstrap
+    over test subjects (both predictors scored on the same replicate)."""
+
+    def reduction(idx: np.ndarray, group: str) -> float | None:
+        a = metrics_of(better[idx], labels[idx], manifest).get(group)
+        b = metrics_of(worse[idx], labels[idx], manifest).get(group)
+        return None if a is None or b is None or b == 0 else 1.0 - a / b
+
+    everything = np.arange(len(labels))
+    out = {}
+    for group in ("mae", "mae_few", "balanced_mae"):
+        ci = bootstrap_ci(lambda idx, g=group: reduction(idx, g), subjects, n_boot=n_boot)
+        out[group] = [reduction(everything, group), ci["lower"], ci["upper"]]
+    return out
 
 
 def main() -> None:
@@ -66,6 +83,7 @@ def main() -> None:
                         help="training override for both stages, e.g. model.overrides.dropout=0.1 (repeatable)")
     parser.add_argument("--vanilla-set", action="append", default=[], metavar="KEY=VALUE",
                         help="training override for the vanilla (stage 1) run only, e.g. optim.milestones=[20,32]")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the CIs")
     parser.add_argument("--out", default=None, help="keep everything here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,14 +102,18 @@ def main() -> None:
                                     [*common, f"epochs={args.stage2_epochs or args.epochs}"]), data, dist, init=vanilla)
         t2 = time.perf_counter()
         train_labels = load_split(data, "train").labels
-        test = predict(vanilla, data, "test", checkpoint="best", device="cpu")
+        vanilla_test = predict(vanilla, data, "test", checkpoint="best", device="cpu")
+        dist_test = predict(dist, data, "test", checkpoint="best", device="cpu")
+        labels, subjects = vanilla_test["label"].to_numpy(), vanilla_test["subject_id"].to_numpy()
         median = float(np.median(train_labels))
-        rows = {
-            "constant median": selection_metrics(np.full(len(test), median), test["label"].to_numpy(),
-                                                 manifest["label"], manifest["shot_groups"]),
-            "vanilla": test_metrics(vanilla, data, manifest),
-            "Dist Loss (two-stage)": test_metrics(dist, data, manifest),
-        }
+        preds = {"constant median": np.full(len(labels), median),
+                 "vanilla": vanilla_test["prediction"].to_numpy(),
+                 "Dist Loss (two-stage)": dist_test["prediction"].to_numpy()}
+        rows = {name: metrics_of(p, labels, manifest) for name, p in preds.items()}
+        cis = {"vanilla vs constant": reduction_ci(preds["vanilla"], preds["constant median"], labels, subjects,
+                                                   manifest, args.n_boot),
+               "Dist Loss vs vanilla": reduction_ci(preds["Dist Loss (two-stage)"], preds["vanilla"], labels,
+                                                    subjects, manifest, args.n_boot)}
         counts = manifest["counts"]
         print(f"\nstand-in {args.subjects} subjects -> train {counts['train']}, val {counts['val']}, "
               f"test {counts['test']}; preset {args.preset}, batch {args.batch}, {args.epochs} epochs; "
@@ -99,7 +121,10 @@ def main() -> None:
         print(f"{'test MAE (mmol/L)':<24}" + "".join(f"{g:>14}" for g in GROUPS))
         for name, m in rows.items():
             print(f"{name:<24}" + "".join(f"{m.get(g, float('nan')):>14.3f}" for g in GROUPS))
-        print(json.dumps(rows))
+        print(f"\nMAE reduction, paired 95 % CI over {len(np.unique(subjects))} test subjects ({args.n_boot} replicates)")
+        for name, groups in cis.items():
+            print(f"{name:<24}" + "".join(f"  {g} {v:+.1%} [{lo:+.1%}, {hi:+.1%}]" for g, (v, lo, hi) in groups.items()))
+        print(json.dumps({"test_mae": rows, "reduction_ci": cis}))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ import torch
 from shard_factory import write_dataset
 
 from ecgka.errors import ConfigError, InputError
+from ecgka.models import create_model
 from ecgka.training import load_train_config, predict, train_run
 from ecgka.training.data import load_split, read_batch, zscore
+from ecgka.training.two_stage import frozen_backbone_eval
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1"]
@@ -85,8 +87,10 @@ def test_complete_run_is_skipped_and_a_changed_config_refused(stage1, data_dir):
 
 
 def test_two_stage_trains_only_the_head(stage1, data_dir, tmp_path):
-    # the released behaviour (no BatchNorm re-estimation): statistics drift in stage 2 while weights are frozen
-    cfg = load_train_config(REPO / "configs/train/dist_loss.yaml", [*FAST, "epochs=2", "recalibrate_bn=false"])
+    # the released behaviour (train-mode backbone, no BatchNorm re-estimation): statistics drift in stage 2
+    # while the weights are frozen
+    cfg = load_train_config(REPO / "configs/train/dist_loss.yaml",
+                            [*FAST, "epochs=2", "recalibrate_bn=false", "init.backbone=train"])
     run = tmp_path / "dist"
     info = train_run(cfg, data_dir, run, init=stage1)
     assert info["stage"] == 2 and info["display_name"] == "Dist Loss" and info["init"] == str(stage1)
@@ -101,6 +105,30 @@ def test_two_stage_trains_only_the_head(stage1, data_dir, tmp_path):
         else:
             assert torch.equal(value, child[key]), f"{key} changed although frozen"
     assert any(not torch.equal(parent[k], child[k]) for k in parent if k.endswith("running_mean"))
+
+
+def test_two_stage_eval_backbone_keeps_every_backbone_tensor(stage1, data_dir, tmp_path):
+    """Default stage 2: the frozen backbone runs in eval mode, so only the head changes (BatchNorm
+    statistics included, and no re-estimation touches them)."""
+    cfg = load_train_config(REPO / "configs/train/dist_loss.yaml", [*FAST, "epochs=2"])
+    assert cfg.recalibrate_bn and cfg.init.backbone == "eval"
+    run = tmp_path / "dist_eval"
+    train_run(cfg, data_dir, run, init=stage1)
+    parent = torch.load(stage1 / "checkpoints/best.pt", weights_only=True)["model"]
+    child = torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
+    changed = {key for key in parent if not torch.equal(parent[key], child[key])}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_frozen_backbone_eval_turns_dropout_and_batchnorm_off():
+    model = create_model("net1d", preset="tiny")
+    model.train()
+    frozen_backbone_eval(model)
+    backbone = [m for m in model.modules() if m is not model.head]
+    assert any(isinstance(m, torch.nn.Dropout) for m in backbone)
+    assert not any(m.training for m in backbone) and model.head.training
+    x = torch.randn(4, 1, 500)
+    torch.testing.assert_close(model.forward_features(x), model.forward_features(x))  # deterministic
 
 
 def test_loader_rejects_a_directory_without_manifest(tmp_path):

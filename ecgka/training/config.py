@@ -48,12 +48,20 @@ class InitConfig(ConfigModel):
     """Stage 2: start from a stage-1 run (or checkpoint).
 
     ``head`` (the paper's two-stage scheme for Dist Loss and Balanced MSE): re-initialise the final linear
-    layer, freeze everything else, keep train() mode (BatchNorm statistics keep updating, as released).
+    layer and freeze everything else. ``backbone`` says how the frozen backbone runs while the head trains:
+    ``eval`` (default) with dropout off and BatchNorm statistics fixed, so the head is fit on exactly the
+    features it is used with; ``train`` as released (dropout active, BatchNorm statistics keep updating).
     ``full``: load the weights and fine-tune all of them (e.g. a baseline's model fine-tuned with Dist Loss).
     """
 
     path: str | None = None
     mode: Literal["head", "full"] = "head"
+    backbone: Literal["eval", "train"] = "eval"
+
+    @property
+    def frozen_backbone_in_eval(self) -> bool:
+        """Stage 2 trains the head alone on an eval-mode backbone."""
+        return self.path is not None and self.mode == "head" and self.backbone == "eval"
     checkpoint: Literal["best", "last"] = "best"
 
 

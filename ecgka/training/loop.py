@@ -23,6 +23,7 @@ from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.metrics import selection_metrics
 from ecgka.training.prediction import predict_arrays
 from ecgka.training.step import train_step
+from ecgka.training.two_stage import frozen_backbone_eval
 
 
 class Hook:
@@ -92,6 +93,8 @@ class Trainer:
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
         self.net.train()
+        if self.cfg.init.frozen_backbone_in_eval:
+            frozen_backbone_eval(self.model)
         self.criterion.on_epoch_start(epoch)
         lr = self.set_lr(epoch)
         batches = self.batches(epoch)
@@ -158,7 +161,7 @@ class Trainer:
         self.criterion.on_epoch_end(epoch, f, t)
 
     def validate(self) -> dict[str, float]:
-        if self.cfg.recalibrate_bn:
+        if self.cfg.recalibrate_bn and not self.cfg.init.frozen_backbone_in_eval:  # fixed statistics stay
             recalibrate_batchnorm(self.model, self.train, self.leads, samples=self.cfg.recalibrate_bn_samples,
                                   batch_size=self.cfg.data.eval_batch_size, seed=self.cfg.seed,
                                   epoch=self.epoch, device=self.device, normalise=self.cfg.data.zscore,

@@ -1,8 +1,11 @@
 """Stage 2 of the paper's scheme: start from a stage-1 run.
 
 ``head`` mode (Dist Loss, Balanced MSE as published): load the stage-1 weights, re-initialise the final
-linear layer, freeze every other parameter. The model stays in train() mode as in the released code, so
-BatchNorm running statistics keep updating and dropout stays active in the frozen backbone.
+linear layer, freeze every other parameter. By default the frozen backbone runs in eval mode while the head
+trains (:func:`frozen_backbone_eval`): dropout off, BatchNorm statistics fixed, so the head is fit on the
+very features it is used with. ``init.backbone=train`` keeps the released behaviour (the whole model in
+train() mode: BatchNorm running statistics keep updating and dropout stays active in the frozen backbone;
+with Net1D's Dropout(0.5) the head is then fit on noisy features, see docs/training.md).
 ``full`` mode loads the weights and fine-tunes everything (a baseline's model fine-tuned with Dist Loss).
 """
 
@@ -36,6 +39,12 @@ def head_only(model: nn.Module) -> None:
     model.head.reset_parameters()
     for param in model.head.parameters():
         param.requires_grad_(True)
+
+
+def frozen_backbone_eval(model: nn.Module) -> None:
+    """Eval mode for everything but ``model.head`` (called after each ``train()``)."""
+    model.eval()
+    model.head.train()
 
 
 INIT_MODES = {"head": head_only, "full": lambda model: None}
