@@ -57,3 +57,20 @@ def test_unknown_names_list_the_valid_ones():
         create_model("net2d")
     with pytest.raises(ConfigError, match="did you mean 'small'"):
         create_model("net1d", preset="smal")
+
+
+@pytest.mark.parametrize(("preset", "length", "field"), [("small", 3000, 173), ("ecg", 12000, 2566)])
+def test_convolutional_receptive_field(preset, length, field):
+    """The documented receptive fields (docs/training.md): input samples that reach one time step of the last
+    stage once the squeeze-excitation gates are made constant (they only add global per-channel gains)."""
+    torch.manual_seed(0)
+    model = create_model("net1d", preset=preset).double().eval()
+    with torch.no_grad():
+        for block in model.blocks.modules():
+            if hasattr(block, "se_fc1"):
+                block.se_fc1.weight.zero_()
+    x = torch.randn(1, 1, length, dtype=torch.double, requires_grad=True)
+    out = model.blocks(model.stem(x))
+    out[0, :, out.shape[-1] // 2].sum().backward()
+    touched = (x.grad[0, 0] != 0).nonzero().squeeze(1)
+    assert int(touched.max() - touched.min()) + 1 == field
