@@ -57,12 +57,12 @@ class InitConfig(ConfigModel):
     path: str | None = None
     mode: Literal["head", "full"] = "head"
     backbone: Literal["eval", "train"] = "eval"
+    checkpoint: Literal["best", "last"] = "best"
 
     @property
     def frozen_backbone_in_eval(self) -> bool:
         """Stage 2 trains the head alone on an eval-mode backbone."""
         return self.path is not None and self.mode == "head" and self.backbone == "eval"
-    checkpoint: Literal["best", "last"] = "best"
 
 
 class TrainConfig(ConfigModel):
