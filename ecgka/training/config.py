@@ -91,13 +91,13 @@ class TrainConfig(ConfigModel):
     gather_predictions: bool = False  # DDP: Dist Loss distribution term over all ranks' predictions
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: only at the end of each epoch
     progress: bool = True
-    threads: int | None = None
+    threads: int | None = None  # torch CPU threads (None: leave torch's default)
     # How the report groups this run (written to run.json; see docs/report.md): "main" (method comparison),
     # "ablation_<name>" (one ablation table, rows labelled by ``ablation``) or "imbalance" (``variant``).
     # None: "main", or "imbalance" for a dataset under .../variants/<name>.
     group: str | None = None
     ablation: str | None = None
-    variant: str | None = None  # torch CPU threads (None: leave torch's default)
+    variant: str | None = None
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,7 @@ class Trainer:
                                 "data_seconds": 0.0}
         feats, targets = [], []
         pending: list[dict[str, Any]] = []  # per-step losses still on the device
+        pending_feats: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, targets) still on the device
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         t0 = wait0 = time.perf_counter()
         bar = self._progress(len(batches), epoch)
@@ -115,13 +116,13 @@ class Trainer:
             pending.append({"loss": out["loss"], "terms": dict(out["terms"])})
             sums["batches"] += 1
             sums["samples"] += len(y)
-            if getattr(self.criterion, "requires_features", False):
-                feats.append(out["features"].cpu())
-                targets.append(y.cpu())
+            if getattr(self.criterion, "requires_features", False):  # on the device until the next flush
+                pending_feats.append((out["features"], y))
             self.step += 1
             bar.update(1)
             if self.step % 10 == 0:
                 self._flush(sums, pending)
+                self._flush_features(pending_feats, feats, targets)
                 bar.set_postfix(loss=f"{sums['loss'] / sums['batches']:.4f}")
             if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0 \
                     and self.step < len(batches):
@@ -132,6 +133,7 @@ class Trainer:
             wait0 = time.perf_counter()
         bar.close()
         self._flush(sums, pending)
+        self._flush_features(pending_feats, feats, targets)
         sums["seconds"] += time.perf_counter() - t0
         self._epoch_features(epoch, feats, targets)
         return self._record(epoch, lr, sums)
@@ -151,6 +153,14 @@ class Trainer:
                 else:
                     sums["terms"][name] = sums["terms"].get(name, 0.0) + value
         pending.clear()
+
+    @staticmethod
+    def _flush_features(pending: list[tuple[torch.Tensor, torch.Tensor]], feats: list, targets: list) -> None:
+        """Move the pending features and targets to the host in one copy each (not one per step)."""
+        if pending:
+            feats.append(torch.cat([f for f, _ in pending]).cpu())
+            targets.append(torch.cat([t for _, t in pending]).cpu())
+            pending.clear()
 
     def _epoch_features(self, epoch: int, feats: list, targets: list) -> None:
         if not feats:

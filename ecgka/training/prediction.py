@@ -30,10 +30,10 @@ def predict_arrays(model: nn.Module, data: SplitData, leads: list[int], *, batch
         for x, y in iterate_batches(data, batches, leads, prefetch=prefetch, pin_memory=device.type == "cuda"):
             x, _ = to_device(x, y, device, normalise)
             with autocast(device, bf16):
-                out.append(model(x).float().cpu())
+                out.append(model(x).float())  # stays on the device: one copy to the host at the end
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.float32)
 
 
 def resolve_device(name: str) -> torch.device:
