@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
 
     standin = args.standin
     if standin is None:
-        from ecgka.data.synth import generate_standin
+        from ecgka.standin import generate_standin
 
         standin = tmp / "standin"
         generate_standin(standin, subjects=args.subjects, seed=0, workers=1)

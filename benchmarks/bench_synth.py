@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import wfdb  # noqa: E402
 
-from ecgka.data.synth import LEADS, generate_standin  # noqa: E402
-from ecgka.data.synth.wfdb_writer import to_digital, write_record  # noqa: E402
+from ecgka.standin import LEADS, generate_standin  # noqa: E402
+from ecgka.standin.wfdb_writer import to_digital, write_record  # noqa: E402
 
 RECORDS_PER_SUBJECT = 3.1  # measured mean of the stand-in's timelines
 

@@ -29,7 +29,7 @@ from shard_factory import write_dataset  # noqa: E402
 
 from ecgka.training import load_train_config, train_run  # noqa: E402
 from ecgka.training.api import build_criterion, build_model, build_optimizer  # noqa: E402
-from ecgka.training.data import load_split, read_manifest  # noqa: E402
+from ecgka.training.shard_loading import load_split, read_manifest  # noqa: E402
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device  # noqa: E402
 from ecgka.training.step import FeatureModel, train_step  # noqa: E402
 

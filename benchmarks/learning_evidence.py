@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from ecgka.metrics.bootstrap import bootstrap_ci  # noqa: E402
 from ecgka.training import load_train_config, predict, train_run  # noqa: E402
-from ecgka.training.data import load_split, read_manifest  # noqa: E402
-from ecgka.training.metrics import selection_metrics  # noqa: E402
+from ecgka.training.shard_loading import load_split, read_manifest  # noqa: E402
+from ecgka.training.selection import selection_metrics  # noqa: E402
 
 GROUPS = ("mae", "mae_many", "mae_median", "mae_few", "balanced_mae")
 

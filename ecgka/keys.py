@@ -6,7 +6,7 @@ from enum import Enum
 
 
 class Col(str, Enum):
-    """Columns of an ECG-Ka-DIR shard (``DIR/<split>/part-NNNNN.parquet``)."""
+    """Columns of an ECG-Ka-DIR shard (``DIR/split=<split>/part-NNNNN.parquet``)."""
 
     SAMPLE_ID = "sample_id"
     SUBJECT_ID = "subject_id"
@@ -21,14 +21,13 @@ class Col(str, Enum):
     SIGNAL = "signal"
 
 
-class Batch(str, Enum):
-    """Keys of a training/evaluation batch (a dict of tensors)."""
-
-    SIGNAL = "signal"  # float32 [B, leads, samples], z-scored per sample and lead
-    TARGET = "potassium"  # float32 [B]
-    SUBJECT_ID = "subject_id"  # int64 [B]
-    SAMPLE_ID = "sample_id"  # int64 [B]
-    WEIGHT = "weight"  # float32 [B], optional per-sample weight
-
-
 SPLITS = ("train", "val", "test")
+
+
+class PredCol(str, Enum):
+    """Columns of ``RUN/eval/<split>/predictions.parquet`` (and of ``ecgka.training.predict``)."""
+
+    SAMPLE_ID = "sample_id"
+    SUBJECT_ID = "subject_id"
+    LABEL = "label"
+    PREDICTION = "prediction"

@@ -35,7 +35,7 @@ def _cfg(extra=()) -> BuildConfig:
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
-    from ecgka.data.synth import generate_standin
+    from ecgka.standin import generate_standin
 
     out = tmp_path_factory.mktemp("standin") / "mimic"
     generate_standin(out, subjects=300, seed=3, workers=1)

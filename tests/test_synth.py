@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from ecgka.data.synth import (
+from ecgka.standin import (
     D_LABITEMS_COLUMNS,
     LAB_COLUMNS,
     LEADS,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import ecgka.data.synth.generator as generator
+import ecgka.standin.generator as generator
 from ecgka.cli import main
-from ecgka.data.synth import generate_standin
+from ecgka.standin import generate_standin
 
 
 def tree_digest(root: Path) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgka.data.synth.physiology import beat_times, synthesize
-from ecgka.data.synth.timeline import K_MAX, K_MIN, plan_subject
-from ecgka.data.synth.wfdb_writer import LEADS, header_text, to_digital
+from ecgka.standin.physiology import beat_times, synthesize
+from ecgka.standin.timeline import K_MAX, K_MIN, plan_subject
+from ecgka.standin.wfdb_writer import LEADS, header_text, to_digital
 
 TRAITS = {
     "hr": 70.0, "gain": 1.0, "axis_frontal": 0.15, "axis_horizontal": 0.0, "axis_tilt": 0.0, "t_amp": 1.0,

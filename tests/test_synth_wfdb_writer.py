@@ -9,7 +9,7 @@ import wfdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecgka.data.synth.wfdb_writer import LEADS, N_SAMPLES, record_path, to_digital, write_record
+from ecgka.standin.wfdb_writer import LEADS, N_SAMPLES, record_path, to_digital, write_record
 
 
 def _digital(seed: int, scale: int, extremes: bool) -> np.ndarray:

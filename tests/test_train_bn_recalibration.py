@@ -8,7 +8,7 @@ from shard_factory import write_dataset
 from torch import nn
 
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
-from ecgka.training.data import load_split, read_batch
+from ecgka.training.shard_loading import load_split, read_batch
 
 
 class DropThenNorm(nn.Module):

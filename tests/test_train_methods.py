@@ -10,7 +10,7 @@ from shard_factory import write_dataset
 from ecgka.losses import list_losses
 from ecgka.training.api import build_criterion, build_model, build_optimizer
 from ecgka.training.config import TrainConfig
-from ecgka.training.data import load_split, read_manifest
+from ecgka.training.shard_loading import load_split, read_manifest
 from ecgka.training.loader import epoch_batches, iterate_batches
 from ecgka.training.step import FeatureModel, train_step
 

@@ -16,7 +16,7 @@ from shard_factory import write_dataset
 from ecgka.errors import ConfigError, InputError
 from ecgka.models import create_model
 from ecgka.training import load_train_config, predict, train_run
-from ecgka.training.data import load_split, read_batch, zscore
+from ecgka.training.shard_loading import load_split, read_batch, zscore
 from ecgka.training.two_stage import frozen_backbone_eval
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 import wfdb
 from scipy.signal import resample_poly
 
-from ecgka.data.synth import LEADS
+from ecgka.standin import LEADS
 
 MIMIC = "mimic_layout_from_ptb/files/p1999/p19999999/s49999999/49999999"
 

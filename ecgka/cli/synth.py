@@ -42,7 +42,7 @@ def format_summary(summary: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ecgka.data.synth import generate_standin
+    from ecgka.standin import generate_standin
 
     bar = tqdm(total=0, unit="rec", desc="ECG records", disable=None, leave=False)  # shown on a terminal only
 

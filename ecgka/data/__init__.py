@@ -1,8 +1,7 @@
-"""Data: the MIMIC-IV stand-in generator (``ecgka.data.synth``) and the ECG-Ka-DIR build
-(``ecgka.data.build``: labs, pairing, signal reading and QC, splits, shards, manifest).
+"""Data: the ECG-Ka-DIR build (``ecgka.data.build``: labs, pairing, signal reading and QC, splits,
+shards, manifest). The MIMIC-IV stand-in generator is its own package, ``ecgka.standin``.
 
-``build_dataset``, ``BuildConfig`` and ``generate_standin`` are re-exported lazily (importing
-``ecgka.data`` stays cheap).
+``build_dataset`` and ``BuildConfig`` are re-exported lazily (importing ``ecgka.data`` stays cheap).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from typing import Any
 _EXPORTS = {
     "build_dataset": "ecgka.data.build",
     "BuildConfig": "ecgka.data.config",
-    "generate_standin": "ecgka.data.synth",
 }
 
 __all__ = sorted(_EXPORTS)

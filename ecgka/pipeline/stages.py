@@ -78,7 +78,7 @@ STAGE_KINDS: Registry[StageKind] = Registry("stage kind")
 
 
 def _run_synth(o: SynthOptions, out: Path) -> None:
-    from ecgka.data.synth import generate_standin
+    from ecgka.standin import generate_standin
 
     if out.exists():  # a stand-in is written atomically: a leftover without a marker is redone
         shutil.rmtree(out)

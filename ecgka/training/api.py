@@ -22,7 +22,7 @@ from ecgka.losses import create_loss, list_losses
 from ecgka.models import count_parameters, create_model, model_kwargs
 from ecgka.registry import look_up_option
 from ecgka.training.config import TrainConfig
-from ecgka.training.data import lead_indices, load_split, read_manifest
+from ecgka.training.shard_loading import lead_indices, load_split, read_manifest
 from ecgka.training.distributed import DistInfo, barrier, gather_with_grad, init_distributed, shutdown
 from ecgka.training.loop import EpochSummaryHook, Trainer
 from ecgka.training.prediction import resolve_device

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgka.training.data import SplitData
+from ecgka.training.shard_loading import SplitData
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 
 

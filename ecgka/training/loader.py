@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ecgka.training.data import SplitData, read_batch, zscore_tensor
+from ecgka.training.shard_loading import SplitData, read_batch, zscore_tensor
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,

@@ -17,10 +17,10 @@ from torch import nn
 
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
 from ecgka.training.config import TrainConfig
-from ecgka.training.data import SplitData
+from ecgka.training.shard_loading import SplitData
 from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
-from ecgka.training.metrics import selection_metrics
+from ecgka.training.selection import selection_metrics
 from ecgka.training.prediction import predict_arrays
 from ecgka.training.step import train_step
 from ecgka.training.two_stage import frozen_backbone_eval

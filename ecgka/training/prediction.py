@@ -11,7 +11,7 @@ from torch import nn
 
 from ecgka.errors import InputError
 from ecgka.training.checkpoint import load_checkpoint, resolve_weights
-from ecgka.training.data import SplitData, lead_indices, load_split
+from ecgka.training.shard_loading import SplitData, lead_indices, load_split
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.step import autocast
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecgka.data.synth.wfdb_writer import FS, N_SAMPLES
+from ecgka.standin.wfdb_writer import FS, N_SAMPLES
 
 _T = np.arange(N_SAMPLES) / FS
 _STEP = 10  # samples per point of the coarse (50 Hz) grid used for slow components

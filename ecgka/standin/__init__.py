@@ -3,10 +3,10 @@ potassium-dependent ECG physiology, deterministic for a seed. See ``docs/standin
 
 from __future__ import annotations
 
-from ecgka.data.synth.generator import NOTE_LINK_COLUMNS, RECORD_LIST_COLUMNS, generate_standin
-from ecgka.data.synth.labs import D_LABITEMS_COLUMNS, LAB_COLUMNS
-from ecgka.data.synth.measurements import MEASUREMENT_COLUMNS
-from ecgka.data.synth.wfdb_writer import LEADS
+from ecgka.standin.generator import NOTE_LINK_COLUMNS, RECORD_LIST_COLUMNS, generate_standin
+from ecgka.standin.labs import D_LABITEMS_COLUMNS, LAB_COLUMNS
+from ecgka.standin.measurements import MEASUREMENT_COLUMNS
+from ecgka.standin.wfdb_writer import LEADS
 
 __all__ = [
     "D_LABITEMS_COLUMNS", "LAB_COLUMNS", "LEADS", "MEASUREMENT_COLUMNS", "NOTE_LINK_COLUMNS", "RECORD_LIST_COLUMNS",

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgka.data.synth.ids import N_CARTS, Ids
-from ecgka.data.synth.labs import (
+from ecgka.standin.ids import N_CARTS, Ids
+from ecgka.standin.labs import (
     D_LABITEMS_COLUMNS,
     K_CHEM,
     K_CHEM_NEW,
@@ -33,11 +33,11 @@ from ecgka.data.synth.labs import (
     d_labitems_rows,
     subject_lab_rows,
 )
-from ecgka.data.synth.measurements import MEASUREMENT_COLUMNS, measurement_row
-from ecgka.data.synth.noise import dropouts
-from ecgka.data.synth.physiology import synthesize
-from ecgka.data.synth.timeline import plan_subject
-from ecgka.data.synth.wfdb_writer import INVALID, record_path, to_digital, write_record
+from ecgka.standin.measurements import MEASUREMENT_COLUMNS, measurement_row
+from ecgka.standin.noise import dropouts
+from ecgka.standin.physiology import synthesize
+from ecgka.standin.timeline import plan_subject
+from ecgka.standin.wfdb_writer import INVALID, record_path, to_digital, write_record
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, file_fingerprint
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecgka.data.synth.noise import add_noise
-from ecgka.data.synth.wfdb_writer import FS, N_SAMPLES
+from ecgka.standin.noise import add_noise
+from ecgka.standin.wfdb_writer import FS, N_SAMPLES
 
 # wave order of the dipole model
 WAVES = ("P", "Q", "R", "S", "ST", "T", "U", "VQRS", "VT")

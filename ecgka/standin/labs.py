@@ -14,8 +14,8 @@ from datetime import timedelta
 
 import numpy as np
 
-from ecgka.data.synth.ids import Ids
-from ecgka.data.synth.timeline import SubjectPlan
+from ecgka.standin.ids import Ids
+from ecgka.standin.timeline import SubjectPlan
 
 LAB_COLUMNS = (
     "labevent_id", "subject_id", "hadm_id", "specimen_id", "itemid", "order_provider_id", "charttime",

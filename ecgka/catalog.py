@@ -1,0 +1,334 @@
+"""The catalog: every file name of a dataset folder, a run folder, a report folder and a pipeline folder.
+
+No other module spells these names; stages, report collection, resume, checkpoint resolution and
+evaluation all go through :class:`DatasetDir`, :class:`RunDir`, :class:`ReportDir` and
+:class:`PipelineDir`.
+
+Dataset folder (schema version ``DATASET_SCHEMA_VERSION``)::
+
+    DIR/manifest.json                   what the data is, how it was made, its counts (written last)
+    DIR/split=train/part-00000.parquet  shards, hive-style: one directory read gives ``split`` as a column
+    DIR/split=val/...  DIR/split=test/...
+    DIR/exclusions.csv                  the ledger: every record_list.csv row in no split, with its reason
+    DIR/variants/<name>/manifest.json   an imbalance variant: a view of the parent's shards whose train
+    DIR/variants/<name>/exclusions.csv  split drops the rows listed in its own ledger
+    DIR/.cache/                         memory-mapped signal caches (training)
+    DIR/_work/<fingerprint>/            resumable build parts (removed after a build unless kept)
+
+Only shards end in ``.parquet``: ``pyarrow.dataset(DIR, partitioning="hive")`` and DuckDB's
+``read_parquet('DIR/**/*.parquet', hive_partitioning=true)`` see exactly the shard rows.
+
+Run folder::
+
+    RUN/config.yaml  RUN/run.json  RUN/log.jsonl  RUN/checkpoints/{last,best}.pt
+    RUN/eval/<split>/{predictions.parquet,metrics.json}   RUN/cache/ (signal cache fallback)
+
+A dataset version names its parent (``manifest["parent"]``) and a run records the fingerprint of the
+dataset it was trained on (``run.json``), so lineage and a model registry can be read from these files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ecgka.errors import InputError
+from ecgka.io import read_json
+from ecgka.keys import SPLITS
+
+DATASET_SCHEMA_VERSION = 2
+SHARD_GLOB = "part-*.parquet"
+
+
+def _read_json_file(path: Path, what: str, hint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path}: not found ({hint})")
+    try:
+        data = read_json(path)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: unreadable {what} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: unreadable {what} (not a JSON object)")
+    return data
+
+
+class DatasetDir:
+    """An ECG-Ka-DIR dataset folder (or an imbalance variant of one)."""
+
+    MANIFEST = "manifest.json"
+    EXCLUSIONS = "exclusions.csv"
+    CACHE = ".cache"
+    WORK = "_work"
+    VARIANTS = "variants"
+    SPLIT_PREFIX = "split="
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"DatasetDir({str(self.path)!r})"
+
+    # --- file names -------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / self.MANIFEST
+
+    @property
+    def exclusions_path(self) -> Path:
+        return self.path / self.EXCLUSIONS
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / self.CACHE
+
+    @property
+    def work_root(self) -> Path:
+        return self.path / self.WORK
+
+    def work_dir(self, fingerprint: str) -> Path:
+        return self.work_root / fingerprint
+
+    def split_dir(self, split: str) -> Path:
+        return self.path / f"{self.SPLIT_PREFIX}{split}"
+
+    @staticmethod
+    def shard_name(index: int) -> str:
+        return f"part-{index:05d}.parquet"
+
+    @property
+    def variants_dir(self) -> Path:
+        return self.path / self.VARIANTS
+
+    def variant(self, name: str) -> DatasetDir:
+        return DatasetDir(self.variants_dir / name)
+
+    # --- reading ----------------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest; a missing, unreadable or old-layout one is a one-line InputError."""
+        manifest = _read_json_file(self.manifest_path, "dataset manifest",
+                                   f"is {self.path} a dataset directory? run `ecgka build` first")
+        version = manifest.get("schema_version")
+        if version != DATASET_SCHEMA_VERSION:
+            raise InputError(f"{self.path}: dataset layout version {version}, this ecgka reads version "
+                             f"{DATASET_SCHEMA_VERSION}; rebuild it with `ecgka build`")
+        return manifest
+
+    def manifest_or_none(self) -> dict[str, Any] | None:
+        """The manifest if one of this layout is there, else None (an unfinished or foreign folder)."""
+        try:
+            return self.read_manifest()
+        except InputError:
+            return None
+
+    def is_complete(self, fingerprint: str) -> bool:
+        """A finished build of the same data: matching manifest, ledger and every split folder."""
+        manifest = self.manifest_or_none()
+        if manifest is None or manifest.get("fingerprint") != fingerprint:
+            return False
+        folders = [self.split_dir(s) for s in SPLITS] + [self.variant(v).manifest_path
+                                                         for v in manifest.get("variants", [])]
+        return self.exclusions_path.is_file() and all(p.exists() for p in folders)
+
+    @property
+    def shard_source(self) -> DatasetDir:
+        """The folder whose shards this dataset reads (a variant reads its parent's)."""
+        manifest = self.read_manifest()
+        variant = manifest.get("variant")
+        if variant:
+            return DatasetDir((self.path / variant.get("parent", "../..")).resolve())
+        return self
+
+    def shards(self, split: str) -> list[Path]:
+        """The shard files of ``split``, in order (a variant's are its parent's)."""
+        source = self.shard_source
+        shards = sorted(source.split_dir(split).glob(SHARD_GLOB))
+        if not shards:
+            raise InputError(f"{source.path}: split {split!r} has no shards "
+                             f"({source.split_dir(split).name}/{SHARD_GLOB})")
+        return shards
+
+    def ledgers(self) -> list[Path]:
+        """The exclusion ledgers that apply to this dataset (a variant adds its own to its parent's)."""
+        source = self.shard_source
+        own = [self.exclusions_path]
+        return own if source is self else [*source.ledgers(), *own]
+
+    def read_exclusions(self):
+        """The whole exclusion ledger as a DataFrame (row, subject_id, study_id, path, reason, detail)."""
+        import pandas as pd
+
+        frames = [pd.read_csv(p, dtype={"path": str, "reason": str, "detail": str}, keep_default_na=False)
+                  for p in self.ledgers()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def dropped_sample_ids(self, split: str):
+        """Sample ids of the source's ``split`` that this dataset leaves out (a variant's own ledger)."""
+        import numpy as np
+        import pandas as pd
+
+        if split != "train" or self.shard_source is self:
+            return np.empty(0, np.int64)
+        return pd.read_csv(self.exclusions_path, usecols=["row"])["row"].to_numpy(np.int64)
+
+
+class RunDir:
+    """A training run folder."""
+
+    CONFIG = "config.yaml"
+    RUN = "run.json"
+    LOG = "log.jsonl"
+    CHECKPOINTS = "checkpoints"
+    CHECKPOINT_NAMES = ("best", "last")
+    EVAL = "eval"
+    PREDICTIONS = "predictions.parquet"
+    METRICS = "metrics.json"
+    CACHE = "cache"
+    TENSORBOARD = "tensorboard"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / self.RUN
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / self.LOG
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def checkpoint(self, which: str = "best") -> Path:
+        if which not in self.CHECKPOINT_NAMES:
+            raise InputError(f"unknown checkpoint {which!r} (valid: {', '.join(self.CHECKPOINT_NAMES)})")
+        return self.checkpoints_dir / f"{which}.pt"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / self.CACHE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    def eval_dir(self, split: str) -> Path:
+        return self.path / self.EVAL / split
+
+    def predictions_path(self, split: str) -> Path:
+        return self.eval_dir(split) / self.PREDICTIONS
+
+    def metrics_path(self, split: str) -> Path:
+        return self.eval_dir(split) / self.METRICS
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_run(self) -> dict[str, Any]:
+        return _read_json_file(self.run_json, "run.json", f"is {self.path} a run directory?")
+
+    def read_metrics(self, split: str) -> dict[str, Any]:
+        return _read_json_file(self.metrics_path(split), "metrics.json",
+                               f"run `ecgka evaluate {self.path} --data DIR` first")
+
+    def read_config(self) -> dict[str, Any]:
+        """The resolved config.yaml as a mapping ({} when absent)."""
+        import yaml
+
+        if not self.config_path.is_file():
+            return {}
+        try:
+            return yaml.safe_load(self.config_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{self.config_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The per-epoch log (one JSON object per line); [] when absent."""
+        if not self.log_path.is_file():
+            return []
+        rows = []
+        for i, line in enumerate(self.log_path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise InputError(f"{self.log_path}: line {i} is not valid JSON") from None
+        return rows
+
+
+def resolve_weights(path: str | Path, which: str = "best") -> Path:
+    """A checkpoint file, or a run directory (its ``which`` checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = RunDir(path).checkpoint(which)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found (expected a run directory or a .pt file)")
+    return path
+
+
+class ReportDir:
+    """A report folder."""
+
+    HTML = "report.html"
+    MARKDOWN = "report.md"
+    METRICS = "metrics.json"
+    TABLES = "tables"
+    DATA_TABLES = "data"  # tidy snake_case CSVs, one observation per row
+    FIGURES = "figures"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def html(self) -> Path:
+        return self.path / self.HTML
+
+    @property
+    def markdown(self) -> Path:
+        return self.path / self.MARKDOWN
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    def table(self, name: str) -> Path:
+        return self.path / self.TABLES / f"{name}.csv"
+
+    def data_table(self, name: str) -> Path:
+        return self.path / self.TABLES / self.DATA_TABLES / f"{name}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.path / self.FIGURES / f"{name}.png"
+
+
+class PipelineDir:
+    """The output folder of ``ecgka run``: one folder per stage, completion markers, a summary."""
+
+    MARKERS = ".pipeline"
+    SUMMARY = "pipeline.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def markers_dir(self) -> Path:
+        return self.path / self.MARKERS
+
+    def marker(self, stage_id: str) -> Path:
+        return self.markers_dir / f"{stage_id}.json"
+
+    def stage_dir(self, stage_id: str) -> Path:
+        return self.path / stage_id
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
