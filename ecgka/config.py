@@ -6,8 +6,11 @@ The resolved config is saved beside every output, and its hash decides whether a
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,15 +73,42 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return result
 
 
+def _model_at(model_cls: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The config model found by following ``path`` (field names) from ``model_cls``, if any."""
+    current: Any = model_cls
+    for part in path:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return current
+
+
+def _message(model_cls: type[BaseModel], error: dict) -> str:
+    """One error as ``key: problem``; an unknown key also lists the valid keys of its section."""
+    loc = tuple(error["loc"])
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        section = _model_at(model_cls, loc[:-1])
+        valid = f" (valid: {', '.join(section.model_fields)})" if section is not None else ""
+        msg = f"unknown key {loc[-1]!r}{valid}"
+    elif error["type"] == "literal_error":
+        valid = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+        close = difflib.get_close_matches(str(error.get("input")), valid, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        msg = f"unknown value {error.get('input')!r}{hint} (valid: {', '.join(valid)})"
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {msg}" if where else msg
+
+
 def validate_config(model_cls: type[M], data: dict[str, Any], source: str = "config") -> M:
     """Validate a mapping into ``model_cls``; errors become one line naming the key and the problem."""
     try:
         return model_cls.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {where}: {first['msg']}{more}") from None
+        raise ConfigError(f"{source}: {_message(model_cls, exc.errors()[0])}{more}") from None
 
 
 def load_config(model_cls: type[M], path: str | Path | None = None, overrides: Iterable[str] = ()) -> M:

@@ -30,7 +30,7 @@ def rank_main(rank: int, init_file: str, out_dir: str) -> None:
     try:
         labels, pred, target = labels_and_batch()
         criterion = create_loss("dist_loss", train_labels=labels, label_range=RANGE, batch_size=LOCAL,
-                                sorter="hard").double()
+                                dist_loss={"sorter": "hard"}).double()
         criterion.set_gather(lambda x: torch.cat(dist_fn.all_gather(x)))
         rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
         local = pred[rows].clone().requires_grad_(True)
@@ -49,7 +49,7 @@ def test_gathered_distribution_term_matches_one_process(tmp_path):
     mp.spawn(rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     labels, pred, target = labels_and_batch()
     single = create_loss("dist_loss", train_labels=labels, label_range=RANGE, batch_size=LOCAL * WORLD,
-                         sorter="hard").double()
+                         dist_loss={"sorter": "hard"}).double()
     global_pred = pred.clone().requires_grad_(True)
     # The global objective: the distribution term over all rows plus the mean of the per-rank sample means.
     distribution = single.dist.distribution(global_pred, target).mean()

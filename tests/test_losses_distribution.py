@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 from scipy.stats import wasserstein_distance
 
 from ecgka.errors import ConfigError, InputError
-from ecgka.losses import (
-    RoundingRepairWarning,
-    batch_counts,
-    bin_index,
-    label_grid,
-    label_pmf,
-    pseudo_labels,
-)
+from ecgka.labels import LabelGrid
+from ecgka.losses import RoundingRepairWarning, batch_counts, label_pmf, pseudo_labels
 
 ROUNDINGS = ["official", "paper", "quantile"]
 
@@ -132,7 +126,7 @@ def test_counts_sum_to_batch_and_are_non_negative(weights, batch_size, rounding)
        st.sampled_from(ROUNDINGS), st.sampled_from([(1.5, 0.1), (0.0, 1.0), (3.0, 0.05)]))
 def test_pseudo_labels_are_sorted_and_on_the_grid(weights, batch_size, rounding, grid_spec):
     lo, step = grid_spec
-    grid = label_grid(lo, lo + step * (len(weights) - 1), step)
+    grid = LabelGrid(lo, lo + step * (len(weights) - 1), step).centres
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RoundingRepairWarning)
         values = pseudo_labels(grid, np.asarray(weights), batch_size, rounding)
@@ -144,7 +138,7 @@ def test_pseudo_labels_are_sorted_and_on_the_grid(weights, batch_size, rounding,
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0.001, 1), min_size=2, max_size=90), st.integers(1, 1024))
 def test_quantile_rounding_minimises_w1_among_the_three(weights, batch_size):
-    grid = label_grid(0.0, float(len(weights) - 1), 1.0)
+    grid = LabelGrid(0.0, float(len(weights) - 1), 1.0).centres
     pmf = np.asarray(weights) / np.sum(weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RoundingRepairWarning)
@@ -157,7 +151,7 @@ def test_agedb_b8_defect_example(shared_dir):
 
     table = pd.read_csv(shared_dir / "data" / "agedb-dir" / "agedb.csv")
     ages = table.loc[table["split"] == "train", "age"].to_numpy()
-    grid, pmf = label_pmf(ages, 0, 120, 1)
+    grid, pmf = label_pmf(ages, (0, 120, 1))
     assert grid[np.argmax(pmf)] == 38
     assert pseudo_labels(grid, pmf, 8, "official").tolist() == [22, 23, 24, 25, 25, 26, 27, 67]
     assert released_rule_literal(pmf, 8) == batch_counts(pmf, 8, "official").tolist()
@@ -171,7 +165,7 @@ def test_label_pmf_is_scipy_kde_on_the_grid():
     rng = np.random.default_rng(0)
     labels = np.round(rng.normal(4.2, 0.6, 400), 1)
     labels = np.concatenate([labels, [0.5, 12.0]])  # outside the range: dropped first
-    grid, pmf = label_pmf(labels, 1.5, 10.0, 0.1, bw_method=0.5)
+    grid, pmf = label_pmf(labels, (1.5, 10.0, 0.1), bw_method=0.5)
     inside = labels[(labels >= 1.5) & (labels <= 10.0)]
     h = 0.5 * inside.std(ddof=1)
     density = np.exp(-0.5 * ((grid[:, None] - inside[None, :]) / h) ** 2).sum(1)
@@ -180,11 +174,11 @@ def test_label_pmf_is_scipy_kde_on_the_grid():
     assert math.isclose(pmf.sum(), 1.0)
 
 
-def test_grid_is_exact_and_bins_use_rint():
-    grid = label_grid(1.5, 10.0, 0.1)
-    assert grid[3] == 1.8 and grid[25] == 4.0 and grid[-1] == 10.0  # no drift from repeated += step
-    assert bin_index(grid, 1.5, 0.1).tolist() == list(range(86))
-    assert bin_index(np.array([4.0, 4.04, 4.06]), 1.5, 0.1).tolist() == [25, 25, 26]
+def test_grid_is_exact_and_bins_are_by_index():
+    grid = LabelGrid(1.5, 10.0, 0.1)
+    assert grid.centres[3] == 1.8 and grid.centres[25] == 4.0 and grid.centres[-1] == 10.0  # no += drift
+    assert grid.bin_index(grid.centres).tolist() == list(range(86))
+    assert grid.bin_index(np.array([4.0, 4.04, 4.06])).tolist() == [25, 25, 26]
 
 
 def test_bad_inputs_fail_clearly():
@@ -195,4 +189,4 @@ def test_bad_inputs_fail_clearly():
     with pytest.raises(InputError, match="pmf"):
         batch_counts(np.array([0.5, -0.1]), 4)
     with pytest.raises(InputError, match="two distinct labels"):
-        label_pmf(np.array([4.0, 4.0]), 1.5, 10.0, 0.1)
+        label_pmf(np.array([4.0, 4.0]), (1.5, 10.0, 0.1))

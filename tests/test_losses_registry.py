@@ -10,7 +10,8 @@ import torch
 
 from ecgka.config import load_config
 from ecgka.errors import ConfigError
-from ecgka.losses import MethodConfig, create_loss, display_name, list_losses
+from ecgka.labels import LabelGrid
+from ecgka.losses import LossContext, MethodConfig, build_criterion, create_loss, display_name, list_losses
 
 RANGE = (1.5, 10.0, 0.1)
 ALL = ["balanced_mse", "conr", "dist_loss", "fds", "lds", "ranksim", "vanilla"]
@@ -88,12 +89,52 @@ def test_fds_calibrates_only_in_training_mode(labels):
 
 def test_dist_loss_method_defaults_are_the_papers(labels):
     criterion = build("dist_loss", labels)
-    dist = criterion.dist
-    assert (dist.base, dist.loss_weight, dist.sorter, dist.rounding) == ("l2", 1.0, "soft", "official")
-    assert dist.weight_table is not None and dist.weight_alignment == "pseudo_label"
-    merged = build("dist_loss", labels, {"sorter": "hard"}, loss_weight=2.0)
-    assert (merged.dist.sorter, merged.dist.loss_weight) == ("hard", 2.0)
+    opts = criterion.dist.options
+    assert (opts.base, opts.loss_weight, opts.sorter, opts.rounding) == ("l2", 1.0, "soft", "official")
+    assert criterion.dist.weight_table is not None and opts.weight_alignment == "pseudo_label"
+    merged = build("dist_loss", labels, {"sorter": "hard", "loss_weight": 2.0})
+    assert (merged.dist.options.sorter, merged.dist.options.loss_weight) == ("hard", 2.0)
     assert merged.display_name == "Dist Loss"
+
+
+def test_dist_loss_options_have_one_spelling(labels):
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) sorter for method 'dist_loss' "
+                                          r"\(Dist Loss options go under method.dist_loss\)"):
+        build("dist_loss", labels, sorter="hard")
+    assert MethodConfig(name="dist_loss").dist_loss.loss_weight == 1.0  # name alone: the default options
+
+
+def test_each_option_literal_equals_its_registry():
+    import typing
+
+    from ecgka.losses import ELEMENTWISE, ROUNDINGS, SORTERS, options
+    from ecgka.losses.balanced_mse import ESTIMATORS
+    from ecgka.losses.factory import BUILDERS
+    from ecgka.losses.methods import METHODS
+    from ecgka.losses.weighting import KERNELS, REWEIGHTS
+
+    pairs = [(options.Base, ELEMENTWISE), (options.Sorter, SORTERS), (options.Rounding, ROUNDINGS),
+             (options.Kernel, KERNELS), (options.Estimator, ESTIMATORS)]
+    for literal, registry in pairs:
+        assert sorted(typing.get_args(literal)) == registry.names()
+    assert sorted(set(typing.get_args(options.Reweight)) - {"none"}) == REWEIGHTS.names()
+    assert BUILDERS.names() == METHODS.names()
+
+
+def test_method_params_are_typed_when_the_config_is_loaded(tmp_path):
+    """A typo inside params fails at load time (no data, no torch), naming it and the valid keys."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "train.yaml"
+    path.write_text("method: {name: lds, params: {sigmaa: 1}}\n")
+    code = ("import sys; from ecgka.errors import ConfigError; from ecgka.training.config import load_train_config\n"
+            f"try: load_train_config({str(path)!r})\n"
+            "except ConfigError as e: print(e)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "method: unknown parameter(s) sigmaa for method 'lds' (valid: base, reweight, lds, kernel" in out
+    assert out.strip().endswith("False")  # validated without importing torch
 
 
 def test_conr_and_fds_defaults_in_label_units(labels):
@@ -136,9 +177,9 @@ def test_errors_name_the_valid_choices(labels):
         build("ldss", labels)
     with pytest.raises(ConfigError, match="unknown parameter.*sigmaa"):
         build("lds", labels, sigmaa=2)
-    with pytest.raises(ConfigError, match="dist_loss: sorterr"):
+    with pytest.raises(ConfigError, match=r"dist_loss.sorterr: unknown key .sorterr. \(valid: base, loss_weight"):
         build("vanilla", labels, {"sorterr": "hard"})
-    with pytest.raises(ConfigError, match="label_range"):
+    with pytest.raises(ConfigError, match="label range"):
         create_loss("vanilla", train_labels=labels, label_range=(1.5, 10.0), batch_size=8)
 
 
@@ -147,8 +188,9 @@ def test_method_config_from_yaml_with_overrides(tmp_path, labels):
     path.write_text("name: lds\nparams: {sigma: 1}\ndist_loss: {sorter: auto}\n")
     cfg = load_config(MethodConfig, path, ["params.ks=3", "dist_loss.loss_weight=0.5"])
     assert cfg.display_name == "LDS + Dist Loss"
-    criterion = cfg.build(labels, RANGE, 32)
-    assert criterion.dist.loss_weight == 0.5 and criterion.dist.sorter == "auto"
+    criterion = build_criterion(cfg, LossContext(labels, LabelGrid(*RANGE), 32))
+    assert criterion.dist.options.loss_weight == 0.5 and criterion.dist.options.sorter == "auto"
+    assert cfg.params.ks == 3 and cfg.params.sigma == 1.0
     with pytest.raises(ConfigError, match="unknown loss method"):
         MethodConfig(name="focal")
     with pytest.raises(ConfigError, match="rounding"):

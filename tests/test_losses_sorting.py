@@ -83,6 +83,6 @@ def test_gradcheck_every_sorter(sorter, make):
 
 def test_unknown_sorter_and_bad_strength():
     with pytest.raises(ConfigError, match="did you mean 'soft'"):
-        sort_predictions(torch.zeros(3), "sotf")
+        sort_predictions(torch.zeros(3), "sotf", 0.1)
     with pytest.raises(ConfigError, match="regularization_strength"):
         sort_predictions(torch.zeros(3), "soft", 0.0)

@@ -10,7 +10,7 @@ import torch
 
 from ecgka.errors import ConfigError, InputError
 from ecgka.losses import inverse_frequency_weights, lds_kernel_window, lds_weights
-from ecgka.losses.weighting import lookup
+from ecgka.labels import LabelGrid
 
 
 def gaussian_filter_of_delta(ks, sigma):
@@ -96,7 +96,7 @@ def test_bad_bins_fail_clearly():
         lds_weights(np.array([0, 1]), 3, "none", lds=True)
 
 
-def test_lookup_uses_rint_bins_and_clamps():
+def test_table_lookup_uses_grid_bins_and_clamps():
     table = torch.arange(86, dtype=torch.float32)
     labels = torch.tensor([1.5, 1.8, 4.0, 4.04, 4.06, 10.0, 0.2, 12.0], dtype=torch.float32)
-    assert lookup(table, labels, 1.5, 0.1).tolist() == [0, 3, 25, 25, 26, 85, 0, 85]
+    assert table[LabelGrid(1.5, 10.0, 0.1).clipped_index_torch(labels)].tolist() == [0, 3, 25, 25, 26, 85, 0, 85]

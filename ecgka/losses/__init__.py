@@ -1,41 +1,59 @@
 """Imbalanced-regression methods: Dist Loss and the baselines (LDS, FDS, RankSim, ConR, Balanced MSE).
 
 ``create_loss(name, *, train_labels, label_range, batch_size, dist_loss=None, **params)`` builds a
-``Criterion`` (see ``docs/contracts.md``); ``list_losses()`` names the methods; ``MethodConfig`` is the
-YAML ``method:`` section. Details and every deviation from the released code: ``docs/methods.md``.
+``Criterion`` (see ``docs/contracts.md``); ``label_range`` is an ``ecgka.labels.LabelGrid`` or
+``(lo, hi, step)``. ``list_losses()`` names the methods; ``MethodConfig`` is the YAML ``method:`` section,
+typed when loaded; ``build_criterion(method_config, LossContext(...))`` is the trainer's path. Details and
+every deviation from the released code: ``docs/methods.md``.
 """
 
-from ecgka.losses.balanced_mse import BalancedMSE, bmc_loss, bni_loss, gai_loss
-from ecgka.losses.base import ELEMENTWISE, Criterion, check_pair, elementwise
-from ecgka.losses.config import DistLossOptions, MethodConfig
-from ecgka.losses.conr import conr_loss
-from ecgka.losses.dist_loss import DistLoss, dist_loss, distribution_term
-from ecgka.losses.distribution import (
-    ROUNDINGS,
-    RoundingRepairWarning,
-    batch_counts,
-    bin_index,
-    label_grid,
-    label_pmf,
-    pseudo_labels,
-)
-from ecgka.losses.fds import FDS
-from ecgka.losses.ranksim import ranksim_regularizer
-from ecgka.losses.registry import LossContext, create_loss, display_name, list_losses
-from ecgka.losses.sorting import SORTERS, sort_predictions
-from ecgka.losses.weighting import (
-    inverse_frequency_table,
-    inverse_frequency_weights,
-    lds_kernel_window,
-    lds_table,
-    lds_weights,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ELEMENTWISE", "FDS", "ROUNDINGS", "SORTERS", "BalancedMSE", "Criterion", "DistLoss", "DistLossOptions",
-    "LossContext", "MethodConfig", "RoundingRepairWarning", "batch_counts", "bin_index", "bmc_loss",
-    "bni_loss", "check_pair", "conr_loss", "create_loss", "display_name", "dist_loss", "distribution_term",
-    "elementwise", "gai_loss", "inverse_frequency_table", "inverse_frequency_weights", "label_grid",
-    "label_pmf", "lds_kernel_window", "lds_table", "lds_weights", "list_losses", "pseudo_labels",
-    "ranksim_regularizer", "sort_predictions",
-]
+import importlib
+from typing import Any
+
+# name -> module: imported on first use, so that configs validate without importing torch
+_EXPORTS = {
+    "BalancedMSE": "ecgka.losses.balanced_mse",
+    "bmc_loss": "ecgka.losses.balanced_mse",
+    "bni_loss": "ecgka.losses.balanced_mse",
+    "gai_loss": "ecgka.losses.balanced_mse",
+    "ELEMENTWISE": "ecgka.losses.base",
+    "Criterion": "ecgka.losses.base",
+    "check_pair": "ecgka.losses.base",
+    "elementwise": "ecgka.losses.base",
+    "MethodConfig": "ecgka.losses.config",
+    "conr_loss": "ecgka.losses.conr",
+    "DistLoss": "ecgka.losses.distloss",
+    "dist_loss": "ecgka.losses.distloss",
+    "distribution_term": "ecgka.losses.distloss",
+    "ROUNDINGS": "ecgka.losses.distribution",
+    "RoundingRepairWarning": "ecgka.losses.distribution",
+    "batch_counts": "ecgka.losses.distribution",
+    "label_pmf": "ecgka.losses.distribution",
+    "pseudo_labels": "ecgka.losses.distribution",
+    "LossContext": "ecgka.losses.factory",
+    "build_criterion": "ecgka.losses.factory",
+    "create_loss": "ecgka.losses.factory",
+    "loss_context": "ecgka.losses.factory",
+    "FDS": "ecgka.losses.fds",
+    "display_name": "ecgka.losses.methods",
+    "list_losses": "ecgka.losses.methods",
+    "DistLossOptions": "ecgka.losses.options",
+    "ranksim_regularizer": "ecgka.losses.ranksim",
+    "SORTERS": "ecgka.losses.sorting",
+    "sort_predictions": "ecgka.losses.sorting",
+    "inverse_frequency_table": "ecgka.losses.weighting",
+    "inverse_frequency_weights": "ecgka.losses.weighting",
+    "lds_kernel_window": "ecgka.losses.weighting",
+    "lds_table": "ecgka.losses.weighting",
+    "lds_weights": "ecgka.losses.weighting",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ecgka.losses' has no attribute {name!r}")

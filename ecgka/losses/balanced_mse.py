@@ -103,7 +103,7 @@ class BalancedMSE(Criterion):
 
     display_name = "Balanced MSE"
 
-    def __init__(self, estimator: str = "bmc", init_noise_sigma: float = 1.0, sigma_lr: float = 1e-2,
+    def __init__(self, estimator: str, init_noise_sigma: float, sigma_lr: float,
                  prior: dict[str, np.ndarray] | None = None):
         super().__init__()
         self.estimator, self.sigma_lr = ESTIMATORS.get(estimator), float(sigma_lr)

@@ -1,70 +1,61 @@
-"""Typed method configs: ``{name, params: {...}, dist_loss: null | {...}}`` (YAML ``method:`` section)."""
+"""The YAML ``method:`` section: ``{name, params: {...}, dist_loss: null | {...}}``, fully typed at load time.
+
+``params`` is validated into the method's own parameter model (``ecgka.losses.options``) when the config
+is loaded, so an unknown key is reported before any data is opened, with the valid keys. Dist Loss options
+have one spelling, ``method.dist_loss``: for ``name: dist_loss`` they are the method's options (defaults
+when absent); for any other method they add the Dist Loss distribution term.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializeAsAny, model_validator
 
 from ecgka.config import ConfigModel
-from ecgka.registry import look_up_option
+from ecgka.losses.methods import METHODS, display_name
+from ecgka.losses.options import DistLossOptions, NoParams
 
 
-class DistLossOptions(ConfigModel):
-    """Options of Dist Loss (the ``dist_loss`` method's params, or the ``dist_loss:`` mapping added to a
-    method). Defaults are the released code's, with the documented defects repaired."""
-
-    base: Literal["l1", "l2", "focal_l1", "huber"] = "l2"
-    loss_weight: float = 1.0
-    sorter: str = "soft"
-    regularization_strength: float = Field(0.1, gt=0)
-    rounding: str = "official"
-    bw_method: float = Field(0.5, gt=0)
-    reweight: Literal["inverse", "none"] = "inverse"
-    clip: tuple[float, float] = (5, 1000)
-    weight_alignment: Literal["pseudo_label", "batch_order"] = "pseudo_label"
-    weight_sample_term: bool = True
-
-    @field_validator("sorter")
-    @classmethod
-    def _known_sorter(cls, value: str) -> str:
-        from ecgka.losses.sorting import SORTERS
-
-        return look_up_option(value, SORTERS.names(), "sorter")
-
-    @field_validator("rounding")
-    @classmethod
-    def _known_rounding(cls, value: str) -> str:
-        from ecgka.losses.distribution import ROUNDINGS
-
-        return look_up_option(value, ROUNDINGS.names(), "rounding")
+def _params_model(name: str, params: Any) -> ConfigModel:
+    """``params`` validated into the parameter model of method ``name`` (a one-line error otherwise)."""
+    spec = METHODS.get(name)
+    if isinstance(params, spec.params):
+        return params
+    params = dict(params or {})
+    valid = list(spec.params.model_fields)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        where = ("Dist Loss options go under method.dist_loss" if spec.is_dist_loss
+                 else f"valid: {', '.join(valid)}")
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {name!r} ({where})")
+    return spec.params.model_validate(params)
 
 
 class MethodConfig(ConfigModel):
     """Which imbalanced-regression method to train with, its parameters, and optional Dist Loss."""
 
     name: str = "vanilla"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: SerializeAsAny[ConfigModel] = Field(default_factory=NoParams)
     dist_loss: DistLossOptions | None = None
 
-    @field_validator("name")
+    @model_validator(mode="before")
     @classmethod
-    def _known_method(cls, value: str) -> str:
-        from ecgka.losses.registry import list_losses
+    def _typed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = METHODS.get(str(data.get("name", "vanilla"))).name  # unknown name: "did you mean"
+        data["params"] = _params_model(name, data.get("params"))
+        if METHODS.get(name).is_dist_loss and data.get("dist_loss") is None:
+            data["dist_loss"] = DistLossOptions()
+        return data
 
-        return look_up_option(value, list_losses(), "loss method")
+    @property
+    def with_dist_loss(self) -> bool:
+        return self.dist_loss is not None
 
     @property
     def display_name(self) -> str:
         """e.g. "LDS + Dist Loss" (the paper's naming)."""
-        from ecgka.losses.registry import display_name
-
-        return display_name(self.name, self.dist_loss is not None)
-
-    def build(self, train_labels, label_range, batch_size: int):
-        """The criterion for this config (``create_loss``)."""
-        from ecgka.losses.registry import create_loss
-
-        dist = None if self.dist_loss is None else self.dist_loss.model_dump()
-        return create_loss(self.name, train_labels=train_labels, label_range=label_range,
-                           batch_size=batch_size, dist_loss=dist, **self.params)
+        return display_name(self.name, self.with_dist_loss)

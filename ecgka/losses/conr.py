@@ -46,7 +46,7 @@ class ConRMethod(Criterion):
     requires_views = True
     display_name = "ConR"
 
-    def __init__(self, base: str = "l2", beta: float = 4.0, w: float = 1.0, t: float = 0.07, e: float = 0.01):
+    def __init__(self, base: str, beta: float, w: float, t: float, e: float):
         super().__init__()
         self.loss_fn, self.beta, self.w, self.t, self.e = elementwise(base), float(beta), float(w), float(t), float(e)
 

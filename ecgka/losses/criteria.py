@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from ecgka.losses.base import Criterion, apply_weights, elementwise
-from ecgka.losses.dist_loss import DistLoss
-from ecgka.losses.weighting import lookup
+from ecgka.losses.distloss import DistLoss
+from ecgka.labels import LabelGrid
 
 
 class Vanilla(Criterion):
@@ -19,7 +19,7 @@ class Vanilla(Criterion):
 
     display_name = "Vanilla"
 
-    def __init__(self, base: str = "l2"):
+    def __init__(self, base: str):
         super().__init__()
         self.base = base
         self.loss_fn = elementwise(base)
@@ -33,14 +33,14 @@ class WeightedByBin(Criterion):
 
     display_name = "LDS"
 
-    def __init__(self, table: np.ndarray, lo: float, step: float, base: str = "l2"):
+    def __init__(self, table: np.ndarray, grid: LabelGrid, base: str):
         super().__init__()
-        self.lo, self.step, self.base = float(lo), float(step), base
+        self.grid, self.base = grid, base
         self.loss_fn = elementwise(base)
         self.register_buffer("weight_table", torch.as_tensor(table, dtype=torch.float32))
 
     def compute(self, pred, target, features, epoch) -> dict[str, Tensor]:
-        weights = lookup(self.weight_table, target, self.lo, self.step).to(pred.dtype)
+        weights = self.weight_table[self.grid.clipped_index_torch(target)].to(pred.dtype)
         return {"sample": apply_weights(self.loss_fn(pred, target), weights)}
 
 

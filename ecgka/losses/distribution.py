@@ -17,7 +17,11 @@ import numpy as np
 from scipy.stats import gaussian_kde
 
 from ecgka.errors import ConfigError, InputError
+from ecgka.labels import as_grid
+from ecgka.losses.options import DistLossOptions
 from ecgka.registry import Registry
+
+_DEFAULTS = DistLossOptions()
 
 ROUNDINGS: Registry = Registry("rounding")
 
@@ -26,28 +30,17 @@ class RoundingRepairWarning(UserWarning):
     """The released rounding rule was defective for this pmf and batch size; the counts were repaired."""
 
 
-def label_grid(min_label: float, max_label: float, step: float) -> np.ndarray:
-    """``min, min + step, ..., max`` as exact decimal grid values (no accumulated float drift)."""
-    if step <= 0 or max_label < min_label:
-        raise ConfigError(f"label grid needs min <= max and step > 0, got ({min_label}, {max_label}, {step})")
-    n = int(np.rint((max_label - min_label) / step)) + 1
-    return np.round(min_label + step * np.arange(n), 10)
-
-
-def bin_index(labels, min_label: float, step: float) -> np.ndarray:
-    """Bin of each label on the grid: ``rint((y - min) / step)`` (never a float comparison)."""
-    return np.rint((np.asarray(labels, dtype=np.float64) - min_label) / step).astype(np.int64)
-
-
-def label_pmf(labels, min_label: float, max_label: float, step: float, bw_method=0.5):
-    """Gaussian KDE (scipy semantics) of the labels in range, evaluated on the grid and summed to 1."""
+def label_pmf(labels, label_range, bw_method: float = _DEFAULTS.bw_method):
+    """Gaussian KDE (scipy semantics) of the labels in range, evaluated on the grid's centres and summed
+    to 1; ``label_range`` is a ``LabelGrid`` or ``(lo, hi, step)``. Returns (centres, pmf)."""
+    grid = as_grid(label_range)
     labels = np.asarray(labels, dtype=np.float64).ravel()
-    labels = labels[(labels >= min_label) & (labels <= max_label)]
+    labels = labels[(labels >= grid.lo) & (labels <= grid.hi)]
     if labels.size < 2 or np.ptp(labels) == 0:
-        raise InputError(f"label_pmf needs at least two distinct labels in [{min_label}, {max_label}]")
-    grid = label_grid(min_label, max_label, step)
-    density = gaussian_kde(labels, bw_method=bw_method)(grid)
-    return grid, density / density.sum()
+        raise InputError(f"label_pmf needs at least two distinct labels in [{grid.lo}, {grid.hi}]")
+    centres = grid.centres
+    density = gaussian_kde(labels, bw_method=bw_method)(centres)
+    return centres, density / density.sum()
 
 
 def _released_steps(n: np.ndarray) -> tuple[np.ndarray, int]:
@@ -131,7 +124,7 @@ def quantile_counts(pmf: np.ndarray, batch_size: int) -> np.ndarray:
     return np.bincount(index, minlength=len(pmf)).astype(np.int64)
 
 
-def batch_counts(pmf, batch_size: int, rounding: str = "official") -> np.ndarray:
+def batch_counts(pmf, batch_size: int, rounding: str = _DEFAULTS.rounding) -> np.ndarray:
     """Integer count per grid point for a batch of ``batch_size`` (sums to B and >= 0 except "released")."""
     if int(batch_size) < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -143,7 +136,7 @@ def batch_counts(pmf, batch_size: int, rounding: str = "official") -> np.ndarray
     return ROUNDINGS.get(rounding)(pmf, int(batch_size))
 
 
-def pseudo_labels(grid, pmf, batch_size: int, rounding: str = "official") -> np.ndarray:
+def pseudo_labels(grid, pmf, batch_size: int, rounding: str = _DEFAULTS.rounding) -> np.ndarray:
     """Ascending pseudo-labels: grid value i repeated counts[i] times (length B).
 
     With ``rounding="released"`` a lost residual leaves trailing 0.0 values (as in the released code)

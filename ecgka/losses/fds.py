@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ecgka.labels import LabelGrid
 from ecgka.losses.base import Criterion, elementwise
 from ecgka.losses.weighting import lds_kernel_window
 
@@ -121,7 +122,7 @@ class FDS(nn.Module):
 class FDSMethod(Criterion):
     """Sample loss plus FDS calibration of the training features (``transform_features``).
 
-    Targets map to buckets ``rint((y - lo) / step)``. ``feature_dim`` may be left out: the statistics
+    Targets map to buckets by their label bin (``LabelGrid``). ``feature_dim`` may be left out: the statistics
     are then created on the first features seen. Calibration runs only in training mode
     (``criterion.train()``); call ``criterion.eval()`` with the model.
     """
@@ -129,9 +130,9 @@ class FDSMethod(Criterion):
     requires_features = True
     display_name = "FDS"
 
-    def __init__(self, lo: float, step: float, base: str = "l2", feature_dim: int | None = None, **fds_options):
+    def __init__(self, grid: LabelGrid, base: str, feature_dim: int | None = None, **fds_options):
         super().__init__()
-        self.lo, self.step, self.loss_fn = float(lo), float(step), elementwise(base)
+        self.grid, self.loss_fn = grid, elementwise(base)
         self.fds_options = fds_options
         self.fds = FDS(feature_dim, **fds_options) if feature_dim is not None else None
 
@@ -149,7 +150,7 @@ class FDSMethod(Criterion):
 
     def buckets(self, target: Tensor) -> Tensor:
         """Bucket index of each target (its label bin)."""
-        return torch.round((target.detach().to(torch.float64).reshape(-1) - self.lo) / self.step).long()
+        return self.grid.bin_index_torch(target.reshape(-1))
 
     def compute(self, pred, target, features, epoch) -> dict[str, Tensor]:
         return {"sample": self.loss_fn(pred, target)}

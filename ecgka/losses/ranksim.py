@@ -72,7 +72,7 @@ class RankSimMethod(Criterion):
     requires_features = True
     display_name = "RankSim"
 
-    def __init__(self, base: str = "l2", gamma: float = 100.0, lambda_val: float = 2.0):
+    def __init__(self, base: str, gamma: float, lambda_val: float):
         super().__init__()
         self.loss_fn, self.gamma, self.lambda_val = elementwise(base), float(gamma), float(lambda_val)
 

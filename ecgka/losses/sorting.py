@@ -33,7 +33,7 @@ def _torchsort():
 
 
 @SORTERS.register("soft")
-def soft_sort(x: Tensor, regularization_strength: float = 0.1) -> Tensor:
+def soft_sort(x: Tensor, regularization_strength: float) -> Tensor:
     """torchsort l2 soft sort of a 1-d tensor, ascending, on ``x.device``."""
     sorted_x = _torchsort().soft_sort(
         x.unsqueeze(0), regularization="l2", regularization_strength=regularization_strength
@@ -42,7 +42,7 @@ def soft_sort(x: Tensor, regularization_strength: float = 0.1) -> Tensor:
 
 
 @SORTERS.register("hard")
-def hard_sort(x: Tensor, regularization_strength: float = 0.1) -> Tensor:
+def hard_sort(x: Tensor, regularization_strength: float) -> Tensor:
     """``torch.sort`` ascending (``regularization_strength`` ignored)."""
     return torch.sort(x).values
 
@@ -55,7 +55,7 @@ def soft_equals_hard(sorted_x: Tensor, regularization_strength: float) -> bool:
 
 
 @SORTERS.register("auto")
-def auto_sort(x: Tensor, regularization_strength: float = 0.1) -> Tensor:
+def auto_sort(x: Tensor, regularization_strength: float) -> Tensor:
     """The hard sort where it equals the l2 soft sort, the soft sort otherwise."""
     hard = torch.sort(x).values
     if soft_equals_hard(hard.detach(), regularization_strength):
@@ -114,12 +114,12 @@ class _ReleasedSoftSort(torch.autograd.Function):
 
 
 @SORTERS.register("released")
-def released_sort(x: Tensor, regularization_strength: float = 0.1) -> Tensor:
+def released_sort(x: Tensor, regularization_strength: float) -> Tensor:
     """Reference of the released design (CPU numpy soft sort per call); for benchmarks and tests."""
     return _ReleasedSoftSort.apply(x, regularization_strength)
 
 
-def sort_predictions(x: Tensor, sorter: str = "soft", regularization_strength: float = 0.1) -> Tensor:
+def sort_predictions(x: Tensor, sorter: str, regularization_strength: float) -> Tensor:
     """Sort a 1-d tensor ascending with the named sorter."""
     if regularization_strength <= 0:
         raise ConfigError(f"regularization_strength must be > 0, got {regularization_strength}")

@@ -1,21 +1,21 @@
 """Label-bin sample weights: the INV weights of Dist Loss and the LDS weights (Yang et al. 2021).
 
-Bins are explicit integer indices (``rint((y - lo) / step)``), so continuous labels such as potassium in
-0.1 mmol/L bins work; ages use the age itself with lo 0 and step 1. Weights are tables per bin, rescaled
-so that their mean over the training samples is 1, and looked up per batch from the targets.
+Bins are explicit integer indices (``LabelGrid.bin_index``), so continuous labels such as potassium in
+0.1 mmol/L bins work; ages use the age grid (0..120, step 1). Weights are tables per bin, rescaled so that
+their mean over the training samples is 1, and looked up per batch from the targets' bins.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.signal.windows import triang
-from torch import Tensor
 
 from ecgka.errors import ConfigError, InputError
+from ecgka.losses.options import DistLossOptions, LDSParams
 from ecgka.registry import Registry
 
+_LDS, _DIST = LDSParams(), DistLossOptions()  # the defaults' one home
 KERNELS: Registry = Registry("LDS kernel")
 REWEIGHTS: Registry = Registry("reweight")
 
@@ -25,7 +25,7 @@ def _check_bins(bin_index, n_bins: int) -> np.ndarray:
     if bins.size == 0:
         raise InputError("no training labels to compute weights from")
     if not np.issubdtype(bins.dtype, np.integer):
-        raise InputError(f"bin indices must be integers (use rint((y - lo) / step)), got {bins.dtype}")
+        raise InputError(f"bin indices must be integers (use LabelGrid.bin_index), got {bins.dtype}")
     if bins.min() < 0 or bins.max() >= n_bins:
         raise InputError(f"bin indices must lie in [0, {n_bins - 1}], got [{bins.min()}, {bins.max()}]")
     return bins.astype(np.int64)
@@ -49,7 +49,7 @@ def _laplace(ks: int, sigma: float) -> np.ndarray:
     return np.exp(-np.abs(x) / sigma) / (2.0 * sigma)
 
 
-def lds_kernel_window(kernel: str = "gaussian", ks: int = 5, sigma: float = 2) -> np.ndarray:
+def lds_kernel_window(kernel: str = _LDS.kernel, ks: int = _LDS.ks, sigma: float = _LDS.sigma) -> np.ndarray:
     """The LDS smoothing window, divided by its maximum (gaussian = gaussian_filter1d of a delta)."""
     if ks < 1 or ks % 2 == 0:
         raise ConfigError(f"LDS kernel size ks must be odd and >= 1, got {ks}")
@@ -75,8 +75,8 @@ def _scaled_table(per_bin: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return table * (len(bins) / table[bins].sum())
 
 
-def lds_table(bin_index, n_bins: int, reweight="sqrt_inv", lds=True, kernel="gaussian", ks=5, sigma=2,
-              truncate_inverse=True) -> np.ndarray:
+def lds_table(bin_index, n_bins: int, reweight=_LDS.reweight, lds=_LDS.lds, kernel=_LDS.kernel, ks=_LDS.ks,
+              sigma=_LDS.sigma, truncate_inverse=_LDS.truncate_inverse) -> np.ndarray:
     """Per-bin LDS weights (mean 1 over the training samples); see ``lds_weights``."""
     bins = _check_bins(bin_index, n_bins)
     if reweight == "none":
@@ -92,8 +92,8 @@ def lds_table(bin_index, n_bins: int, reweight="sqrt_inv", lds=True, kernel="gau
     return _scaled_table(values.astype(np.float64), bins)
 
 
-def lds_weights(bin_index, n_bins: int, reweight="sqrt_inv", lds=True, kernel="gaussian", ks=5, sigma=2,
-                truncate_inverse=True) -> np.ndarray:
+def lds_weights(bin_index, n_bins: int, reweight=_LDS.reweight, lds=_LDS.lds, kernel=_LDS.kernel, ks=_LDS.ks,
+                sigma=_LDS.sigma, truncate_inverse=_LDS.truncate_inverse) -> np.ndarray:
     """Per-sample LDS weights, mean 1: 1 / (kernel-smoothed transformed bin counts), zero padding.
 
     ``reweight``: ``sqrt_inv`` (sqrt(count)), ``inverse`` (clip(count, 5, 1000); with
@@ -104,19 +104,14 @@ def lds_weights(bin_index, n_bins: int, reweight="sqrt_inv", lds=True, kernel="g
     return table[np.asarray(bin_index, dtype=np.int64)]
 
 
-def inverse_frequency_table(bin_index, n_bins: int, clip=(5, 1000)) -> np.ndarray:
+def inverse_frequency_table(bin_index, n_bins: int, clip=_DIST.clip) -> np.ndarray:
     """Per-bin INV weights: 1 / clip(count, lo, hi), rescaled to mean 1 over the training samples."""
     bins = _check_bins(bin_index, n_bins)
     counts = np.clip(np.bincount(bins, minlength=n_bins), clip[0], clip[1]).astype(np.float64)
     return _scaled_table(counts, bins)
 
 
-def inverse_frequency_weights(bin_index, n_bins: int, clip=(5, 1000)) -> np.ndarray:
+def inverse_frequency_weights(bin_index, n_bins: int, clip=_DIST.clip) -> np.ndarray:
     """Per-sample INV weights of Dist Loss (count-based, clipped, mean 1)."""
     return inverse_frequency_table(bin_index, n_bins, clip)[np.asarray(bin_index, dtype=np.int64)]
 
-
-def lookup(table: Tensor, values: Tensor, lo: float, step: float) -> Tensor:
-    """``table[rint((values - lo) / step)]`` with indices clamped to the table (labels outside the range)."""
-    index = torch.round((values.detach().to(torch.float64) - lo) / step).long()
-    return table[index.clamp(0, table.shape[0] - 1)]

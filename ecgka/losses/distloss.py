@@ -15,11 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ecgka.config import validate_config
 from ecgka.errors import ConfigError
+from ecgka.labels import as_grid
 from ecgka.losses.base import apply_weights, check_pair, elementwise
-from ecgka.losses.distribution import label_grid, label_pmf, pseudo_labels
+from ecgka.losses.distribution import label_pmf, pseudo_labels
+from ecgka.losses.options import DistLossOptions
 from ecgka.losses.sorting import sort_predictions
-from ecgka.losses.weighting import inverse_frequency_table, lookup
+from ecgka.losses.weighting import inverse_frequency_table
 from ecgka.registry import Registry
 
 ALIGNMENTS: Registry = Registry("weight alignment")
@@ -37,29 +40,29 @@ def _batch_order_alignment(weights: Tensor | None, pseudo_weights: Tensor | None
     return weights  # the released misalignment: sorted position i gets batch sample i's weight
 
 
-def distribution_term(pred: Tensor, pseudo, *, base="l2", sorter="soft", regularization_strength=0.1,
-                      weights: Tensor | None = None) -> Tensor:
+def distribution_term(pred: Tensor, pseudo, options: DistLossOptions, weights: Tensor | None = None) -> Tensor:
     """Elementwise ``weights_i * l(sort(pred)_i, pseudo_i)`` (length B, not reduced)."""
     pseudo = torch.as_tensor(pseudo, dtype=pred.dtype, device=pred.device).reshape(-1)
     if pseudo.shape[0] != pred.shape[0]:
         raise ValueError(f"{pseudo.shape[0]} pseudo-labels for a batch of {pred.shape[0]} predictions")
-    sorted_pred = sort_predictions(pred, sorter, regularization_strength)
-    return apply_weights(elementwise(base)(sorted_pred, pseudo), weights)
+    sorted_pred = sort_predictions(pred, options.sorter, options.regularization_strength)
+    return apply_weights(elementwise(options.base)(sorted_pred, pseudo), weights)
 
 
-def dist_loss(pred, target, pseudo, *, base="l2", loss_weight=1.0, sorter="soft", regularization_strength=0.1,
-              weights=None, weight_alignment="pseudo_label", pseudo_weights=None, return_terms=False):
+def dist_loss(pred, target, pseudo, *, weights=None, pseudo_weights=None, return_terms=False, **options):
     """Mean Dist Loss of a batch; with ``return_terms`` also (distribution term, sample term) means.
 
-    ``weights`` are per-sample (batch order) INV weights; with ``weight_alignment="pseudo_label"`` the
-    distribution term uses ``pseudo_weights`` (the weight of each pseudo-label's bin) instead.
+    ``options`` are ``DistLossOptions`` fields (base, loss_weight, sorter, regularization_strength,
+    weight_alignment, ...). ``weights`` are per-sample (batch order) INV weights; with
+    ``weight_alignment="pseudo_label"`` the distribution term uses ``pseudo_weights`` (the weight of each
+    pseudo-label's bin) instead.
     """
+    opts = validate_config(DistLossOptions, options, source="dist_loss")
     pred, target = check_pair(pred, target)
-    dist_weights = ALIGNMENTS.get(weight_alignment)(weights, pseudo_weights)
-    distribution = distribution_term(pred, pseudo, base=base, sorter=sorter,
-                                     regularization_strength=regularization_strength, weights=dist_weights)
-    distribution, sample = distribution.mean(), apply_weights(elementwise(base)(pred, target), weights).mean()
-    total = loss_weight * distribution + sample
+    dist_weights = ALIGNMENTS.get(opts.weight_alignment)(weights, pseudo_weights)
+    distribution = distribution_term(pred, pseudo, opts, dist_weights).mean()
+    sample = apply_weights(elementwise(opts.base)(pred, target), weights).mean()
+    total = opts.loss_weight * distribution + sample
     return (total, distribution, sample) if return_terms else total
 
 
@@ -72,38 +75,33 @@ class DistLoss(nn.Module):
     slice (e.g. ``torch.distributed.nn.functional.all_gather`` + ``torch.cat``).
     """
 
-    def __init__(self, train_labels, label_range, batch_size: int, *, base="l2", loss_weight=1.0,
-                 sorter="soft", regularization_strength=0.1, rounding="official", bw_method=0.5,
-                 reweight="inverse", clip=(5, 1000), weight_alignment="pseudo_label", weight_sample_term=True,
-                 gather: Callable[[Tensor], Tensor] | None = None):
+    def __init__(self, train_labels, label_range, batch_size: int, options: DistLossOptions | None = None, *,
+                 gather: Callable[[Tensor], Tensor] | None = None, **option_values):
         super().__init__()
-        lo, hi, step = (float(v) for v in label_range)
-        self.lo, self.step, self.batch_size = lo, step, int(batch_size)
-        self.base, self.loss_weight, self.sorter = base, float(loss_weight), sorter
-        self.regularization_strength, self.rounding = float(regularization_strength), rounding
-        self.weight_alignment, self.weight_sample_term, self.gather = weight_alignment, weight_sample_term, gather
-        elementwise(base), ALIGNMENTS.get(weight_alignment)  # fail early on unknown names
-        self.grid, self.pmf = label_pmf(train_labels, lo, hi, step, bw_method)
-        self.register_buffer("weight_table", self._table(train_labels, lo, hi, step, reweight, clip))
+        if options is None:
+            options = validate_config(DistLossOptions, option_values, source="DistLoss")
+        elif option_values:
+            raise ConfigError("DistLoss: give either options=DistLossOptions(...) or keyword options, not both")
+        self.options, self.label_grid, self.batch_size = options, as_grid(label_range), int(batch_size)
+        self.gather = gather
+        self.grid, self.pmf = label_pmf(train_labels, self.label_grid, options.bw_method)
+        self.register_buffer("weight_table", self._table(train_labels))
         self._pseudo: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._pseudo_tensors_cache: dict[tuple, tuple[Tensor, Tensor | None]] = {}
         self.pseudo_for(self.batch_size)
 
-    @staticmethod
-    def _table(train_labels, lo, hi, step, reweight, clip) -> Tensor | None:
-        if reweight in (None, "none"):
+    def _table(self, train_labels) -> Tensor | None:
+        if self.options.reweight == "none":
             return None
-        if reweight != "inverse":
-            raise ConfigError(f"unknown Dist Loss reweight {reweight!r} (valid: inverse, none)")
-        n_bins = len(label_grid(lo, hi, step))
-        bins = np.clip(np.rint((np.asarray(train_labels, dtype=np.float64) - lo) / step), 0, n_bins - 1)
-        return torch.as_tensor(inverse_frequency_table(bins.astype(np.int64), n_bins, clip), dtype=torch.float32)
+        grid = self.label_grid
+        table = inverse_frequency_table(grid.clipped_index(train_labels), grid.n_bins, self.options.clip)
+        return torch.as_tensor(table, dtype=torch.float32)
 
     def pseudo_for(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(pseudo-labels, their bin indices) for a batch of ``n``, computed once per size."""
         if n not in self._pseudo:
-            values = pseudo_labels(self.grid, self.pmf, n, self.rounding)
-            self._pseudo[n] = (values, np.rint((values - self.lo) / self.step).astype(np.int64))
+            values = pseudo_labels(self.grid, self.pmf, n, self.options.rounding)
+            self._pseudo[n] = (values, self.label_grid.bin_index(values))
         return self._pseudo[n]
 
     def _pseudo_tensors(self, n: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -126,7 +124,7 @@ class DistLoss(nn.Module):
     def _weights(self, target: Tensor) -> Tensor | None:
         if self.weight_table is None:
             return None
-        return lookup(self.weight_table, target, self.lo, self.step).to(target.dtype)
+        return self.weight_table[self.label_grid.clipped_index_torch(target)].to(target.dtype)
 
     def distribution(self, pred: Tensor, target: Tensor) -> Tensor:
         """Elementwise, weighted ``loss_weight * l(sort(pred), pseudo)`` over the (gathered) batch."""
@@ -134,17 +132,15 @@ class DistLoss(nn.Module):
             pred, target = self.gather(pred), self.gather(target.detach())
         pseudo, pseudo_weights = self._pseudo_tensors(pred.shape[0], pred)
         # only the released misalignment needs the batch samples' own weights
-        batch_weights = self._weights(target) if self.weight_alignment == "batch_order" else None
-        weights = ALIGNMENTS.get(self.weight_alignment)(batch_weights, pseudo_weights)
-        return self.loss_weight * distribution_term(
-            pred, pseudo, base=self.base, sorter=self.sorter,
-            regularization_strength=self.regularization_strength, weights=weights,
-        )
+        alignment = self.options.weight_alignment
+        batch_weights = self._weights(target) if alignment == "batch_order" else None
+        weights = ALIGNMENTS.get(alignment)(batch_weights, pseudo_weights)
+        return self.options.loss_weight * distribution_term(pred, pseudo, self.options, weights)
 
     def sample(self, pred: Tensor, target: Tensor) -> Tensor:
         """Elementwise ``w_i * l(pred_i, target_i)`` (INV-weighted when ``weight_sample_term``)."""
-        weights = self._weights(target) if self.weight_sample_term else None
-        return apply_weights(elementwise(self.base)(pred, target), weights)
+        weights = self._weights(target) if self.options.weight_sample_term else None
+        return apply_weights(elementwise(self.options.base)(pred, target), weights)
 
     def terms(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(total, distribution term, sample term), each a mean."""
