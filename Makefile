@@ -21,6 +21,8 @@ demo: install
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# One install for every target: the package with its `dev` extra (pytest, Dask, DuckDB, Polars,
+# TensorBoard, psutil for the benchmarks). The demo itself needs only `pip install -e .`.
 install: $(BIN)/python
 	@if [ "$$(cat $(STAMP) 2>/dev/null)" = "$(INSTALL_KEY)" ] && $(BIN)/python -c "import ecgka, torchsort" 2>/dev/null; then \
 	  echo "environment $(VENV) is up to date"; \

@@ -3,7 +3,7 @@
 Writes labevents-format ``.csv.gz`` files (~4 % potassium rows, like MIMIC-IV) into a temp dir, then
 runs ``extract_potassium`` on each in a fresh process and reports rows/s and peak RSS above the
 process's baseline: memory must stay flat as the file grows (only potassium rows are kept).
-Usage: python benchmarks/bench_labs.py [--sizes 1000000 5000000] [--keep DIR]
+Usage: python benchmarks/bench_labs.py [--sizes 1000000 5000000] [--keep DIR]  (needs ``ecgka[bench]``)
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ def _status_kb(field: str) -> float:
     return psutil.Process().memory_info().rss / 1024
 
 
+def _require_psutil() -> None:
+    """psutil (current RSS) is the optional ``bench`` extra: stop with the install line when it is missing."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise SystemExit("bench_labs.py measures memory with psutil: pip install 'ecgka[bench]'") from None
+
+
 def _measure(path: str, queue) -> None:
     from ecgka.data.config import LabsConfig
     from ecgka.data.labs import ItemSelection, extract_potassium
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--keep", type=Path, help="folder to keep the generated files in (default: a temp dir)")
     args = parser.parse_args()
+    _require_psutil()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_labs_"))
     folder.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")

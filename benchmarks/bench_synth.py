@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import wfdb  # noqa: E402
 
-from ecgka.standin import LEADS, generate_standin  # noqa: E402
+from ecgka.standin import ECG_DIR, LEADS, generate_standin  # noqa: E402
 from ecgka.standin.wfdb_writer import to_digital, write_record  # noqa: E402
 
 RECORDS_PER_SUBJECT = 3.1  # measured mean of the stand-in's timelines
@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         summary = generate_standin(tmp / "standin", subjects=subjects, seed=args.seed, workers=args.workers)
-        root = tmp / "standin" / "ecg"
+        root = tmp / "standin" / ECG_DIR
         paths = pd.read_csv(root / "record_list.csv").path.tolist()[: args.ref]
         t_wrsamp = time_wrsamp(root, paths, tmp / "wrsamp")
         t_own = time_own_writer(root, paths, tmp / "own")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,32 @@ def test_torchsort_soft_sort_runs_after_setup():
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "ecgka", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("ecgka ")
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ecgka"
+
+
+def _ecgka_imports(folder: Path) -> dict[str, set[str]]:
+    """Every ``ecgka.*`` module imported by each file under ``folder`` (imports inside functions too)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: relative import"
+                names.add(node.module or "")
+        found[str(path.relative_to(PACKAGE.parent))] = {n for n in names if n.split(".")[0] == "ecgka"}
+    return found
+
+
+def test_standin_is_its_own_package():
+    """The stand-in writes raw MIMIC-format inputs: it imports nothing from the build, nor the build from it."""
+    standin = _ecgka_imports(PACKAGE / "standin")
+    assert len(standin) >= 9
+    allowed = ("ecgka.standin", "ecgka.errors", "ecgka.io")
+    outside = {f: sorted(n for n in names if not n.startswith(allowed)) for f, names in standin.items()}
+    assert all(not names for names in outside.values()), outside
+    data = _ecgka_imports(PACKAGE / "data")
+    assert data and not {f: n for f, n in data.items() if any(m.startswith("ecgka.standin") for m in n)}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ecgka.catalog import DatasetDir, PipelineDir, ReportDir, RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,16 +23,14 @@ def test_smoke_pipeline_end_to_end_then_skips(tmp_path):
     first = _ecgka("run", "pipelines/smoke.yaml", "--out", str(out))
     assert first.returncode == 0, first.stderr[-2000:]
     assert "7 stage(s) ran" in first.stdout
-    report = out / "report" / "report.html"
+    report = ReportDir(out / "report").html
     assert report.is_file() and f"report: {report}" in first.stdout
-    manifest = json.loads((out / "dataset" / "manifest.json").read_text())
-    counts = manifest["counts"]
+    counts = DatasetDir(out / "dataset").read_manifest()["counts"]
     assert counts["record_list"] == counts["train"] + counts["val"] + counts["test"] + counts["excluded"]
     for run in ("vanilla", "dist_loss"):
-        metrics = json.loads((out / run / "eval" / "test" / "metrics.json").read_text())
-        assert metrics["split"] == "test"
-        assert json.loads((out / run / "run.json").read_text())["status"] == "complete"
-    assert json.loads((out / "dist_loss" / "run.json").read_text())["init"] == str(out / "vanilla")
+        assert RunDir(out / run).read_metrics("test")["split"] == "test"
+        assert RunDir(out / run).read_run()["status"] == "complete"
+    assert RunDir(out / "dist_loss").read_run()["init"] == str(out / "vanilla")
     second = _ecgka("run", "pipelines/smoke.yaml", "--out", str(out))
     assert second.returncode == 0 and "0 stage(s) ran, 7 skipped" in second.stdout
 
@@ -63,14 +62,15 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
     out = tmp_path / "smoke"
     proc = subprocess.Popen([sys.executable, "-m", "ecgka", "run", "pipelines/smoke.yaml", "--out", str(out)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    marker = out / ".pipeline" / "dataset.json"
+    marker = PipelineDir(out).marker("dataset")
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert marker.exists() and not (out / "report" / "report.html").exists()
+    report = ReportDir(out / "report").html
+    assert marker.exists() and not report.exists()
     resumed = _ecgka("run", "pipelines/smoke.yaml", "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "[skip] standin" in resumed.stdout and "[skip] dataset" in resumed.stdout
-    assert "[run ] report" in resumed.stdout and (out / "report" / "report.html").is_file()
+    assert "[run ] report" in resumed.stdout and report.is_file()

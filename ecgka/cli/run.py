@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ecgka.catalog import ReportDir
     from ecgka.pipeline import load_pipeline, run_pipeline
     from ecgka.pipeline.runner import check_only
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_pipeline(spec, out, project_dir, only=only, force=args.force)
     ran = sum(r.status == "ran" for r in results)
     print(f"\npipeline {spec.name}: {ran} stage(s) ran, {len(results) - ran} skipped; outputs in {out}")
-    for r in results:
-        if r.kind == "report":
-            print(f"report: {r.output / 'report.html'}")
+    for html in (ReportDir(r.output).html for r in results if r.kind == "report"):
+        if html.is_file():  # not when the report stage was left out (--only) and never ran
+            print(f"report: {html}")
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ecgka.standin.generator import ECG_DIR, HOSP_DIR, LABEVENTS
 
 HELP = "write a MIMIC-IV-ECG v1.0 + MIMIC-IV hosp stand-in with potassium-dependent ECG physiology"
 
@@ -35,7 +38,8 @@ def format_summary(summary: dict) -> str:
     width = max(len(k) for k, _ in rows)
     lines = [f"stand-in written to {summary['out']}"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
-    lines += [f"  build with: --ecg-root {summary['out']}/ecg --labs {summary['out']}/hosp/labevents.csv.gz"]
+    out = Path(summary["out"])
+    lines += [f"  build with: --ecg-root {out / ECG_DIR} --labs {out / HOSP_DIR / LABEVENTS}"]
     return "\n".join(lines)
 
 

@@ -1,9 +1,9 @@
 """Where the signal stage runs: inline, a local process pool, or a Dask distributed cluster.
 
 All executors share one interface, ``map_unordered(fn, tasks) -> iterator of results``; outputs are
-written by the tasks themselves into the work folder, so results only carry small summaries. Dask is
-imported only when a Dask executor is created (its workers must see the ECG root and the output folder,
-e.g. on a shared file system).
+written by the tasks themselves into the work folder, so results only carry small summaries. Dask is an
+optional extra (``pip install 'ecgka[dask]'``), imported only when a Dask executor is created (its workers
+must see the ECG root and the output folder, e.g. on a shared file system).
 """
 
 from __future__ import annotations
@@ -46,19 +46,31 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+DASK_HINT = "--dask-scheduler needs Dask, an optional extra: pip install 'ecgka[dask]'"
+
+
+def dask_client_class() -> type:
+    """``dask.distributed.Client``; without the ``ecgka[dask]`` extra a one-line ConfigError with the hint.
+
+    Every Dask import of the build comes after this one; call it early to fail before any data is read.
+    """
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise ConfigError(DASK_HINT) from None
+    return Client
+
+
 class DaskExecutor:
     """Tasks on a Dask distributed cluster: a scheduler address, or an existing ``Client``."""
 
     name = "dask"
 
     def __init__(self, scheduler: Any):
+        client_class = dask_client_class()
+        self._own = not isinstance(scheduler, client_class)
         try:
-            from dask.distributed import Client
-        except ImportError:  # pragma: no cover - dask is a declared dependency
-            raise ConfigError("--dask-scheduler needs dask[distributed]: pip install 'dask[distributed]'") from None
-        self._own = not isinstance(scheduler, Client)
-        try:
-            self.client = Client(scheduler, timeout=30) if self._own else scheduler
+            self.client = client_class(scheduler, timeout=30) if self._own else scheduler
         except OSError as exc:
             raise ConfigError(f"cannot connect to the Dask scheduler {scheduler!r}: {exc}") from None
 

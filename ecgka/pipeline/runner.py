@@ -1,8 +1,8 @@
 """Run a pipeline: stages in order, skipping those whose outputs are complete and unchanged.
 
-A stage is skipped when its marker (``OUT/.pipeline/<id>.json``) holds the same fingerprint and its
-output is complete. The fingerprint covers the stage's resolved options, the content of the config
-files and inputs it names, and the fingerprints of the stages it reads from, so a changed config
+A stage is skipped when its marker (``PipelineDir.marker``, one per stage) holds the same fingerprint
+and its output is complete. The fingerprint covers the stage's resolved options, the content of the
+config files and inputs it names, and the fingerprints of the stages it reads from, so a changed config
 re-runs that stage and everything downstream. An interrupted stage has no marker and runs again; the
 stages themselves resume (build chunks, training checkpoints).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgka import __version__
+from ecgka.catalog import PipelineDir
 from ecgka.config import validate_config
 from ecgka.errors import ConfigError
 from ecgka.io import atomic_write_json, read_json
@@ -84,7 +85,7 @@ def _prepare(stage: StageSpec, spec: PipelineSpec, outputs: dict[str, Path], out
     where = f"stage {stage.id!r}"
     raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), project_dir)
     options = validate_config(kind.options_model, raw, source=where)
-    return kind, options, raw, kind.output_of(options, out_dir / stage.id)
+    return kind, options, raw, kind.output_of(options, PipelineDir(out_dir).stage_dir(stage.id))
 
 
 def check_pipeline(spec: PipelineSpec, out_dir: Path, project_dir: Path) -> list[str]:
@@ -106,8 +107,8 @@ def run_pipeline(
     log: Callable[[str], None] = print,
 ) -> list[StageResult]:
     """Execute ``spec`` into ``out_dir``; returns what ran and what was skipped."""
-    markers = out_dir / ".pipeline"
-    markers.mkdir(parents=True, exist_ok=True)
+    folder = PipelineDir(out_dir)
+    folder.markers_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, Path] = {}
     fingerprints: dict[str, str] = {}
     results: list[StageResult] = []
@@ -116,7 +117,7 @@ def run_pipeline(
         upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
         fingerprint = stage_fingerprint(stage, kind, raw, options, upstream)
         outputs[stage.id], fingerprints[stage.id] = output, fingerprint
-        marker = markers / f"{stage.id}.json"
+        marker = folder.marker(stage.id)
         previous = read_json(marker).get("fingerprint") if marker.exists() else None
         done = previous == fingerprint
         selected = only is None or stage.id in only
@@ -141,7 +142,7 @@ def run_pipeline(
 
 
 def _write_summary(spec: PipelineSpec, out_dir: Path, results: list[StageResult]) -> None:
-    atomic_write_json(out_dir / "pipeline.json", {
+    atomic_write_json(PipelineDir(out_dir).summary, {
         "name": spec.name,
         "stages": [{"id": r.id, "kind": r.kind, "status": r.status, "seconds": round(r.seconds, 3),
                     "output": str(r.output)} for r in results],

@@ -1,7 +1,9 @@
 """Stage kinds of a pipeline: how each kind's options are typed, where its output lives, how it runs.
 
 Each kind calls the same Python entry point as its CLI command, so a pipeline stage and the command
-produce identical outputs. Stage APIs are imported lazily (no torch import to run a synth stage).
+produce identical outputs. Stage APIs are imported lazily (no torch import to run a synth stage). Whether
+a stage's output is complete is read through the catalog (``ecgka.catalog``), which alone knows the file
+names of dataset, run and report folders.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ecgka.catalog import DatasetDir, ReportDir, RunDir
 from ecgka.config import ConfigModel
+from ecgka.errors import InputError
 from ecgka.registry import Registry
 
 
@@ -123,20 +127,36 @@ def _run_report(o: ReportOptions, out: Path) -> None:
     write_report([Path(r) for r in o.runs], out, title=o.title)
 
 
-def _has(*names: str) -> Callable[[Any, Path], bool]:
-    return lambda options, out: all((out / n).exists() for n in names)
+def _synth_complete(o: SynthOptions, out: Path) -> bool:
+    from ecgka.standin import standin_complete
+
+    return standin_complete(out)
+
+
+def _build_complete(o: BuildOptions, out: Path) -> bool:
+    dataset = DatasetDir(out)
+    return dataset.manifest_or_none() is not None and dataset.exclusions_path.is_file()
 
 
 def _train_complete(o: TrainOptions, out: Path) -> bool:
-    import json
+    run = RunDir(out)
+    try:
+        return run.read_run().get("status") == "complete"
+    except InputError:  # no run.json yet (or an unreadable one): the stage runs and resumes
+        return False
 
-    run_json = out / "run.json"
-    return run_json.exists() and json.loads(run_json.read_text()).get("status") == "complete"
+
+def _evaluate_complete(o: EvaluateOptions, out: Path) -> bool:
+    return RunDir(o.run).metrics_path(o.split).is_file()
 
 
-STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _has("ecg/record_list.csv")))
+def _report_complete(o: ReportOptions, out: Path) -> bool:
+    return ReportDir(out).html.is_file()
+
+
+STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _synth_complete))
 STAGE_KINDS.register("build")(
-    StageKind(BuildOptions, _run_build, _has("manifest.json", "exclusions.parquet"), file_options=("labs", "d_labitems"),
+    StageKind(BuildOptions, _run_build, _build_complete, file_options=("labs", "d_labitems"),
               resolved_config=lambda o: _build_config(o).model_dump(mode="json"))
 )
 STAGE_KINDS.register("train")(
@@ -144,11 +164,7 @@ STAGE_KINDS.register("train")(
               resolved_config=lambda o: _train_config(o).model_dump(mode="json"), reset=_remove)
 )
 STAGE_KINDS.register("evaluate")(
-    StageKind(
-        EvaluateOptions,
-        _run_evaluate,
-        lambda o, out: (Path(o.run) / "eval" / o.split / "metrics.json").exists(),
-        output_of=lambda o, default: Path(o.run) / "eval" / o.split,
-    )
+    StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete,
+              output_of=lambda o, default: RunDir(o.run).eval_dir(o.split))
 )
-STAGE_KINDS.register("report")(StageKind(ReportOptions, _run_report, _has("report.html"), reset=_remove))
+STAGE_KINDS.register("report")(StageKind(ReportOptions, _run_report, _report_complete, reset=_remove))

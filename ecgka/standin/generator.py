@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgka.errors import InputError
+from ecgka.io import atomic_path, file_fingerprint
 from ecgka.standin.ids import N_CARTS, Ids
 from ecgka.standin.labs import (
     D_LABITEMS_COLUMNS,
@@ -38,8 +40,6 @@ from ecgka.standin.noise import dropouts
 from ecgka.standin.physiology import synthesize
 from ecgka.standin.timeline import plan_subject
 from ecgka.standin.wfdb_writer import INVALID, record_path, to_digital, write_record
-from ecgka.errors import InputError
-from ecgka.io import atomic_path, file_fingerprint
 
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
 NOTE_LINK_COLUMNS = ("subject_id", "study_id", "waveform_path", "note_id", "note_seq", "charttime")
@@ -49,6 +49,16 @@ MAX_WORKERS = 256
 CHUNK_RECORDS = 64  # records per worker task: small enough to stream, large enough to amortise
 Progress = Callable[[int, int], None]  # (records done, records in total)
 SUMS_PART = "record-sums.part"
+ECG_DIR = "ecg"  # MIMIC-IV-ECG root of the stand-in (record_list.csv, files/...)
+HOSP_DIR = "hosp"  # MIMIC-IV hosp tables
+RECORD_LIST = "record_list.csv"
+LABEVENTS = "labevents.csv.gz"
+D_LABITEMS = "d_labitems.csv.gz"
+
+
+def standin_complete(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a finished stand-in (it is written atomically; its record list is there)."""
+    return (Path(out_dir) / ECG_DIR / RECORD_LIST).is_file()
 
 
 def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | None) -> Path:
@@ -131,7 +141,7 @@ def _write_labs(hosp: Path, order: list[int], ids: Ids, seed: int, summary: dict
     """Stream labevents one subject at a time (subject_id order) and write d_labitems; counts go to summary."""
     hosp.mkdir()  # not parents=True: never re-create a temporary folder that is being cleaned up
     n_rows = n_k = 0
-    with _gzip_csv(hosp / "labevents.csv.gz") as writer:
+    with _gzip_csv(hosp / LABEVENTS) as writer:
         writer.writerow(LAB_COLUMNS)
         for index in order:
             if stop.is_set():
@@ -144,7 +154,7 @@ def _write_labs(hosp: Path, order: list[int], ids: Ids, seed: int, summary: dict
                 r[0] = n_rows
                 n_k += r[4] in (K_CHEM, K_GAS, K_CHEM_NEW)
             writer.writerows(rows)
-    with _gzip_csv(hosp / "d_labitems.csv.gz") as writer:
+    with _gzip_csv(hosp / D_LABITEMS) as writer:
         writer.writerows([D_LABITEMS_COLUMNS, *d_labitems_rows()])
     summary.update(lab_rows=n_rows, potassium_labs=n_k)
 
@@ -199,12 +209,12 @@ def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: in
 def _write_tree(tmp: Path, subjects: int, seed: int, workers: int, progress: Progress | None) -> dict:
     ids = Ids(seed)
     order = ids.subject_order(subjects)
-    ecg = tmp / "ecg"
+    ecg = tmp / ECG_DIR
     ecg.mkdir(parents=True)
     tasks = _ecg_tasks(order, ids, seed)
     total = sum(len(t[2]) for t in tasks)
     summary: dict = {"subjects_with_ecg": len(tasks), "records": total}
-    labs = _LabThread(tmp / "hosp", order, ids, seed, summary)
+    labs = _LabThread(tmp / HOSP_DIR, order, ids, seed, summary)
     labs.start()  # overlaps with the ECG workers (the main process mostly waits on them)
     try:
         fh, writer = _open_csv(ecg / "machine_measurements.csv", MEASUREMENT_COLUMNS)
@@ -222,7 +232,7 @@ def _write_tree(tmp: Path, subjects: int, seed: int, workers: int, progress: Pro
         labs.join()
         raise
     labs.finish()
-    _write_csv(ecg / "record_list.csv", RECORD_LIST_COLUMNS, _record_rows(tasks))
+    _write_csv(ecg / RECORD_LIST, RECORD_LIST_COLUMNS, _record_rows(tasks))
     _write_csv(ecg / "waveform_note_links.csv", NOTE_LINK_COLUMNS, _note_link_rows(tasks, seed))
     _write_sha256sums(ecg, tmp / SUMS_PART)
     return summary
