@@ -62,6 +62,7 @@ class DatasetDir:
     WORK = "_work"
     VARIANTS = "variants"
     SPLIT_PREFIX = "split="
+    LEGACY_EXCLUSIONS = "exclusions.parquet"  # schema 1
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -89,12 +90,26 @@ class DatasetDir:
     def work_dir(self, fingerprint: str) -> Path:
         return self.work_root / fingerprint
 
+    def work(self, fingerprint: str) -> WorkDir:
+        return WorkDir(self.work_dir(fingerprint))
+
+    def legacy_paths(self) -> list[Path]:
+        """Existing entries of the schema-1 layout (``train/``, ``exclusions.parquet`` ...): a rebuild removes
+        them so that no old shard stays inside the ``DIR/**/*.parquet`` glob."""
+        names = [*SPLITS, self.LEGACY_EXCLUSIONS]
+        return [self.path / n for n in names if (self.path / n).exists()]
+
     def split_dir(self, split: str) -> Path:
         return self.path / f"{self.SPLIT_PREFIX}{split}"
 
     @staticmethod
     def shard_name(index: int) -> str:
         return f"part-{index:05d}.parquet"
+
+    @staticmethod
+    def signal_cache_name(split: str, key: str) -> str:
+        """The memory-mapped signal cache of ``split`` (in ``cache_dir`` or a configured folder)."""
+        return f"{split}-{key}.npy"
 
     @property
     def variants_dir(self) -> Path:
@@ -170,6 +185,44 @@ class DatasetDir:
         if split != "train" or self.shard_source is self:
             return np.empty(0, np.int64)
         return pd.read_csv(self.exclusions_path, usecols=["row"])["row"].to_numpy(np.int64)
+
+
+class WorkDir:
+    """The resumable parts of one build (``DIR/_work/<fingerprint>/``): the lab table and one folder per
+    signal chunk, written as Arrow IPC files (never ``.parquet``, so a kept work folder stays out of the
+    shard glob)."""
+
+    CHUNKS = "chunks"
+    ROWS = "rows.arrow"
+    EXCLUDED = "excluded.arrow"
+    LABS = "labs.npz"
+    LAB_STATS = "labs.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def chunks_dir(self) -> Path:
+        return self.path / self.CHUNKS
+
+    def chunk(self, index: int) -> Path:
+        return self.chunks_dir / f"chunk-{index:05d}"
+
+    @classmethod
+    def rows(cls, chunk: Path) -> Path:
+        return Path(chunk) / cls.ROWS
+
+    @classmethod
+    def excluded(cls, chunk: Path) -> Path:
+        return Path(chunk) / cls.EXCLUDED
+
+    @property
+    def labs(self) -> Path:
+        return self.path / self.LABS
+
+    @property
+    def lab_stats(self) -> Path:
+        return self.path / self.LAB_STATS
 
 
 class RunDir:
@@ -282,7 +335,7 @@ class ReportDir:
     MARKDOWN = "report.md"
     METRICS = "metrics.json"
     TABLES = "tables"
-    DATA_TABLES = "data"  # tidy snake_case CSVs, one observation per row
+    TIDY = "tidy"  # tidy snake_case CSVs, one observation per row, next to the display tables
     FIGURES = "figures"
 
     def __init__(self, path: str | Path):
@@ -303,8 +356,8 @@ class ReportDir:
     def table(self, name: str) -> Path:
         return self.path / self.TABLES / f"{name}.csv"
 
-    def data_table(self, name: str) -> Path:
-        return self.path / self.TABLES / self.DATA_TABLES / f"{name}.csv"
+    def tidy_table(self, name: str) -> Path:
+        return self.path / self.TABLES / self.TIDY / f"{name}.csv"
 
     def figure(self, name: str) -> Path:
         return self.path / self.FIGURES / f"{name}.png"

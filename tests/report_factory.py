@@ -1,8 +1,8 @@
 """Small fake dataset manifests and evaluated run directories for the metrics and report tests.
 
-The files follow docs/contracts.md ("Dataset directory", "Run directory"); metrics.json is computed by
-the real ``ecgka.evaluation.compute_metrics`` from synthetic predictions. Subject ids are 8-digit numbers
-like MIMIC's, so the privacy tests can search for them.
+The files follow docs/contracts.md ("Dataset directory", "Run directory") and are named by ``ecgka.catalog``;
+metrics.json is computed by the real ``ecgka.evaluation.compute_metrics`` from synthetic predictions.
+Subject ids are 8-digit numbers like MIMIC's, so the privacy tests can search for them.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ecgka.catalog import DATASET_SCHEMA_VERSION, DatasetDir, RunDir
 from ecgka.evaluation import EvalConfig, compute_metrics
 from ecgka.io import atomic_write_json
-from ecgka.metrics.shots import bin_counts, shot_groups
+from ecgka.labels import LabelGrid, ShotRule
 
-LO, HI, WIDTH = 1.5, 10.0, 0.1
-N_BINS = int(round((HI - LO) / WIDTH)) + 1
+GRID = LabelGrid.preset("potassium")
 FINGERPRINT = "fp0123abcd"
 FAKE_DATE = "2180-07-23"  # a MIMIC-style shifted date that must never reach a report
 
@@ -32,30 +32,35 @@ def _labels(rng, n: int, balanced: bool) -> np.ndarray:
     return np.round(np.clip(k, 1.8, 8.5), 1).astype(np.float32)
 
 
-def fake_manifest(data_dir: Path, seed: int = 0, n_train: int = 3000, variant: str | None = None) -> dict:
-    """Write ``data_dir/manifest.json`` (with a train histogram of ``n_train`` labels) and return it."""
+def _histogram(grid: LabelGrid, labels) -> dict:
+    return {"lo": grid.lo, "step": grid.step, "counts": grid.counts(labels).tolist()}
+
+
+def fake_manifest(data_dir: Path, seed: int = 0, n_train: int = 3000, variant: str | None = None,
+                  shots: ShotRule | None = None) -> dict:
+    """Write the dataset manifest of ``data_dir`` (a train histogram of ``n_train`` labels) and return it."""
     rng = np.random.default_rng(seed)
+    grid = GRID if shots is None else GRID.with_shots(shots)
     train = _labels(rng, n_train, balanced=False)
-    counts = bin_counts(train, LO, WIDTH, N_BINS)
-    hist = {s: {"lo": LO, "bin_width": WIDTH, "counts": bin_counts(_labels(rng, 400, True), LO, WIDTH,
-                                                                   N_BINS).tolist()} for s in ("val", "test")}
-    hist["train"] = {"lo": LO, "bin_width": WIDTH, "counts": counts.tolist()}
+    counts = grid.counts(train)
+    hist = {s: _histogram(grid, _labels(rng, 400, True)) for s in ("val", "test")}
     manifest = {
-        "schema_version": 1, "ecgka_version": "0.1.0", "fingerprint": FINGERPRINT + (variant or ""),
+        "schema_version": DATASET_SCHEMA_VERSION, "ecgka_version": "0.1.0",
+        "fingerprint": FINGERPRINT + (variant or ""), "parent": None,
         "config": {"pairing": {"window_minutes": [-60, 60]}, "leads": ["II"], "seed": 0},
         "inputs": {"record_list": {"size": 123, "sha256": "ab" * 32}},
-        "signal": {"leads": ["II"], "fs": 500, "n_samples": 5000},
-        "label": {"name": "potassium", "unit": "mmol/L", "lo": LO, "hi": HI, "bin_width": WIDTH},
+        "signal": {"leads": ["II"], "fs": 500, "n_samples": 5000, "unit": "mV"},
+        "label": grid.to_dict(),
         "counts": {"record_list": n_train + 1000, "train": n_train, "val": 400, "test": 400, "excluded": 200},
         "exclusions": {"no_lab_in_window": 150, "flat_lead": 30, "nan_samples": 20},
         "labs_dropped": {"haemolysed": 12, "implausible": 3},
-        "label_histograms": hist,
-        "train_bin_counts": {"lo": LO, "bin_width": WIDTH, "counts": counts.tolist()},
+        "label_histograms": {"train": _histogram(grid, train), **hist},
+        "train_bin_counts": _histogram(grid, train),
         "n_max": int(counts.max()),
-        "shot_groups": shot_groups(counts),
+        "shot_groups": grid.shot_groups(counts),
+        "variants": [],
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(data_dir / "manifest.json", manifest)
+    atomic_write_json(DatasetDir(data_dir).manifest_path, manifest)
     return manifest
 
 
@@ -74,23 +79,22 @@ def make_run(root: Path, name: str, manifest: dict, method: str = "vanilla", dis
              shrink: float = 0.5, seed: int = 1, n_boot: int = 200, extra: dict | None = None,
              epoch_seconds=(12.5, 11.0, 11.5)) -> Path:
     """An evaluated run directory: run.json, config.yaml, log.jsonl, eval/{val,test}/*, metrics.json."""
-    run_dir = root / name
-    (run_dir / "eval" / "test").mkdir(parents=True, exist_ok=True)
-    (run_dir / "eval" / "val").mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir(root / name)
     run = {"name": name, "method": method, "dist_loss": dist_loss, "stage": 2 if dist_loss else 1,
            "init": None, "dataset_dir": "data/ecg-ka-dir", "dataset_fingerprint": manifest["fingerprint"],
            "status": "complete", "best_epoch": 2, "selection_metric": "val_balanced_mae",
            "ecgka_version": "0.1.0", "seed": seed, "created": FAKE_DATE, **(extra or {})}
-    (run_dir / "run.json").write_text(json.dumps(run))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"method": {"name": method}, "train": {"epochs": 3}}))
+    atomic_write_json(run_dir.run_json, run)
+    run_dir.config_path.write_text(yaml.safe_dump({"method": {"name": method}, "train": {"epochs": 3}}))
     log = [{"epoch": i, "lr": 1e-3, "train_loss": 1.0 / (i + 1), "seconds": s, "samples_per_s": 3000 / s,
             "time": f"{FAKE_DATE} 10:0{i}:00"} for i, s in enumerate(epoch_seconds)]
-    (run_dir / "log.jsonl").write_text("\n".join(json.dumps(x) for x in log) + "\n")
+    run_dir.log_path.write_text("\n".join(json.dumps(x) for x in log) + "\n")
     test = fake_predictions(seed, shrink=shrink)
     val = fake_predictions(seed + 100, shrink=shrink)
-    test.to_parquet(run_dir / "eval" / "test" / "predictions.parquet", index=False)
-    val.to_parquet(run_dir / "eval" / "val" / "predictions.parquet", index=False)
+    for split, df in (("test", test), ("val", val)):
+        run_dir.eval_dir(split).mkdir(parents=True, exist_ok=True)
+        df.to_parquet(run_dir.predictions_path(split), index=False)
     metrics = compute_metrics(test, val, manifest, EvalConfig(n_boot=n_boot))
     metrics["run"] = {k: run[k] for k in ("name", "method", "dist_loss", "stage", "seed")}
-    atomic_write_json(run_dir / "eval" / "test" / "metrics.json", metrics)
-    return run_dir
+    atomic_write_json(run_dir.metrics_path("test"), metrics)
+    return run_dir.path

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from ecgka.labels import LabelGrid
 from ecgka.metrics import (
     CONDITIONS,
     WeightedAuroc,
@@ -39,20 +40,20 @@ def _case(name):
 @pytest.mark.parametrize("case", ["ties", "separable", "inverted", "rare"])
 def test_auroc_matches_sklearn(case):
     truth, score = _case(case)
-    assert auroc(truth, score) == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
+    assert auroc(score, truth) == pytest.approx(roc_auc_score(truth, score), abs=1e-12)
 
 
 @pytest.mark.parametrize("case", ["ties", "rare"])
 def test_weighted_auroc_of_a_replicate_equals_auroc_of_its_rows(case):
     truth, score = _case(case)
-    fast = WeightedAuroc(truth, score)
+    fast = WeightedAuroc(score, truth)
     for idx in cluster_bootstrap_indices(np.arange(truth.size) // 3, n_boot=20, seed=4):
         expected = roc_auc_score(truth[idx], score[idx]) if 0 < truth[idx].sum() < idx.size else None
         assert fast(idx) == pytest.approx(expected, abs=1e-12)
 
 
 def test_auroc_undefined_with_one_class():
-    assert auroc([True, True], [0.1, 0.2]) is None
+    assert auroc([0.1, 0.2], [True, True]) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -60,7 +61,7 @@ def test_binary_stats_match_confusion_matrix(seed):
     rng = np.random.default_rng(seed)
     truth, pred = rng.random(300) < 0.3, rng.random(300) < 0.4
     tn, fp, fn, tp = confusion_matrix(truth, pred).ravel()
-    s = binary_stats(truth, pred)
+    s = binary_stats(pred, truth)
     assert (s["tp"], s["fp"], s["tn"], s["fn"]) == (tp, fp, tn, fn)
     assert s["sensitivity"] == pytest.approx(tp / (tp + fn)) and s["specificity"] == pytest.approx(tn / (tn + fp))
     assert s["ppv"] == pytest.approx(tp / (tp + fp)) and s["npv"] == pytest.approx(tn / (tn + fn))
@@ -83,14 +84,14 @@ def test_operating_point_reaches_target_sensitivity_on_val():
     c = CONDITIONS["hyper"]
     val_labels = np.r_[np.full(10, 6.0), np.full(20, 4.0)]
     val_preds = np.r_[np.linspace(4.5, 5.4, 10), RNG.normal(4.2, 0.3, 20)]
-    op = operating_point(c, val_labels, val_preds, val_labels, val_preds, target=0.9)
+    op = operating_point(val_preds, val_labels, val_preds, val_labels, c, target=0.9)
     assert op["threshold"] == pytest.approx(np.sort(val_preds[:10])[1])  # 9 of 10 positives at or above
     assert op["val"]["sensitivity"] == pytest.approx(0.9)
-    mirrored = (9.0 - val_labels, 9.0 - val_preds)  # hyperkalaemic 6.0 -> hypokalaemic 3.0
-    low = operating_point(CONDITIONS["hypo"], *mirrored, *mirrored, target=0.9)
+    mirrored = (9.0 - val_preds, 9.0 - val_labels)  # hyperkalaemic 6.0 -> hypokalaemic 3.0
+    low = operating_point(*mirrored, *mirrored, CONDITIONS["hypo"], target=0.9)
     assert low["threshold"] == pytest.approx(9.0 - op["threshold"]) and low["rule"].startswith("predicted K <=")
     assert low["val"] == op["val"]
-    assert threshold_for_sensitivity([False, False], [1.0, 2.0], 0.9) is None
+    assert threshold_for_sensitivity([1.0, 2.0], [False, False], 0.9) is None
 
 
 def test_cluster_bootstrap_resamples_whole_subjects():
@@ -125,17 +126,19 @@ def test_subject_bootstrap_interval_is_wider_than_sample_bootstrap_for_clustered
 def test_bland_altman_and_ranges_and_calibration():
     labels = np.array([2.0, 3.0, 3.5, 5.5, 6.5, 7.0, 4.0])
     preds = np.array([2.5, 3.2, 3.4, 5.0, 6.0, 6.0, 4.1])
-    ba = bland_altman(labels, preds)
+    ba = bland_altman(preds, labels)
     diff = preds - labels
     assert ba["bias"] == pytest.approx(diff.mean()) and ba["sd"] == pytest.approx(diff.std(ddof=1))
     assert ba["loa_upper"] - ba["loa_lower"] == pytest.approx(2 * 1.96 * diff.std(ddof=1))
-    rows = {r["range"]: r for r in mae_by_range(labels, preds)}
+    rows = {r["range"]: r for r in mae_by_range(preds, labels)}
     assert [r["n"] for r in rows.values()] == [1, 1, 2, 2, 1]  # 6.5 counts as hyper, not severe
     assert rows["5.5 to 6.5"]["mae"] == pytest.approx(0.5) and rows["> 6.5"]["bias"] == pytest.approx(-1.0)
-    cal = calibration_by_bin(labels, preds, lo=1.5, width=0.5)
+    cal = calibration_by_bin(preds, labels, LabelGrid.preset("potassium"), width=0.5)
     assert sum(r["n"] for r in cal) == labels.size
     first = cal[0]
     assert (first["bin_lower"], first["n"], first["mean_observed"]) == (2.5, 1, 2.0)
+    edges = calibration_by_bin(np.array([3.3, 3.35, 3.29], np.float32), np.zeros(3), width=0.1)
+    assert [(r["bin_lower"], r["n"]) for r in edges] == [(3.2, 1), (3.3, 2)]  # float32 3.3 opens its cell
 
 
 def test_clinical_metrics_structure_and_ci_contains_estimate():
@@ -143,7 +146,7 @@ def test_clinical_metrics_structure_and_ci_contains_estimate():
     labels = np.round(RNG.uniform(2.0, 7.5, n), 1)
     preds = labels + RNG.normal(0, 0.5, n)
     subjects = RNG.integers(0, 80, n)
-    out = clinical_metrics(labels, preds, subjects, labels, preds, n_boot=100, seed=0)
+    out = clinical_metrics(preds, labels, subjects, preds, labels, n_boot=100, seed=0)
     for name, c in out["conditions"].items():
         truth = CONDITIONS[name].positive(labels)
         assert c["n_positive"] == int(truth.sum())

@@ -8,17 +8,14 @@ import pytest
 from scipy.stats import gmean
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 
+from ecgka.labels import LabelGrid, ShotRule
 from ecgka.metrics import (
     balanced_gm,
     balanced_mae,
     balanced_mse,
-    bin_counts,
-    bin_index,
     gm,
-    group_of_counts,
     mae,
     mse,
-    shot_groups,
     shot_metrics,
     shot_metrics_from_counts,
 )
@@ -75,28 +72,17 @@ def test_balanced_gm_is_geometric_mean_of_per_label_gm():
     assert balanced_gm(preds, labels) == pytest.approx(expected, rel=1e-12)
 
 
-def test_bin_index_of_every_grid_value_from_1_5_to_8_0():
+def test_every_grid_value_is_its_own_bin_in_float32_and_float64():
     k = np.arange(15, 81) / 10.0  # exact decimal grid 1.5, 1.6, ..., 8.0
     drifted = 1.5 + np.cumsum(np.full(66, 0.1)) - 0.1  # accumulated float drift, as in the released code
-    expected = np.arange(66)
-    for values in (k, k.astype(np.float32), drifted, drifted.astype(np.float32)):
-        np.testing.assert_array_equal(bin_index(values, lo=1.5, width=0.1), expected)
+    train = np.repeat(k, 10)
+    reference = shot_metrics(k + 0.05, k, train)
+    for values in (k.astype(np.float32), drifted, drifted.astype(np.float32)):
+        out = shot_metrics(values.astype(np.float64) + 0.05, values, train.astype(values.dtype))
+        assert out["all"]["n_labels"] == 66 and out["all"]["n"] == 66
+        assert out["all"]["balanced_mae"] == pytest.approx(reference["all"]["balanced_mae"])
     # what a floor-based bin edge test gets wrong for some of these values
-    assert (np.floor((k.astype(np.float32) - 1.5) / 0.1).astype(int) != expected).any()
-
-
-@pytest.mark.parametrize("count, group", [(101, "many"), (100, "median"), (20, "median"), (19, "few"),
-                                          (0, "few")])
-def test_dir_absolute_rule_boundaries(count, group):
-    assert group_of_counts([count], rule="absolute")[0] == group
-
-
-def test_relative_rule_on_hand_built_histogram():
-    # n_max = 200: many > 100, few < 30, median otherwise
-    counts = np.array([0, 5, 29, 30, 100, 101, 200, 60])
-    assert group_of_counts(counts).tolist() == ["few", "few", "few", "median", "median", "many", "many",
-                                                "median"]
-    assert shot_groups(counts) == {"many": [5, 6], "median": [3, 4, 7], "few": [1, 2]}  # empty bin 0 left out
+    assert (np.floor((k.astype(np.float32) - 1.5) / 0.1).astype(int) != np.arange(66)).any()
 
 
 def _train_labels(counts: dict[float, int]) -> np.ndarray:
@@ -104,16 +90,28 @@ def _train_labels(counts: dict[float, int]) -> np.ndarray:
 
 
 def test_shot_metrics_absolute_groups_and_values():
+    # the DIR age rule: many > 100, few < 20 training samples; 101 many, 100 and 20 median, 19 and 0 few
     train = _train_labels({30.0: 101, 40.0: 100, 50.0: 20, 60.0: 19})
     labels = np.array([30.0, 30.0, 40.0, 50.0, 60.0, 70.0])  # 70 has no training sample -> few
     preds = labels + np.array([1.0, -3.0, 2.0, 0.5, 4.0, -2.0])
-    out = shot_metrics(preds, labels, train, rule="absolute", bin_width=1.0)
+    out = shot_metrics(preds, labels, train, LabelGrid.preset("age"))
     assert out["many"]["n"] == 2 and out["many"]["mae"] == pytest.approx(2.0)
     assert out["median"]["n"] == 2 and out["median"]["mae"] == pytest.approx(1.25)
     assert out["few"]["n"] == 2 and out["few"]["mae"] == pytest.approx(3.0)
     assert out["few"]["gm"] == pytest.approx(gmean([4.0, 2.0]))
     assert out["all"]["mse"] == pytest.approx(np.mean((preds - labels) ** 2))
     assert out["many"]["balanced_mae"] == pytest.approx(2.0) and out["all"]["n_labels"] == 5
+
+
+def test_relative_rule_on_hand_built_histogram():
+    # n_max = 200: many > 100, few < 30, median otherwise; an empty bin is few
+    grid = LabelGrid(0.0, 7.0, 1.0)
+    counts = np.array([0, 5, 29, 30, 100, 101, 200, 60])
+    labels = np.arange(8.0)
+    out = shot_metrics_from_counts(labels + 1.0, labels, counts, grid)
+    assert (out["many"]["n"], out["median"]["n"], out["few"]["n"]) == (2, 3, 3)
+    wider = shot_metrics_from_counts(labels + 1.0, labels, counts, grid.with_shots(ShotRule(many=0.4)))
+    assert (wider["many"]["n"], wider["median"]["n"]) == (3, 2)  # 100 > 0.4 x 200: the grid's rule decides
 
 
 def test_empty_group_is_reported_empty():
@@ -126,12 +124,13 @@ def test_empty_group_is_reported_empty():
 
 
 def test_shot_metrics_from_manifest_counts_equals_from_labels():
+    grid = LabelGrid.preset("potassium")
     train = np.round(RNG.normal(4.2, 0.6, 2000), 1).clip(1.5, 10)
     labels = np.round(RNG.uniform(2, 7, 300), 1)
     preds = labels + RNG.normal(0, 0.4, 300)
-    counts = bin_counts(train, lo=1.5, width=0.1, n_bins=86)
-    a = shot_metrics(preds, labels, train, lo=1.5)
-    b = shot_metrics_from_counts(preds, labels, counts, lo=1.5, bin_width=0.1)
-    c = shot_metrics(preds, labels, train)  # lo=0 gives the same 0.1 bins
-    assert a == b == c
+    a = shot_metrics(preds, labels, train)
+    b = shot_metrics_from_counts(preds, labels, grid.counts(train), grid)
+    c = shot_metrics(preds, labels.astype(np.float32), train.astype(np.float32), grid)
+    assert a == b
+    assert {g: c[g]["n"] for g in c} == {g: a[g]["n"] for g in a}  # float32 labels land in the same bins
     assert sum(a[g]["n"] for g in ("many", "median", "few")) == 300

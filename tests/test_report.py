@@ -61,6 +61,32 @@ def test_every_section_table_and_figure_is_present(built):
     assert "Vanilla + Dist Loss" in md and "fp0123abcd" in html  # pairing by method + dist_loss, data version
 
 
+def test_tidy_tables_are_long_snake_case_and_equal_metrics_json(built):
+    out = built["out"]
+    for name in TABLES:
+        tidy = pd.read_csv(out / "tables" / "tidy" / f"{name}.csv")
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", c) for c in tidy.columns), (name, list(tidy.columns))
+    report = json.loads((out / "metrics.json").read_text())
+    results = pd.read_csv(out / "tables" / "tidy" / "results.csv")
+    assert list(results.columns) == ["method", "metric", "shot_group", "value"]
+    assert len(results) == 2 * (1 + 8)  # two runs x (n + MAE and GM of four groups)
+    for run in report["runs"].values():
+        reg = run["metrics"]["regression"]
+        mine = results[results["method"] == run["display_name"]].set_index(["metric", "shot_group"])["value"]
+        for metric in ("mae", "gm"):
+            for group in ("all", "many", "median", "few"):
+                assert mine[(metric, group)] == reg[group][metric]
+    regions = pd.read_csv(out / "tables" / "tidy" / "shot_regions.csv")
+    dataset = next(iter(report["runs"].values()))["metrics"]["dataset"]
+    for group, bins in dataset["shot_groups"].items():
+        rows = regions[regions["shot_group"] == group]
+        assert rows["bin"].tolist() == sorted(bins)
+        assert rows["train_count"].tolist() == [dataset["train_bin_counts"]["counts"][b] for b in sorted(bins)]
+    assert regions["bin_centre"].min() >= 1.5
+    ranges = pd.read_csv(out / "tables" / "tidy" / "mae_by_range.csv")
+    assert {"method", "metric", "k_range", "value"} == set(ranges.columns) and set(ranges["metric"]) == {"mae", "n"}
+
+
 def test_self_contained_no_network_resources(built):
     html = built["html"]
     assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html)
@@ -159,6 +185,9 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
     imb = pd.read_csv(tmp_path / "out" / "tables" / "imbalance_few_mae.csv")
     metrics = json.loads((runs[4] / "eval" / "test" / "metrics.json").read_text())
     assert imb.set_index("method").loc["Vanilla + Dist Loss", "ratio_10"] == metrics["regression"]["few"]["mae"]
+    tidy = pd.read_csv(tmp_path / "out" / "tables" / "tidy" / "imbalance_few_mae.csv")
+    row = tidy[(tidy["method"] == "Vanilla + Dist Loss") & (tidy["variant"] == "ratio_10")].iloc[0]
+    assert (row["metric"], row["shot_group"], row["value"]) == ("mae", "few", metrics["regression"]["few"]["mae"])
     assert 'id="f-imbalance_variants"' in html
     results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
     assert results["method"].tolist() == ["Vanilla"]  # grouped runs stay out of the main table

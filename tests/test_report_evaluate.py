@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ecgka.catalog import DatasetDir, RunDir
 from ecgka.cli import main as cli_main
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, compute_metrics, evaluate_run
+from ecgka.labels import LabelGrid, ShotRule
 from ecgka.metrics import shot_metrics_from_counts
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,7 +31,10 @@ def test_compute_metrics_uses_manifest_train_counts(manifest):
     m = compute_metrics(test, val, manifest, EvalConfig(n_boot=50))
     counts = manifest["train_bin_counts"]["counts"]
     assert m["shots"]["train_bin_counts"]["counts"] == counts and m["shots"]["n_max"] == max(counts)
-    expected = shot_metrics_from_counts(test["prediction"], test["label"], counts, lo=1.5, bin_width=0.1)
+    assert {k: m["shots"][k] for k in ("rule", "many", "few", "source")} == {
+        "rule": "relative", "many": 0.5, "few": 0.15, "source": "manifest"}
+    grid = LabelGrid.from_manifest(manifest)
+    expected = shot_metrics_from_counts(test["prediction"], test["label"], counts, grid)
     assert m["regression"] == expected
     assert sum(m["shots"]["n_per_group"].values()) == len(test) == m["n"]
     assert m["n_subjects"] == test["subject_id"].nunique()
@@ -53,13 +58,39 @@ def test_operating_point_comes_from_val_only(manifest):
 def test_absolute_rule_and_bad_predictions(manifest):
     test, val = fake_predictions(1), fake_predictions(2)
     m = compute_metrics(test, val, manifest, EvalConfig(shot_rule="absolute", n_boot=10))
-    assert (m["shots"]["many"], m["shots"]["few"]) == (100.0, 20.0)
+    assert (m["shots"]["rule"], m["shots"]["many"], m["shots"]["few"]) == ("absolute", 100.0, 20.0)
+    assert m["shots"]["source"] == "override" and m["config"]["shot_rule"] == "absolute"
     bad = test.copy()
     bad.loc[3, "prediction"] = np.nan
     with pytest.raises(InputError, match="column prediction has 1 non-finite"):
         compute_metrics(bad, val, manifest)
     with pytest.raises(InputError, match="missing columns subject_id"):
         compute_metrics(test.drop(columns="subject_id"), val, manifest)
+
+
+def test_manifest_shot_rule_is_the_evaluated_rule(tmp_path, manifest):
+    """A dataset built with many_shot=0.4 is evaluated on 0.4 groups (it used to be 0.5), unless overridden."""
+    custom = fake_manifest(tmp_path / "data", shots=ShotRule(many=0.4))
+    assert DatasetDir(tmp_path / "data").read_manifest()["label"]["shots"]["many"] == 0.4
+    test, val = fake_predictions(1), fake_predictions(2)
+    m = compute_metrics(test, val, custom, EvalConfig(n_boot=10))
+    assert (m["shots"]["many"], m["shots"]["few"], m["shots"]["source"]) == (0.4, 0.15, "manifest")
+    grid = LabelGrid.from_manifest(custom)
+    assert grid.shots.many == 0.4
+    assert m["regression"] == shot_metrics_from_counts(test["prediction"], test["label"],
+                                                       custom["train_bin_counts"]["counts"], grid)
+    default = compute_metrics(test, val, manifest, EvalConfig(n_boot=10))
+    assert m["shots"]["n_per_group"]["many"] > default["shots"]["n_per_group"]["many"]
+    back = compute_metrics(test, val, custom, EvalConfig(many=0.5, n_boot=10))
+    assert (back["shots"]["many"], back["shots"]["few"], back["shots"]["source"]) == (0.5, 0.15, "override")
+    assert back["regression"] == default["regression"]  # same train histogram, same 0.5 / 0.15 groups
+
+
+def test_bad_shot_override_is_a_config_error(manifest):
+    from ecgka.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="few"):
+        compute_metrics(fake_predictions(1), fake_predictions(2), manifest, EvalConfig(few=0.9, n_boot=10))
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +115,13 @@ def test_evaluate_run_with_the_real_predict(trained):
 
     run_dir, data = trained
     metrics = evaluate_run(run_dir, data, "test", EvalConfig(n_boot=30))
-    preds = pd.read_parquet(run_dir / "eval" / "test" / "predictions.parquet")
+    rd = RunDir(run_dir)
+    preds = pd.read_parquet(rd.predictions_path("test"))
     assert list(preds.columns) == ["sample_id", "subject_id", "label", "prediction"] and len(preds) == 32
     pd.testing.assert_frame_equal(preds, predict(run_dir, data, "test", device="cpu"), check_dtype=False)
-    assert len(pd.read_parquet(run_dir / "eval" / "val" / "predictions.parquet")) == 32
-    assert json.loads((run_dir / "eval" / "test" / "metrics.json").read_text()) == metrics
-    manifest = json.loads((data / "manifest.json").read_text())
+    assert len(pd.read_parquet(rd.predictions_path("val"))) == 32
+    assert rd.read_metrics("test") == metrics
+    manifest = DatasetDir(data).read_manifest()
     assert metrics["shots"]["train_bin_counts"]["counts"] == manifest["train_bin_counts"]["counts"]
     assert metrics["run"]["name"] == "tiny" and metrics["dataset"]["matches_training"] is True
     assert metrics["regression"]["all"]["mae"] == pytest.approx(np.mean(np.abs(preds.prediction - preds.label)))
@@ -97,11 +129,14 @@ def test_evaluate_run_with_the_real_predict(trained):
 
 def test_cli_evaluate(trained, capsys, tmp_path):
     run_dir, data = trained
-    assert cli_main(["evaluate", str(run_dir), "n_boot=10", "seed=3", "--data", str(data)]) == 0
+    assert cli_main(["evaluate", str(run_dir), "n_boot=10", "seed=3", "device=cpu", "--data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "MAE all" in out and "hyper: AUROC" in out
-    assert json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())["config"]["seed"] == 3
+    config = RunDir(run_dir).read_metrics("test")["config"]
+    assert (config["seed"], config["device"]) == (3, "cpu")
+    assert cli_main(["evaluate", str(run_dir), "device=tpu", "--data", str(data)]) == 2
+    assert "device" in capsys.readouterr().err
     assert cli_main(["evaluate", str(run_dir), "--data", str(tmp_path)]) == 2
-    assert "manifest.json: dataset manifest not found" in capsys.readouterr().err
+    assert "manifest.json: not found" in capsys.readouterr().err
     assert cli_main(["evaluate", str(run_dir), "n_bot=10", "--data", str(data)]) == 2
     assert "n_bot" in capsys.readouterr().err

@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import argparse
 
-HELP = ("predict a split with a trained run and write eval/<split>/predictions.parquet and metrics.json "
+from ecgka.keys import SPLITS
+
+HELP = ("predict a split with a trained run and write its predictions and metrics.json into the run "
         "(few-shot MAE/MSE/GM, hypo/hyperkalaemia detection with subject-bootstrap CIs)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `ecgka train`")
-    parser.add_argument("--data", required=True, metavar="DIR", help="the dataset directory (manifest.json)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
+    parser.add_argument("--data", required=True, metavar="DIR", help="the dataset directory (`ecgka build`)")
+    parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="split to evaluate (default test; operating points are fixed on val)")
     parser.add_argument("--config", metavar="FILE", help="YAML with evaluation options (EvalConfig)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="e.g. n_boot=2000 target_sensitivity=0.95 shot_rule=absolute checkpoint=last")
+                        help="e.g. n_boot=2000 target_sensitivity=0.95 checkpoint=last device=cpu many=0.4 "
+                             "(shot cut-offs default to the dataset manifest's)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ecgka.catalog import RunDir
     from ecgka.config import load_config
     from ecgka.evaluation import EvalConfig, evaluate_run
 
@@ -37,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         if ci["lower"] is not None:
             text += f" [{ci['lower']:.3f}, {ci['upper']:.3f}]"
         print(f"  {name}: AUROC {text} (positives {c['n_positive']})")
-    print(f"wrote {args.run_dir}/eval/{args.split}/metrics.json")
+    print(f"wrote {RunDir(args.run_dir).metrics_path(args.split)}")
     return 0

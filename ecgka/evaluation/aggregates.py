@@ -1,29 +1,25 @@
 """Aggregates behind the report's figures, stored in metrics.json so figures and tables share one source.
 
-Nothing here keeps an individual's row: predictions enter only as counts on a 0.1 mmol/L grid (2-D
-histograms), as ROC curve points, or as quantiles of the sorted few-shot errors.
+Nothing here keeps an individual's row: predictions enter only as counts on the label grid (1-D and
+2-D histograms, binned by :class:`ecgka.labels.LabelGrid`), as ROC curve points, or as quantiles of the
+sorted few-shot errors.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ecgka.metrics.shots import bin_index
+from ecgka.labels import LabelGrid
 
 
-def _grid_counts(values, lo: float, width: float, n_bins: int) -> tuple[list[int], int]:
-    idx = bin_index(values, lo, width)
-    outside = int(np.sum((idx < 0) | (idx >= n_bins)))
-    return np.bincount(np.clip(idx, 0, n_bins - 1), minlength=n_bins).tolist(), outside
-
-
-def distributions(labels, preds, lo: float, hi: float, width: float) -> dict:
+def distributions(preds, labels, grid: LabelGrid) -> dict:
     """Label and prediction histograms on the label grid (predictions outside it go to the end bins)."""
-    n_bins = int(round((hi - lo) / width)) + 1
-    label_counts, _ = _grid_counts(labels, lo, width, n_bins)
-    pred_counts, clipped = _grid_counts(preds, lo, width, n_bins)
-    return {"lo": lo, "bin_width": width, "labels": label_counts, "predictions": pred_counts,
-            "predictions_clipped": clipped}
+    idx = grid.bin_index(np.asarray(preds, dtype=np.float64))
+    clipped = int(np.sum((idx < 0) | (idx >= grid.n_bins)))
+    pred_counts = np.bincount(np.clip(idx, 0, grid.n_bins - 1), minlength=grid.n_bins)
+    label_counts = np.bincount(grid.clipped_index(labels), minlength=grid.n_bins)
+    return {"lo": grid.lo, "step": grid.step, "labels": label_counts.tolist(),
+            "predictions": pred_counts.tolist(), "predictions_clipped": clipped}
 
 
 def sorted_error_curve(abs_errors, n_points: int = 101) -> dict:
@@ -35,20 +31,28 @@ def sorted_error_curve(abs_errors, n_points: int = 101) -> dict:
             "abs_error": values}
 
 
-def density_2d(x, y, x_range: tuple[float, float], y_range: tuple[float, float], width: float) -> dict:
-    """Counts on a (x, y) grid of cells ``width`` wide (values outside the range go to the edge cells).
+def _cells(grid: LabelGrid, values, lo: float, hi: float) -> tuple[np.ndarray, int]:
+    """Cell indices of ``values`` on ``[lo, hi)`` in grid steps, clipped to the edge cells.
+
+    Labels and predictions are float32 at the source (shards, model output) even when handed over as
+    float64, so cells are taken at float32 precision: a label 4.1 stored as 4.0999999 opens the 4.1 cell.
+    """
+    n = int(round((hi - lo) / grid.step))
+    return np.clip(grid.cell_index(np.asarray(values, dtype=np.float32), grid.step, lo), 0, n - 1), n
+
+
+def density_2d(x, y, x_range: tuple[float, float], y_range: tuple[float, float], grid: LabelGrid) -> dict:
+    """Counts on a (x, y) grid of cells one grid step wide (values outside the range go to the edge cells).
 
     Stored sparsely: ``cells`` lists ``[x_index, y_index, count]`` of the non-empty cells.
     """
-    nx = int(round((x_range[1] - x_range[0]) / width))
-    ny = int(round((y_range[1] - y_range[0]) / width))
-    ix = np.clip(np.floor((np.asarray(x, dtype=np.float64) - x_range[0]) / width + 1e-9), 0, nx - 1)
-    iy = np.clip(np.floor((np.asarray(y, dtype=np.float64) - y_range[0]) / width + 1e-9), 0, ny - 1)
+    ix, nx = _cells(grid, x, *x_range)
+    iy, ny = _cells(grid, y, *y_range)
     counts = np.zeros((ny, nx), dtype=np.int64)
-    np.add.at(counts, (iy.astype(np.int64), ix.astype(np.int64)), 1)
+    np.add.at(counts, (iy, ix), 1)
     iy_nz, ix_nz = np.nonzero(counts)
     cells = np.stack([ix_nz, iy_nz, counts[iy_nz, ix_nz]], axis=1).tolist()
-    return {"x_range": list(x_range), "y_range": list(y_range), "cell": width, "shape": [ny, nx],
+    return {"x_range": list(x_range), "y_range": list(y_range), "cell": grid.step, "shape": [ny, nx],
             "cells": cells}
 
 
@@ -60,7 +64,7 @@ def dense_counts(density: dict) -> np.ndarray:
     return counts
 
 
-def roc_points(truth, score, max_points: int = 200) -> dict | None:
+def roc_points(score, truth, max_points: int = 200) -> dict | None:
     """ROC curve points (sklearn ``roc_curve``), thinned to at most ``max_points``; null if one class."""
     from sklearn.metrics import roc_curve
 

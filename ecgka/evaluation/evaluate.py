@@ -1,79 +1,78 @@
 """``ecgka evaluate``: predict a split with a trained run and write its few-shot and clinical metrics.
 
-Writes ``RUN/eval/<split>/predictions.parquet`` (sample_id, subject_id, label, prediction) and
-``RUN/eval/<split>/metrics.json`` (written last, atomically: its presence means the evaluation is complete).
-Detection operating points are fixed on the validation split, so evaluating ``test`` also predicts ``val``
-(kept as ``RUN/eval/val/predictions.parquet``). The shot groups use the training bin counts of the dataset
-manifest, and metrics.json records them.
+Writes the run's predictions of the split (``PredCol`` columns) and its metrics.json (written last,
+atomically: its presence means the evaluation is complete); the catalog (:class:`ecgka.catalog.RunDir`)
+names both files. Detection operating points are fixed on the validation split, so evaluating ``test``
+also predicts ``val``. The label grid and the shot rule come from the dataset manifest
+(:meth:`ecgka.labels.LabelGrid.from_manifest`); an explicit ``shot_rule``/``many``/``few`` overrides the
+rule, and metrics.json records which rule was used and where it came from.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from ecgka import __version__
-from ecgka.config import ConfigModel
+from ecgka.catalog import DatasetDir, RunDir
+from ecgka.config import ConfigModel, validate_config
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
-from ecgka.io import atomic_path, atomic_write_json, read_json
-from ecgka.keys import SPLITS
+from ecgka.io import atomic_path, atomic_write_json
+from ecgka.keys import SPLITS, PredCol
+from ecgka.labels import GROUPS, LabelGrid, ShotRule
 from ecgka.metrics.clinical import CONDITIONS, clinical_metrics
-from ecgka.metrics.shots import assign_groups, resolve_cuts, shot_metrics_from_counts
+from ecgka.metrics.shots import shot_metrics_from_counts
 
-SCHEMA_VERSION = 1
-PREDICTION_COLUMNS = ("sample_id", "subject_id", "label", "prediction")
-DATASET_KEYS = ("fingerprint", "schema_version", "ecgka_version", "label", "signal", "counts", "exclusions",
-                "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups", "config")
+SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
+PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
+DATASET_KEYS = ("fingerprint", "schema_version", "ecgka_version", "parent", "label", "signal", "counts",
+                "exclusions", "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups",
+                "variant", "config")
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
             "best_epoch", "selection_metric", "seed", "group", "ablation", "variant", "status")
+BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid steps (3 mmol/L)
 
 
 class EvalConfig(ConfigModel):
     """Options of ``ecgka evaluate`` (all overridable as key=value)."""
 
-    checkpoint: str = "best"
-    shot_rule: str = "relative"
-    many: float | None = None  # default of the rule: 0.5 (relative) or 100 (absolute)
-    few: float | None = None  # default of the rule: 0.15 (relative) or 20 (absolute)
+    checkpoint: Literal["best", "last"] = "best"
+    device: Literal["run", "auto", "cpu", "cuda"] = "run"  # "run": the device the run was trained with
+    shot_rule: Literal["relative", "absolute"] | None = None  # None: the dataset manifest's rule
+    many: float | None = None  # None: the manifest's cut-off (or the default of an overriding rule)
+    few: float | None = None
     target_sensitivity: float = 0.9
     n_boot: int = 1000
     seed: int = 0
     calibration_width: float = 0.5
 
+    @property
+    def overrides_shots(self) -> bool:
+        return any(v is not None for v in (self.shot_rule, self.many, self.few))
 
-def read_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{path}: dataset manifest not found (is --data a dataset directory?)")
-    manifest = read_json(path)
-    for key in ("label", "train_bin_counts"):
-        if key not in manifest:
-            raise InputError(f"{path}: missing key {key!r}")
-    return manifest
-
-
-def read_run_json(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise InputError(f"{path}: not found (is {run_dir} a run directory?)")
-    return read_json(path)
+    def shots(self, manifest_rule: ShotRule) -> ShotRule:
+        """The shot rule to evaluate with: the manifest's, with this config's fields over it."""
+        rule = self.shot_rule or manifest_rule.rule
+        base = manifest_rule.model_dump() if rule == manifest_rule.rule else {}
+        cuts = {k: v for k, v in (("many", self.many), ("few", self.few)) if v is not None}
+        return validate_config(ShotRule, {**base, "rule": rule, **cuts}, "evaluate shot rule override")
 
 
 def check_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The four prediction columns, finite labels and predictions; a one-line InputError otherwise."""
+    """The ``PredCol`` columns, finite labels and predictions; a one-line InputError otherwise."""
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{source}: missing columns {', '.join(missing)}")
     df = df.loc[:, list(PREDICTION_COLUMNS)].reset_index(drop=True)
-    for col in ("label", "prediction"):
-        bad = ~np.isfinite(df[col].to_numpy(dtype=np.float64))
+    for col in (PredCol.LABEL, PredCol.PREDICTION):
+        bad = ~np.isfinite(df[col.value].to_numpy(dtype=np.float64))
         if bad.any():
-            raise InputError(f"{source}: column {col} has {int(bad.sum())} non-finite values")
+            raise InputError(f"{source}: column {col.value} has {int(bad.sum())} non-finite values")
     if df.empty:
         raise InputError(f"{source}: no rows")
     return df
@@ -97,18 +96,45 @@ def dataset_summary(manifest: dict) -> dict:
     return {k: manifest[k] for k in DATASET_KEYS if k in manifest}
 
 
-def _figure_aggregates(labels, preds, groups, label_info: dict) -> dict:
-    lo, hi, width = float(label_info["lo"]), float(label_info["hi"]), float(label_info["bin_width"])
+def eval_grid(manifest: dict, cfg: EvalConfig) -> LabelGrid:
+    """The manifest's label grid with the shot rule to evaluate with."""
+    grid = LabelGrid.from_manifest(manifest)
+    return grid.with_shots(cfg.shots(grid.shots)) if cfg.overrides_shots else grid
+
+
+def train_counts(manifest: dict, grid: LabelGrid) -> np.ndarray:
+    """The manifest's training count per bin of ``grid`` (``train_bin_counts``)."""
+    info = manifest.get("train_bin_counts")
+    if not isinstance(info, dict) or "counts" not in info:
+        raise InputError(f"{DatasetDir.MANIFEST}: no 'train_bin_counts' (rebuild the dataset with this ecgka)")
+    counts = np.asarray(info["counts"], dtype=np.int64)
+    if counts.size != grid.n_bins or not math.isclose(float(info.get("lo", grid.lo)), grid.lo):
+        raise InputError(f"{DatasetDir.MANIFEST}: train_bin_counts ({counts.size} bins from {info.get('lo')}) do not "
+                         f"match the label grid ({grid.n_bins} bins from {grid.lo:g}); rebuild the dataset")
+    return counts
+
+
+def _shots_record(grid: LabelGrid, counts: np.ndarray, groups: np.ndarray, source: str) -> dict:
+    return {**grid.shots.model_dump(mode="json"), "source": source, "n_max": int(counts.max(initial=0)),
+            "train_bin_counts": {"lo": grid.lo, "step": grid.step, "counts": counts.tolist()},
+            "n_per_group": {g: int(np.sum(groups == g)) for g in GROUPS}}
+
+
+def _figure_aggregates(preds, labels, groups, grid: LabelGrid) -> dict:
     err = preds - labels
     mean = (preds + labels) / 2.0
+    span = BA_SPAN_STEPS * grid.step
     return {
-        "distributions": aggregates.distributions(labels, preds, lo, hi, width),
+        "distributions": aggregates.distributions(preds, labels, grid),
         "few_shot_error_curve": aggregates.sorted_error_curve(np.abs(err[groups == "few"])),
-        "scatter_density": aggregates.density_2d(labels, preds, (lo, hi), (lo, hi), width),
-        "bland_altman_density": aggregates.density_2d(mean, err, (lo, hi), (-3.0, 3.0), width),
-        "roc": {name: aggregates.roc_points(c.positive(labels), c.score(preds))
-                for name, c in CONDITIONS.items()},
+        "scatter_density": aggregates.density_2d(labels, preds, (grid.lo, grid.hi), (grid.lo, grid.hi), grid),
+        "bland_altman_density": aggregates.density_2d(mean, err, (grid.lo, grid.hi), (-span, span), grid),
+        "roc": {name: aggregates.roc_points(c.score(preds), c.positive(labels)) for name, c in CONDITIONS.items()},
     }
+
+
+def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return df[PredCol.PREDICTION.value].to_numpy(np.float64), df[PredCol.LABEL.value].to_numpy(np.float64)
 
 
 def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: EvalConfig | None = None,
@@ -117,39 +143,34 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: 
     cfg = cfg or EvalConfig()
     test = check_predictions(test, f"{split} predictions")
     val = check_predictions(val, "val predictions")
-    label_info, counts_info = manifest["label"], manifest["train_bin_counts"]
-    lo, width = float(counts_info["lo"]), float(counts_info["bin_width"])
-    counts = np.asarray(counts_info["counts"], dtype=np.int64)
-    labels = test["label"].to_numpy(np.float64)
-    preds = test["prediction"].to_numpy(np.float64)
-    many, few = resolve_cuts(cfg.shot_rule, cfg.many, cfg.few)
-    groups = assign_groups(labels, counts, lo, width, cfg.shot_rule, many, few)
-    metrics = {
+    grid = eval_grid(manifest, cfg)
+    counts = train_counts(manifest, grid)
+    preds, labels = _arrays(test)
+    val_preds, val_labels = _arrays(val)
+    groups = grid.assign_groups(labels, counts)
+    clinical = clinical_metrics(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
+                                grid, cfg.target_sensitivity, cfg.n_boot, cfg.seed, cfg.calibration_width)
+    return _clean({
         "schema_version": SCHEMA_VERSION,
         "ecgka_version": __version__,
         "split": split,
         "n": int(len(test)),
-        "n_subjects": int(test["subject_id"].nunique()),
+        "n_subjects": int(test[PredCol.SUBJECT_ID.value].nunique()),
         "operating_point_split": "val",
         "config": cfg.model_dump(mode="json"),
-        "shots": {"rule": cfg.shot_rule, "many": many, "few": few, "n_max": int(counts.max(initial=0)),
-                  "train_bin_counts": {"lo": lo, "bin_width": width, "counts": counts.tolist()},
-                  "n_per_group": {g: int(np.sum(groups == g)) for g in ("many", "median", "few")}},
-        "regression": shot_metrics_from_counts(preds, labels, counts, lo, width, cfg.shot_rule, many, few),
-        "clinical": clinical_metrics(
-            labels, preds, test["subject_id"].to_numpy(), val["label"].to_numpy(np.float64),
-            val["prediction"].to_numpy(np.float64), cfg.target_sensitivity, cfg.n_boot, cfg.seed,
-            cfg.calibration_width, float(label_info.get("lo", lo))),
-        "figures": _figure_aggregates(labels, preds, groups, {"bin_width": width, "lo": lo, **label_info}),
+        "shots": _shots_record(grid, counts, groups, "override" if cfg.overrides_shots else "manifest"),
+        "regression": shot_metrics_from_counts(preds, labels, counts, grid),
+        "clinical": clinical,
+        "figures": _figure_aggregates(preds, labels, groups, grid),
         "dataset": dataset_summary(manifest),
-    }
-    return _clean(metrics)
+    })
 
 
-def _predict(run_dir: Path, data_dir: Path, split: str, checkpoint: str) -> pd.DataFrame:
+def _predict(run_dir: Path, data_dir: Path, split: str, cfg: EvalConfig) -> pd.DataFrame:
     from ecgka.training import predict  # lazy: torch and the model zoo load only when predicting
 
-    return check_predictions(predict(run_dir, data_dir, split, checkpoint=checkpoint),
+    device = None if cfg.device == "run" else cfg.device
+    return check_predictions(predict(run_dir, data_dir, split, checkpoint=cfg.checkpoint, device=device),
                              f"{run_dir} predictions of {split}")
 
 
@@ -158,22 +179,27 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def _provenance(run: dict, manifest: dict, cfg: EvalConfig) -> dict:
+    trained_on = run.get("dataset_fingerprint")
+    return {"run": _clean({k: run.get(k) for k in RUN_KEYS if k in run}), "checkpoint": cfg.checkpoint,
+            "matches_training": None if trained_on is None else trained_on == manifest.get("fingerprint")}
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                  cfg: EvalConfig | None = None) -> dict:
     """Predict ``split`` (and val) with the run's checkpoint, write predictions and metrics.json."""
     cfg = cfg or EvalConfig()
-    run_dir, data_dir = Path(run_dir), Path(data_dir)
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
-    run = read_run_json(run_dir)
-    manifest = read_manifest(data_dir)
-    preds = {s: _predict(run_dir, data_dir, s, cfg.checkpoint) for s in dict.fromkeys(("val", split))}
+    run_dir, data = RunDir(run_dir), DatasetDir(data_dir)
+    run, manifest = run_dir.read_run(), data.read_manifest()
+    eval_grid(manifest, cfg)  # a bad manifest or override fails before any prediction
+    preds = {s: _predict(run_dir.path, data.path, s, cfg) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
-        _write_parquet(df, run_dir / "eval" / s / "predictions.parquet")
+        _write_parquet(df, run_dir.predictions_path(s))
     metrics = compute_metrics(preds[split], preds["val"], manifest, cfg, split)
-    metrics["run"] = _clean({k: run.get(k) for k in RUN_KEYS if k in run})
-    metrics["checkpoint"] = cfg.checkpoint
-    trained_on = run.get("dataset_fingerprint")
-    metrics["dataset"]["matches_training"] = None if trained_on is None else trained_on == manifest.get("fingerprint")
-    atomic_write_json(run_dir / "eval" / split / "metrics.json", metrics)
+    extra = _provenance(run, manifest, cfg)
+    metrics["dataset"]["matches_training"] = extra.pop("matches_training")
+    metrics.update(extra)
+    atomic_write_json(run_dir.metrics_path(split), metrics)
     return metrics

@@ -1,4 +1,5 @@
-"""Metrics as pure functions on arrays: regression errors, few-shot groups, clinical detection, bootstrap."""
+"""Metrics as pure functions on arrays, all taking ``(preds, labels, ...)``: regression errors, few-shot
+groups (binned by :class:`ecgka.labels.LabelGrid`), clinical detection, bootstrap."""
 
 from ecgka.metrics.bootstrap import bootstrap_ci, cluster_bootstrap_indices
 from ecgka.metrics.clinical import (
@@ -26,22 +27,12 @@ from ecgka.metrics.regression import (
     mae,
     mse,
 )
-from ecgka.metrics.shots import (
-    GROUPS,
-    assign_groups,
-    bin_counts,
-    bin_index,
-    group_of_counts,
-    shot_groups,
-    shot_metrics,
-    shot_metrics_from_counts,
-)
+from ecgka.metrics.shots import shot_metrics, shot_metrics_from_counts
 
 __all__ = [
-    "CONDITIONS", "GROUPS", "K_RANGES", "Condition", "assign_groups", "auroc", "balanced_gm", "balanced_mae",
-    "balanced_mse", "bin_counts", "bin_index", "binary_stats", "bland_altman", "bootstrap_ci",
-    "calibration_by_bin", "clinical_metrics", "cluster_bootstrap_indices", "condition_metrics",
-    "error_summary", "geometric_mean", "gm", "group_of_counts", "mae", "mae_by_range", "mse",
-    "operating_point", "shot_groups", "shot_metrics", "shot_metrics_from_counts",
+    "CONDITIONS", "K_RANGES", "Condition", "auroc", "balanced_gm", "balanced_mae", "balanced_mse",
+    "binary_stats", "bland_altman", "bootstrap_ci", "calibration_by_bin", "clinical_metrics",
+    "cluster_bootstrap_indices", "condition_metrics", "error_summary", "geometric_mean", "gm", "mae",
+    "mae_by_range", "mse", "operating_point", "shot_metrics", "shot_metrics_from_counts",
     "threshold_for_sensitivity", "WeightedAuroc",
 ]

@@ -4,7 +4,8 @@ Conditions (truth from the laboratory K, detection from the predicted K with the
 hypokalaemia K < 3.5, hyperkalaemia K >= 5.5, severe hypokalaemia K < 2.5, severe hyperkalaemia K > 6.5
 (mmol/L). Values are rounded to 6 decimals before a comparison so that float32 storage cannot move a value
 across a threshold. The score for ROC analysis is oriented so that higher means "more likely positive"
-(-K for the low conditions, K for the high ones). AUROC confidence intervals come from a bootstrap over
+(-K for the low conditions, K for the high ones). Every function takes ``(preds, labels, ...)`` (for
+binary statistics: ``(score or predicted, truth)``). AUROC confidence intervals come from a bootstrap over
 subjects (``ecgka.metrics.bootstrap``).
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from ecgka.labels import LabelGrid
 from ecgka.metrics.bootstrap import bootstrap_ci
 
 
@@ -68,7 +70,7 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def auroc(truth, score) -> float | None:
+def auroc(score, truth) -> float | None:
     """Area under the ROC curve (Mann-Whitney with mid-ranks for ties); ``None`` if one class is absent."""
     truth = np.asarray(truth, dtype=bool)
     n_pos = int(truth.sum())
@@ -88,7 +90,7 @@ class WeightedAuroc:
     replicate's rows (tested), about ten times faster.
     """
 
-    def __init__(self, truth, score):
+    def __init__(self, score, truth):
         self.truth = np.asarray(truth, dtype=bool)
         _, self.tie_group = np.unique(np.asarray(score, dtype=np.float64), return_inverse=True)
         self.n_groups = int(self.tie_group.max(initial=-1)) + 1
@@ -104,7 +106,7 @@ class WeightedAuroc:
         return float(np.sum(pos * (below + 0.5 * neg)) / (w_pos * w_neg))
 
 
-def binary_stats(truth, predicted) -> dict:
+def binary_stats(predicted, truth) -> dict:
     """Confusion counts with sensitivity, specificity, PPV and NPV (null where undefined)."""
     truth = np.asarray(truth, dtype=bool)
     predicted = np.asarray(predicted, dtype=bool)
@@ -121,7 +123,7 @@ def binary_stats(truth, predicted) -> dict:
     }
 
 
-def threshold_for_sensitivity(truth, score, target: float) -> float | None:
+def threshold_for_sensitivity(score, truth, target: float) -> float | None:
     """The highest score cut-off t with sensitivity(score >= t) >= target (best specificity at that sens)."""
     positives = np.sort(np.asarray(score, dtype=np.float64)[np.asarray(truth, dtype=bool)])[::-1]
     if not positives.size:
@@ -130,51 +132,56 @@ def threshold_for_sensitivity(truth, score, target: float) -> float | None:
     return float(positives[k - 1])
 
 
-def operating_point(condition: Condition, val_labels, val_preds, labels, preds, target: float) -> dict:
-    """A detection cut-off on predicted K fixed on validation for a target sensitivity, applied to test."""
-    cut = threshold_for_sensitivity(condition.positive(val_labels), condition.score(val_preds), target)
+def operating_point(preds, labels, val_preds, val_labels, condition: Condition, target: float = 0.9) -> dict:
+    """A detection cut-off on predicted K fixed on validation for a target sensitivity, applied to ``preds``."""
+    cut = threshold_for_sensitivity(condition.score(val_preds), condition.positive(val_labels), target)
     if cut is None:
         return {"target_sensitivity": target, "threshold": None, "rule": None, "val": None, "test": None}
     k_cut = -cut if condition.low else cut
     rule = f"predicted K {'<=' if condition.low else '>='} {k_cut:.3f}"
 
-    def at(lab, pred):
-        return binary_stats(condition.positive(lab), condition.score(pred) >= cut)
+    def at(pred, lab):
+        return binary_stats(condition.score(pred) >= cut, condition.positive(lab))
 
     return {"target_sensitivity": target, "threshold": k_cut, "rule": rule,
-            "val": at(val_labels, val_preds), "test": at(labels, preds)}
+            "val": at(val_preds, val_labels), "test": at(preds, labels)}
 
 
-def condition_metrics(condition: Condition, labels, preds, subjects, val_labels, val_preds,
+def condition_metrics(preds, labels, subjects, val_preds, val_labels, condition: Condition,
                       target_sensitivity: float = 0.9, n_boot: int = 1000, seed: int = 0) -> dict:
     """Prevalence, AUROC with a subject-bootstrap CI, stats at the clinical threshold and operating point."""
     truth = condition.positive(labels)
     score = condition.score(preds)
-    ci = bootstrap_ci(WeightedAuroc(truth, score), subjects, n_boot=n_boot, seed=seed)
+    ci = bootstrap_ci(WeightedAuroc(score, truth), subjects, n_boot=n_boot, seed=seed)
     return {
         "title": condition.title,
         "definition": condition.definition,
         "n": int(truth.size),
         "n_positive": int(truth.sum()),
         "prevalence": _ratio(int(truth.sum()), int(truth.size)),
-        "auroc": auroc(truth, score),
+        "auroc": auroc(score, truth),
         "auroc_ci": ci,
-        "at_threshold": binary_stats(truth, condition.positive(preds)),
-        "operating_point": operating_point(condition, val_labels, val_preds, labels, preds, target_sensitivity),
+        "at_threshold": binary_stats(condition.positive(preds), truth),
+        "operating_point": operating_point(preds, labels, val_preds, val_labels, condition, target_sensitivity),
     }
 
 
-def mae_by_range(labels, preds) -> list[dict]:
+def _range_mask(labels: np.ndarray, lo, lo_inclusive: bool, hi, hi_inclusive: bool) -> np.ndarray:
+    mask = np.ones(labels.shape, dtype=bool)
+    if lo is not None:
+        mask &= labels >= lo if lo_inclusive else labels > lo
+    if hi is not None:
+        mask &= labels <= hi if hi_inclusive else labels < hi
+    return mask
+
+
+def mae_by_range(preds, labels) -> list[dict]:
     """MAE and bias (mean prediction - label) in each laboratory K range."""
     labels = np.round(np.asarray(labels, dtype=np.float64), 6)
     preds = np.asarray(preds, dtype=np.float64)
     rows = []
-    for name, lo, lo_inclusive, hi, hi_inclusive in K_RANGES:
-        mask = np.ones(labels.shape, dtype=bool)
-        if lo is not None:
-            mask &= labels >= lo if lo_inclusive else labels > lo
-        if hi is not None:
-            mask &= labels <= hi if hi_inclusive else labels < hi
+    for name, *bounds in K_RANGES:
+        mask = _range_mask(labels, *bounds)
         err = preds[mask] - labels[mask]
         rows.append({"range": name, "n": int(mask.sum()),
                      "mae": float(np.mean(np.abs(err))) if err.size else None,
@@ -182,7 +189,7 @@ def mae_by_range(labels, preds) -> list[dict]:
     return rows
 
 
-def bland_altman(labels, preds) -> dict:
+def bland_altman(preds, labels) -> dict:
     """Bias (mean of prediction - label), SD of the differences and 95 % limits of agreement."""
     diff = np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64)
     if diff.size < 2:
@@ -192,32 +199,38 @@ def bland_altman(labels, preds) -> dict:
             "loa_lower": bias - 1.96 * sd, "loa_upper": bias + 1.96 * sd}
 
 
-def calibration_by_bin(labels, preds, lo: float = 1.5, width: float = 0.5) -> list[dict]:
-    """Mean laboratory K per bin of predicted K (bins by index from ``lo``; empty bins omitted)."""
-    labels = np.asarray(labels, dtype=np.float64)
+def calibration_by_bin(preds, labels, grid: LabelGrid | None = None, width: float = 0.5) -> list[dict]:
+    """Mean laboratory K per cell ``width`` wide of predicted K (cells from ``grid.lo``; empty ones omitted)."""
+    grid = grid or LabelGrid.preset("potassium")
+    idx = grid.cell_index(np.asarray(preds), width)  # in the stored dtype: its precision sets the tolerance
     preds = np.asarray(preds, dtype=np.float64)
-    idx = np.floor((preds - lo) / width + 1e-9).astype(np.int64)
+    labels = np.asarray(labels, dtype=np.float64)
     rows = []
     for b in np.unique(idx):
         mask = idx == b
-        rows.append({"bin_lower": lo + b * width, "bin_upper": lo + (b + 1) * width, "n": int(mask.sum()),
-                     "mean_predicted": float(preds[mask].mean()), "mean_observed": float(labels[mask].mean())})
+        rows.append({"bin_lower": _edge(grid.lo, b, width), "bin_upper": _edge(grid.lo, b + 1, width),
+                     "n": int(mask.sum()), "mean_predicted": float(preds[mask].mean()),
+                     "mean_observed": float(labels[mask].mean())})
     return rows
 
 
-def clinical_metrics(labels, preds, subjects, val_labels, val_preds, target_sensitivity: float = 0.9,
-                     n_boot: int = 1000, seed: int = 0, calibration_width: float = 0.5,
-                     calibration_lo: float = 1.5) -> dict:
+def _edge(lo: float, index, width: float) -> float:
+    return float(np.round(lo + index * width, 10))
+
+
+def clinical_metrics(preds, labels, subjects, val_preds, val_labels, grid: LabelGrid | None = None,
+                     target_sensitivity: float = 0.9, n_boot: int = 1000, seed: int = 0,
+                     calibration_width: float = 0.5) -> dict:
     """Every clinical metric of one evaluated split (the operating points come from the val split)."""
     conditions = {
-        name: condition_metrics(c, labels, preds, subjects, val_labels, val_preds,
-                                target_sensitivity, n_boot, seed)
+        name: condition_metrics(preds, labels, subjects, val_preds, val_labels, c, target_sensitivity, n_boot,
+                                seed)
         for name, c in CONDITIONS.items()
     }
     return {
         "conditions": conditions,
-        "mae_by_range": mae_by_range(labels, preds),
-        "bland_altman": bland_altman(labels, preds),
-        "calibration": calibration_by_bin(labels, preds, calibration_lo, calibration_width),
+        "mae_by_range": mae_by_range(preds, labels),
+        "bland_altman": bland_altman(preds, labels),
+        "calibration": calibration_by_bin(preds, labels, grid, calibration_width),
         "bootstrap": {"n_boot": n_boot, "seed": seed, "unit": "subject", "level": 0.95},
     }

@@ -1,4 +1,5 @@
-"""``write_report(run_dirs, out_dir)``: report.html, report.md, tables/*.csv, figures/*.png, metrics.json.
+"""``write_report(run_dirs, out_dir)``: the HTML and Markdown pages, display and tidy CSV tables, figures and
+metrics.json of a report folder (file names: ``ecgka.catalog.ReportDir``).
 
 The whole output directory appears at once (written to a temporary sibling, checked for identifiers and
 dates, then renamed); a failed check publishes nothing.
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from ecgka import __version__
+from ecgka.catalog import ReportDir
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.report import html, markdown, privacy
 from ecgka.report.collect import ReportModel, collect
@@ -99,14 +101,19 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
     tokens = privacy.run_identifiers(run_dirs)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        atomic_write_text(tmp / "report.html", html.render_html(page))
-        atomic_write_text(tmp / "report.md", markdown.render_markdown(page, [s for s in sections_md if s[1]],
-                                                                     page["card"]))
-        for name, table in tables.items():
-            atomic_write_text(tmp / "tables" / f"{name}.csv", table.df.to_csv(index=False))
-        for name, fig in figures.items():
-            (tmp / "figures").mkdir(exist_ok=True)
-            (tmp / "figures" / f"{name}.png").write_bytes(fig.png)
-        atomic_write_json(tmp / "metrics.json", report_metrics(model))
+        _write_contents(ReportDir(tmp), model, page, sections_md, tables, figures)
         privacy.check_directory(tmp, tokens)
-    return out_dir / "report.html"
+    return ReportDir(out_dir).html
+
+
+def _write_contents(out: ReportDir, model: ReportModel, page: dict, sections_md, tables: dict[str, Table],
+                    figures: dict) -> None:
+    atomic_write_text(out.html, html.render_html(page))
+    atomic_write_text(out.markdown, markdown.render_markdown(page, [s for s in sections_md if s[1]], page["card"]))
+    for name, table in tables.items():
+        atomic_write_text(out.table(name), table.df.to_csv(index=False))
+        atomic_write_text(out.tidy_table(name), table.tidy.to_csv(index=False))
+    for name, fig in figures.items():
+        out.figure(name).parent.mkdir(exist_ok=True)
+        out.figure(name).write_bytes(fig.png)
+    atomic_write_json(out.metrics, report_metrics(model))

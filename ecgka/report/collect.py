@@ -1,4 +1,5 @@
-"""Read run directories (run.json, config.yaml, log.jsonl, eval/<split>/metrics.json) into one report model.
+"""Read run directories (run.json, config, log, the split's metrics.json; via ``ecgka.catalog.RunDir``) into one
+report model.
 
 The report reads only aggregates: each run's metrics.json (written by ``ecgka evaluate``, which embeds the
 dataset manifest's summary and the figure aggregates), the per-epoch log and the configs. It never opens
@@ -14,14 +15,11 @@ Grouping (documented in docs/report.md): ``run.json`` may carry
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ecgka.catalog import DatasetDir, RunDir
 from ecgka.errors import InputError
-from ecgka.io import read_json
 
 METHOD_TITLES = {"vanilla": "Vanilla", "lds": "LDS", "fds": "FDS", "ranksim": "RankSim", "conr": "ConR",
                  "balanced_mse": "Balanced MSE", "dist_loss": "Vanilla"}
@@ -74,24 +72,11 @@ class ReportModel:
         return out
 
 
-def _read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise InputError(f"{path}: line {i} is not valid JSON") from None
-    return rows
-
-
 def _variant_of(run: dict) -> str | None:
     if run.get("variant"):
         return str(run["variant"])
     parts = Path(str(run.get("dataset_dir") or "")).parts
-    return parts[-1] if len(parts) >= 2 and parts[-2] == "variants" else None
+    return parts[-1] if len(parts) >= 2 and parts[-2] == DatasetDir.VARIANTS else None
 
 
 def base_method(run: dict) -> tuple[str, bool]:
@@ -111,22 +96,15 @@ def display_name(run: dict) -> str:
 
 def load_run(run_dir: str | Path, split: str = "test") -> RunEntry:
     """Read one run directory; a missing run.json or metrics.json is a one-line InputError."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.json").is_file():
-        raise InputError(f"{run_dir / 'run.json'}: not found (is {run_dir} a run directory?)")
-    metrics_path = run_dir / "eval" / split / "metrics.json"
-    if not metrics_path.is_file():
-        raise InputError(f"{metrics_path}: not found (run `ecgka evaluate {run_dir} --data DIR` first)")
-    run = read_json(run_dir / "run.json")
-    config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    rd = RunDir(run_dir)
+    run = rd.read_run()
+    metrics = rd.read_metrics(split)
     method, dist = base_method(run)
     variant = _variant_of(run)
     group = str(run.get("group") or ("imbalance" if variant else "main"))
-    return RunEntry(name=str(run.get("name") or run_dir.name), display_name=display_name(run), method=method,
+    return RunEntry(name=str(run.get("name") or rd.path.name), display_name=display_name(run), method=method,
                     dist_loss=dist, group=group, ablation=run.get("ablation"), variant=variant,
-                    metrics=read_json(metrics_path), run=run, config=config,
-                    epochs=_read_log(run_dir / "log.jsonl"))
+                    metrics=metrics, run=run, config=rd.read_config(), epochs=rd.read_log())
 
 
 def _unique_names(runs: list[RunEntry]) -> None:

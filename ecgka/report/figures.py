@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecgka.evaluation.aggregates import dense_counts
+from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.report.collect import ReportModel, RunEntry
 
@@ -62,10 +63,9 @@ def _grid(n: int, size=(3.4, 2.8)):
 def label_histogram(ds: dict) -> Figure:
     """Training counts per 0.1 mmol/L bin coloured by shot region, with val/test (paper Figures 1a, 3)."""
     plt = _plt()
-    tb = ds["train_bin_counts"]
-    lo, w = float(tb["lo"]), float(tb["bin_width"])
-    counts = np.asarray(tb["counts"])
-    k = lo + np.arange(counts.size) * w
+    grid = LabelGrid.from_manifest(ds)
+    counts = np.asarray(ds["train_bin_counts"]["counts"])
+    k, w = grid.centre(np.arange(counts.size)), grid.step
     colour = np.full(counts.size, "#999999", dtype=object)
     for group, bins in (ds.get("shot_groups") or {}).items():
         colour[np.asarray(bins, dtype=int)] = GROUP_COLOURS.get(group, "#999999")
@@ -73,7 +73,7 @@ def label_histogram(ds: dict) -> Figure:
     ax.bar(k, counts, width=w * 0.95, color=list(colour))
     for split, h in (ds.get("label_histograms") or {}).items():
         if split != "train":
-            hk = float(h["lo"]) + np.arange(len(h["counts"])) * float(h["bin_width"])
+            hk = float(h["lo"]) + np.arange(len(h["counts"])) * float(h["step"])
             ax.step(hk, h["counts"], where="mid", lw=1, label=split)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
     ax.legend(handles + ax.get_legend_handles_labels()[0],
@@ -88,9 +88,9 @@ def distribution_overlays(runs: list[RunEntry]) -> Figure:
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
         d = r.metrics["figures"]["distributions"]
-        k = float(d["lo"]) + np.arange(len(d["labels"])) * float(d["bin_width"])
-        ax.bar(k, d["labels"], width=d["bin_width"], color="#dd8452", alpha=0.6, label="labels")
-        ax.bar(k, d["predictions"], width=d["bin_width"], color="#4c72b0", alpha=0.6, label="predictions")
+        k = float(d["lo"]) + np.arange(len(d["labels"])) * float(d["step"])
+        ax.bar(k, d["labels"], width=d["step"], color="#dd8452", alpha=0.6, label="labels")
+        ax.bar(k, d["predictions"], width=d["step"], color="#4c72b0", alpha=0.6, label="predictions")
         ax.set_title(r.display_name, fontsize=9)
         ax.set_xlabel("K (mmol/L)", fontsize=8)
         ax.legend(fontsize=7)
@@ -187,8 +187,8 @@ def variant_histograms(runs: list[RunEntry]) -> Figure | None:
     fig, axes = _grid(len(seen))
     for ax, (name, ds) in zip(axes, seen.items(), strict=False):
         tb = ds["train_bin_counts"]
-        k = float(tb["lo"]) + np.arange(len(tb["counts"])) * float(tb["bin_width"])
-        ax.bar(k, tb["counts"], width=tb["bin_width"], color="#4c72b0")
+        k = float(tb["lo"]) + np.arange(len(tb["counts"])) * float(tb["step"])
+        ax.bar(k, tb["counts"], width=tb["step"], color="#4c72b0")
         ax.set_title(f"{name} (n_max {ds.get('n_max', max(tb['counts']))})", fontsize=9)
     return Figure("imbalance_variants", "Training distributions of the imbalance variants", _png(fig))
 

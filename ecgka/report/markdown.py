@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ecgka.catalog import ReportDir
 from ecgka.report.render_utils import fmt
 
 
@@ -25,7 +26,7 @@ def table_md(table) -> str:
 
 
 def figure_md(fig) -> str:
-    return f"![{fig.title}](figures/{fig.name}.png)\n\n*{fig.title}.* {fig.caption}\n"
+    return f"![{fig.title}]({ReportDir('').figure(fig.name).as_posix()})\n\n*{fig.title}.* {fig.caption}\n"
 
 
 def render_markdown(page: dict, sections_md: list[tuple[str, list[str]]], card: dict) -> str:

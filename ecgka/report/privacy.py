@@ -1,6 +1,6 @@
 """A guard that the report holds aggregates only: no subject or study identifier, no date.
 
-``write_report`` gathers the identifiers the runs saw (subject ids of ``eval/*/predictions.parquet``) and
+``write_report`` gathers the identifiers the runs saw (subject ids of their evaluated predictions) and
 scans every text file of the report for them and for date-like strings before the report is published.
 Identifiers shorter than ``MIN_ID_DIGITS`` digits are not searched (they collide with ordinary counts;
 MIMIC subject and study ids have 8 digits). Waveforms cannot leak: the report never reads shards.
@@ -12,7 +12,9 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from ecgka.catalog import RunDir
 from ecgka.errors import InputError
+from ecgka.keys import SPLITS, Col, PredCol
 
 MIN_ID_DIGITS = 6
 NUMBER = re.compile(r"(?<![\d.])\d{6,}(?!\d)")  # whole digit runs of at least MIN_ID_DIGITS digits
@@ -21,6 +23,7 @@ DATE_PATTERNS = (
     re.compile(r"\b\d{1,2}/\d{1,2}/\d{4}\b"),  # DD/MM/YYYY (WFDB headers)
     re.compile(r"\b\d{2}:\d{2}:\d{2}\b"),  # clock times
 )
+ID_COLUMNS = (PredCol.SUBJECT_ID, Col.STUDY_ID)
 TEXT_SUFFIXES = {".html", ".md", ".csv", ".json", ".txt", ".svg"}
 EMBEDDED_IMAGE = re.compile(r"data:image/[a-z+]+;base64,[A-Za-z0-9+/=]+")
 
@@ -56,11 +59,11 @@ def run_identifiers(run_dirs: Iterable[str | Path]) -> set[str]:
     import pyarrow.parquet as pq
 
     tokens: set[str] = set()
-    for run_dir in run_dirs:
-        for path in Path(run_dir).glob("eval/*/predictions.parquet"):
-            names = pq.read_schema(path).names
-            cols = [c for c in ("subject_id", "study_id") if c in names]
-            table = pq.read_table(path, columns=cols)
-            for c in cols:
-                tokens |= identifier_tokens(table.column(c).to_pylist())
+    paths = [RunDir(d).predictions_path(s) for d in run_dirs for s in SPLITS]
+    for path in (p for p in paths if p.is_file()):
+        names = pq.read_schema(path).names
+        cols = [c.value for c in ID_COLUMNS if c.value in names]
+        table = pq.read_table(path, columns=cols)
+        for c in cols:
+            tokens |= identifier_tokens(table.column(c).to_pylist())
     return tokens

@@ -33,7 +33,7 @@ def model_card(model) -> dict:
             "built with ecgka": ds.get("ecgka_version"),
             "signal": ", ".join(f"{k}={v}" for k, v in (ds.get("signal") or {}).items()),
             "label": f"{label.get('name', 'potassium')} ({label.get('unit', 'mmol/L')}), "
-                     f"{label.get('lo')} to {label.get('hi')}, bins of {label.get('bin_width')}",
+                     f"{label.get('lo')} to {label.get('hi')}, bins of {label.get('step')}",
             "evaluated split": model.split,
         },
         "intended_use": (

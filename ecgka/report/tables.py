@@ -1,18 +1,21 @@
 """The report's tables as numeric DataFrames, all read from metrics.json values (one source).
 
-Each table is written unrounded to ``tables/<name>.csv`` and shown rounded (3 decimals) in HTML and
-Markdown. ``marks`` flags cells for highlighting: "best" (lowest error of a column in the main table),
+Each table is written unrounded as a display CSV and as a tidy CSV (long format, snake_case:
+``ecgka.report.tidy``), and shown rounded (3 decimals) in HTML and Markdown. ``marks`` flags cells for highlighting: "best" (lowest error of a column in the main table),
 "better"/"worse" (a "+ Dist Loss" run against the same method without it, the paper's Table 2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ecgka.labels import LabelGrid
 from ecgka.report.collect import ReportModel, RunEntry
+from ecgka.report.tidy import describe_k_range, describe_metric, describe_shot_column, tidy_frame
 
 GROUP_COLUMNS = [(metric, group) for metric in ("mae", "gm") for group in ("all", "many", "median", "few")]
 
@@ -24,6 +27,14 @@ class Table:
     df: pd.DataFrame
     note: str = ""
     marks: dict[tuple[int, str], str] = field(default_factory=dict)  # (row position, column) -> mark
+    keys: tuple[str, ...] = ("method",)  # the columns that identify an observation in the tidy table
+    describe: Callable[[str], dict] = describe_metric  # a value column's title -> tidy variables
+    tidy_df: pd.DataFrame | None = None  # a tidy frame of its own (else the long format of ``df``)
+
+    @property
+    def tidy(self) -> pd.DataFrame:
+        """The tidy (long, snake_case) version of this table."""
+        return self.tidy_df if self.tidy_df is not None else tidy_frame(self.df, self.keys, self.describe)
 
 
 def _col(metric: str, group: str) -> str:
@@ -67,7 +78,7 @@ def results_table(runs: list[RunEntry], name: str, title: str, label=lambda r: r
             marks.setdefault((int(values.idxmin()), _col(m, g)), "best")
     note = ("Lower is better. Bold: lowest in the column. Green/blue: a \"+ Dist Loss\" run better/worse "
             "than the same method without Dist Loss.")
-    return Table(name, title, df, note, marks)
+    return Table(name, title, df, note, marks, describe=describe_shot_column)
 
 
 def improvement_table(model: ReportModel) -> Table:
@@ -84,43 +95,54 @@ def improvement_table(model: ReportModel) -> Table:
     marks = {(i, c): ("better" if v < 0 else "worse") for i, row in df.iterrows()
              for c, v in row.items() if c.startswith(("MAE", "GM")) and v is not None and v == v and v != 0}
     return Table("dist_loss_improvement", "Effect of adding Dist Loss (with - without)", df,
-                 "Negative values: Dist Loss lowered the error (green).", marks)
+                 "Negative values: Dist Loss lowered the error (green).", marks,
+                 keys=("baseline", "with Dist Loss"), describe=describe_shot_column)
 
 
 def dataset_tables(ds: dict) -> list[Table]:
     counts = ds.get("counts", {})
     t_counts = Table("dataset_counts", "Dataset: ECGs per split",
-                     pd.DataFrame([{"set": k, "n": v} for k, v in counts.items()], columns=["set", "n"]))
+                     pd.DataFrame([{"set": k, "n": v} for k, v in counts.items()], columns=["set", "n"]),
+                     keys=("set",))
     excl = [{"stage": "ECG excluded", "reason": k, "n": v} for k, v in ds.get("exclusions", {}).items()]
     excl += [{"stage": "lab dropped", "reason": k, "n": v} for k, v in ds.get("labs_dropped", {}).items()]
-    t_excl = Table("exclusions", "Exclusions by reason", pd.DataFrame(excl, columns=["stage", "reason", "n"]))
+    t_excl = Table("exclusions", "Exclusions by reason", pd.DataFrame(excl, columns=["stage", "reason", "n"]),
+                   keys=("stage", "reason"))
     return [t_counts, t_excl, shot_region_table(ds)]
 
 
 def shot_region_table(ds: dict) -> Table:
-    tb = ds.get("train_bin_counts", {})
-    counts = np.asarray(tb.get("counts", []))
-    lo, width = float(tb.get("lo", 0.0)), float(tb.get("bin_width", 0.1))
-    rows = []
-    for group, bins in (ds.get("shot_groups") or {}).items():
-        bins = sorted(int(b) for b in bins)
-        rows.append({"region": group, "bins": len(bins), "K ranges (mmol/L)": _ranges(bins, lo, width),
-                     "train ECGs": int(counts[bins].sum()) if bins else 0})
-    df = pd.DataFrame(rows, columns=["region", "bins", "K ranges (mmol/L)", "train ECGs"])
-    return Table("shot_regions", "Shot regions of the training set", df,
-                 "Bins of 0.1 mmol/L with training ECGs; a range lists the centres of its first and last bin.")
+    """Bins of each shot region as K ranges (display) and one row per bin (tidy)."""
+    grid = LabelGrid.from_manifest(ds)
+    counts = np.asarray(ds.get("train_bin_counts", {}).get("counts", []), dtype=np.int64)
+    regions = {g: sorted(int(b) for b in bins) for g, bins in (ds.get("shot_groups") or {}).items()}
+    rows = [{"region": g, "bins": len(bins), f"ranges ({grid.unit})": _ranges(bins, grid),
+             "train ECGs": int(counts[bins].sum()) if bins else 0} for g, bins in regions.items()]
+    tidy = pd.DataFrame([{"shot_group": g, "bin": b, "bin_centre": float(grid.centre(b)),
+                          "train_count": int(counts[b])} for g, bins in regions.items() for b in bins],
+                        columns=["shot_group", "bin", "bin_centre", "train_count"])
+    df = pd.DataFrame(rows, columns=["region", "bins", f"ranges ({grid.unit})", "train ECGs"])
+    return Table("shot_regions", "Shot regions of the training set", df, _region_note(grid),
+                 tidy_df=tidy)
 
 
-def _ranges(bins: list[int], lo: float, width: float) -> str:
-    """Contiguous runs of bin indices as K ranges, e.g. "1.8-3.1, 4.4, 5.0-8.5" (bin centres)."""
+def _region_note(grid: LabelGrid) -> str:
+    return (f"Bins of {grid.step:g} {grid.unit} with training ECGs; a range lists the centres of its first and "
+            "last bin.")
+
+
+def _ranges(bins: list[int], grid: LabelGrid) -> str:
+    """Contiguous runs of bin indices as label ranges, e.g. "1.8-3.1, 4.4, 5.0-8.5" (bin centres)."""
     runs: list[list[int]] = []
     for b in bins:
         if runs and b == runs[-1][-1] + 1:
             runs[-1].append(b)
         else:
             runs.append([b])
-    return ", ".join(f"{lo + r[0] * width:.1f}" + (f"-{lo + r[-1] * width:.1f}" if len(r) > 1 else "")
-                     for r in runs)
+    decimals = max(0, -int(np.floor(np.log10(grid.step) + 1e-9)))
+    text = [f"{grid.centre(r[0]):.{decimals}f}" + (f"-{grid.centre(r[-1]):.{decimals}f}" if len(r) > 1 else "")
+            for r in runs]
+    return ", ".join(text)
 
 
 def clinical_tables(runs: list[RunEntry]) -> list[Table]:
@@ -140,9 +162,11 @@ def clinical_tables(runs: list[RunEntry]) -> list[Table]:
     target = runs[0].metrics["clinical"]["conditions"]["hypo"]["operating_point"]["target_sensitivity"]
     return [
         Table("clinical_thresholds", "Detection at the clinical thresholds (AUROC with 95 % CI)",
-              pd.DataFrame(thr), "CI: bootstrap over subjects. Detection: predicted K meets the definition."),
+              pd.DataFrame(thr), "CI: bootstrap over subjects. Detection: predicted K meets the definition.",
+              keys=("method", "condition", "definition")),
         Table("clinical_operating_point", f"Detection at an operating point for {target:.0%} sensitivity",
-              pd.DataFrame(op), "The cut-off on predicted K is chosen on the validation split."),
+              pd.DataFrame(op), "The cut-off on predicted K is chosen on the validation split.",
+              keys=("method", "condition", "rule (fixed on val)")),
     ]
 
 
@@ -154,7 +178,8 @@ def range_table(runs: list[RunEntry]) -> Table:
             row[f"MAE K {x['range']}"] = x["mae"]
             row[f"n K {x['range']}"] = x["n"]
         rows.append(row)
-    return Table("mae_by_range", "MAE by laboratory potassium range (mmol/L)", pd.DataFrame(rows))
+    return Table("mae_by_range", "MAE by laboratory potassium range (mmol/L)", pd.DataFrame(rows),
+                 describe=describe_k_range)
 
 
 def agreement_table(runs: list[RunEntry]) -> Table:
@@ -175,7 +200,8 @@ def timing_table(runs: list[RunEntry]) -> Table:
                      "total seconds": float(np.sum(secs)) if secs else None,
                      "samples per s": float(np.mean(sps)) if sps else None})
     return Table("training_time", "Training time per epoch (Table 3)", pd.DataFrame(rows),
-                 "Mean over the epochs of log.jsonl; a stage-2 run counts only its own (fine-tuning) epochs.")
+                 "Mean over the epochs of the run's log; a stage-2 run counts only its own (fine-tuning) epochs.",
+                 keys=("method", "stage"))
 
 
 def imbalance_tables(runs: list[RunEntry]) -> list[Table]:
@@ -189,8 +215,13 @@ def imbalance_tables(runs: list[RunEntry]) -> list[Table]:
         wide = df.pivot_table(index="method", columns="variant", values="value", aggfunc="first", sort=False)
         wide = wide.reset_index()
         wide.columns.name = None
-        out.append(Table(f"imbalance_few_{metric}", f"Few-shot {metric.upper()} across imbalance variants", wide))
+        out.append(Table(f"imbalance_few_{metric}", f"Few-shot {metric.upper()} across imbalance variants", wide,
+                         describe=_variant_describer(metric)))
     return out
+
+
+def _variant_describer(metric: str) -> Callable[[str], dict]:
+    return lambda variant: {"metric": metric, "shot_group": "few", "variant": variant}
 
 
 def ablation_rows(group_runs: list[RunEntry], main_runs: list[RunEntry]) -> list[RunEntry]:
