@@ -62,6 +62,9 @@ class DatasetDir:
     WORK = "_work"
     VARIANTS = "variants"
     SPLIT_PREFIX = "split="
+    # what pandas/pyarrow ParquetDataset readers must skip to read DIR as one dataset (they lack DuckDB's glob
+    # and pyarrow.dataset's exclude_invalid_files): pd.read_parquet(DIR, ignore_prefixes=READER_IGNORE_PREFIXES)
+    READER_IGNORE_PREFIXES = (".", "_", "manifest", "exclusions", "variants")
     LEGACY_EXCLUSIONS = "exclusions.parquet"  # schema 1
 
     def __init__(self, path: str | Path):

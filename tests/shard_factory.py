@@ -14,7 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LO, HI, BIN = 1.5, 10.0, 0.1
+from ecgka.catalog import DATASET_SCHEMA_VERSION, DatasetDir
+from ecgka.data.assemble import LEDGER_COLUMNS
+from ecgka.labels import LabelGrid
+
+GRID = LabelGrid.preset("potassium")
 
 
 def _labels(rng: np.random.Generator, n: int, balanced: bool) -> np.ndarray:
@@ -48,47 +52,36 @@ def _table(rng, split_offset: int, y: np.ndarray, leads: list[str], n_samples: i
     })
 
 
-def _histogram(y: np.ndarray) -> list[int]:
-    bins = np.rint((y.astype(np.float64) - LO) / BIN).astype(int)
-    return np.bincount(bins, minlength=int(round((HI - LO) / BIN)) + 1).tolist()
-
-
-def _shot_groups(counts: list[int]) -> dict[str, list[int]]:
-    c = np.asarray(counts)
-    n_max = c.max()
-    present = np.flatnonzero(c)
-    return {"many": [int(i) for i in present if c[i] > 0.5 * n_max],
-            "median": [int(i) for i in present if 0.15 * n_max <= c[i] <= 0.5 * n_max],
-            "few": [int(i) for i in present if c[i] < 0.15 * n_max]}
-
-
 def write_dataset(out_dir: str | Path, n_train: int = 256, n_val: int = 64, n_test: int = 64,
                   n_samples: int = 500, leads: tuple[str, ...] = ("II",), fs: int = 50, seed: int = 0,
                   shard_rows: int = 100) -> Path:
-    """Write ``out_dir`` (manifest.json + train/val/test shards of ``shard_rows`` rows) and return it."""
+    """Write ``out_dir`` (manifest.json + split=<name>/ shards of ``shard_rows`` rows) and return it."""
     out = Path(out_dir)
+    ds = DatasetDir(out)
     rng = np.random.default_rng(seed)
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     hists, offset = {}, 0
     for split, n in sizes.items():
         y = _labels(rng, n, balanced=split != "train")
         table = _table(rng, offset, y, list(leads), n_samples, fs)
-        (out / split).mkdir(parents=True, exist_ok=True)
+        ds.split_dir(split).mkdir(parents=True, exist_ok=True)
         for part, start in enumerate(range(0, n, shard_rows)):
-            pq.write_table(table.slice(start, shard_rows), out / split / f"part-{part:05d}.parquet",
+            pq.write_table(table.slice(start, shard_rows), ds.split_dir(split) / ds.shard_name(part),
                            compression="zstd")
-        hists[split] = {"lo": LO, "bin_width": BIN, "counts": _histogram(y)}
+        hists[split] = {"lo": GRID.lo, "step": GRID.step, "counts": GRID.counts(y).tolist()}
         offset += 1_000_000
     train_counts = hists["train"]["counts"]
     manifest = {
-        "schema_version": 1, "ecgka_version": "test", "fingerprint": f"factory-{seed}-{n_train}-{n_samples}",
-        "config": {"factory": True}, "inputs": {},
-        "signal": {"leads": list(leads), "fs": fs, "n_samples": n_samples},
-        "label": {"name": "potassium", "unit": "mmol/L", "lo": LO, "hi": HI, "bin_width": BIN},
+        "schema_version": DATASET_SCHEMA_VERSION, "ecgka_version": "test",
+        "fingerprint": f"factory-{seed}-{n_train}-{n_samples}", "parent": None, "config": {"factory": True},
+        "inputs": {}, "signal": {"leads": list(leads), "fs": fs, "n_samples": n_samples, "unit": "mV",
+                                 "layout": "lead-major", "dtype": "float16", "cleaning": {"clean": False}},
+        "label": GRID.to_dict(),
         "counts": {"record_list": sum(sizes.values()), **sizes, "excluded": 0},
         "exclusions": {}, "labs_dropped": {}, "label_histograms": hists,
         "train_bin_counts": hists["train"], "n_max": int(max(train_counts)),
-        "shot_groups": _shot_groups(train_counts),
+        "shot_groups": GRID.shot_groups(train_counts), "variants": [],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    ds.exclusions_path.write_text(",".join(LEDGER_COLUMNS) + "\n")  # nothing excluded
+    ds.manifest_path.write_text(json.dumps(manifest, indent=2))
     return out

@@ -17,14 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 import wfdb
 
+from ecgka.catalog import DatasetDir
 from ecgka.cli import main
 from ecgka.config import apply_overrides
 from ecgka.data.build import build_dataset
 from ecgka.data.config import BuildConfig
 from ecgka.data.mimic_reader import read_record
-from ecgka.data.shards import signal_array, split_parts
-from ecgka.data.splits import histogram
+from ecgka.data.shards import signal_array
 from ecgka.keys import SPLITS, Col
+from ecgka.labels import LabelGrid
 
 OVERRIDES = ["split.per_bin_cap=8", "shards.chunk_records=24", "shards.row_group_rows=64", "shards.part_rows=128"]
 
@@ -51,8 +52,17 @@ def built(standin, tmp_path_factory):
 
 
 def _files(data_dir: Path) -> dict[str, bytes]:
-    names = [f"{s}/{p.name}" for s in SPLITS for p in split_parts(data_dir, s)] + ["exclusions.parquet"]
-    return {n: (data_dir / n).read_bytes() for n in names}
+    ds = DatasetDir(data_dir)
+    paths = [p for s in SPLITS for p in ds.shards(s)] + [ds.exclusions_path]
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in paths}
+
+
+def _split_table(data_dir: Path, split: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in DatasetDir(data_dir).shards(split)])
+
+
+def _n_ledger(path: Path) -> int:
+    return len(pd.read_csv(path))
 
 
 def test_contract_and_every_split_filled(built, standin):
@@ -61,10 +71,14 @@ def test_contract_and_every_split_filled(built, standin):
     for key in ("schema_version", "ecgka_version", "fingerprint", "config", "inputs", "signal", "label", "counts",
                 "exclusions", "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups"):
         assert key in m
-    assert m["signal"] == {"leads": ["II"], "fs": 500, "n_samples": 5000}
+    assert m["signal"] == {"leads": ["II"], "fs": 500, "n_samples": 5000, "unit": "mV", "layout": "lead-major",
+                           "dtype": "float16", "cleaning": {"clean": True, "method": "neurokit", "powerline_hz": 60.0,
+                                                            "highpass_hz": 0.5}}
+    grid = LabelGrid.preset("potassium")
+    assert m["label"] == grid.to_dict() and m["parent"] is None
     dropped = sum(v for k, v in m["labs_dropped"].items() if k != "malformed_row")
     assert m["labs"]["potassium_rows"] == m["labs"]["kept"] + dropped and m["labs"]["kept"] > 0
-    tables = {s: pq.ParquetDataset(out / s).read() for s in SPLITS}
+    tables = {s: _split_table(out, s) for s in SPLITS}
     assert all(tables[s].num_rows > 0 for s in SPLITS)
     schema = tables["train"].schema
     assert schema.field(Col.SIGNAL.value).type == pa.list_(pa.float16(), 5000)
@@ -76,10 +90,11 @@ def test_contract_and_every_split_filled(built, standin):
     subj = {s: set(t.column("subject_id").to_numpy().tolist()) for s, t in tables.items()}
     assert not (subj["train"] & subj["val"]) and not (subj["train"] & subj["test"]) and not (subj["val"] & subj["test"])
     n_list = len(pd.read_csv(standin / "ecg" / "record_list.csv"))
-    n_excl = pq.read_metadata(out / "exclusions.parquet").num_rows
+    n_excl = _n_ledger(DatasetDir(out).exclusions_path)
     assert n_list == sum(t.num_rows for t in tables.values()) + n_excl == m["counts"]["record_list"]
     for s, t in tables.items():
-        assert m["label_histograms"][s]["counts"] == histogram(t.column("potassium").to_numpy(), 1.5, 10.0, 0.1)
+        assert m["label_histograms"][s] == {"lo": 1.5, "step": 0.1,
+                                            "counts": grid.counts(t.column("potassium").to_numpy()).tolist()}
         d = t.to_pandas()
         delta = (d["lab_time"] - d["ecg_time"]).dt.total_seconds() / 60
         np.testing.assert_allclose(d["delta_minutes"], delta, atol=1e-3)
@@ -89,6 +104,7 @@ def test_contract_and_every_split_filled(built, standin):
     hv, ht = (np.array(m["label_histograms"][s]["counts"]) for s in ("val", "test"))
     assert hv.max() <= 8 and np.abs(hv - ht).max() <= 1
     groups = m["shot_groups"]
+    assert groups == grid.shot_groups(m["train_bin_counts"]["counts"])
     assert sorted(groups["many"] + groups["median"] + groups["few"]) == list(np.flatnonzero(m["train_bin_counts"]["counts"]))
 
 
@@ -155,24 +171,37 @@ def test_process_pool_and_dask_give_identical_shards(built, standin, tmp_path):
     assert _files(tmp_path / "pool") == _files(tmp_path / "dask") == _files(out)
 
 
-def test_variants_keep_val_test_and_accounting(standin, tmp_path):
+def test_variants_are_views_with_exact_accounting(standin, tmp_path):
+    from ecgka.training.shard_loading import load_split
+
     m = build_dataset(standin / "ecg", [standin / "hosp" / "labevents.csv.gz"], tmp_path / "v",
                       _cfg(["variants.ratios=[2,4]"]))
     assert m["variants"] == ["ir2", "ir4"]
+    parent = DatasetDir(tmp_path / "v")
+    parent_train = load_split(parent.path, "train")
     for name, ratio in (("ir2", 2), ("ir4", 4)):
-        vdir = tmp_path / "v" / "variants" / name
-        vm = pd.read_json(vdir / "manifest.json", typ="series")
+        vdir = parent.variant(name)
+        vm = vdir.read_manifest()
+        assert vm["variant"] == {"name": name, "imbalance_ratio": ratio, "parent": "../.."}
+        assert not list(vdir.path.rglob("*.parquet"))  # a view: no shard copies
         counts = np.array(vm["train_bin_counts"]["counts"])
         assert counts[counts > 0].max() <= ratio * counts[counts > 0].min()
-        for s in ("val", "test"):
-            assert [p.read_bytes() for p in split_parts(vdir, s)] == [p.read_bytes() for p in split_parts(tmp_path / "v", s)]
-        n_train = pq.ParquetDataset(vdir / "train").read().num_rows
-        assert n_train == vm["counts"]["train"] <= m["counts"]["train"]
-        n_excl = pq.read_metadata(vdir / "exclusions.parquet").num_rows
-        assert n_train + vm["counts"]["val"] + vm["counts"]["test"] + n_excl == m["counts"]["record_list"]
-        train_subj = set(pq.ParquetDataset(vdir / "train").read().column("subject_id").to_numpy().tolist())
-        held = set(pq.ParquetDataset(tmp_path / "v" / "val").read().column("subject_id").to_numpy().tolist())
-        assert not train_subj & held
+        for s in SPLITS:
+            assert vdir.shards(s) == parent.shards(s)
+        own = pd.read_csv(vdir.exclusions_path)
+        assert set(own["reason"]) == {"not_selected_for_variant"}
+        train = load_split(vdir.path, "train")
+        assert len(train) == vm["counts"]["train"] <= m["counts"]["train"]
+        assert set(train.sample_ids) == set(parent_train.sample_ids) - set(own["row"])
+        assert train.signals.filename == parent_train.signals.filename  # the parent's cache, index-mapped
+        i = np.searchsorted(parent_train.sample_ids, train.sample_ids[[0, -1]])
+        np.testing.assert_array_equal(np.asarray(train.signals[train.rows[[0, -1]]]),
+                                      np.asarray(parent_train.signals[i]))
+        n_ledgers = _n_ledger(parent.exclusions_path) + len(own)
+        assert len(vdir.read_exclusions()) == n_ledgers == vm["counts"]["excluded"]
+        assert len(train) + vm["counts"]["val"] + vm["counts"]["test"] + n_ledgers == m["counts"]["record_list"]
+        held = set(_split_table(parent.path, "val").column("subject_id").to_numpy().tolist())
+        assert not set(train.subject_ids.tolist()) & held
 
 
 def test_cli_prints_summary(standin, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Bad inputs never crash the build and never disappear: each ends in exclusions.parquet with its reason."""
+"""Bad inputs never crash the build and never disappear: each ends in the exclusion ledger with its reason."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_build_helpers import ecg_digital, lab_frame, record_path, write_labs, write_record, write_root
 
+from ecgka.catalog import DatasetDir
 from ecgka.cli import main
 from ecgka.data.build import build_dataset
 from ecgka.data.config import BuildConfig
@@ -86,7 +87,7 @@ def bad_build(tmp_path_factory):
 
 def test_every_bad_record_has_its_reason(bad_build):
     tmp, root, _, expect, manifest = bad_build
-    excl = pq.read_table(tmp / "out" / "exclusions.parquet").to_pandas()
+    excl = DatasetDir(tmp / "out").read_exclusions()
     first = excl[~excl["reason"].isin(["duplicate_record", "bad_row"])]
     by_study = dict(zip(first["study_id"], first["reason"], strict=True))
     for study, reason in expect.items():
@@ -105,12 +106,13 @@ def test_every_bad_record_has_its_reason(bad_build):
 def test_accounting_is_exact(bad_build):
     tmp, root, _, _, manifest = bad_build
     n_list = len(pd.read_csv(root / "record_list.csv"))
-    n_split = sum(pq.ParquetDataset(tmp / "out" / s).read().num_rows for s in SPLITS)
-    n_excl = pq.read_metadata(tmp / "out" / "exclusions.parquet").num_rows
+    ds = DatasetDir(tmp / "out")
+    n_split = sum(pq.read_metadata(p).num_rows for s in SPLITS for p in ds.shards(s))
+    n_excl = len(ds.read_exclusions())
     assert n_list == n_split + n_excl == manifest["counts"]["record_list"]
     assert sum(manifest["exclusions"].values()) == n_excl == manifest["counts"]["excluded"]
     assert manifest["labs_dropped"]["non_numeric_value"] == 1 and manifest["labs_dropped"]["bad_charttime"] == 1
-    written = json.loads((tmp / "out" / "manifest.json").read_text())
+    written = json.loads(ds.manifest_path.read_text())
     assert written["counts"] == manifest["counts"]
 
 
@@ -157,7 +159,7 @@ def test_real_mimic_layout_record_through_the_build(wfdb_fixtures, tmp_path):
                                               "charttime": "2182-09-22 12:30:00", "valuenum": 5.7}])
     m = build_dataset(root, [labs], tmp_path / "out")
     assert m["counts"]["train"] == 1 and m["counts"]["excluded"] == 0
-    table = pq.read_table(next((tmp_path / "out" / "train").glob("part-*.parquet")))
+    table = pq.read_table(DatasetDir(tmp_path / "out").shards("train")[0])
     row = table.to_pylist()[0]
     assert row["potassium"] == pytest.approx(5.7) and row["delta_minutes"] == pytest.approx(26.0)
     rec = wfdb.rdrecord(str(src / "files/p1999/p19999999/s49999999/49999999"))

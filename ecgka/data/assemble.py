@@ -1,7 +1,8 @@
-"""Final outputs of a build from the work parts: split shards, exclusions, variants, manifest.
+"""Final outputs of a build from the work parts: split shards, the exclusion ledger, variants, manifest.
 
 Parts are streamed in ``sample_id`` order into per-split writers, so memory stays bounded and the shards
-are identical whatever executor produced the parts. The manifest is written last.
+are identical whatever executor produced the parts. Variants are views: a manifest and a ledger of the
+train rows they drop, no shard copies. The manifest is written last.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data.config import BuildConfig
-from ecgka.data.manifest import MANIFEST, make_manifest
-from ecgka.data.shards import SplitWriter, shard_schema, split_parts
+from ecgka.data.manifest import make_manifest, shard_metadata
+from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
 from ecgka.data.splits import NOT_SELECTED, assign_splits, variant_selection
-from ecgka.io import atomic_path, atomic_write_json
+from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col
 
-EXCLUSIONS = "exclusions.parquet"
 NOT_IN_VARIANT = "not_selected_for_variant"
+LEDGER_COLUMNS = ["row", "subject_id", "study_id", "path", "reason", "detail"]
 
 
 def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     cols = [Col.SAMPLE_ID.value, Col.SUBJECT_ID.value, Col.POTASSIUM.value]
-    kept = [pq.read_table(d / "rows.parquet", columns=cols).to_pandas() for d in part_dirs]
-    excl = [pq.read_table(d / "excluded.parquet").to_pandas() for d in part_dirs]
+    kept = [read_ipc(WorkDir.rows(d), cols).to_pandas() for d in part_dirs]
+    excl = [read_ipc(WorkDir.excluded(d)).to_pandas() for d in part_dirs]
     empty_k = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ("int64", "int64", "float32"), strict=True)})
     empty_e = pd.DataFrame({"sample_id": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str),
                             "detail": pd.Series(dtype=str)})
@@ -38,16 +39,16 @@ def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat(excl, ignore_index=True) if excl else empty_e)
 
 
-def _write_splits(out_dir: Path, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig,
+def _write_splits(ds: DatasetDir, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig, fingerprint: str,
                   progress: bool = False) -> dict[str, int]:
     from tqdm.auto import tqdm
 
-    schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples)
+    schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples, shard_metadata(cfg, fingerprint))
     with contextlib.ExitStack() as stack:
-        tmps = {s: stack.enter_context(atomic_path(out_dir / s)) for s in SPLITS}
+        tmps = {s: stack.enter_context(atomic_path(ds.split_dir(s))) for s in SPLITS}
         writers = {s: SplitWriter(tmps[s], cfg.shards, schema) for s in SPLITS}
         for part in tqdm(part_dirs, desc="shards", unit=" part", disable=not progress):
-            table = pq.read_table(part / "rows.parquet")
+            table = read_ipc(WorkDir.rows(part))
             labels = split_of.loc[table.column(Col.SAMPLE_ID.value).to_numpy()].to_numpy()
             for s in SPLITS:
                 writers[s].append(table.filter(pa.array(labels == s)))
@@ -61,67 +62,51 @@ def _exclusion_table(records: pd.DataFrame, rows: np.ndarray, reasons: np.ndarra
         "row": rows[order].astype(np.int64), "subject_id": rec["subject_id"].to_numpy(np.int64),
         "study_id": rec["study_id"].to_numpy(np.int64), "path": rec["path"].to_numpy().astype(str),
         "reason": reasons[order].astype(str), "detail": details[order].astype(str),
-    })
+    }, columns=LEDGER_COLUMNS)
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, compression="zstd")
+def _write_ledger(df: pd.DataFrame, path: Path) -> None:
+    """The exclusion ledger as CSV (outside the shard glob), written atomically."""
+    atomic_write_text(path, df.to_csv(index=False, lineterminator="\n"))
 
 
-def _variants(out_dir: Path, parent: dict[str, Any], meta: pd.DataFrame, split: np.ndarray,
-              exclusions: pd.DataFrame, records: pd.DataFrame, cfg: BuildConfig) -> list[str]:
-    """``variants/ir<R>/``: train capped to imbalance ratio R, the parent's val/test, own manifest."""
+def _variant(vdir: DatasetDir, name: str, ratio: float, parent: dict[str, Any], train: pd.DataFrame,
+             meta: pd.DataFrame, split: np.ndarray, records: pd.DataFrame, cfg: BuildConfig) -> None:
+    """One view: train capped to imbalance ratio ``ratio`` (its ledger lists the dropped rows), val/test kept."""
+    keep = variant_selection(train[Col.POTASSIUM.value].to_numpy(), train[Col.SAMPLE_ID.value].to_numpy(), ratio,
+                             cfg.label.grid, cfg.variants.seed)
+    dropped = train[Col.SAMPLE_ID.value].to_numpy(np.int64)[~keep]
+    ledger = _exclusion_table(records, dropped, np.full(len(dropped), NOT_IN_VARIANT, object),
+                              np.full(len(dropped), f"imbalance ratio {ratio:g}", object))
+    _write_ledger(ledger, vdir.exclusions_path)
+    labels = {"train": train[Col.POTASSIUM.value].to_numpy()[keep]}
+    labels |= {s: meta.loc[split == s, Col.POTASSIUM.value].to_numpy() for s in ("val", "test")}
+    counts = {**parent["counts"], "train": int(keep.sum()), "excluded": parent["counts"]["excluded"] + len(dropped)}
+    reasons = {**parent["exclusions"], NOT_IN_VARIANT: len(dropped)}
+    extra = {"labs": parent["labs"], "variant": {"name": name, "imbalance_ratio": ratio, "parent": "../.."}}
+    manifest = make_manifest(cfg, parent["fingerprint"], parent["inputs"], labels, counts, reasons,
+                             parent["labs_dropped"], extra)
+    atomic_write_json(vdir.manifest_path, manifest)
+
+
+def _variants(ds: DatasetDir, parent: dict[str, Any], meta: pd.DataFrame, split: np.ndarray,
+              records: pd.DataFrame, cfg: BuildConfig) -> list[str]:
+    """``variants/ir<R>/``: views of the parent whose train is capped to imbalance ratio R."""
     if not cfg.variants.ratios:
-        shutil.rmtree(out_dir / "variants", ignore_errors=True)
+        shutil.rmtree(ds.variants_dir, ignore_errors=True)
         return []
     train = meta[split == "train"]
-    names = []
-    with atomic_path(out_dir / "variants") as vroot:
-        for ratio in cfg.variants.ratios:
-            name = f"ir{ratio:g}"
-            keep = variant_selection(train["potassium"].to_numpy(), train["sample_id"].to_numpy(), ratio,
-                                     cfg.split, cfg.variants.seed)
-            kept_ids = np.sort(train["sample_id"].to_numpy()[keep])
-            vdir = vroot / name
-            schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples)
-            writer = SplitWriter(vdir / "train", cfg.shards, schema)
-            for part in split_parts(out_dir, "train"):
-                table = pq.read_table(part)
-                mask = np.isin(table.column(Col.SAMPLE_ID.value).to_numpy(), kept_ids, assume_unique=True)
-                writer.append(table.filter(pa.array(mask)))
-            n_train = writer.close()
-            for s in ("val", "test"):
-                shutil.copytree(out_dir / s, vdir / s)
-            dropped = train["sample_id"].to_numpy()[~keep]
-            extra = _exclusion_table(records, dropped, np.full(len(dropped), NOT_IN_VARIANT, object),
-                                     np.full(len(dropped), f"imbalance ratio {ratio:g}", object))
-            vexcl = pd.concat([exclusions, extra], ignore_index=True).sort_values("row", kind="stable")
-            _write_parquet(vexcl, vdir / EXCLUSIONS)
-            labels = {"train": train["potassium"].to_numpy()[keep]}
-            labels |= {s: meta.loc[split == s, "potassium"].to_numpy() for s in ("val", "test")}
-            counts = {**parent["counts"], "train": n_train, "excluded": len(vexcl)}
-            reasons = vexcl["reason"].value_counts().to_dict()
-            manifest = make_manifest(cfg, parent["fingerprint"], parent["inputs"], labels, counts,
-                                     {k: int(v) for k, v in reasons.items()}, parent["labs_dropped"],
-                                     {"labs": parent["labs"], "variant": {"name": name, "imbalance_ratio": ratio,
-                                                                          "parent": ".."}})
-            atomic_write_json(vdir / MANIFEST, manifest)
-            names.append(name)
+    names = [f"ir{ratio:g}" for ratio in cfg.variants.ratios]
+    with atomic_path(ds.variants_dir) as vroot:
+        for name, ratio in zip(names, cfg.variants.ratios, strict=True):
+            _variant(DatasetDir(vroot / name), name, ratio, parent, train, meta, split, records, cfg)
     return names
 
 
-def assemble(out_dir: Path, records: pd.DataFrame, no_lab_rows: np.ndarray, part_dirs: list[Path],
-             cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], lab_stats: dict[str, Any],
-             progress: bool = False) -> dict[str, Any]:
-    """Write splits, exclusions, variants and the manifest; check that the accounting is exact."""
-    (out_dir / MANIFEST).unlink(missing_ok=True)  # the old output is no longer complete
-    meta, chunk_excl = _read_parts(part_dirs)
-    split = assign_splits(meta, cfg.split)
-    split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
-    counts = _write_splits(out_dir, part_dirs, split_of, cfg, progress)
+def _ledger(records: pd.DataFrame, no_lab_rows: np.ndarray, chunk_excl: pd.DataFrame, not_sel: np.ndarray
+            ) -> pd.DataFrame:
+    """Every record_list row in no split, with its reason, in row order."""
     invalid = records[records["reason"] != ""]
-    not_sel = meta.loc[split == NOT_SELECTED, "sample_id"].to_numpy(np.int64)
     rows = np.concatenate([invalid["row"].to_numpy(np.int64), no_lab_rows, chunk_excl["sample_id"].to_numpy(np.int64),
                            not_sel])
     reasons = np.concatenate([invalid["reason"].to_numpy(object), np.full(len(no_lab_rows), "no_lab_in_window", object),
@@ -129,16 +114,29 @@ def assemble(out_dir: Path, records: pd.DataFrame, no_lab_rows: np.ndarray, part
     details = np.concatenate([invalid["detail"].to_numpy(object), np.full(len(no_lab_rows), "", object),
                               chunk_excl["detail"].to_numpy(object),
                               np.full(len(not_sel), "subject drawn for val/test with another sample", object)])
-    exclusions = _exclusion_table(records, rows, reasons, details)
+    return _exclusion_table(records, rows, reasons, details)
+
+
+def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, part_dirs: list[Path],
+             cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], lab_stats: dict[str, Any],
+             progress: bool = False) -> dict[str, Any]:
+    """Write splits, the ledger, variants and the manifest; check that the accounting is exact."""
+    ds.manifest_path.unlink(missing_ok=True)  # the old output is no longer complete
+    meta, chunk_excl = _read_parts(part_dirs)
+    split = assign_splits(meta, cfg.split, cfg.label.grid)
+    split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
+    counts = _write_splits(ds, part_dirs, split_of, cfg, fingerprint, progress)
+    not_sel = meta.loc[split == NOT_SELECTED, "sample_id"].to_numpy(np.int64)
+    exclusions = _ledger(records, no_lab_rows, chunk_excl, not_sel)
     total = sum(counts.values()) + len(exclusions)
     if total != len(records) or exclusions["row"].duplicated().any():
         raise RuntimeError(f"accounting error: {len(records)} records but {total} in splits + exclusions")
-    _write_parquet(exclusions, out_dir / EXCLUSIONS)
+    _write_ledger(exclusions, ds.exclusions_path)
     full_counts = {"record_list": len(records), **counts, "excluded": len(exclusions)}
     reason_counts = {k: int(v) for k, v in exclusions["reason"].value_counts().items()}
     labels = {s: meta.loc[split == s, "potassium"].to_numpy() for s in SPLITS}
     extra = {"labs": lab_stats["rows"] | {"items": lab_stats["items"]}}
     manifest = make_manifest(cfg, fingerprint, inputs, labels, full_counts, reason_counts, lab_stats["dropped"], extra)
-    manifest["variants"] = _variants(out_dir, manifest, meta, split, exclusions, records, cfg)
-    atomic_write_json(out_dir / MANIFEST, manifest)
+    manifest["variants"] = _variants(ds, manifest, meta, split, records, cfg)
+    atomic_write_json(ds.manifest_path, manifest)
     return manifest

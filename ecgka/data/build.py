@@ -1,9 +1,9 @@
 """``build_dataset``: ECG-Ka-DIR from a MIMIC-IV-ECG root and potassium lab exports.
 
 Steps: read ``record_list.csv`` -> stream potassium labs -> pair -> signal stage in chunks (any executor)
--> subject-disjoint splits -> shards, exclusions, variants, manifest. Intermediate results live in
-``OUT/_work/<fingerprint>/`` (written atomically), so an interrupted build resumes; a complete build with
-the same fingerprint is skipped.
+-> subject-disjoint splits -> shards, exclusions, variants, manifest. Intermediate results live in the work
+folder of the build's fingerprint (``ecgka.catalog.WorkDir``, written atomically), so an interrupted build
+resumes; a complete build with the same fingerprint is skipped. Every file name comes from the catalog.
 """
 
 from __future__ import annotations
@@ -16,19 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data import labs as labs_mod
 from ecgka.data.assemble import assemble
 from ecgka.data.config import BuildConfig
 from ecgka.data.executors import default_workers, make_executor
 from ecgka.data.labs import LabTable, check_columns, extract_potassium, lab_file_columns, select_items
-from ecgka.data.manifest import dataset_fingerprint, is_complete, read_manifest
+from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
-from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, chunk_dir, run_chunk
+from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
-
-WORK = "_work"
 
 
 def fingerprint_inputs(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None) -> dict[str, Any]:
@@ -52,10 +51,10 @@ def _check_inputs(ecg_root: Path, lab_files: list[Path]) -> pd.DataFrame:
     return records
 
 
-def _labs(work: Path, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, progress: bool):
+def _labs(work: WorkDir, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, progress: bool):
     """The potassium table, cached in the work folder."""
     items = select_items(cfg.labs, d_labitems)
-    cache, info = work / "labs.npz", work / "labs.json"
+    cache, info = work.labs, work.lab_stats
     if cache.is_file() and info.is_file():
         return LabTable.load(cache), read_json(info), items
     table, dropped, seen = extract_potassium(lab_files, cfg.labs, items, progress=progress)
@@ -67,12 +66,35 @@ def _labs(work: Path, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path 
     return table, stats, items
 
 
-def _tasks(paired: pd.DataFrame, ecg_root: Path, work: Path, cfg: BuildConfig) -> list[ChunkTask]:
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _prepare(ds: DatasetDir, fingerprint: str) -> WorkDir:
+    """The work folder of this build, after removing what must not outlive it: the old-layout (schema 1)
+    entries and the work folders of other fingerprints (so no stale file stays in the shard glob)."""
+    for path in ds.legacy_paths():
+        _remove(path)
+    if ds.work_root.is_dir():
+        for other in ds.work_root.iterdir():
+            if other != ds.work_dir(fingerprint):
+                _remove(other)
+    work = ds.work(fingerprint)
+    work.chunks_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(work.path)
+    remove_stale_temps(work.chunks_dir)
+    return work
+
+
+def _tasks(paired: pd.DataFrame, ecg_root: Path, work: WorkDir, cfg: BuildConfig) -> list[ChunkTask]:
     size = cfg.shards.chunk_records
     cfg_dict = cfg.model_dump(mode="json")
     recs = paired[TASK_COLUMNS].sort_values("row", ignore_index=True)
     recs = recs.astype({"lab_time_s": np.int64, "itemid": np.int32, "potassium": np.float32})
-    return [ChunkTask(i, str(ecg_root), str(work), recs.iloc[start:start + size].reset_index(drop=True), cfg_dict)
+    return [ChunkTask(i, str(ecg_root), str(work.path), recs.iloc[start:start + size].reset_index(drop=True), cfg_dict)
             for i, start in enumerate(range(0, len(recs), size))]
 
 
@@ -80,7 +102,7 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
                       ) -> dict[str, float]:
     from tqdm.auto import tqdm
 
-    todo = [t for t in tasks if not (t.part_dir / "rows.parquet").is_file()]
+    todo = [t for t in tasks if not t.done]
     stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0}
     if not todo:
         return stats
@@ -111,12 +133,10 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     records = _check_inputs(ecg_root, lab_files)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
     fingerprint = dataset_fingerprint(cfg, inputs)
-    if is_complete(out_dir, fingerprint):
-        return {**read_manifest(out_dir), "status": "skipped", "seconds": time.perf_counter() - start}
-    work = out_dir / WORK / fingerprint
-    (work / "chunks").mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(work)
-    remove_stale_temps(work / "chunks")
+    ds = DatasetDir(out_dir)
+    if ds.is_complete(fingerprint):
+        return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
+    work = _prepare(ds, fingerprint)
     labs, lab_stats, items = _labs(work, lab_files, cfg, d_labitems, progress)
     candidates = records[records["reason"] == ""]
     paired = pair_labs(candidates, labs, items.primary, items.secondary, cfg.pairing)
@@ -124,10 +144,10 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     tasks = _tasks(paired[has_lab], ecg_root, work, cfg)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
-    manifest = assemble(out_dir, records, no_lab, [chunk_dir(work, t.index) for t in tasks], cfg, fingerprint,
-                        inputs, lab_stats, progress)
+    manifest = assemble(ds, records, no_lab, [t.part_dir for t in tasks], cfg, fingerprint, inputs, lab_stats,
+                        progress)
     n_workers = workers if workers is not None else default_workers()
     manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
     if not cfg.keep_work:
-        shutil.rmtree(out_dir / WORK, ignore_errors=True)
+        shutil.rmtree(ds.work_root, ignore_errors=True)
     return {**manifest, "status": "built", "seconds": time.perf_counter() - start}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from ecgka.config import ConfigModel
+from ecgka.labels import LabelGridConfig
 
 
 class LabsConfig(ConfigModel):
@@ -74,16 +75,11 @@ class SignalConfig(ConfigModel):
 class SplitConfig(ConfigModel):
     """Subject-disjoint splits: balanced val/test over label bins, natural train."""
 
-    seed: int = 0
-    lo: float = 1.5  # label binning: bin index = round((y - lo) / bin_width)
-    hi: float = 10.0
-    bin_width: float = Field(0.1, gt=0)
+    seed: int = 0  # label bins and shot groups: BuildConfig.label (ecgka.labels.LabelGrid)
     per_bin_cap: int = Field(60, ge=0)  # per split and bin (the paper: 5,098 each over ~86 bins)
     # at most this share of a bin's subjects goes to val+test, so train keeps every bin (1.0: a rare bin
     # may go wholly to val/test)
     holdout_max_fraction: float = Field(0.5, ge=0, le=1)
-    many_shot: float = 0.5  # many > many_shot * n_max
-    few_shot: float = 0.15  # few < few_shot * n_max
 
 
 class VariantsConfig(ConfigModel):
@@ -111,6 +107,7 @@ class ShardConfig(ConfigModel):
 
 
 class BuildConfig(ConfigModel):
+    label: LabelGridConfig = LabelGridConfig()  # name, unit, grid and shot rule (`label: age`: the age grid)
     labs: LabsConfig = LabsConfig()
     pairing: PairingConfig = PairingConfig()
     signal: SignalConfig = SignalConfig()
@@ -121,6 +118,7 @@ class BuildConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _label_range(self) -> BuildConfig:
-        if self.split.lo > self.labs.lo or self.split.hi < self.labs.hi:
-            raise ValueError("split.lo/hi must cover labs.lo/hi")
+        if self.label.lo > self.labs.lo or self.label.hi < self.labs.hi:
+            raise ValueError(f"label.lo/hi ({self.label.lo:g}-{self.label.hi:g}) must cover labs.lo/hi "
+                             f"({self.labs.lo:g}-{self.labs.hi:g})")
         return self

@@ -1,24 +1,26 @@
-"""``manifest.json`` of a dataset directory: what the data is, how it was made, and its counts.
+"""``manifest.json`` of a dataset directory and the metadata of its shards: what the data is, how it was
+made, and its counts.
 
-The manifest is written last: its presence with a matching ``fingerprint`` marks a complete build.
+The manifest is written last: its presence with a matching ``fingerprint`` marks a complete build. Each
+shard carries the same facts (schema version, fingerprint, signal and label blocks) as Parquet key-value
+metadata under the key ``ecgka``, so a shard copied out of its folder still says what it holds.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import Any
 
 import numpy as np
 
 from ecgka import __version__
+from ecgka.catalog import DATASET_SCHEMA_VERSION
 from ecgka.config import config_hash
 from ecgka.data.config import BuildConfig
-from ecgka.data.splits import histogram, shot_groups
-from ecgka.io import read_json
+from ecgka.data.signal_qc import HIGHPASS_HZ
 from ecgka.keys import SPLITS
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+SHARD_METADATA_KEY = "ecgka"
 
 
 def data_config(cfg: BuildConfig) -> dict[str, Any]:
@@ -30,57 +32,64 @@ def dataset_fingerprint(cfg: BuildConfig, inputs: dict[str, Any]) -> str:
     """Short hash of the data-defining config, the input content hashes and the schema version."""
     hashes = {k: (v["sha256"] if isinstance(v, dict) else [x["sha256"] for x in v] if isinstance(v, list) else v)
               for k, v in inputs.items() if k != "ecg_root"}
-    return config_hash({"schema": SCHEMA_VERSION, "config": data_config(cfg), "inputs": hashes})
+    return config_hash({"schema": DATASET_SCHEMA_VERSION, "config": data_config(cfg), "inputs": hashes})
 
 
-def label_block(cfg: BuildConfig) -> dict[str, Any]:
-    s = cfg.split
-    return {"name": "potassium", "unit": "mmol/L", "lo": s.lo, "hi": s.hi, "bin_width": s.bin_width}
+def signal_block(cfg: BuildConfig) -> dict[str, Any]:
+    """How the ``signal`` column is stored: leads, rate, length, unit, layout, dtype and cleaning."""
+    s = cfg.signal
+    cleaning = {"clean": s.clean, "method": s.clean_method if s.clean else None,
+                "powerline_hz": s.powerline_hz if s.clean else None, "highpass_hz": HIGHPASS_HZ if s.clean else None}
+    return {"leads": list(s.leads), "fs": s.fs, "n_samples": s.n_samples, "unit": "mV", "layout": "lead-major",
+            "dtype": "float16", "cleaning": cleaning}
+
+
+def shard_metadata(cfg: BuildConfig, fingerprint: str) -> dict[str, str]:
+    """The key-value metadata of every shard (deterministic: shards stay byte-identical across executors)."""
+    facts = {"schema_version": DATASET_SCHEMA_VERSION, "fingerprint": fingerprint, "signal": signal_block(cfg),
+             "label": cfg.label.grid.to_dict()}
+    return {SHARD_METADATA_KEY: json.dumps(facts, sort_keys=True)}
+
+
+def read_shard_metadata(schema_metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    """The ``ecgka`` facts of a shard from ``pyarrow.parquet.read_schema(path).metadata`` ({} if absent)."""
+    raw = (schema_metadata or {}).get(SHARD_METADATA_KEY.encode())
+    return json.loads(raw) if raw else {}
+
+
+def _histograms(cfg: BuildConfig, labels: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    grid = cfg.label.grid
+    return {split: {"lo": grid.lo, "step": grid.step, "counts": grid.counts(labels[split]).astype(int).tolist()}
+            for split in SPLITS}
 
 
 def make_manifest(cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], labels: dict[str, np.ndarray],
                   counts: dict[str, int], exclusions: dict[str, int], labs_dropped: dict[str, int],
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Assemble the manifest from per-split label arrays and the counts."""
-    s = cfg.split
-    hists = {split: {"lo": s.lo, "bin_width": s.bin_width, "counts": histogram(labels[split], s.lo, s.hi, s.bin_width)}
-             for split in SPLITS}
+    grid = cfg.label.grid
+    hists = _histograms(cfg, labels)
     train_counts = hists["train"]["counts"]
     manifest = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": DATASET_SCHEMA_VERSION,
         "ecgka_version": __version__,
         "fingerprint": fingerprint,
+        "parent": None,
         "config": data_config(cfg),
         "inputs": inputs,
-        "signal": {"leads": list(cfg.signal.leads), "fs": cfg.signal.fs, "n_samples": cfg.signal.n_samples},
-        "label": label_block(cfg),
+        "signal": signal_block(cfg),
+        "label": grid.to_dict(),
         "counts": counts,
         "exclusions": dict(sorted(exclusions.items())),
         "labs_dropped": labs_dropped,
         "label_histograms": hists,
-        "train_bin_counts": {"lo": s.lo, "bin_width": s.bin_width, "counts": train_counts},
+        "train_bin_counts": hists["train"],
         "n_max": int(max(train_counts)) if train_counts else 0,
-        "shot_groups": shot_groups(train_counts, s.many_shot, s.few_shot),
+        "shot_groups": grid.shot_groups(train_counts),
+        "variants": [],
     }
     manifest.update(extra or {})
     return manifest
-
-
-def read_manifest(data_dir: Path) -> dict[str, Any] | None:
-    path = Path(data_dir) / MANIFEST
-    try:
-        return read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def is_complete(data_dir: Path, fingerprint: str) -> bool:
-    """A finished build of the same data: matching manifest and every split folder present."""
-    manifest = read_manifest(data_dir)
-    if manifest is None or manifest.get("fingerprint") != fingerprint:
-        return False
-    names = list(SPLITS) + [f"variants/{v}" for v in manifest.get("variants", [])]
-    return (Path(data_dir) / "exclusions.parquet").is_file() and all((Path(data_dir) / n).is_dir() for n in names)
 
 
 def format_summary(manifest: dict[str, Any], seconds: float | None = None) -> str:
@@ -96,7 +105,7 @@ def format_summary(manifest: dict[str, Any], seconds: float | None = None) -> st
     groups = manifest["shot_groups"]
     lines.append(f"{'shot bins':<{width}}  many {len(groups['many'])}, median {len(groups['median'])}, few {len(groups['few'])}")
     if manifest.get("variants"):
-        lines.append(f"{'variants':<{width}}  {', '.join(manifest['variants'])} (in variants/)")
+        lines.append(f"{'variants':<{width}}  {', '.join(manifest['variants'])} (imbalance variants)")
     if seconds is not None:
         lines.append(f"{'seconds':<{width}}  {seconds:>10.1f}")
     return "\n".join(lines)

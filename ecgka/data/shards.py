@@ -1,10 +1,11 @@
-"""Parquet shards of ECG-Ka-DIR: the schema, a buffered part writer and readers.
+"""Shards of ECG-Ka-DIR: the schema, a buffered Parquet part writer, Arrow IPC work parts and readers.
 
 ``signal`` is ``fixed_size_list<float16>[n_leads * n_samples]`` (lead-major): a reader gets one
 contiguous float16 buffer per row group and reshapes it without copying (:func:`signal_array`).
 Row groups hold a fixed number of rows, so the layout never depends on how work was chunked.
 ``ecg_time``/``lab_time`` hold whole seconds but are typed ``timestamp[ms]``: Parquet has no second unit,
-so a ``timestamp[s]`` column would read back as ``[ms]`` anyway.
+so a ``timestamp[s]`` column would read back as ``[ms]`` anyway. Final shards carry the dataset's facts
+as key-value metadata (``ecgka.data.manifest.shard_metadata``); work parts are Arrow IPC files without it.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ecgka.catalog import DatasetDir
 from ecgka.data.config import ShardConfig
 from ecgka.io import atomic_path
 from ecgka.keys import Col
 
-META_COLUMNS = [c.value for c in Col if c is not Col.SIGNAL]
 
-
-def shard_schema(signal_len: int) -> pa.Schema:
+def shard_schema(signal_len: int, metadata: dict[str, str] | None = None) -> pa.Schema:
     return pa.schema([
         (Col.SAMPLE_ID.value, pa.int64()), (Col.SUBJECT_ID.value, pa.int64()), (Col.STUDY_ID.value, pa.int64()),
         (Col.ECG_TIME.value, pa.timestamp("ms")), (Col.LAB_TIME.value, pa.timestamp("ms")),
         (Col.DELTA_MINUTES.value, pa.float32()), (Col.ITEMID.value, pa.int32()), (Col.POTASSIUM.value, pa.float32()),
         (Col.LEADS.value, pa.string()), (Col.FS.value, pa.int32()),
         (Col.SIGNAL.value, pa.list_(pa.float16(), signal_len)),
-    ])
+    ], metadata=metadata)
 
 
 def make_table(meta: dict[str, np.ndarray], signals: np.ndarray, leads: str, fs: int) -> pa.Table:
@@ -58,7 +58,8 @@ def write_table(table: pa.Table, path: Path, cfg: ShardConfig) -> None:
 
 
 class SplitWriter:
-    """Append tables in order; writes ``part-NNNNN.parquet`` files of ``part_rows`` rows into a folder."""
+    """Append tables in order; writes ``part-NNNNN.parquet`` files of ``part_rows`` rows into a folder, each
+    carrying the key-value metadata of ``schema``."""
 
     def __init__(self, folder: Path, cfg: ShardConfig, schema: pa.Schema):
         self.folder, self.cfg, self.schema = Path(folder), cfg, schema
@@ -70,14 +71,15 @@ class SplitWriter:
 
     def append(self, table: pa.Table) -> None:
         if table.num_rows:
-            self.pending.append(table)
+            self.pending.append(table.replace_schema_metadata(None))
             self.n_pending += table.num_rows
         while self.n_pending >= self.cfg.part_rows:
             self._flush(self.cfg.part_rows)
 
     def _flush(self, n: int) -> None:
         table = pa.concat_tables(self.pending).combine_chunks() if self.pending else self.schema.empty_table()
-        write_table(table.slice(0, n), self.folder / f"part-{self.parts:05d}.parquet", self.cfg)
+        part = table.slice(0, n).replace_schema_metadata(self.schema.metadata)
+        write_table(part, self.folder / DatasetDir.shard_name(self.parts), self.cfg)
         rest = table.slice(n)
         self.pending, self.n_pending = ([rest] if rest.num_rows else []), rest.num_rows
         self.parts += 1
@@ -90,14 +92,17 @@ class SplitWriter:
         return self.rows
 
 
-def read_meta(paths: list[Path]) -> pa.Table:
-    """Every column but ``signal`` of some shards (cheap: the signal column is not read)."""
-    tables = [pq.read_table(p, columns=META_COLUMNS) for p in paths]
-    return pa.concat_tables(tables) if tables else pa.table({})
+def write_ipc(table: pa.Table, path: Path) -> None:
+    """Write a work part as an Arrow IPC file (zstd; not Parquet, so it never joins the shard glob)."""
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
 
 
-def split_parts(data_dir: Path, split: str) -> list[Path]:
-    return sorted((Path(data_dir) / split).glob("part-*.parquet"))
+def read_ipc(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A work part written by :func:`write_ipc` (optionally only ``columns``)."""
+    table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    return table.select(columns) if columns else table
 
 
 def signal_array(table: pa.Table, n_leads: int) -> np.ndarray:

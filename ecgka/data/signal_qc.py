@@ -69,11 +69,14 @@ def _neurokit_batch(x: np.ndarray, fs: int, cfg: SignalConfig) -> np.ndarray:
     return filtfilt(b, [len(b)], y, method="pad", axis=-1)
 
 
+HIGHPASS_HZ = 0.5  # neurokit2's ecg_clean high-pass corner (recorded in the manifest and shard metadata)
+
+
 @functools.lru_cache(maxsize=8)
 def _highpass_sos(fs: int) -> np.ndarray:
     from scipy.signal import butter
 
-    return butter(5, 0.5, btype="highpass", output="sos", fs=fs)
+    return butter(5, HIGHPASS_HZ, btype="highpass", output="sos", fs=fs)
 
 
 def _neurokit_per_lead(x: np.ndarray, fs: int, cfg: SignalConfig) -> np.ndarray:

@@ -1,9 +1,9 @@
 """The signal stage of one work chunk: read, check and clean its records, write one work part.
 
 A chunk is a fixed slice of the paired records (by ``sample_id``), so its output depends only on its
-input, never on which worker ran it. The part is a folder written atomically: ``rows.parquet``
-(shard schema) and ``excluded.parquet`` (sample_id, reason, detail). An existing part is reused on
-resume.
+input, never on which worker ran it. The part is a folder written atomically with two Arrow IPC files
+(names in ``ecgka.catalog.WorkDir``): the kept rows (shard schema) and the excluded ones (sample_id,
+reason, detail). An existing part is reused on resume.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ecgka.catalog import WorkDir
 from ecgka.data.config import BuildConfig
 from ecgka.data.mimic_reader import RecordError, read_record
 from ecgka.data.record_list import resolve_record
-from ecgka.data.shards import make_table, write_table
+from ecgka.data.shards import make_table, write_ipc
 from ecgka.data.signal_qc import clean_batch, process_signal, to_stored
 from ecgka.io import atomic_path
 
@@ -37,11 +37,11 @@ class ChunkTask:
 
     @property
     def part_dir(self) -> Path:
-        return chunk_dir(Path(self.work_dir), self.index)
+        return WorkDir(self.work_dir).chunk(self.index)
 
-
-def chunk_dir(work_dir: Path, index: int) -> Path:
-    return Path(work_dir) / "chunks" / f"chunk-{index:05d}"
+    @property
+    def done(self) -> bool:
+        return WorkDir.rows(self.part_dir).is_file()
 
 
 def _process_one(root: Path, path: str, cfg: BuildConfig) -> np.ndarray:
@@ -52,7 +52,7 @@ def _process_one(root: Path, path: str, cfg: BuildConfig) -> np.ndarray:
 def run_chunk(task: ChunkTask) -> dict:
     """Process one chunk (skipped when its part exists); return counts and seconds."""
     out = task.part_dir
-    if (out / "rows.parquet").is_file():
+    if task.done:
         return {"index": task.index, "skipped": True}
     cfg = BuildConfig.model_validate(task.cfg)
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def run_chunk(task: ChunkTask) -> dict:
     })
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        write_table(table, tmp / "rows.parquet", cfg.shards)
-        pq.write_table(exc_table, tmp / "excluded.parquet", compression="zstd")
+        write_ipc(table, WorkDir.rows(tmp))
+        write_ipc(exc_table, WorkDir.excluded(tmp))
     return {"index": task.index, "skipped": False, "kept": len(kept), "excluded": len(excluded),
             "seconds": time.perf_counter() - start}

@@ -1,4 +1,4 @@
-"""Subject-disjoint splits, label bins, shot groups and imbalance variants (pure functions on arrays).
+"""Subject-disjoint splits and imbalance variants (pure functions on arrays; bins from ``LabelGrid``).
 
 Validation and test are balanced over label bins: for each bin (rarest first) subjects are drawn in a
 seeded random order and each drawn subject contributes one sample of that bin, until the split holds
@@ -17,34 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ecgka.data.config import SplitConfig
+from ecgka.labels import LabelGrid
 
 NOT_SELECTED = "not_selected_for_split"
-
-
-def n_bins(lo: float, hi: float, bin_width: float) -> int:
-    return int(round((hi - lo) / bin_width)) + 1
-
-
-def label_bins(y: np.ndarray, lo: float, bin_width: float) -> np.ndarray:
-    """Bin index ``round((y - lo) / bin_width)`` (the manifest's rule; float64 arithmetic)."""
-    return np.rint((np.asarray(y, np.float64) - lo) / bin_width).astype(np.int64)
-
-
-def histogram(y: np.ndarray, lo: float, hi: float, bin_width: float) -> list[int]:
-    bins = label_bins(y, lo, bin_width)
-    return np.bincount(bins, minlength=n_bins(lo, hi, bin_width)).astype(int).tolist()
-
-
-def shot_groups(counts: list[int], many: float = 0.5, few: float = 0.15) -> dict[str, list[int]]:
-    """Bins with training samples: many > many*n_max, few < few*n_max, median otherwise."""
-    c = np.asarray(counts)
-    n_max = int(c.max()) if len(c) else 0
-    nonzero = np.flatnonzero(c > 0)
-    return {
-        "many": [int(b) for b in nonzero if c[b] > many * n_max],
-        "median": [int(b) for b in nonzero if few * n_max <= c[b] <= many * n_max],
-        "few": [int(b) for b in nonzero if c[b] < few * n_max],
-    }
 
 
 def _budgets(cand: pd.DataFrame, cfg: SplitConfig, size: int) -> np.ndarray:
@@ -53,7 +28,7 @@ def _budgets(cand: pd.DataFrame, cfg: SplitConfig, size: int) -> np.ndarray:
     return np.floor(n_subj * cfg.holdout_max_fraction + 1e-9).astype(np.int64)
 
 
-def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
+def assign_splits(meta: pd.DataFrame, cfg: SplitConfig, grid: LabelGrid) -> np.ndarray:
     """Split name per row of ``meta`` (``sample_id, subject_id, potassium``); NOT_SELECTED for dropped rows.
 
     A held-out subject removes all its samples from train, so every bin it touches pays from that bin's
@@ -61,7 +36,7 @@ def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     """
     df = pd.DataFrame({"sample_id": meta["sample_id"].to_numpy(np.int64),
                        "subject_id": meta["subject_id"].to_numpy(np.int64),
-                       "bin": label_bins(meta["potassium"].to_numpy(), cfg.lo, cfg.bin_width)})
+                       "bin": grid.clipped_index(meta["potassium"].to_numpy())})
     out = np.full(len(df), "train", dtype=object)
     if df.empty:
         return out
@@ -99,10 +74,10 @@ def assign_splits(meta: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     return out
 
 
-def variant_selection(y: np.ndarray, sample_id: np.ndarray, ratio: float, cfg: SplitConfig, seed: int) -> np.ndarray:
+def variant_selection(y: np.ndarray, sample_id: np.ndarray, ratio: float, grid: LabelGrid, seed: int) -> np.ndarray:
     """Mask of training rows kept for imbalance ratio ``ratio``: every bin capped at ratio * (smallest bin)."""
-    bins = label_bins(y, cfg.lo, cfg.bin_width)
-    counts = np.bincount(bins)
+    bins = grid.clipped_index(y)
+    counts = np.bincount(bins, minlength=grid.n_bins)
     n_min = int(counts[counts > 0].min()) if (counts > 0).any() else 0
     cap = max(1, int(math.floor(ratio * n_min + 1e-9)))
     rng = np.random.default_rng(seed)
