@@ -12,7 +12,6 @@ torch.compile, and the loader against the GPU's consumption.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,10 +26,12 @@ sys.path.insert(0, str(REPO))
 
 from shard_factory import write_dataset  # noqa: E402
 
+from ecgka.catalog import DatasetDir, RunDir  # noqa: E402
+from ecgka.labels import LabelGrid  # noqa: E402
 from ecgka.training import load_train_config, train_run  # noqa: E402
-from ecgka.training.api import build_criterion, build_model, build_optimizer  # noqa: E402
-from ecgka.training.shard_loading import load_split, read_manifest  # noqa: E402
+from ecgka.training.build import build_criterion, build_model, build_optimizer  # noqa: E402
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device  # noqa: E402
+from ecgka.training.shard_loading import load_split  # noqa: E402
 from ecgka.training.step import FeatureModel, train_step  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def epoch_throughput(data: Path, out: Path, preset: str, batch: int) -> dict:
     cfg = load_train_config(None, [f"model.preset={preset}", f"batch_size={batch}", "epochs=1",
                                    "progress=false", "device=cpu"])
     train_run(cfg, data, out)
-    rec = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    rec = RunDir(out).read_log()[0]
     return {"samples_per_s": rec["samples_per_s"], "epoch_s": rec["train_seconds"],
             "data_wait_s": rec["data_wait_seconds"]}
 
@@ -47,7 +48,7 @@ def step_times(data: Path, preset: str, batch: int, steps: int, device: str = "c
                compile_: bool = False, methods=("vanilla", "dist_loss")) -> dict[str, float]:
     """Median seconds per training step for each method (same model, same batches, interleaved)."""
     train = load_split(data, "train")
-    manifest = read_manifest(data)
+    grid = LabelGrid.from_manifest(DatasetDir(data).read_manifest())
     batches = epoch_batches(len(train), batch, seed=0, epoch=0)
     xs = [to_device(x, y, torch.device(device)) for x, y in iterate_batches(train, batches[:4], [0])]
     setups = {}
@@ -55,7 +56,7 @@ def step_times(data: Path, preset: str, batch: int, steps: int, device: str = "c
         cfg = load_train_config(None, [f"model.preset={preset}", f"method.name={name}", f"batch_size={batch}"])
         torch.manual_seed(0)
         model = build_model(cfg, 1).to(device)
-        criterion = build_criterion(cfg, train.labels, manifest, batch).to(device)
+        criterion = build_criterion(cfg, train.labels, grid, batch).to(device)
         net = FeatureModel(model, criterion.transform_features).train()
         if compile_:
             net = torch.compile(net)
@@ -79,13 +80,13 @@ def step_times(data: Path, preset: str, batch: int, steps: int, device: str = "c
 def loss_only_times(data: Path, batch: int = 512, reps: int = 200, device: str = "cpu") -> dict[str, float]:
     """Median forward+backward seconds of the criterion alone on a [batch] prediction vector."""
     train = load_split(data, "train")
-    manifest = read_manifest(data)
+    grid = LabelGrid.from_manifest(DatasetDir(data).read_manifest())
     gen = torch.Generator().manual_seed(0)
     y = torch.from_numpy(train.labels[torch.randint(len(train), (batch,), generator=gen).numpy()]).to(device)
     out = {}
     for name in ("vanilla", "dist_loss"):
         cfg = load_train_config(None, [f"method.name={name}", f"batch_size={batch}"])
-        crit = build_criterion(cfg, train.labels, manifest, batch).to(device)
+        crit = build_criterion(cfg, train.labels, grid, batch).to(device)
         times = []
         for _ in range(reps):
             pred = (y + torch.randn(batch, generator=gen).to(device)).requires_grad_(True)

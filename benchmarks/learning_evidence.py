@@ -24,10 +24,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ecgka.catalog import DatasetDir  # noqa: E402
+from ecgka.labels import LabelGrid  # noqa: E402
 from ecgka.metrics.bootstrap import bootstrap_ci  # noqa: E402
 from ecgka.training import load_train_config, predict, train_run  # noqa: E402
-from ecgka.training.shard_loading import load_split, read_manifest  # noqa: E402
 from ecgka.training.selection import selection_metrics  # noqa: E402
+from ecgka.training.shard_loading import load_split  # noqa: E402
 
 GROUPS = ("mae", "mae_many", "mae_median", "mae_few", "balanced_mae")
 
@@ -40,7 +42,7 @@ def dataset(out: Path, subjects: int, per_bin_cap: int, workers: int, build_set:
     standin, data = out / "standin", out / "data"
     if not standin.is_dir():
         ecgka("synth", "--out", str(standin), "--subjects", str(subjects), "--seed", "0", "--workers", str(workers))
-    if not (data / "manifest.json").is_file():
+    if DatasetDir(data).manifest_or_none() is None:
         ecgka("build", "--ecg-root", str(standin / "ecg"), "--labs", str(standin / "hosp/labevents.csv.gz"),
               "--out", str(data), "--workers", str(workers), "--quiet", f"split.per_bin_cap={per_bin_cap}",
               *build_set)
@@ -48,7 +50,7 @@ def dataset(out: Path, subjects: int, per_bin_cap: int, workers: int, build_set:
 
 
 def metrics_of(pred: np.ndarray, labels: np.ndarray, manifest: dict) -> dict[str, float]:
-    return selection_metrics(pred, labels, manifest["label"], manifest["shot_groups"])
+    return selection_metrics(pred, labels, LabelGrid.from_manifest(manifest), manifest["train_bin_counts"]["counts"])
 
 
 def reduction_ci(better: np.ndarray, worse: np.ndarray, labels: np.ndarray, subjects: np.ndarray,
@@ -92,7 +94,7 @@ def main() -> None:
         t0 = time.perf_counter()
         data = dataset(out, args.subjects, args.per_bin_cap, args.threads, args.build_set)
         data_seconds = time.perf_counter() - t0
-        manifest = read_manifest(data)
+        manifest = DatasetDir(data).read_manifest()
         common = [f"model.preset={args.preset}", f"batch_size={args.batch}", f"threads={args.threads}",
                   "progress=false", *args.train_set]
         stage2 = [*common, f"epochs={args.stage2_epochs or args.epochs}"]

@@ -7,11 +7,13 @@ import pytest
 import torch
 from shard_factory import write_dataset
 
+from ecgka.catalog import DatasetDir
+from ecgka.labels import LabelGrid
 from ecgka.losses import list_losses
-from ecgka.training.api import build_criterion, build_model, build_optimizer
+from ecgka.training.build import build_criterion, build_model, build_optimizer
 from ecgka.training.config import TrainConfig
-from ecgka.training.shard_loading import load_split, read_manifest
 from ecgka.training.loader import epoch_batches, iterate_batches
+from ecgka.training.shard_loading import load_split
 from ecgka.training.step import FeatureModel, train_step
 
 
@@ -25,7 +27,8 @@ def _setup(data_dir, method: dict):
     torch.manual_seed(0)
     train = load_split(data_dir, "train")
     model = build_model(cfg, 1)
-    criterion = build_criterion(cfg, train.labels, read_manifest(data_dir), cfg.batch_size)
+    grid = LabelGrid.from_manifest(DatasetDir(data_dir).read_manifest())
+    criterion = build_criterion(cfg, train.labels, grid, cfg.batch_size)
     return cfg, train, model, criterion, build_optimizer(cfg, model, criterion)
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from shard_factory import write_dataset
 
+from ecgka.catalog import DatasetDir
 from ecgka.errors import ConfigError, InputError
 from ecgka.models import create_model
 from ecgka.training import load_train_config, predict, train_run
@@ -38,7 +39,7 @@ def stage1(data_dir, tmp_path_factory):
 
 def test_loader_reads_the_shards_exactly(data_dir):
     data = load_split(data_dir, "train")
-    table = pq.read_table(sorted((data_dir / "train").glob("*.parquet"))[1])  # rows 50..99
+    table = pq.read_table(DatasetDir(data_dir).shards("train")[1])  # rows 50..99
     raw = np.asarray(table.column("signal").combine_chunks().values.to_numpy(zero_copy_only=False))
     raw = raw.reshape(len(table), 2, 300).astype(np.float32)
     x, y = read_batch(data, np.array([57, 50, 99]), [0, 1])
@@ -196,7 +197,7 @@ def test_device_zscore_matches_the_numpy_one(data_dir):
 
 
 def test_apply_init_modes(stage1):
-    from ecgka.training.api import build_model
+    from ecgka.training.build import build_model
     from ecgka.training.two_stage import apply_init
 
     cfg = load_train_config(None, FAST)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecgka.training.shard_loading import SplitData
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
+from ecgka.training.shard_loading import SplitData
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

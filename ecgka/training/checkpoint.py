@@ -69,13 +69,3 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     bare = getattr(model, "_orig_mod", model)
     bare = getattr(bare, "module", bare)
     return {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
-
-
-def resolve_weights(path: str | Path, which: str = "best") -> Path:
-    """A checkpoint file, or a run directory (its ``checkpoints/{which}.pt``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found (expected a run directory or a .pt file)")
-    return path

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ecgka.config import ConfigModel, apply_overrides, read_yaml, validate_config
 from ecgka.errors import ConfigError
-from ecgka.losses import MethodConfig
+from ecgka.losses.config import MethodConfig
 
 
 class ModelConfig(ConfigModel):
@@ -90,7 +90,8 @@ class TrainConfig(ConfigModel):
     compile: bool = False  # torch.compile (CUDA only; ignored on CPU)
     gather_predictions: bool = False  # DDP: Dist Loss distribution term over all ranks' predictions
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: only at the end of each epoch
-    progress: bool = True
+    progress: bool = True  # the epoch's progress bar (on a terminal only) and one summary line per epoch
+    tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ when the tensorboard package is installed
     threads: int | None = None  # torch CPU threads (None: leave torch's default)
     # How the report groups this run (written to run.json; see docs/report.md): "main" (method comparison),
     # "ablation_<name>" (one ablation table, rows labelled by ``ablation``) or "imbalance" (``variant``).

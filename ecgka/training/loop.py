@@ -1,45 +1,38 @@
-"""The epoch loop: steps, the criterion's epoch hooks, validation, and hooks for logging/checkpoints.
+"""The epoch loop: steps, the criterion's epoch hooks, validation; everything else hangs off hooks.
 
-``Trainer.fit`` is method-agnostic; everything that writes files hangs off ``hooks`` (``Hook`` methods
-``on_step_end(trainer)`` and ``on_epoch_end(trainer, record)``).
+``Trainer.fit`` is method-agnostic. Progress bars, summaries, checkpoints, the log and TensorBoard are
+``ecgka.training.hooks``; the running sums are an ``EpochMeter``. The trainer's ``state()`` is what
+``last.pt`` holds, and ``restore`` continues from it exactly.
 """
 
 from __future__ import annotations
 
-import sys
+import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ecgka.errors import InputError
+from ecgka.labels import LabelGrid
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
+from ecgka.training.build import Runtime
+from ecgka.training.checkpoint import model_state, rng_state, set_rng_state
 from ecgka.training.config import TrainConfig
-from ecgka.training.shard_loading import SplitData
 from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
-from ecgka.training.selection import selection_metrics
+from ecgka.training.meter import EpochMeter
 from ecgka.training.prediction import predict_arrays
+from ecgka.training.selection import selection_metrics
+from ecgka.training.shard_loading import SplitData
 from ecgka.training.step import train_step
 from ecgka.training.two_stage import frozen_backbone_eval
 
-
-class Hook:
-    def on_step_end(self, trainer: Trainer) -> None: ...
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
-
-
-class EpochSummaryHook(Hook):
-    """One line per finished epoch on stderr (the tqdm bar of the epoch is cleared when it ends)."""
-
-    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        metric = trainer.cfg.selection_metric
-        print(f"epoch {record['epoch']}/{trainer.cfg.epochs - 1}: loss {record['train_loss']:.4f}, "
-              f"val {metric} {record['val'][metric]:.4f}{' (best)' if record['is_best'] else ''}, "
-              f"{record['samples_per_s']:.0f} samples/s, {record['seconds']:.1f} s", file=sys.stderr, flush=True)
+STATE_FORMAT = "ecgka-train-1"
 
 
 def lr_factor(epoch: int, milestones: list[int], gamma: float) -> float:
@@ -47,25 +40,59 @@ def lr_factor(epoch: int, milestones: list[int], gamma: float) -> float:
     return gamma ** sum(1 for m in milestones if m <= epoch)
 
 
+class FeatureCollector:
+    """Training features and targets of an epoch for the criterion's statistics (FDS), moved to the host
+    in one copy per ``flush_every`` steps."""
+
+    def __init__(self, enabled: bool, flush_every: int = 10):
+        self.enabled, self.flush_every = enabled, flush_every
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.features: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def add(self, features: torch.Tensor, targets: torch.Tensor) -> None:
+        if self.enabled:
+            self.pending.append((features, targets))
+            if len(self.pending) >= self.flush_every:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.features.append(torch.cat([f for f, _ in self.pending]).cpu())
+            self.targets.append(torch.cat([t for _, t in self.pending]).cpu())
+            self.pending.clear()
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        self.flush()
+        return (torch.cat(self.features), torch.cat(self.targets)) if self.features else None
+
+
 @dataclass
 class Trainer:
     cfg: TrainConfig
     model: nn.Module  # the bare model (forward / forward_features / head)
-    net: nn.Module  # FeatureModel, possibly DDP- or compile-wrapped
+    net: nn.Module  # FeatureModel, possibly compiled and DDP-wrapped
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     train: SplitData
     val: SplitData
     leads: list[int]
-    device: torch.device
+    runtime: Runtime
     info: DistInfo
-    manifest: dict
-    hooks: list[Hook] = field(default_factory=list)
+    grid: LabelGrid  # the dataset's label grid and shot rule (selection metrics)
+    train_counts: np.ndarray  # training samples per bin (shot groups)
+    hooks: list = field(default_factory=list)
     epoch: int = 0  # next epoch to run
     step: int = 0  # batches already done in ``epoch`` (mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     partial: dict[str, Any] = field(default_factory=dict)
+    meter: EpochMeter | None = None
+    n_batches: int = 0
+
+    def emit(self, event: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
 
     def set_lr(self, epoch: int) -> float:
         factor = lr_factor(epoch, self.cfg.optim.milestones, self.cfg.optim.gamma)
@@ -81,123 +108,96 @@ class Trainer:
         while self.epoch < self.cfg.epochs:
             record = self.run_epoch(self.epoch)
             self.epoch, self.step, self.partial = self.epoch + 1, 0, {}
-            for hook in self.hooks:
-                hook.on_epoch_end(self, record)
-
-    def _progress(self, total: int, epoch: int):
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=self.step, desc=f"epoch {epoch}/{self.cfg.epochs - 1}", unit="batch",
-                    file=sys.stderr, leave=False, dynamic_ncols=True,
-                    disable=not (self.cfg.progress and self.info.main))
+            self.emit("on_epoch_end", record)
+        self.emit("on_fit_end")
 
     def run_epoch(self, epoch: int) -> dict[str, Any]:
-        self.net.train()
-        if self.cfg.init.frozen_backbone_in_eval:
-            frozen_backbone_eval(self.model)
+        self._train_mode()
         self.criterion.on_epoch_start(epoch)
         lr = self.set_lr(epoch)
         batches = self.batches(epoch)
-        sums = self.partial or {"loss": 0.0, "terms": {}, "batches": 0, "samples": 0, "seconds": 0.0,
-                                "data_seconds": 0.0}
-        feats, targets = [], []
-        pending: list[dict[str, Any]] = []  # per-step losses still on the device
-        pending_feats: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, targets) still on the device
-        extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
-        t0 = wait0 = time.perf_counter()
-        bar = self._progress(len(batches), epoch)
-        for x, y in iterate_batches(self.train, batches[self.step:], self.leads, prefetch=self.cfg.data.prefetch,
-                                    pin_memory=self.device.type == "cuda"):
-            sums["data_seconds"] += time.perf_counter() - wait0
-            x, y = to_device(x, y, self.device, self.cfg.data.zscore)
-            out = train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
-                             views_std=self.cfg.views_noise_std, bf16=self.cfg.bf16,
-                             after_backward=lambda: average_gradients(extra, self.info))
-            pending.append({"loss": out["loss"], "terms": dict(out["terms"])})
-            sums["batches"] += 1
-            sums["samples"] += len(y)
-            if getattr(self.criterion, "requires_features", False):  # on the device until the next flush
-                pending_feats.append((out["features"], y))
+        if not batches:
+            raise InputError(f"epoch {epoch + 1} has no training step: {len(self.train)} training samples "
+                             f"for a batch of {self.cfg.batch_size}; lower batch_size")
+        self.n_batches, self.meter = len(batches), EpochMeter(self.partial)
+        features = FeatureCollector(getattr(self.criterion, "requires_features", False))
+        self.emit("on_epoch_start", epoch, len(batches))
+        for x, y in self.meter.timed(self._loader(batches[self.step:])):
+            out = self._step(x, y, epoch)
+            self.meter.add(out["loss"], out["terms"], len(y))
+            features.add(out["features"], y)
             self.step += 1
-            bar.update(1)
-            if self.step % 10 == 0:
-                self._flush(sums, pending)
-                self._flush_features(pending_feats, feats, targets)
-                bar.set_postfix(loss=f"{sums['loss'] / sums['batches']:.4f}")
-            if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0 \
-                    and self.step < len(batches):
-                self._flush(sums, pending)
-                self.partial = {**sums, "seconds": sums["seconds"] + time.perf_counter() - t0}
-                for hook in self.hooks:
-                    hook.on_step_end(self)
-            wait0 = time.perf_counter()
-        bar.close()
-        self._flush(sums, pending)
-        self._flush_features(pending_feats, feats, targets)
-        sums["seconds"] += time.perf_counter() - t0
-        self._epoch_features(epoch, feats, targets)
+            self.emit("on_step_end")
+        sums = self.meter.close()
+        self._criterion_epoch_end(epoch, features)
         return self._record(epoch, lr, sums)
 
-    @staticmethod
-    def _flush(sums: dict[str, Any], pending: list[dict[str, Any]]) -> None:
-        """Add the pending per-step losses (device tensors) to ``sums``: one device-to-host copy per
-        flush instead of a synchronising ``float()`` per step; same additions in the same order."""
-        if not pending:
-            return
-        names = ["loss", *pending[0]["terms"]]
-        rows = torch.stack([torch.stack([p["loss"], *p["terms"].values()]).float() for p in pending]).cpu()
-        for values in rows.tolist():
-            for name, value in zip(names, values, strict=True):
-                if name == "loss":
-                    sums["loss"] += value
-                else:
-                    sums["terms"][name] = sums["terms"].get(name, 0.0) + value
-        pending.clear()
+    def _train_mode(self) -> None:
+        self.net.train()
+        if self.cfg.init.frozen_backbone_in_eval:
+            frozen_backbone_eval(self.model)
 
-    @staticmethod
-    def _flush_features(pending: list[tuple[torch.Tensor, torch.Tensor]], feats: list, targets: list) -> None:
-        """Move the pending features and targets to the host in one copy each (not one per step)."""
-        if pending:
-            feats.append(torch.cat([f for f, _ in pending]).cpu())
-            targets.append(torch.cat([t for _, t in pending]).cpu())
-            pending.clear()
+    def _loader(self, batches: list[np.ndarray]):
+        return iterate_batches(self.train, batches, self.leads, prefetch=self.cfg.data.prefetch,
+                               pin_memory=self.runtime.pin_memory)
 
-    def _epoch_features(self, epoch: int, feats: list, targets: list) -> None:
-        if not feats:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, Any]:
+        x, y = to_device(x, y, self.runtime.device, self.cfg.data.zscore)
+        extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
+        return train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
+                          views_std=self.cfg.views_noise_std, bf16=self.runtime.bf16,
+                          after_backward=lambda: average_gradients(extra, self.info))
+
+    def _criterion_epoch_end(self, epoch: int, collector: FeatureCollector) -> None:
+        tensors = collector.tensors()
+        if tensors is None:
             return
-        f, t = torch.cat(feats), torch.cat(targets)
+        f, t = tensors
         if self.info.enabled:
-            f, t = gather_tensor(f.to(self.device), self.info).cpu(), gather_tensor(t.to(self.device), self.info).cpu()
+            device = self.runtime.device
+            f, t = gather_tensor(f.to(device), self.info).cpu(), gather_tensor(t.to(device), self.info).cpu()
         self.criterion.on_epoch_end(epoch, f, t)
 
     def validate(self) -> dict[str, float]:
         if self.cfg.recalibrate_bn and not self.cfg.init.frozen_backbone_in_eval:  # fixed statistics stay
             recalibrate_batchnorm(self.model, self.train, self.leads, samples=self.cfg.recalibrate_bn_samples,
                                   batch_size=self.cfg.data.eval_batch_size, seed=self.cfg.seed,
-                                  epoch=self.epoch, device=self.device, normalise=self.cfg.data.zscore,
+                                  epoch=self.epoch, device=self.runtime.device, normalise=self.cfg.data.zscore,
                                   prefetch=self.cfg.data.prefetch)
-        pred = predict_arrays(self.model, self.val, self.leads, batch_size=self.cfg.data.eval_batch_size,
-                              device=self.device, bf16=self.cfg.bf16, normalise=self.cfg.data.zscore,
+        pred = predict_arrays(self.model, self.val, self.leads, self.runtime,
+                              batch_size=self.cfg.data.eval_batch_size, normalise=self.cfg.data.zscore,
                               prefetch=self.cfg.data.prefetch)
-        return selection_metrics(pred, self.val.labels, self.manifest.get("label", {}),
-                                 self.manifest.get("shot_groups"))
+        return selection_metrics(pred, self.val.labels, self.grid, self.train_counts)
 
     def _record(self, epoch: int, lr: float, sums: dict[str, Any]) -> dict[str, Any]:
         t_val = time.perf_counter()
         val = self.validate()
         n = max(sums["batches"], 1)
         samples = sums["samples"] * self.info.world
-        record = {"epoch": epoch, "lr": lr, "train_loss": sums["loss"] / n,
-                  "train_terms": {k: v / n for k, v in sums["terms"].items()},
+        record = {"epoch": epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lr": lr,
+                  "train_loss": sums["loss"] / n, "train_terms": {k: v / n for k, v in sums["terms"].items()},
                   "seconds": sums["seconds"] + time.perf_counter() - t_val, "train_seconds": sums["seconds"],
                   "data_wait_seconds": sums["data_seconds"], "samples": samples,
-                  "samples_per_s": samples / max(sums["seconds"], 1e-9),
-                  "val": val}
+                  "samples_per_s": samples / max(sums["seconds"], 1e-9), "val": val}
         metric = val[self.cfg.selection_metric]
-        if not self.best or metric < self.best["value"]:
+        record["is_best"] = math.isfinite(metric) and (not self.best or metric < self.best["value"])
+        if record["is_best"]:
             self.best = {"epoch": epoch, "value": metric, "metric": self.cfg.selection_metric}
-            record["is_best"] = True
-        else:
-            record["is_best"] = False
         self.history.append(record)
         return record
+
+    def state(self) -> dict[str, Any]:
+        """Everything ``last.pt`` needs to continue exactly (weights-only loadable)."""
+        return {"format": STATE_FORMAT, "model": model_state(self.model), "in_channels": len(self.leads),
+                "optimizer": self.optimizer.state_dict(), "criterion": self.criterion.state_dict(),
+                "rng": rng_state(), "epoch": self.epoch, "step": self.step, "history": self.history,
+                "best": self.best, "partial": self.partial}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from ``last.pt``: weights, optimiser, criterion state, RNG, counters, history."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.criterion.load_state_dict(state["criterion"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history, self.best, self.partial = list(state["history"]), dict(state["best"]), dict(state["partial"])

@@ -3,7 +3,9 @@
 The float16 ``signal`` column of a split is converted once (streamed, shard by shard) into a memory-mapped
 ``.npy`` cache ``[N, leads, samples]`` beside the shards; batches are then one sorted fancy-index read of
 the memmap plus a vectorised per-sample, per-lead z-score. Labels and ids (a few MB) stay in memory.
-The cache is keyed by the dataset fingerprint and the shard files, written atomically and reused.
+The cache is keyed by the dataset fingerprint, the split and the shard files, written atomically and
+reused. An imbalance variant reads its parent's shards and shares its parent's cache: its train split is
+an index map into the parent's memmap (no copy).
 """
 
 from __future__ import annotations
@@ -18,33 +20,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from ecgka.catalog import DatasetDir
 from ecgka.errors import InputError
-from ecgka.io import atomic_path, read_json
+from ecgka.io import atomic_path
 from ecgka.keys import Col
 
 META_COLUMNS = (Col.SAMPLE_ID.value, Col.SUBJECT_ID.value, Col.POTASSIUM.value)
 
 
-def read_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{data_dir}: not a dataset directory (no manifest.json); run `ecgka build` first")
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable manifest ({exc})") from None
-
-
-def split_shards(data_dir: str | Path, split: str) -> list[Path]:
-    shards = sorted((Path(data_dir) / split).glob("part-*.parquet"))
-    if not shards:
-        raise InputError(f"{data_dir}: split {split!r} has no part-*.parquet shards")
-    return shards
-
-
-def _cache_key(manifest: dict, shards: list[Path]) -> str:
+def _cache_key(manifest: dict, split: str, shards: list[Path]) -> str:
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards]
-    blob = json.dumps([manifest.get("fingerprint"), manifest.get("signal"), stats], default=str)
+    blob = json.dumps([manifest.get("fingerprint"), manifest.get("signal"), split, stats], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -75,6 +61,7 @@ class SplitData:
     sample_ids: np.ndarray
     subject_ids: np.ndarray
     leads: list[str]
+    rows: np.ndarray | None = None  # row of each sample in ``signals`` (None: row i is sample i)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -88,8 +75,8 @@ def _read_meta(shards: list[Path]) -> dict[str, np.ndarray]:
         raise InputError(f"{shards[0].parent}: shards miss column {exc}") from None
 
 
-def _cache_dir(data_dir: Path, cache_dir: str | Path | None, fallback: Path | None) -> Path:
-    directory = Path(cache_dir) if cache_dir else data_dir / ".cache"
+def _cache_dir(default: Path, cache_dir: str | Path | None, fallback: Path | None) -> Path:
+    directory = Path(cache_dir) if cache_dir else default
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
@@ -102,28 +89,44 @@ def _cache_dir(data_dir: Path, cache_dir: str | Path | None, fallback: Path | No
         return fallback
 
 
-def load_split(data_dir: str | Path, split: str, *, cache_dir: str | Path | None = None,
-               fallback_cache: Path | None = None) -> SplitData:
-    """Open ``split`` of a dataset directory, building the signal cache on first use."""
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
+def _signal_shape(ds: DatasetDir, manifest: dict) -> tuple[list[str], int]:
     sig = manifest.get("signal") or {}
     leads, n_samples = list(sig.get("leads", [])), int(sig.get("n_samples", 0))
     if not leads or n_samples <= 0:
-        raise InputError(f"{data_dir}/manifest.json: signal.leads / signal.n_samples missing")
-    shards = split_shards(data_dir, split)
-    meta = _read_meta(shards)
-    width = len(leads) * n_samples
-    target = _cache_dir(data_dir, cache_dir, fallback_cache) / f"{split}-{_cache_key(manifest, shards)}.npy"
+        raise InputError(f"{ds.manifest_path}: signal.leads / signal.n_samples missing")
+    return leads, n_samples
+
+
+def _open_cache(source: DatasetDir, split: str, shards: list[Path], n_rows: int, width: int,
+                cache_dir: str | Path | None, fallback: Path | None) -> np.ndarray:
+    """The memmap of the source's whole ``split`` [n_rows, width], written on first use."""
+    key = _cache_key(source.read_manifest(), split, shards)
+    target = _cache_dir(source.cache_dir, cache_dir, fallback) / DatasetDir.signal_cache_name(split, key)
     if not target.is_file():
-        _write_signal_cache(shards, len(meta[Col.POTASSIUM.value]), width, target)
-    signals = np.load(target, mmap_mode="r").reshape(-1, len(leads), n_samples)
-    if signals.shape[0] != len(meta[Col.POTASSIUM.value]):
-        raise InputError(f"{target}: cache has {signals.shape[0]} rows, shards have "
-                         f"{len(meta[Col.POTASSIUM.value])}; delete the cache")
-    return SplitData(signals=signals, labels=meta[Col.POTASSIUM.value].astype(np.float32),
-                     sample_ids=meta[Col.SAMPLE_ID.value].astype(np.int64),
-                     subject_ids=meta[Col.SUBJECT_ID.value].astype(np.int64), leads=leads)
+        _write_signal_cache(shards, n_rows, width, target)
+    signals = np.load(target, mmap_mode="r")
+    if signals.shape[0] != n_rows:
+        raise InputError(f"{target}: cache has {signals.shape[0]} rows, shards have {n_rows}; delete the cache")
+    return signals
+
+
+def load_split(data_dir: str | Path, split: str, *, cache_dir: str | Path | None = None,
+               fallback_cache: Path | None = None) -> SplitData:
+    """Open ``split`` of a dataset directory (or of a variant: its parent's rows minus the ones it drops),
+    building the signal cache on first use."""
+    ds = DatasetDir(data_dir)
+    leads, n_samples = _signal_shape(ds, ds.read_manifest())
+    shards = ds.shards(split)
+    meta = _read_meta(shards)
+    ids = meta[Col.SAMPLE_ID.value].astype(np.int64)
+    signals = _open_cache(ds.shard_source, split, shards, len(ids), len(leads) * n_samples, cache_dir,
+                          fallback_cache).reshape(-1, len(leads), n_samples)
+    dropped = ds.dropped_sample_ids(split)
+    rows = np.flatnonzero(~np.isin(ids, dropped)) if dropped.size else None
+    keep = slice(None) if rows is None else rows
+    return SplitData(signals=signals, labels=meta[Col.POTASSIUM.value][keep].astype(np.float32),
+                     sample_ids=ids[keep], subject_ids=meta[Col.SUBJECT_ID.value][keep].astype(np.int64),
+                     leads=leads, rows=rows)
 
 
 def lead_indices(available: list[str], wanted: list[str] | None) -> list[int]:
@@ -150,7 +153,7 @@ def read_batch(data: SplitData, indices: np.ndarray, leads: list[int], normalise
     which halves the bytes moved and keeps the loader thread to a memory copy).
     """
     order = np.sort(indices)
-    x = data.signals[order]
+    x = data.signals[order if data.rows is None else data.rows[order]]
     if len(leads) != x.shape[1]:
         x = x[:, leads]
     return (zscore(x.astype(np.float32)) if normalise else np.ascontiguousarray(x)), data.labels[order]

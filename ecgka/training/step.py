@@ -33,10 +33,9 @@ class FeatureModel(nn.Module):
         return self.model.head(used).squeeze(-1), features
 
 
-def autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(bf16: bool):
+    """bf16 autocast on CUDA (``Runtime.bf16`` is only ever true there), else nothing."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def train_step(net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -47,7 +46,7 @@ def train_step(net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Opti
     rows = x.shape[0]
     if getattr(criterion, "requires_views", False):
         x, y = gaussian_views(x, y, views_std)
-    with autocast(x.device, bf16):
+    with autocast(bf16):
         pred, features = net(x, y, epoch)
     pred = pred.float()
     feats = features.float() if getattr(criterion, "requires_features", False) else None

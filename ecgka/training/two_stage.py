@@ -15,8 +15,9 @@ from pathlib import Path
 
 from torch import nn
 
+from ecgka.catalog import resolve_weights
 from ecgka.errors import InputError
-from ecgka.training.checkpoint import load_checkpoint, resolve_weights
+from ecgka.training.checkpoint import load_checkpoint
 
 
 def load_init(model: nn.Module, path: str | Path, which: str = "best") -> Path:
