@@ -252,3 +252,14 @@ def _numpy_dtype(torch_dtype) -> np.dtype:
 
     return {torch.float16: np.float16, torch.bfloat16: np.float32, torch.float32: np.float32,
             torch.float64: np.float64}.get(torch_dtype, np.float64)
+
+
+def as_grid(label_range) -> LabelGrid:
+    """A ``LabelGrid`` from itself or from a ``(lo, hi, step)`` triple (the Python API's short form)."""
+    if isinstance(label_range, LabelGrid):
+        return label_range
+    try:
+        lo, hi, step = (float(v) for v in label_range)
+    except (TypeError, ValueError):
+        raise ConfigError(f"label range must be a LabelGrid or (lo, hi, step), got {label_range!r}") from None
+    return LabelGrid(lo, hi, step)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ecgka.errors import ConfigError, InputError
-from ecgka.losses import inverse_frequency_weights, lds_kernel_window, lds_weights
 from ecgka.labels import LabelGrid
+from ecgka.losses import inverse_frequency_weights, lds_kernel_window, lds_weights
 
 
 def gaussian_filter_of_delta(ks, sigma):

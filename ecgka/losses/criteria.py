@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ecgka.labels import LabelGrid
 from ecgka.losses.base import Criterion, apply_weights, elementwise
 from ecgka.losses.distloss import DistLoss
-from ecgka.labels import LabelGrid
 
 
 class Vanilla(Criterion):
