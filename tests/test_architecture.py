@@ -86,13 +86,13 @@ FOLDER_FILE_NAMES = ["manifest.json", "exclusions.csv", "run.json", "log.jsonl",
 
 def test_only_the_catalog_spells_dataset_and_run_file_names():
     pattern = re.compile("|".join(re.escape(f'"{n}"') + "|" + re.escape(f"'{n}'") for n in FOLDER_FILE_NAMES))
-    offenders = [f"{p.relative_to(PACKAGE.parent)}:{i}" for p in PACKAGE.rglob("*.py") if p.name != "catalog.py"
+    offenders = [f"{p.relative_to(PACKAGE.parent)}:{i}" for p in PACKAGE.rglob("*.py") if p.parent.name != "catalog"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
 
 
 LAYERS = [
-    ["ecgka", "ecgka.errors", "ecgka.registry", "ecgka.config", "ecgka.io", "ecgka.keys"],
+    ["ecgka", "ecgka.errors", "ecgka.registry", "ecgka.config", "ecgka.io", "ecgka.keys", "ecgka.lazy"],
     ["ecgka.labels", "ecgka.catalog"],
     ["ecgka.standin", "ecgka.data"],
     ["ecgka.models", "ecgka.losses"],

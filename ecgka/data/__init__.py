@@ -6,8 +6,7 @@ shards, manifest). The MIMIC-IV stand-in generator is its own package, ``ecgka.s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ecgka.lazy import lazy_exports
 
 _EXPORTS = {
     "build_dataset": "ecgka.data.build",
@@ -16,8 +15,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ecgka.data' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -20,7 +20,7 @@ from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data import labs as labs_mod
 from ecgka.data.assemble import assemble
 from ecgka.data.config import BuildConfig
-from ecgka.data.executors import default_workers, make_executor
+from ecgka.data.executors import dask_client_class, default_workers, make_executor
 from ecgka.data.labs import LabTable, check_columns, extract_potassium, lab_file_columns, select_items
 from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
@@ -126,6 +126,8 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``).
     """
     start = time.perf_counter()
+    if dask_scheduler is not None:
+        dask_client_class()  # Dask missing: the install hint before any work, not after the labs
     cfg = cfg or BuildConfig()
     ecg_root, out_dir = Path(ecg_root), Path(out_dir)
     lab_files = [Path(p) for p in lab_files]

@@ -9,8 +9,7 @@ every deviation from the released code: ``docs/methods.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ecgka.lazy import lazy_exports
 
 # name -> module: imported on first use, so that configs validate without importing torch
 _EXPORTS = {
@@ -52,8 +51,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'ecgka.losses' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,23 +1,19 @@
-"""Training: ``train_run`` (one run into a run directory) and ``predict`` (a split with a trained run)."""
+"""Training: ``train_run`` (one run into a run directory) and ``predict`` (a split with a trained run).
+
+Re-exported lazily: importing ``ecgka.training`` (or validating a training config) does not import torch.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from ecgka.lazy import lazy_exports
 
-__all__ = ["TrainConfig", "load_train_config", "predict", "train_run"]
+_EXPORTS = {
+    "TrainConfig": "ecgka.training.config",
+    "load_train_config": "ecgka.training.config",
+    "predict": "ecgka.training.prediction",
+    "train_run": "ecgka.training.api",
+}
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:  # lazy: importing ecgka.training does not import torch
-    if name == "train_run":
-        from ecgka.training.api import train_run
-
-        return train_run
-    if name == "predict":
-        from ecgka.training.prediction import predict
-
-        return predict
-    if name in ("TrainConfig", "load_train_config"):
-        from ecgka.training import config
-
-        return getattr(config, name)
-    raise AttributeError(f"module 'ecgka.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,35 @@
+"""The catalog: every file name of a dataset folder, a run folder, a report folder and a pipeline folder.
+
+No other module spells these names; stages, report collection, resume, checkpoint resolution and
+evaluation all go through :class:`DatasetDir`, :class:`RunDir`, :class:`ReportDir` and
+:class:`PipelineDir`.
+
+Dataset folder (schema version ``DATASET_SCHEMA_VERSION``)::
+
+    DIR/manifest.json                   what the data is, how it was made, its counts (written last)
+    DIR/split=train/part-00000.parquet  shards, hive-style: one directory read gives ``split`` as a column
+    DIR/split=val/...  DIR/split=test/...
+    DIR/exclusions.csv                  the ledger: every record_list.csv row in no split, with its reason
+    DIR/variants/<name>/manifest.json   an imbalance variant: a view of the parent's shards whose train
+    DIR/variants/<name>/exclusions.csv  split drops the rows listed in its own ledger
+    DIR/.cache/                         memory-mapped signal caches (training)
+    DIR/_work/<fingerprint>/            resumable build parts (removed after a build unless kept)
+
+Only shards end in ``.parquet``: ``pyarrow.dataset(DIR, partitioning="hive")`` and DuckDB's
+``read_parquet('DIR/**/*.parquet', hive_partitioning=true)`` see exactly the shard rows.
+
+Run folder::
+
+    RUN/config.yaml  RUN/run.json  RUN/log.jsonl  RUN/checkpoints/{last,best}.pt
+    RUN/eval/<split>/{predictions.parquet,metrics.json}   RUN/cache/ (signal cache fallback)
+
+A dataset version names its parent (``manifest["parent"]``) and a run records the fingerprint of the
+dataset it was trained on (``run.json``), so lineage and a model registry can be read from these files.
+"""
+
+from ecgka.catalog.dataset import DATASET_SCHEMA_VERSION, SHARD_GLOB, DatasetDir, WorkDir
+from ecgka.catalog.outputs import PipelineDir, ReportDir
+from ecgka.catalog.run import RunDir, resolve_weights
+
+__all__ = ["DATASET_SCHEMA_VERSION", "SHARD_GLOB", "DatasetDir", "PipelineDir", "ReportDir", "RunDir", "WorkDir",
+           "resolve_weights"]

@@ -1,0 +1,64 @@
+"""The report folder (``ReportDir``) and the pipeline folder (``PipelineDir``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ReportDir:
+    """A report folder."""
+
+    HTML = "report.html"
+    MARKDOWN = "report.md"
+    METRICS = "metrics.json"
+    TABLES = "tables"
+    TIDY = "tidy"  # tidy snake_case CSVs, one observation per row, next to the display tables
+    FIGURES = "figures"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def html(self) -> Path:
+        return self.path / self.HTML
+
+    @property
+    def markdown(self) -> Path:
+        return self.path / self.MARKDOWN
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    def table(self, name: str) -> Path:
+        return self.path / self.TABLES / f"{name}.csv"
+
+    def tidy_table(self, name: str) -> Path:
+        return self.path / self.TABLES / self.TIDY / f"{name}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.path / self.FIGURES / f"{name}.png"
+
+
+class PipelineDir:
+    """The output folder of ``ecgka run``: one folder per stage, completion markers, a summary."""
+
+    MARKERS = ".pipeline"
+    SUMMARY = "pipeline.json"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def markers_dir(self) -> Path:
+        return self.path / self.MARKERS
+
+    def marker(self, stage_id: str) -> Path:
+        return self.markers_dir / f"{stage_id}.json"
+
+    def stage_dir(self, stage_id: str) -> Path:
+        return self.path / stage_id
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
