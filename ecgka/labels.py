@@ -203,7 +203,7 @@ class LabelGrid:
         """``bin_index`` for a tensor, on its device (float64 arithmetic, the same bins as numpy)."""
         import torch
 
-        tol = self.tolerance(_numpy_dtype(values.dtype))
+        tol = self.tolerance(numpy_dtype(values.dtype))
         position = (values.detach().to(torch.float64) - self.lo) / self.step + (0.5 + tol)
         return torch.floor(position).long()
 
@@ -247,7 +247,7 @@ def _tolerance(dtype, magnitude: float, width: float) -> float:
     return min(_ULPS * eps * magnitude / width, _MAX_TOL)
 
 
-def _numpy_dtype(torch_dtype) -> np.dtype:
+def numpy_dtype(torch_dtype) -> np.dtype:
     import torch
 
     return {torch.float16: np.float16, torch.bfloat16: np.float32, torch.float32: np.float32,

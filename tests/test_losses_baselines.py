@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from ecgka.labels import LabelGrid
 from ecgka.losses.balanced_mse import bmc_loss, bni_loss, gai_loss
 from ecgka.losses.conr import conr_loss
 from ecgka.losses.fds import FDS
@@ -180,7 +181,9 @@ def test_conr_without_negatives_is_zero_and_gradcheck():
     assert conr_loss(features, targets, far, w=0.1).item() == 0.0
     _, _, preds = conr_inputs()
     x = features.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda f: conr_loss(f, targets, preds, w=0.1, t=0.5, e=0.1), (x,))
+    for form in ("clean", "released"):
+        assert torch.autograd.gradcheck(
+            lambda f, form=form: conr_loss(f, targets, preds, w=0.1, t=0.5, e=0.1, form=form), (x,))
 
 
 # ---------------------------------------------------------------- Balanced MSE
@@ -226,3 +229,138 @@ def test_gradcheck_balanced_mse():
     assert torch.autograd.gradcheck(lambda p: bmc_loss(p, target, s2), (pred,))
     assert torch.autograd.gradcheck(lambda p: gai_loss(p, target, *gmm, s2), (pred,))
     assert torch.autograd.gradcheck(lambda p: bni_loss(p, target, s2, gmm[0], gmm[2]), (pred,))
+
+
+# ---------------------------------------------------------------- ConR: released form, grid semantics
+
+
+def conr_released_by_loops(features, targets, preds, w, weights, t, e):
+    """The facts sheet's description of the released function, loop by loop, in the labels' own dtype."""
+    f = features.numpy() / np.linalg.norm(features.numpy(), axis=1, keepdims=True)
+    s, y, n = f @ f.T / t, targets.numpy(), len(targets)
+    p, w_y = preds.numpy().astype(y.dtype), y.dtype.type(w)
+    vector = np.ndim(weights) > 0
+    wt = np.asarray(weights, dtype=np.float64) if vector else np.full(n, float(weights))
+    per_anchor = []
+    for i in range(n):
+        pos = [j for j in range(n) if j != i and abs(y[i] - y[j]) <= w_y]
+        neg = [j for j in range(n) if abs(y[i] - y[j]) > w_y and abs(p[i] - p[j]) <= w_y]
+        if not neg or not pos:
+            per_anchor.append(0.0)
+            continue
+        denom = sum(math.exp(s[i, j] if j in pos else 0.0) for j in range(n))  # non-positives add exp(0)
+        denom += sum(wt[j] * math.exp(e * float(abs(y[i] - y[j]))) * math.exp(s[i, j]) for j in neg)  # j's weight
+        per_anchor.append(np.mean([-math.log(math.exp(s[i, j]) / denom) for j in pos]))
+    return float(np.mean(wt)) * float(np.mean(per_anchor))  # (weights * per_anchor[:, None]).mean()
+
+
+def random_conr_case(seed, n_half=10):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(30, 40, (n_half,), generator=g).to(torch.float64) / 10  # potassium-like, 0.1 grid
+    targets = y.repeat(2)
+    preds = targets + 0.15 * torch.randn(2 * n_half, generator=g, dtype=torch.float64)
+    return torch.randn(2 * n_half, 5, generator=g, dtype=torch.float64), targets, preds
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
+def test_conr_released_form_matches_the_facts_sheet_transcription(seed, vector):
+    features, targets, preds = random_conr_case(seed)
+    weights = torch.linspace(0.5, 2.0, 20, dtype=torch.float64) if vector else 1.7
+    value = conr_loss(features, targets, preds, w=0.25, weights=weights, t=0.1, e=0.3, form="released")
+    expected = conr_released_by_loops(features, targets, preds, 0.25, weights, 0.1, 0.3)
+    assert expected != 0.0 and math.isclose(value.item(), expected, rel_tol=1e-10)
+    clean = conr_loss(features, targets, preds, w=0.25, weights=weights, t=0.1, e=0.3)
+    wv = weights.numpy() if vector else np.full(20, weights)
+    assert math.isclose(clean.item(), conr_by_loops(features, targets, preds, 0.25, wv, 0.1, 0.3), rel_tol=1e-10)
+    assert not math.isclose(clean.item(), value.item(), rel_tol=1e-6)  # the quirks change the number
+
+
+def test_conr_released_form_with_anchors_without_negatives():
+    features, targets, _ = random_conr_case(7)
+    far = torch.arange(20, dtype=torch.float64) * 10  # no negatives anywhere
+    assert conr_loss(features, targets, far, w=0.25, form="released").item() == 0.0
+    preds = targets.clone()
+    preds[:2] = torch.tensor([3.0, 9.0], dtype=torch.float64)  # some anchors with, some without negatives
+    weights = torch.rand(20, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    value = conr_loss(features, targets, preds, w=0.05, weights=weights, t=0.2, e=0.1, form="released")
+    assert math.isclose(value.item(), conr_released_by_loops(features, targets, preds, 0.05, weights, 0.2, 0.1),
+                        rel_tol=1e-10)
+
+
+def test_conr_weights_shape_is_checked():
+    features, targets, preds = random_conr_case(0)
+    column = torch.linspace(0.5, 2.0, 20, dtype=torch.float64)
+    for form in ("clean", "released"):
+        flat = conr_loss(features, targets, preds, w=0.25, weights=column, form=form)
+        torch.testing.assert_close(conr_loss(features, targets, preds, w=0.25, weights=column[:, None], form=form),
+                                   flat)
+        for bad in (column[None, :], column[:5], column[:, None].repeat(1, 2)):
+            with pytest.raises(ValueError, match=r"weights must have the batch's shape \[20\]"):
+                conr_loss(features, targets, preds, w=0.25, weights=bad, form=form)
+
+
+POTASSIUM = LabelGrid(1.5, 10.0, 0.1)
+
+
+def grid_case(grid, dtype, seed=0):
+    """Every grid value twice (two views); predictions one step off in alternating directions."""
+    centres = torch.tensor(grid.centres, dtype=torch.float64)
+    sign = torch.tensor([1.0, -1.0]).repeat(len(centres))[: len(centres)].to(torch.float64)
+    targets = centres.repeat(2)
+    preds = (centres + sign * grid.step).repeat(2)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(len(targets), 4, generator=g, dtype=torch.float64), targets.to(dtype), preds.to(dtype)
+
+
+@pytest.mark.parametrize("grid", [POTASSIUM, LabelGrid(0, 120, 1)], ids=["potassium", "ages"])
+def test_conr_on_the_grid_is_the_same_for_float32_and_float64_labels(grid):
+    features, t64, p64 = grid_case(grid, torch.float64)
+    _, t32, p32 = grid_case(grid, torch.float32)
+    value64 = conr_loss(features, t64, p64, w=1, e=0.01, grid=grid)
+    value32 = conr_loss(features, t32, p32, w=1, e=0.01, grid=grid)
+    assert value64.item() != 0.0
+    torch.testing.assert_close(value32, value64, rtol=0, atol=0)
+    # == the clean formula on integer bins: every adjacent pair is a positive, predictions one step apart close
+    bins = torch.arange(grid.n_bins, dtype=torch.float64).repeat(2)
+    pred_bins = torch.round((p64 - grid.lo) / grid.step)
+    expected = conr_by_loops(features, bins, pred_bins, 1, np.ones(len(bins)), 0.07, 0.01)
+    assert math.isclose(value64.item(), expected, rel_tol=1e-10)
+
+
+def test_conr_every_adjacent_potassium_pair_is_a_positive_in_both_dtypes():
+    centres = POTASSIUM.centres
+    features = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for a, b in zip(centres[:-1], centres[1:], strict=True):
+        values = {}
+        for dtype in (torch.float32, torch.float64):
+            targets = torch.tensor([a, b, a, b], dtype=dtype)
+            preds = torch.tensor([a, b, a, b], dtype=dtype)  # a and b: positives, so no negatives at all
+            values[dtype] = conr_loss(features, targets, preds, w=1, grid=POTASSIUM).item()
+            far = torch.tensor([a, a + 0.2, a, a + 0.2], dtype=dtype)  # two bins apart: negatives if preds close
+            values[(dtype, "far")] = conr_loss(features, far, preds, w=1, grid=POTASSIUM).item()
+        assert values[torch.float32] == values[torch.float64] == 0.0, (a, b)
+        assert values[(torch.float32, "far")] == values[(torch.float64, "far")] != 0.0, (a, b)
+
+
+def test_conr_released_form_keeps_the_float32_rounding_on_the_grid():
+    """As released: 4.0/4.1 are positives in float32 but 1.5/1.6 are not (|dy| > w by rounding)."""
+    features = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for a, b, positive in ((4.0, 4.1, True), (1.5, 1.6, False), (2.1, 2.2, False)):
+        targets = torch.tensor([a, b, a, b], dtype=torch.float32)
+        preds = torch.full((4,), a, dtype=torch.float32)  # all close: a non-positive pair is a negative
+        value = conr_loss(features, targets, preds, w=1, grid=POTASSIUM, form="released")
+        expected = conr_released_by_loops(features, targets, preds, 0.1, 1.0, 0.07, 0.1)
+        assert math.isclose(value.item(), expected, rel_tol=1e-6)
+        assert (value.item() == 0.0) == positive  # a positive pair leaves no negative: loss 0
+
+
+def test_balanced_mse_targets_must_have_the_batch_shape():
+    pred, target = torch.tensor([3.0, 4.0, 5.0, 6.0]), torch.tensor([3.5, 4.0, 4.5, 7.0])
+    var = torch.tensor(1.0)
+    centres, freq = torch.tensor([3.0, 5.0, 7.0]), torch.tensor([0.2, 0.5, 0.3])
+    for loss in (lambda p, y: bmc_loss(p, y, var), lambda p, y: bni_loss(p, y, var, centres, freq)):
+        torch.testing.assert_close(loss(pred[:, None], target[:, None]), loss(pred, target))
+        for bad in (target[:3], target[None, :], target[:, None].repeat(1, 2)):
+            with pytest.raises(ValueError, match=r"target must have the batch's shape \[4\] or \[4, 1\]"):
+                loss(pred, bad)

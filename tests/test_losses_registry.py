@@ -71,7 +71,8 @@ def test_feature_terms_send_gradients_to_features_directly(name, labels):
     rows = 64 if criterion.requires_views else 32
     target = torch.tensor(labels[:32], dtype=torch.float32).repeat(rows // 32)
     features = torch.randn(rows, 8, requires_grad=True)
-    pred = (target + 0.01 * torch.randn(rows)).requires_grad_(True)
+    # noise of a grid step: ConR has negatives (labels >= 2 bins apart whose predictions are within 1 step)
+    pred = (target + 0.1 * torch.randn(rows, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
     with pytest.raises(ConfigError, match="needs the features"):
         criterion(pred, target)
     criterion(pred, target, features=features)["loss"].backward()
@@ -109,12 +110,13 @@ def test_each_option_literal_equals_its_registry():
 
     from ecgka.losses import ELEMENTWISE, ROUNDINGS, SORTERS, options
     from ecgka.losses.balanced_mse import ESTIMATORS
+    from ecgka.losses.conr import FORMS
     from ecgka.losses.factory import BUILDERS
     from ecgka.losses.methods import METHODS
     from ecgka.losses.weighting import KERNELS, REWEIGHTS
 
     pairs = [(options.Base, ELEMENTWISE), (options.Sorter, SORTERS), (options.Rounding, ROUNDINGS),
-             (options.Kernel, KERNELS), (options.Estimator, ESTIMATORS)]
+             (options.Kernel, KERNELS), (options.Estimator, ESTIMATORS), (options.ConRForm, FORMS)]
     for literal, registry in pairs:
         assert sorted(typing.get_args(literal)) == registry.names()
     assert sorted(set(typing.get_args(options.Reweight)) - {"none"}) == REWEIGHTS.names()
@@ -137,11 +139,15 @@ def test_method_params_are_typed_when_the_config_is_loaded(tmp_path):
     assert out.strip().endswith("False")  # validated without importing torch
 
 
-def test_conr_and_fds_defaults_in_label_units(labels):
+def test_conr_and_fds_defaults_in_bins(labels):
     conr = build("conr", labels)
-    assert (conr.w, conr.e, conr.t, conr.beta) == (0.1, pytest.approx(0.1), 0.07, 4.0)
+    assert (conr.w, conr.e, conr.t, conr.beta, conr.form) == (1, 0.01, 0.07, 4.0, "clean")
+    assert conr.grid.step == 0.1  # w = 1 bin = 0.1 mmol/L, e = 0.01 per bin = 0.1 per mmol/L
     ages = create_loss("conr", train_labels=np.arange(0, 100, dtype=float), label_range=(0, 120, 1), batch_size=8)
-    assert (ages.w, ages.e) == (1.0, 0.01) and ages.requires_views  # the released age defaults
+    assert (ages.w, ages.e, ages.grid.step) == (1, 0.01, 1.0) and ages.requires_views  # released age defaults
+    assert build("conr", labels, form="released").form == "released"
+    with pytest.raises(ConfigError, match="form"):
+        build("conr", labels, form="paper")
     fds = build("fds", labels, feature_dim=8)
     assert fds.fds.bucket_num == 86 and fds.fds.bucket_start == 0
 
@@ -240,3 +246,42 @@ def test_gradcheck_whole_criteria_in_double(name, with_dist, labels):
     features = torch.randn(rows, 4, generator=g, dtype=torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda p, f: criterion(p, target, features=f)["loss"], (pred, features))
+
+
+@pytest.mark.filterwarnings("ignore:for fds.*meta parameter:UserWarning")  # copying into meta: a no-op
+@pytest.mark.parametrize("move", [{"dtype": torch.float64}, {"device": "meta"}], ids=["float64", "meta"])
+def test_lazy_fds_statistics_are_created_where_the_criterion_was_moved(move, labels):
+    """Resume: criterion.to(device) before load_state_dict; the checkpoint's tensors sit on the CPU (float32).
+    The lazily built FDS statistics must follow the criterion, not the checkpoint (CUDA resume crashed)."""
+    trained = build("fds", labels)
+    training_steps(trained, labels)
+    state = trained.state_dict()
+    assert not any(key.endswith("_anchor") for key in state)  # older checkpoints have no anchor either
+    fresh = build("fds", labels).to(**move)
+    assert fresh.fds is None
+    fresh.load_state_dict(state)  # strict: the anchor is not part of the state dict
+    device, dtype = move.get("device", "cpu"), move.get("dtype", torch.float32)
+    for name, buffer in fresh.fds.named_buffers():
+        assert buffer.device.type == device, name
+        assert buffer.dtype == dtype, name
+
+
+@pytest.mark.parametrize("double", [False, True], ids=["criterion", "criterion.double()"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("with_dist", [False, True], ids=["alone", "dist"])
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_accepts_float32_and_float64_inputs(name, with_dist, dtype, double, labels):
+    """Predictions, targets and features in float32 or float64, through every hook, for a few epochs."""
+    criterion = build(name, labels, {"sorter": "hard"} if with_dist else None)
+    criterion = criterion.double() if double else criterion
+    rows = 64 if criterion.requires_views else 32
+    g = torch.Generator().manual_seed(0)
+    target = torch.tensor(labels[:32], dtype=dtype).repeat(rows // 32)
+    features = torch.randn(rows, 8, generator=g, dtype=dtype, requires_grad=True)
+    pred = (target + 0.1 * torch.randn(rows, generator=g, dtype=dtype)).requires_grad_(True)
+    for epoch in range(3):
+        calibrated = criterion.transform_features(features, target, epoch)
+        out = criterion(pred, target, features=calibrated, epoch=epoch)
+        out["loss"].backward()
+        criterion.on_epoch_end(epoch, features.detach(), target)
+        assert torch.isfinite(out["loss"]) and torch.isfinite(pred.grad).all()

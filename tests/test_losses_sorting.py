@@ -1,4 +1,7 @@
-"""Sorters: soft (torchsort), hard, auto, and the released numpy design agree where they must."""
+"""Sorters: soft (torchsort), hard, auto, and the released numpy design agree where they must.
+
+Only the cases that call torchsort skip without it (``needs_torchsort``); the rest run everywhere.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,16 @@ from ecgka.errors import ConfigError
 from ecgka.losses import sort_predictions
 from ecgka.losses.sorting import released_soft_sort_numpy, soft_equals_hard
 
-torchsort = pytest.importorskip("torchsort")
+
+def _has_torchsort() -> bool:
+    try:
+        import torchsort  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_torchsort = pytest.mark.skipif(not _has_torchsort(), reason="the soft sorter needs torchsort")
 
 
 def values_and_grad(sorter, x, cotangent, eps):
@@ -31,6 +43,7 @@ def spread_inputs(n=64, seed=1):
     return 40 * torch.randn(n, generator=g, dtype=torch.float64)
 
 
+@needs_torchsort
 @pytest.mark.parametrize("eps", [0.1, 0.15])
 def test_soft_sort_equals_hard_sort_when_gaps_are_small(eps):
     x = close_inputs()
@@ -43,6 +56,7 @@ def test_soft_sort_equals_hard_sort_when_gaps_are_small(eps):
     torch.testing.assert_close(soft_g, hard_g, rtol=0, atol=1e-12)
 
 
+@needs_torchsort
 def test_auto_picks_the_exact_sort_or_falls_back_to_torchsort():
     cot = torch.randn(64, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for x in (close_inputs(), spread_inputs()):
@@ -55,6 +69,7 @@ def test_auto_picks_the_exact_sort_or_falls_back_to_torchsort():
     assert (values_and_grad("soft", spread_inputs(), cot, 0.1)[0] - hard).abs().max() > 1e-3
 
 
+@needs_torchsort
 @pytest.mark.parametrize("make", [close_inputs, spread_inputs])
 def test_released_numpy_design_equals_torchsort(make):
     x = make()
@@ -77,6 +92,8 @@ def test_released_soft_sort_by_hand():
 @pytest.mark.parametrize("sorter", ["soft", "hard", "auto", "released"])
 @pytest.mark.parametrize("make", [close_inputs, spread_inputs])
 def test_gradcheck_every_sorter(sorter, make):
+    if not _has_torchsort() and (sorter == "soft" or (sorter, make) == ("auto", spread_inputs)):
+        pytest.skip("the soft sorter needs torchsort")  # auto falls back to it on spread inputs
     x = make(n=12).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: sort_predictions(v, sorter, 0.1), (x,))
 

@@ -16,19 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecgka.losses.base import Criterion, as_vector
+from ecgka.losses.base import Criterion, as_vector, per_sample
 from ecgka.registry import Registry
 
 ESTIMATORS: Registry = Registry("Balanced MSE estimator")
 
 
-def _column(x: Tensor, name: str) -> Tensor:
-    return as_vector(x, name).reshape(-1, 1)
+def _columns(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``pred`` and ``target`` as [B, 1] columns (each given as [B] or [B, 1]; target in pred's dtype)."""
+    pred = as_vector(pred, "pred")
+    return pred.reshape(-1, 1), per_sample(target, pred.shape[0], "target").reshape(-1, 1).to(pred.dtype)
 
 
 def bmc_loss(pred: Tensor, target: Tensor, noise_var: Tensor) -> Tensor:
     """Batch-based Monte Carlo Balanced MSE."""
-    pred, target = _column(pred, "pred"), _column(target, "target").to(pred.dtype)
+    pred, target = _columns(pred, target)
     logits = -0.5 * (pred - target.t()) ** 2 / noise_var
     loss = F.cross_entropy(logits, torch.arange(pred.shape[0], device=pred.device))
     return loss * (2 * noise_var).detach()
@@ -37,7 +39,7 @@ def bmc_loss(pred: Tensor, target: Tensor, noise_var: Tensor) -> Tensor:
 def gai_loss(pred: Tensor, target: Tensor, gmm_means: Tensor, gmm_variances: Tensor, gmm_weights: Tensor,
              noise_var: Tensor) -> Tensor:
     """GMM-based analytic integration: -log N(y; pred, s2) + log sum_k pi_k N(pred; mu_k, var_k + s2)."""
-    pred, target = _column(pred, "pred"), _column(target, "target").to(pred.dtype)
+    pred, target = _columns(pred, target)
     means, variances = gmm_means.reshape(1, -1), gmm_variances.reshape(1, -1)
     mse_term = (pred - target) ** 2 / 2 / noise_var + 0.5 * torch.log(noise_var)
     sum_var = variances + noise_var
@@ -49,7 +51,7 @@ def gai_loss(pred: Tensor, target: Tensor, gmm_means: Tensor, gmm_variances: Ten
 def bni_loss(pred: Tensor, target: Tensor, noise_var: Tensor, bucket_centers: Tensor,
              bucket_weights: Tensor) -> Tensor:
     """Bin-based numerical integration over label buckets (centres, frequencies)."""
-    pred, target = _column(pred, "pred"), _column(target, "target").to(pred.dtype)
+    pred, target = _columns(pred, target)
     mse_term = (pred - target) ** 2 / 2 / noise_var
     balancing = -0.5 * (pred - bucket_centers.reshape(1, -1)) ** 2 / noise_var
     balancing = balancing + torch.log(bucket_weights.reshape(1, -1))

@@ -74,9 +74,19 @@ def check_pair(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return pred, target.to(pred.dtype)
 
 
-def apply_weights(values: Tensor, weights: Tensor | None) -> Tensor:
-    """Per-sample values times per-sample weights (or as is); ``Criterion.forward`` takes the mean."""
-    return values if weights is None else values * weights
+def per_sample(x, n: int, name: str) -> Tensor:
+    """A per-sample argument (weights, pseudo-labels, ...) as [n]: it must have the batch's shape, [n] or
+    [n, 1] (the released API's column layout); anything else, e.g. [1, n] or [n, 2], which would broadcast
+    into an [n, n] or wrong-length product, is a ``ValueError`` naming the argument and both shapes."""
+    x = torch.as_tensor(x)
+    if tuple(x.shape) not in ((n,), (n, 1)):
+        raise ValueError(f"{name} must have the batch's shape [{n}] or [{n}, 1], got {list(x.shape)}")
+    return x.reshape(n)
+
+
+def apply_weights(values: Tensor, weights: Tensor | None, name: str = "weights") -> Tensor:
+    """Per-sample values [B] times per-sample weights (shape-checked) or as is; the caller takes the mean."""
+    return values if weights is None else values * per_sample(weights, values.shape[0], name)
 
 
 class Criterion(nn.Module):

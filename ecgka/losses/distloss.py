@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ecgka.config import validate_config
 from ecgka.errors import ConfigError
 from ecgka.labels import as_grid
-from ecgka.losses.base import apply_weights, check_pair, elementwise
+from ecgka.losses.base import apply_weights, as_vector, check_pair, elementwise, full_precision, per_sample
 from ecgka.losses.distribution import label_pmf, pseudo_labels
 from ecgka.losses.options import DistLossOptions
 from ecgka.losses.sorting import sort_predictions
@@ -41,10 +41,10 @@ def _batch_order_alignment(weights: Tensor | None, pseudo_weights: Tensor | None
 
 
 def distribution_term(pred: Tensor, pseudo, options: DistLossOptions, weights: Tensor | None = None) -> Tensor:
-    """Elementwise ``weights_i * l(sort(pred)_i, pseudo_i)`` (length B, not reduced)."""
-    pseudo = torch.as_tensor(pseudo, dtype=pred.dtype, device=pred.device).reshape(-1)
-    if pseudo.shape[0] != pred.shape[0]:
-        raise ValueError(f"{pseudo.shape[0]} pseudo-labels for a batch of {pred.shape[0]} predictions")
+    """Elementwise ``weights_i * l(sort(pred)_i, pseudo_i)`` (length B, not reduced); ``pred``, ``pseudo`` and
+    ``weights`` each [B] or [B, 1]."""
+    pred = full_precision(as_vector(pred, "pred"))
+    pseudo = per_sample(torch.as_tensor(pseudo, dtype=pred.dtype, device=pred.device), pred.shape[0], "pseudo")
     sorted_pred = sort_predictions(pred, options.sorter, options.regularization_strength)
     return apply_weights(elementwise(options.base)(sorted_pred, pseudo), weights)
 
@@ -59,6 +59,8 @@ def dist_loss(pred, target, pseudo, *, weights=None, pseudo_weights=None, return
     """
     opts = validate_config(DistLossOptions, options, source="dist_loss")
     pred, target = check_pair(pred, target)
+    weights, pseudo_weights = (None if x is None else per_sample(x, pred.shape[0], name)
+                               for x, name in ((weights, "weights"), (pseudo_weights, "pseudo_weights")))
     dist_weights = ALIGNMENTS.get(opts.weight_alignment)(weights, pseudo_weights)
     distribution = distribution_term(pred, pseudo, opts, dist_weights).mean()
     sample = apply_weights(elementwise(opts.base)(pred, target), weights).mean()

@@ -81,10 +81,8 @@ def _ranksim(ctx: LossContext, p: RankSimParams, method: MethodConfig) -> Criter
 
 @BUILDERS.register("conr")
 def _conr(ctx: LossContext, p: ConRParams, method: MethodConfig) -> Criterion:
-    """w and e default to one grid step and 0.01 per step (ages: 1 year, 0.01; potassium: 0.1, 0.1 per mmol/L)."""
-    w = ctx.grid.step if p.w is None else p.w
-    e = 0.01 / ctx.grid.step if p.e is None else p.e
-    return ConRMethod(p.base, p.beta, w, p.t, e)
+    """ConR on the context's grid: w in bins, e per bin."""
+    return ConRMethod(p.base, p.beta, p.w, p.t, p.e, ctx.grid, p.form)
 
 
 @BUILDERS.register("balanced_mse")

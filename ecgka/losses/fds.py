@@ -59,7 +59,8 @@ class FDS(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Loading copies buffers; restore the released aliasing once last-epoch statistics exist."""
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.alias_last_epoch and int(self.epoch.item()) > self.start_update:
+        epoch = state_dict.get(f"{prefix}epoch", self.epoch)  # the checkpoint's (CPU): no device sync, meta-safe
+        if self.alias_last_epoch and int(epoch.item()) > self.start_update:
             self.running_mean_last_epoch = self.running_mean
             self.running_var_last_epoch = self.running_var
 
@@ -135,17 +136,24 @@ class FDSMethod(Criterion):
         self.grid, self.loss_fn = grid, elementwise(base)
         self.fds_options = fds_options
         self.fds = FDS(feature_dim, **fds_options) if feature_dim is not None else None
+        # zero-size, not in the state dict (older checkpoints load unchanged): ``.to(device/dtype)`` moves it,
+        # so statistics created lazily land on the criterion's device and dtype, not the checkpoint's
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+
+    def _new_fds(self, feature_dim: int, device: torch.device) -> FDS:
+        return FDS(feature_dim, **self.fds_options).to(device=device, dtype=self._anchor.dtype)
 
     def _fds(self, features: Tensor) -> FDS:
         if self.fds is None:
-            self.fds = FDS(features.shape[1], **self.fds_options).to(features.device)
+            self.fds = self._new_fds(features.shape[1], features.device)
         return self.fds
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Create the lazily built statistics before a checkpoint's ``fds.*`` buffers are loaded (resume)."""
+        """Create the lazily built statistics (on the criterion's device) before a checkpoint's ``fds.*``
+        buffers are loaded into them (resume; the checkpoint's tensors may sit on the CPU)."""
         key = f"{prefix}fds.running_mean"
         if self.fds is None and key in state_dict:
-            self.fds = FDS(state_dict[key].shape[1], **self.fds_options).to(state_dict[key].device)
+            self.fds = self._new_fds(state_dict[key].shape[1], self._anchor.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def buckets(self, target: Tensor) -> Tensor:

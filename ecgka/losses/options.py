@@ -19,6 +19,7 @@ Rounding = Literal["official", "released", "paper", "quantile"]
 Kernel = Literal["gaussian", "triang", "laplace"]
 Reweight = Literal["sqrt_inv", "inverse", "none"]
 Estimator = Literal["bmc", "gai", "bni"]
+ConRForm = Literal["clean", "released"]
 
 
 class DistLossOptions(ConfigModel):
@@ -80,13 +81,17 @@ class RankSimParams(ConfigModel):
 
 
 class ConRParams(ConfigModel):
-    """``w`` and ``e`` in label units; None: one grid step and 0.01 per step."""
+    """ConR on the label grid: ``w`` is a number of bins (labels whose bins differ by <= w are positives;
+    predictions within w grid steps are close) and ``e`` is per bin. The defaults, 1 bin and 0.01 per bin,
+    are the released age values (1 year, 0.01 per year) and 0.1 mmol/L, 0.1 per mmol/L for potassium.
+    ``form``: ``clean`` (default) or ``released`` (the released function's arithmetic, docs/methods.md)."""
 
     base: Base = "l2"
     beta: float = 4.0
-    w: float | None = Field(None, ge=0)
+    w: int = Field(1, ge=0)
     t: float = Field(0.07, gt=0)
-    e: float | None = None
+    e: float = 0.01
+    form: ConRForm = "clean"
 
 
 class BalancedMSEParams(ConfigModel):
