@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,8 @@ def test_unsafe_path_never_opened(bad_build, monkeypatch):
 
     opened = []
     real = stage.read_record
-    monkeypatch.setattr(stage, "read_record", lambda p, fast=True: opened.append(str(p)) or real(p, fast))
+    monkeypatch.setattr(stage, "read_record",
+                        lambda p, fast=True, root=None: opened.append(str(p)) or real(p, fast, root))
     build_dataset(root, [labs], tmp / "again", BuildConfig.model_validate({"shards": {"chunk_records": 8}}))
     assert opened and not any("outside" in p for p in opened)
 
@@ -157,6 +159,10 @@ def test_real_mimic_layout_record_through_the_build(wfdb_fixtures, tmp_path):
     write_root(root, [{"subject_id": 19999999, "study_id": 49999999, "ecg_time": "2182-09-22 12:04:00"}])
     labs = write_labs(tmp_path / "labs.csv", [{"subject_id": 19999999, "itemid": 50971,
                                               "charttime": "2182-09-22 12:30:00", "valuenum": 5.7}])
+    linked = build_dataset(root, [labs], tmp_path / "linked")  # files/ resolves outside the root: unsafe
+    assert linked["exclusions"] == {"unsafe_path": 1}
+    (root / "files").unlink()
+    shutil.copytree(src / "files", root / "files")  # a temporary copy (the fixtures stay in shared/)
     m = build_dataset(root, [labs], tmp_path / "out")
     assert m["counts"]["train"] == 1 and m["counts"]["excluded"] == 0
     table = pq.read_table(DatasetDir(tmp_path / "out").shards("train")[0])
@@ -166,3 +172,71 @@ def test_real_mimic_layout_record_through_the_build(wfdb_fixtures, tmp_path):
     ref = nk.ecg_clean(rec.p_signal[:, rec.sig_name.index("II")], sampling_rate=500, powerline=60)
     stored = np.asarray(row["signal"], dtype=np.float32)
     np.testing.assert_array_equal(stored, ref.astype(np.float16).astype(np.float32))
+
+
+def test_lab_file_without_comments_is_reported_in_summary_and_manifest(tmp_path, capsys):
+    from test_build_helpers import small_dataset
+
+    root, labs = small_dataset(tmp_path, n_subjects=4, per_subject=1)
+    pd.read_csv(labs).drop(columns="comments").to_csv(labs, index=False)
+    code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "ds"), "--quiet",
+                 "--workers", "1", "split.per_bin_cap=1"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "WARNING: haemolysis rule not applied to 4 potassium rows (no comments column in labevents.csv)" in text
+    labs_block = DatasetDir(tmp_path / "ds").read_manifest()["labs"]
+    assert labs_block["hemolysis_unchecked"] == 4 and labs_block["hemolysis_unchecked_files"] == ["labevents.csv"]
+
+
+def _stop_case(tmp_path: Path) -> tuple[Path, Path]:
+    """A small root with one corrupt record (bad data) among good ones."""
+    from test_build_helpers import small_dataset
+
+    root, labs = small_dataset(tmp_path, n_subjects=6, per_subject=1)
+    (root / f"{record_path(10000003, 40000300)}.hea").write_bytes(b"40000300 x 500\n\x00\xff junk\n")
+    return root, labs
+
+
+def _assert_nothing_written(out: Path) -> None:
+    ds = DatasetDir(out)
+    assert not ds.manifest_path.exists() and not ds.exclusions_path.exists()
+    assert not any(ds.split_dir(s).exists() for s in SPLITS)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_corrupt_record_stays_an_exclusion(tmp_path):
+    root, labs = _stop_case(tmp_path)
+    m = build_dataset(root, [labs], tmp_path / "ds", BuildConfig.model_validate({"split": {"per_bin_cap": 1}}))
+    assert m["exclusions"].get("header_corrupt") == 1
+
+
+@pytest.mark.parametrize("error", [TypeError("unsupported operand"), AttributeError("'NoneType' has no 'fs'")])
+def test_a_bug_on_a_record_stops_the_build_with_one_line(tmp_path, capsys, monkeypatch, error):
+    """No config path makes QC itself fail, so the stage's QC collaborator is replaced by one with a bug
+    (the readers, the stage and the build stay real). Before the fix: every record a read_error exclusion."""
+    import ecgka.data.signal_stage as stage
+
+    def buggy(sig, cfg):
+        raise error
+
+    monkeypatch.setattr(stage, "process_signal", buggy)
+    root, labs = _stop_case(tmp_path)
+    code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "ds"), "--quiet",
+                 "--workers", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "signal stage stopped at record files/p1000/p10000000/s40000000/40000000" in err
+    assert f"{type(error).__name__}: {error}" in err
+    _assert_nothing_written(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unexpected_error_on_a_whole_chunk_stops_the_build(tmp_path, capsys, workers):
+    """A real config path: an unknown cleaning method fails in clean_batch, once per chunk, in the workers."""
+    root, labs = _stop_case(tmp_path)
+    code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "ds"), "--quiet",
+                 "--workers", workers, "signal.clean_method=bogus", "shards.chunk_records=3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "signal stage stopped in chunk" in err and "ValueError: NeuroKit error: ecg_clean()" in err
+    _assert_nothing_written(tmp_path / "ds")

@@ -101,7 +101,7 @@ def test_d_labitems_adds_items_and_not_blood(tmp_path):
                  "51500,Potassium Chloride Dose,Blood,Drug\n"
                  "50912,Creatinine,Blood,Chemistry\n")
     items = select_items(LabsConfig(), d)
-    assert items.primary == (50971,) and items.secondary == (50822, 52610) and items.other_fluid == (51097,)
+    assert items.primary == (50971, 52610) and items.secondary == (50822,) and items.other_fluid == (51097,)
     rows = [{"subject_id": 1, "itemid": 52610, "charttime": T, "valuenum": 4.0},
             {"subject_id": 1, "itemid": 51097, "charttime": T, "valuenum": 40.0}]
     table, dropped, _ = extract_potassium([write_labs(tmp_path / "l.csv", rows)], LabsConfig(), items)
@@ -137,3 +137,82 @@ def test_corrupt_gzip_is_one_line_error(tmp_path):
     with pytest.raises(InputError) as err:
         extract_potassium([gz], LabsConfig(), ITEMS)
     assert "labs.csv.gz" in str(err.value) and "\n" not in str(err.value)
+
+
+D_LABITEMS = ("itemid,label,fluid,category\n50971,Potassium,Blood,Chemistry\n50822,\"Potassium, Whole Blood\","
+              "Blood,Blood Gas\n52610,Potassium,Blood,Chemistry\n52452,\"Potassium, Whole Blood\",Blood,Blood Gas\n"
+              "51097,\"Potassium, Urine\",Urine,Chemistry\n")
+
+
+def test_d_labitems_ranks_found_items_by_category(tmp_path):
+    """52xxx chemistry codes are primary (serum/plasma), blood-gas codes secondary; the rule is configurable."""
+    d = tmp_path / "d_labitems.csv"
+    d.write_text(D_LABITEMS)
+    items = select_items(LabsConfig(), d)
+    assert items.primary == (50971, 52610) and items.secondary == (50822, 52452)
+    flipped = select_items(LabsConfig(primary_categories=["Blood Gas"], secondary_categories=["Chemistry"]), d)
+    assert flipped.primary == (50971, 52452) and flipped.secondary == (50822, 52610)
+    assert select_items(LabsConfig(primary_categories=[" CHEMISTRY"]), d) == items  # case and spaces ignored
+    d.write_text(D_LABITEMS + "52999,Potassium,Blood,Hematology\n")
+    assert 52999 in select_items(LabsConfig(), d).secondary  # a blood item of any other category: secondary
+
+
+def test_d_labitems_without_category_is_a_clear_error_unless_the_rule_is_off(tmp_path):
+    d = tmp_path / "d_labitems.csv"
+    d.write_text("itemid,label,fluid\n52610,Potassium,Blood\n")
+    with pytest.raises(InputError, match=r"d_labitems.csv: missing column category .*primary_categories"):
+        select_items(LabsConfig(), d)
+    items = select_items(LabsConfig(primary_categories=[], secondary_categories=[]), d)
+    assert items.primary == (50971,) and items.secondary == (50822, 52610)
+
+
+def test_category_in_both_lists_is_a_config_error():
+    with pytest.raises(ValueError, match="both"):
+        LabsConfig(primary_categories=["Chemistry"], secondary_categories=["chemistry"])
+
+
+def test_lab_file_without_comments_reports_unchecked_rows(tmp_path):
+    rows = [{"subject_id": 1, "itemid": 50971, "charttime": T, "valuenum": 4.1, "comments": "hemolyzed"},
+            {"subject_id": 1, "itemid": 50822, "charttime": "2150-01-01 09:00:00", "valuenum": 3.9},
+            {"subject_id": 1, "itemid": 50912, "charttime": T, "valuenum": 1.0}]  # not potassium: not counted
+    path = tmp_path / "labs.csv"
+    lab_frame(rows).drop(columns="comments").to_csv(path, index=False)
+    table, dropped, seen = extract_potassium([path], LabsConfig(), ITEMS)
+    assert len(table) == 2 and dropped["hemolysed"] == 0
+    assert seen["hemolysis_unchecked"] == 2 and seen["hemolysis_unchecked_files"] == ["labs.csv"]
+    _, _, seen = extract_potassium([write_labs(tmp_path / "with.csv", rows)], LabsConfig(), ITEMS)
+    assert "hemolysis_unchecked" not in seen  # a comments column (even mostly empty): the rule applies
+    _, _, seen = extract_potassium([path], LabsConfig(drop_hemolysed=False), ITEMS)
+    assert "hemolysis_unchecked" not in seen  # switched off on purpose: nothing to report
+
+
+DROPPED_PHRASES = [
+    "hemolyzed", "Slightly hemolyzed", "grossly hemolysed specimen", "hemolysis present", "moderate hemolysis",
+    "HEMOLYZED SPECIMEN, RESULT MAY BE FALSELY ELEVATED", "HEMOLYSIS FALSELY ELEVATES K",
+    "Moderately hemolyzed specimen.  HEMOLYSIS FALSELY ELEVATES K", "Haemolysed sample",
+    "not hemolyzed on recollection; first sample hemolyzed",  # both: any affirmative mention drops
+    "No comment. Hemolyzed", "Note: hemolyzed",
+]
+KEPT_PHRASES = [
+    "no evidence of hemolysis", "not hemolyzed", "non-hemolyzed", "non hemolysed", "hemolysis: none",
+    "no hemolysis", "hemolysis absent", "specimen not haemolysed", "Specimen not hemolyzed", "NO VISIBLE HEMOLYSIS",
+    "hemolysis not detected", "without hemolysis", "negative for hemolysis", "", "VERIFIED BY REPEAT ANALYSIS",
+]
+
+
+@pytest.mark.parametrize("comment, dropped", [(c, True) for c in DROPPED_PHRASES] + [(c, False) for c in KEPT_PHRASES])
+def test_hemolysis_phrases(tmp_path, comment, dropped):
+    rows = [{"subject_id": 1, "itemid": 50971, "charttime": T, "valuenum": 4.1, "comments": comment}]
+    table, drops, _ = extract_potassium([write_labs(tmp_path / "l.csv", rows)], LabsConfig(), ITEMS)
+    assert (drops["hemolysed"], len(table)) == ((1, 0) if dropped else (0, 1))
+
+
+def test_shipped_build_config_states_the_defaults():
+    """configs/data/ecg_ka_dir.yaml lists every build rule with its built-in default (the lab rules included)."""
+    from pathlib import Path
+
+    from ecgka.config import load_config
+    from ecgka.data.config import BuildConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "data" / "ecg_ka_dir.yaml"
+    assert load_config(BuildConfig, str(path), []) == BuildConfig()

@@ -148,3 +148,33 @@ def test_matches_brute_force(labs_rows, ecg_offsets, before, after, prefer):
                                                              after, False)]
         assert [(i == 50971) for i, p in zip(out["itemid"], primary_in_window, strict=True) if p] == \
             [True] * sum(primary_in_window)
+
+
+@pytest.mark.parametrize("side_min", [-20, 20])
+def test_several_labs_at_one_charttime_give_the_lowest_on_both_sides(side_min):
+    """Same rule before and after the ECG: the lowest value (haemolysis and handling only raise K)."""
+    rows = [(1, side_min, 50971, 4.6), (1, side_min, 50971, 3.9), (1, side_min, 50971, 5.2)]
+    out = pair(ecgs([1]), rows)
+    assert out["potassium"].iat[0] == pytest.approx(3.9) and out["delta_s"].iat[0] == side_min * 60
+
+
+@pytest.mark.parametrize("side_min", [-20, 20])
+def test_same_time_tie_across_items_takes_lowest_value_then_lower_item(side_min):
+    both_primary = (50971, 52610)
+    rows = [(1, side_min, 52610, 4.0), (1, side_min, 50971, 4.0), (1, side_min, 52610, 4.4)]
+    out = pair_labs(ecgs([1]), labs(rows), both_primary, SECONDARY, PairingConfig())
+    assert out["itemid"].iat[0] == 50971 and out["potassium"].iat[0] == pytest.approx(4.0)
+
+
+def test_nearer_blood_gas_does_not_beat_a_52xxx_chemistry_result(tmp_path):
+    """With d_labitems, 52610 (Potassium, Blood, Chemistry) is primary: a nearer blood gas loses to it."""
+    from ecgka.data.config import LabsConfig
+    from ecgka.data.labs import select_items
+
+    d = tmp_path / "d_labitems.csv"
+    d.write_text("itemid,label,fluid,category\n52610,Potassium,Blood,Chemistry\n"
+                 "50822,\"Potassium, Whole Blood\",Blood,Blood Gas\n")
+    items = select_items(LabsConfig(), d)
+    rows = [(1, 2, 50822, 5.9), (1, -40, 52610, 4.2)]
+    out = pair_labs(ecgs([1]), labs(rows), items.primary, items.secondary, PairingConfig())
+    assert out["itemid"].iat[0] == 52610 and out["potassium"].iat[0] == pytest.approx(4.2)

@@ -96,6 +96,29 @@ def test_non_writable_parent_is_refused(tmp_path, capsys):
         parent.chmod(0o700)
 
 
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _closed_to_others(path: Path) -> Path | None:
+    """The first folder above ``path`` that other users cannot enter (no o+x), or None."""
+    for folder in [*reversed(Path(path).resolve().parents)]:
+        if not folder.stat().st_mode & 0o001:
+            return folder
+    return None
+
+
+def _package_copy_for_nobody(base: Path) -> Path:
+    """The ``ecgka`` package source copied into ``base`` (readable by all): the run does not depend on where
+    the checkout lies (a clone under a mode-700 folder such as /root is not reachable by 'nobody')."""
+    import ecgka
+
+    src = base / "src"
+    shutil.copytree(Path(ecgka.__file__).parent, src / "ecgka", ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [src, *src.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return src
+
+
 @pytest.mark.skipif(not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),
                     reason="needs root and setpriv to drop to an unprivileged user")
 def test_non_writable_parent_is_refused_for_an_unprivileged_user():
@@ -103,14 +126,23 @@ def test_non_writable_parent_is_refused_for_an_unprivileged_user():
     base = Path(tempfile.mkdtemp())
     try:
         base.chmod(0o755)
+        if _closed_to_others(base) is not None:
+            pytest.skip(f"the temporary folder {base} lies under {_closed_to_others(base)}, closed to other users")
+        src = _package_copy_for_nobody(base)
+        env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
+        probe = subprocess.run([*NOBODY, sys.executable, "-c", "import ecgka, numpy, pandas, pyarrow, pydantic; "
+                                "print(ecgka.__file__)"], capture_output=True, text=True, cwd=base, env=env)
+        if probe.returncode != 0:  # only the interpreter or its site-packages can be out of reach now
+            closed = _closed_to_others(Path(sys.prefix)) or _closed_to_others(Path(sys.executable))
+            pytest.skip(f"user 'nobody' cannot run {sys.executable} with its site-packages ({sys.prefix}"
+                        f"{f' lies under {closed}, mode 700' if closed else ''}): "
+                        f"{(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+        assert probe.stdout.strip() == str(src / "ecgka" / "__init__.py")  # the copy, not the checkout
         parent = base / "ro"
         parent.mkdir(mode=0o555)
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-               sys.executable, "-m", "ecgka", "synth", "--out", str(parent / "out"), "--subjects", "2"]
-        result = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        if "Permission denied" in result.stderr and "Traceback" in result.stderr:
-            pytest.skip("the checkout is not readable by user 'nobody'")
-        assert result.returncode == 2
+        cmd = [*NOBODY, sys.executable, "-m", "ecgka", "synth", "--out", str(parent / "out"), "--subjects", "2"]
+        result = subprocess.run(cmd, capture_output=True, text=True, cwd=base, env=env)
+        assert result.returncode == 2, result.stderr
         assert result.stderr.strip().count("\n") == 0 and "not writable" in result.stderr
         assert list(parent.iterdir()) == []
     finally:

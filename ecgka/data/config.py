@@ -17,15 +17,24 @@ class LabsConfig(ConfigModel):
 
     primary_itemids: list[int] = [50971]  # Potassium, Blood, Chemistry
     secondary_itemids: list[int] = [50822]  # Potassium, Whole Blood, Blood Gas
-    # with --d-labitems: potassium items found by label; blood ones are added as secondary (newer 52xxx
-    # codes), the others (urine, body fluids) are read only to be counted as dropped "not_blood"
+    # with --d-labitems: potassium items found by label; blood ones take their rank from their category
+    # (newer 52xxx chemistry codes are primary), the others (urine, body fluids) are read only to be counted
+    # as dropped "not_blood"
     label_pattern: str = r"^\s*potassium\s*(?:,|$)"  # "Potassium", "Potassium, Whole Blood", "Potassium, Urine"
     blood_fluids: list[str] = ["Blood"]
+    primary_categories: list[str] = ["Chemistry"]  # serum/plasma (case-insensitive d_labitems.category)
+    secondary_categories: list[str] = ["Blood Gas"]  # whole blood; blood items of any other category too
     lo: float = 1.5  # plausible range, mmol/L (inclusive)
     hi: float = 10.0
     drop_hemolysed: bool = True
-    hemolysis_pattern: str = r"ha?emoly"
-    hemolysis_negation_pattern: str = r"\b(?:not|no|non)[\s-]+(?:\w+\s+)?ha?emoly"
+    hemolysis_pattern: str = r"ha?emoly"  # a mention of haemolysis
+    # a negated mention ("no evidence of hemolysis", "non-hemolyzed", "hemolysis: none"); a comment is
+    # dropped when at least one mention is left after removing the negated ones
+    hemolysis_negation_pattern: str = (
+        r"\b(?:no|not|non|without|negative\s+for|free\s+of)\b[\s-]*"
+        r"(?:(?:evidence|signs?|any|visible|apparent|significant|detectable|of|for)\s+)*ha?emoly\w*"
+        r"|ha?emoly\w*\s*[:=-]?\s*(?:none|absent|negative|not\s+(?:present|detected|seen|noted))\b"
+    )
     drop_duplicates: bool = True  # same subject, time, item and value
     csv_block_bytes: int = Field(16 << 20, ge=1 << 16)  # streamed CSV block size (bounds memory)
     parquet_batch_rows: int = Field(1 << 20, ge=1024)
@@ -38,6 +47,9 @@ class LabsConfig(ConfigModel):
             raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
         if not self.primary_itemids:
             raise ValueError("primary_itemids must not be empty")
+        both = {c.lower() for c in self.primary_categories} & {c.lower() for c in self.secondary_categories}
+        if both:
+            raise ValueError(f"categories in both primary_categories and secondary_categories: {sorted(both)}")
         return self
 
 

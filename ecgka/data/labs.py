@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ LAB_DROP_REASONS = (
     "malformed_row", "bad_subject_id", "bad_charttime", "non_numeric_value", "out_of_range",
     "not_blood", "hemolysed", "duplicate",
 )
+UNCHECKED = "hemolysis_unchecked"  # potassium rows of files without `comments`: the haemolysis rule was not applied
 
 
 @dataclass
@@ -83,19 +85,38 @@ class ItemSelection:
 
 
 def select_items(cfg: LabsConfig, d_labitems: Path | None = None) -> ItemSelection:
-    """The configured items, plus potassium items found by label and fluid in ``d_labitems`` if given."""
+    """The configured items, plus potassium items found by label and fluid in ``d_labitems`` if given.
+
+    A found blood item is primary when its ``category`` is one of ``cfg.primary_categories`` (serum/plasma
+    chemistry, e.g. the newer 52xxx codes), secondary otherwise (blood gas, any other category).
+    """
     primary, secondary, other = list(cfg.primary_itemids), list(cfg.secondary_itemids), []
     if d_labitems is not None:
         items = read_small_table(d_labitems, ("itemid", "label", "fluid"))
         label_ok = items["label"].fillna("").str.strip().str.contains(cfg.label_pattern, flags=re.I, regex=True)
         blood = items["fluid"].fillna("").str.strip().str.lower().isin([f.lower() for f in cfg.blood_fluids])
+        is_primary = _primary_category(d_labitems, items, cfg)
         ids = pd.to_numeric(items["itemid"], errors="coerce")
         known = set(primary) | set(secondary)
-        for itemid, is_blood in zip(ids[label_ok], blood[label_ok], strict=True):
+        for itemid, is_blood, prim in zip(ids[label_ok], blood[label_ok], is_primary[label_ok], strict=True):
             if pd.isna(itemid) or int(itemid) in known:
                 continue
-            (secondary if is_blood else other).append(int(itemid))
+            (other if not is_blood else primary if prim else secondary).append(int(itemid))
+    primary = list(dict.fromkeys(primary))
     return ItemSelection(tuple(primary), tuple(sorted(set(secondary) - set(primary))), tuple(sorted(set(other))))
+
+
+def _primary_category(path: Path, items: pd.DataFrame, cfg: LabsConfig) -> pd.Series:
+    """Whether each d_labitems row's category is a primary one; a missing column is an error unless the
+    category rule is switched off (both category lists empty: every found item is secondary)."""
+    if not cfg.primary_categories and not cfg.secondary_categories:
+        return pd.Series(False, index=items.index)
+    if "category" not in items.columns:
+        raise InputError(f"{path}: missing column category (needed to rank potassium items by "
+                         "labs.primary_categories; set labs.primary_categories=[] labs.secondary_categories=[] "
+                         "to add every found item as secondary)")
+    wanted = {c.strip().lower() for c in cfg.primary_categories}
+    return items["category"].fillna("").str.strip().str.lower().isin(wanted)
 
 
 def read_small_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -181,6 +202,13 @@ def _to_seconds(values: pd.Series) -> np.ndarray:
 
 
 class _HemolysisMatcher:
+    """True for a comment with a mention of haemolysis that is not negated.
+
+    Negated mentions ("no evidence of hemolysis", "non-hemolyzed", "hemolysis: none") are removed first;
+    any mention left drops the row, so a comment with both ("not hemolyzed on recollection; first sample
+    hemolyzed") is dropped: the result may come from the haemolysed sample.
+    """
+
     def __init__(self, cfg: LabsConfig):
         self.hit = re.compile(cfg.hemolysis_pattern, re.I)
         self.negated = re.compile(cfg.hemolysis_negation_pattern, re.I)
@@ -189,7 +217,8 @@ class _HemolysisMatcher:
         text = comments.fillna("").astype(str)
         hit = text.str.contains(self.hit, regex=True).to_numpy(dtype=bool, copy=True)
         if hit.any():
-            hit[hit] = ~text[hit].str.contains(self.negated, regex=True).to_numpy(dtype=bool)
+            left = text[hit].str.replace(self.negated, " ", regex=True)
+            hit[hit] = left.str.contains(self.hit, regex=True).to_numpy(dtype=bool)
         return hit
 
 
@@ -214,6 +243,8 @@ def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, h
     ]
     if cfg.drop_hemolysed and "comments" in df:
         checks.append(("hemolysed", hemolysed(df["comments"])))
+    elif cfg.drop_hemolysed:  # the rule cannot be applied: counted, reported in the summary and manifest
+        dropped[UNCHECKED] += int((~np.isin(itemid.to_numpy(), items.other_fluid)).sum())
     for reason, bad in checks:
         newly = bad & (reasons == "")
         reasons[newly] = reason
@@ -225,18 +256,25 @@ def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, h
 
 
 def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, progress: bool = False
-                      ) -> tuple[LabTable, dict[str, int], dict[str, int]]:
-    """Stream every lab file; return the potassium table (sorted, de-duplicated), drop counts, row counts."""
+                      ) -> tuple[LabTable, dict[str, int], dict[str, Any]]:
+    """Stream every lab file; return the potassium table (sorted, de-duplicated), drop counts, row counts.
+
+    Files without a ``comments`` column cannot be checked for haemolysis: the row counts then say how many
+    potassium rows went unchecked (``hemolysis_unchecked``) and in which files.
+    """
     from tqdm.auto import tqdm
 
     dropped: Counter = Counter()
     seen = Counter()
     parts: list[LabTable] = []
     hemolysed = _HemolysisMatcher(cfg)
+    no_comments: list[str] = []
     for path in paths:
         present = lab_file_columns(path)
         check_columns(path, present, REQUIRED_COLUMNS)
         columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in present]
+        if "comments" not in present:
+            no_comments.append(Path(path).name)
         bar = tqdm(unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", disable=not progress, leave=False)
         try:
             for batch in iter_batches(Path(path), cfg, columns, dropped):
@@ -249,7 +287,11 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
         finally:
             bar.close()
     table = LabTable.concat(parts).sorted()
+    unchecked = dropped.pop(UNCHECKED, 0)
     seen["potassium_rows"] = len(table) + sum(v for k, v in dropped.items() if k != "malformed_row")
+    if unchecked:
+        seen[UNCHECKED] = int(unchecked)
+        seen[f"{UNCHECKED}_files"] = no_comments
     if cfg.drop_duplicates and len(table):
         table = _drop_duplicates(table, dropped)
     seen["kept"] = len(table)

@@ -104,8 +104,17 @@ def format_summary(manifest: dict[str, Any], seconds: float | None = None) -> st
     lines.append(f"{'n_max':<{width}}  {manifest['n_max']:>10,}")
     groups = manifest["shot_groups"]
     lines.append(f"{'shot bins':<{width}}  many {len(groups['many'])}, median {len(groups['median'])}, few {len(groups['few'])}")
+    if manifest.get("labs", {}).get("hemolysis_unchecked"):
+        lines.append(hemolysis_warning(manifest["labs"]))
     if manifest.get("variants"):
         lines.append(f"{'variants':<{width}}  {', '.join(manifest['variants'])} (imbalance variants)")
     if seconds is not None:
         lines.append(f"{'seconds':<{width}}  {seconds:>10.1f}")
     return "\n".join(lines)
+
+
+def hemolysis_warning(labs: dict[str, Any]) -> str:
+    """The summary line for lab files without ``comments``: the haemolysis rule could not be applied."""
+    files = ", ".join(labs.get("hemolysis_unchecked_files", [])) or "a lab file"
+    return (f"WARNING: haemolysis rule not applied to {labs['hemolysis_unchecked']:,} potassium rows "
+            f"(no comments column in {files})")

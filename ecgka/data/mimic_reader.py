@@ -5,10 +5,15 @@ reader parses the simple header layout itself (single segment, one format-16 dat
 signals, no skew, byte offset or multiple samples per frame, explicit non-zero gains) and reads the
 ``.dat`` with numpy, converting exactly as wfdb does (float64: (d - baseline) / gain; -32768 -> NaN).
 Anything else goes to ``wfdb.rdrecord``. Failures are :class:`RecordError` with a reason code.
+
+Header file names are untrusted input: before either reader runs, every file a header names must be a
+plain name in the record's folder that resolves inside the ECG root (``unsafe_path`` otherwise, unopened).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,17 +88,74 @@ def _parse_header(text: str) -> _Header | None:
     return _Header(n_sig, fs, n_samples, files.pop(), gains, baselines, units, names)
 
 
-def read_header_text(record: Path) -> str | None:
-    """The header as text; None when it is not ASCII (then wfdb decides whether it is readable)."""
+def _header_bytes(record: Path) -> bytes:
     hea = Path(f"{record}.hea")
     try:
-        return hea.read_bytes().decode("ascii")
+        return hea.read_bytes()
     except FileNotFoundError:
         raise RecordError("file_missing", f"{hea.name} not found") from None
-    except UnicodeDecodeError:
-        return None
     except OSError as exc:
         raise RecordError("header_corrupt", str(exc)) from None
+
+
+def read_header_text(record: Path, raw: bytes | None = None) -> str | None:
+    """The header as text; None when it is not ASCII (then wfdb decides whether it is readable)."""
+    try:
+        return (raw if raw is not None else _header_bytes(record)).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def header_file_names(text: str) -> tuple[bool, list[str]]:
+    """Whether the header is multi-segment, and the first field of every line after the record line: each
+    signal's file name (or each segment's record name). A minimal parse, done before any file is opened."""
+    lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return False, []
+    return "/" in lines[0][0], [fields[0] for fields in lines[1:]]
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and name not in {".", ".."} and not any(c in name for c in "/\\:")
+
+
+@functools.lru_cache(maxsize=64)
+def _real_folder(folder: str) -> str:
+    """A folder with every symlink resolved (cached within one record: its files share a folder)."""
+    return os.path.realpath(folder)
+
+
+def check_inside(path: Path, root: Path, what: str) -> None:
+    """``unsafe_path`` unless ``path`` (symlinks followed, nothing opened) lies inside ``root``."""
+    path = Path(path)
+    real_root = _real_folder(str(root))
+    if os.path.islink(path):
+        try:
+            real = os.path.realpath(path, strict=True)
+        except (OSError, RuntimeError) as exc:  # a dangling link or a loop
+            raise RecordError("unsafe_path", f"{what} {path.name}: cannot resolve ({type(exc).__name__})") from None
+    else:
+        real = os.path.join(_real_folder(str(path.parent)), path.name)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise RecordError("unsafe_path", f"{what} {path.name} resolves outside {root}")
+
+
+def check_header_names(record: Path, root: Path, raw: bytes | None = None, depth: int = 0) -> None:
+    """Every file a header names must be a plain name in the record's folder and resolve inside ``root``;
+    the headers of a multi-segment record's segments are checked the same way (``~`` is an empty segment)."""
+    multi, names = header_file_names((raw if raw is not None else _header_bytes(record)).decode("latin-1"))
+    for name in dict.fromkeys(names):  # MIMIC: 12 signal lines, one file
+        if name == "~" and multi:
+            continue
+        if not name.isprintable():
+            raise RecordError("header_corrupt", f"header names a file with control characters: {name!r}"[:200])
+        if not _is_plain_name(name):
+            raise RecordError("unsafe_path", f"header names {name!r}: not a plain file name in the record folder")
+        target = Path(record).parent / name
+        check_inside(target, root, "header file")
+        if multi and depth < 2 and Path(f"{target}.hea").is_file():
+            check_inside(Path(f"{target}.hea"), root, "segment header")
+            check_header_names(target, root, depth=depth + 1)
 
 
 def read_fast(record: Path, header: _Header) -> Signal:
@@ -104,6 +166,8 @@ def read_fast(record: Path, header: _Header) -> Signal:
         raw = np.fromfile(dat, dtype="<i2", count=header.n_sig * header.n_samples)
     except FileNotFoundError:
         raise RecordError("file_missing", f"{dat.name} not found") from None
+    except OSError as exc:  # a folder, no permission, an I/O error: bad data, not a bug
+        raise RecordError("read_error", f"{dat.name}: {type(exc).__name__}: {exc}"[:200]) from None
     if raw.size * 2 < expected:
         raise RecordError("truncated", f"{dat.name} has {raw.size * 2} of {expected} bytes")
     digital = raw.reshape(header.n_samples, header.n_sig)
@@ -141,10 +205,19 @@ def _classify_wfdb_error(record: Path, exc: Exception) -> str:
     return "read_error"
 
 
-def read_record(record: Path, fast: bool = True) -> Signal:
-    """Read a record by path without extension: the fast reader when it applies, wfdb otherwise."""
+def read_record(record: Path, fast: bool = True, root: Path | None = None) -> Signal:
+    """Read a record by path without extension: the fast reader when it applies, wfdb otherwise.
+
+    File names are untrusted: the header (and every file it names) must resolve inside ``root`` (default:
+    the record's folder), checked before anything but the header is opened (``unsafe_path`` otherwise).
+    """
+    root = Path(root) if root is not None else Path(record).parent
+    _real_folder.cache_clear()  # never a stale answer for a folder replaced by a symlink since
+    check_inside(Path(f"{record}.hea"), root, "record")
+    raw = _header_bytes(record)
+    check_header_names(record, root, raw)
     if fast:
-        text = read_header_text(record)
+        text = read_header_text(record, raw)
         header = _parse_header(text) if text is not None else None
         if header is not None:
             return read_fast(record, header)

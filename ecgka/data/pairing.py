@@ -2,7 +2,8 @@
 
 Vectorised with ``pandas.merge_asof`` (backward and forward per item class), so pairing 800k ECGs with
 millions of labs takes seconds. Each ECG appears at most once in the output; a lab may serve several
-ECGs (different ECGs of one draw). Window bounds are inclusive.
+ECGs (different ECGs of one draw). Window bounds are inclusive. Several labs of one class at one charttime
+count as one: the lowest value (then the lower item id), before and after the ECG alike.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ PAIR_COLUMNS = ("lab_time_s", "itemid", "potassium", "delta_s")
 
 
 def _nearest(ecgs: pd.DataFrame, labs: pd.DataFrame, before_s: int, after_s: int) -> pd.DataFrame:
-    """Nearest lab per ECG within [t - before, t + after]; ties: the earlier lab, then the lower value."""
+    """Nearest lab per ECG within [t - before, t + after]; equal distance: the earlier lab. ``labs`` holds
+    one lab per subject and time (``_as_frame``), so several labs at one charttime resolve alike on both sides."""
     cols = ["lab_time_s", "itemid", "potassium"]
     back = pd.merge_asof(ecgs, labs, left_on="time_s", right_on="lab_time_s", by="subject_id",
                          direction="backward", tolerance=before_s, allow_exact_matches=True)
@@ -32,13 +34,17 @@ def _nearest(ecgs: pd.DataFrame, labs: pd.DataFrame, before_s: int, after_s: int
 
 
 def _as_frame(labs: LabTable, itemids: tuple[int, ...]) -> pd.DataFrame:
+    """The labs of ``itemids``, one per subject and charttime: the same-time rule keeps the lowest value
+    (haemolysis and handling only raise potassium), then the lower item id, so the ECG's both sides agree."""
     keep = np.isin(labs.itemid, np.asarray(itemids, dtype=np.int32))
     frame = pd.DataFrame({
         "subject_id": labs.subject_id[keep], "lab_time_s": labs.time_s[keep],
         "itemid": labs.itemid[keep].astype(np.float64), "potassium": labs.value[keep].astype(np.float64),
     })
-    # merge_asof needs the 'on' key sorted globally; the full sort key makes ties deterministic
-    return frame.sort_values(["lab_time_s", "subject_id", "itemid", "potassium"], kind="stable", ignore_index=True)
+    frame = frame.sort_values(["subject_id", "lab_time_s", "potassium", "itemid"], kind="stable")
+    frame = frame.drop_duplicates(["subject_id", "lab_time_s"], keep="first")
+    # merge_asof needs the 'on' key sorted globally
+    return frame.sort_values(["lab_time_s", "subject_id"], kind="stable", ignore_index=True)
 
 
 def pair_labs(ecgs: pd.DataFrame, labs: LabTable, primary: tuple[int, ...], secondary: tuple[int, ...],

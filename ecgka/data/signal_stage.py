@@ -4,6 +4,11 @@ A chunk is a fixed slice of the paired records (by ``sample_id``), so its output
 input, never on which worker ran it. The part is a folder written atomically with two Arrow IPC files
 (names in ``ecgka.catalog.WorkDir``): the kept rows (shard schema) and the excluded ones (sample_id,
 reason, detail). An existing part is reused on resume.
+
+Only bad data becomes an exclusion: a :class:`RecordError` (the readers map wfdb's errors on bad files and
+I/O errors to one). Any other exception is a bug (or a broken environment), and excluding every record
+for it would hide it: it stops the build as a :class:`SignalStageError`, one line naming the record (or
+the chunk) and the error.
 """
 
 from __future__ import annotations
@@ -22,9 +27,18 @@ from ecgka.data.mimic_reader import RecordError, read_record
 from ecgka.data.record_list import resolve_record
 from ecgka.data.shards import make_table, write_ipc
 from ecgka.data.signal_qc import clean_batch, process_signal, to_stored
+from ecgka.errors import EcgkaError
 from ecgka.io import atomic_path
 
 TASK_COLUMNS = ["row", "subject_id", "study_id", "path", "time_s", "lab_time_s", "itemid", "potassium"]
+
+
+class SignalStageError(EcgkaError):
+    """An unexpected error (not bad data) in the signal stage: the build stops with this one line."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
 
 
 @dataclass
@@ -45,28 +59,49 @@ class ChunkTask:
 
 
 def _process_one(root: Path, path: str, cfg: BuildConfig) -> np.ndarray:
-    sig = read_record(resolve_record(root, path), fast=cfg.signal.fast_reader)
+    sig = read_record(resolve_record(root, path), fast=cfg.signal.fast_reader, root=root)
     return process_signal(sig, cfg.signal)
 
 
 def run_chunk(task: ChunkTask) -> dict:
-    """Process one chunk (skipped when its part exists); return counts and seconds."""
-    out = task.part_dir
+    """Process one chunk (skipped when its part exists); return counts and seconds.
+
+    Raises :class:`SignalStageError` on anything but bad data; no part is written then.
+    """
     if task.done:
         return {"index": task.index, "skipped": True}
+    try:
+        return _run_chunk(task)
+    except SignalStageError:
+        raise
+    except Exception as exc:
+        raise SignalStageError(f"signal stage stopped in chunk {task.index} ({len(task.records)} records, work "
+                               f"folder {task.work_dir}): {_one_line(exc)}") from None
+
+
+def _read_chunk(task: ChunkTask, cfg: BuildConfig) -> tuple[list[np.ndarray], list[int], list[tuple]]:
+    """Every record of the chunk: its signal, or its exclusion (bad data only)."""
+    recs, root = task.records, Path(task.ecg_root)
+    signals, kept, excluded = [], [], []
+    for i, path in enumerate(recs["path"].to_numpy()):
+        try:
+            signals.append(_process_one(root, path, cfg))
+            kept.append(i)
+        except RecordError as exc:
+            excluded.append((int(recs["row"].iat[i]), exc.reason, exc.detail[:300]))
+        except Exception as exc:  # a bug would otherwise exclude every record with the same reason
+            raise SignalStageError(f"signal stage stopped at record {path} (sample_id {int(recs['row'].iat[i])}, "
+                                   f"chunk {task.index}): {_one_line(exc)}") from None
+    return signals, kept, excluded
+
+
+def _run_chunk(task: ChunkTask) -> dict:
+    out = task.part_dir
     cfg = BuildConfig.model_validate(task.cfg)
     start = time.perf_counter()
     recs = task.records
     signal_len = len(cfg.signal.leads) * cfg.signal.n_samples
-    signals, kept, excluded = [], [], []
-    for i, path in enumerate(recs["path"].to_numpy()):
-        try:
-            signals.append(_process_one(Path(task.ecg_root), path, cfg))
-            kept.append(i)
-        except RecordError as exc:
-            excluded.append((int(recs["row"].iat[i]), exc.reason, exc.detail[:300]))
-        except Exception as exc:  # a bad record never stops the build
-            excluded.append((int(recs["row"].iat[i]), "read_error", f"{type(exc).__name__}: {exc}"[:300]))
+    signals, kept, excluded = _read_chunk(task, cfg)
     sub = recs.iloc[kept]
     meta = {
         "sample_id": sub["row"].to_numpy(np.int64), "subject_id": sub["subject_id"].to_numpy(np.int64),
