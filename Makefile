@@ -13,13 +13,18 @@ INSTALL_KEY := $(TORCH) $(TORCHSORT) $(shell cat pyproject.toml 2>/dev/null | ck
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test install torchsort browser lint bench clean
+.PHONY: demo test test-gpu install torchsort browser lint bench clean
 
 demo: install
 	@$(BIN)/ecgka run pipelines/demo.yaml --out $(DEMO_OUT)
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The CUDA tests only (tests/test_gpu.py: every method in fp32 and bf16 + compile, resume, CUDA vs CPU
+# predictions, torchsort's CUDA kernel, NCCL DDP); they skip where torch sees no GPU.
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 # One install for every target: the package with its `dev` extra (pytest, Dask, DuckDB, Polars,
 # TensorBoard, psutil for the benchmarks). The demo itself needs only `pip install -e .`.
@@ -42,9 +47,13 @@ $(BIN)/python:
 # torchsort ships only as source: build it against the installed torch, without build isolation.
 # With a CPU torch, an nvcc on PATH makes the build ask for CUDA_HOME and fail, so nvcc is hidden
 # from the build; with a CUDA torch the CUDA extension is built. A torchsort built against another
-# torch (ABI mismatch) fails the check below and is rebuilt.
+# torch (ABI mismatch) fails the check below and is rebuilt. Where torch sees a GPU the check also runs
+# soft_sort on a CUDA tensor: a CPU-only torchsort fails it and is rebuilt with its CUDA extension.
+TORCHSORT_CHECK := import torch, torchsort; torchsort.soft_sort(torch.zeros(1, 3)); \
+  cuda = torch.cuda.is_available(); \
+  assert not cuda or torchsort.soft_sort(torch.zeros(1, 3, device='cuda')).is_cuda
 torchsort:
-	@if $(BIN)/python -c "import torch, torchsort; torchsort.soft_sort(torch.zeros(1, 3))" 2>/dev/null; then \
+	@if $(BIN)/python -c "$(TORCHSORT_CHECK)" 2>/dev/null; then \
 	  echo "torchsort works with the installed torch"; \
 	else \
 	  cuda=$$($(BIN)/python -c "import torch; print(torch.version.cuda or '')"); \
@@ -56,7 +65,7 @@ torchsort:
 	    echo "building torchsort (CUDA $$cuda extension)"; \
 	    FORCE_CUDA=1 $(BIN)/pip install -q --disable-pip-version-check --no-build-isolation --no-cache-dir --force-reinstall --no-deps "$(TORCHSORT)"; \
 	  fi; \
-	  $(BIN)/python -c "import torch, torchsort; torchsort.soft_sort(torch.zeros(1, 3)); print('torchsort OK')"; \
+	  $(BIN)/python -c "$(TORCHSORT_CHECK); print('torchsort OK' + (' (CUDA)' if cuda else ''))"; \
 	fi
 
 # Headless Chromium (Debian's package) renders the HTML report in the report tests.

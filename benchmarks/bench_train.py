@@ -3,10 +3,12 @@
 CPU (always): a training epoch through ``train_run`` for each preset on a generated 500 Hz x 10 s dataset
 (samples/s from the run's log), the step time of end-to-end Dist Loss against MSE in the same process,
 and the shard loader's samples/s against what the model consumes.
+Compile warm-up (CPU with inductor, and GPU): the first step's seconds (tracing + compiling the backbone)
+against the steady-state step, eager against compiled, in the same run.
 GPU (when CUDA is present): the small preset at batch 512, eager fp32 against bf16 autocast +
 torch.compile, and the loader against the GPU's consumption.
 
-    python benchmarks/bench_train.py [--n 512] [--batch 64] [--presets small ecg] [--gpu-steps 30]
+    python benchmarks/bench_train.py [--n 512] [--batch 64] [--presets small ecg] [--gpu-steps 30] [--no-compile]
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from shard_factory import write_dataset  # noqa: E402
 from ecgka.catalog import DatasetDir, RunDir  # noqa: E402
 from ecgka.labels import LabelGrid  # noqa: E402
 from ecgka.training import load_train_config, train_run  # noqa: E402
-from ecgka.training.build import build_criterion, build_model, build_optimizer  # noqa: E402
+from ecgka.training.build import Runtime, build_criterion, build_model, build_optimizer, wrap_network  # noqa: E402
+from ecgka.training.distributed import DistInfo  # noqa: E402
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device  # noqa: E402
 from ecgka.training.shard_loading import load_split  # noqa: E402
-from ecgka.training.step import FeatureModel, train_step  # noqa: E402
+from ecgka.training.step import train_step  # noqa: E402
 
 
 def epoch_throughput(data: Path, out: Path, preset: str, batch: int) -> dict:
@@ -45,21 +48,23 @@ def epoch_throughput(data: Path, out: Path, preset: str, batch: int) -> dict:
 
 
 def step_times(data: Path, preset: str, batch: int, steps: int, device: str = "cpu", bf16: bool = False,
-               compile_: bool = False, methods=("vanilla", "dist_loss")) -> dict[str, float]:
-    """Median seconds per training step for each method (same model, same batches, interleaved)."""
+               compile_: bool = False, methods=("vanilla", "dist_loss"), first: bool = False) -> dict:
+    """Median seconds per training step for each method (same model, same batches, interleaved), through
+    the trainer's own network (``wrap_network``: bf16 backbone + float32 head, compiled backbone).
+    ``first``: ``{method: (first step seconds, median steady-state seconds)}`` instead."""
     train = load_split(data, "train")
     grid = LabelGrid.from_manifest(DatasetDir(data).read_manifest())
     batches = epoch_batches(len(train), batch, seed=0, epoch=0)
     xs = [to_device(x, y, torch.device(device)) for x, y in iterate_batches(train, batches[:4], [0])]
+    runtime = Runtime(torch.device(device), bf16=bf16, compile=compile_)
+    torch._dynamo.reset()
     setups = {}
     for name in methods:
         cfg = load_train_config(None, [f"model.preset={preset}", f"method.name={name}", f"batch_size={batch}"])
         torch.manual_seed(0)
         model = build_model(cfg, 1).to(device)
         criterion = build_criterion(cfg, train.labels, grid, batch).to(device)
-        net = FeatureModel(model, criterion.transform_features).train()
-        if compile_:
-            net = torch.compile(net)
+        net = wrap_network(model, criterion, runtime, DistInfo()).train()
         setups[name] = (net, criterion, build_optimizer(cfg, model, criterion))
     times: dict[str, list[float]] = {name: [] for name in methods}
     for i in range(steps + 3):
@@ -68,13 +73,27 @@ def step_times(data: Path, preset: str, batch: int, steps: int, device: str = "c
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = train_step(net, crit, opt, x, y, epoch=0, bf16=bf16)
+            out = train_step(net, crit, opt, x, y, epoch=0)
             float(out["loss"])
             if device == "cuda":
                 torch.cuda.synchronize()
-            if i >= 3:  # warm-up (and compilation) excluded
-                times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            times[name].append(time.perf_counter() - t0)
+    steady = {name: float(np.median(t[3:])) for name, t in times.items()}  # warm-up (compilation) excluded
+    return {name: (times[name][0], steady[name]) for name in methods} if first else steady
+
+
+def compile_warmup(data: Path, preset: str, batch: int, steps: int, device: str = "cpu", bf16: bool = False
+                   ) -> None:
+    """Print the first step against the steady-state step, eager and compiled (MSE), in this run."""
+    for label, compiled in (("eager", False), ("compiled", True)):
+        try:
+            (t_first, t_steady), = step_times(data, preset, batch, steps, device=device, bf16=bf16,
+                                              compile_=compiled, methods=("vanilla",), first=True).values()
+        except Exception as exc:  # e.g. no C++ compiler for inductor on this machine
+            print(f"compile warm-up {label:>8}: not measured ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        print(f"compile warm-up {label:>8} {preset} on {device}: first step {t_first:7.2f} s, "
+              f"steady {t_steady * 1e3:8.1f} ms/step (first = {t_first / t_steady:.0f} steady steps)")
 
 
 def loss_only_times(data: Path, batch: int = 512, reps: int = 200, device: str = "cpu") -> dict[str, float]:
@@ -119,6 +138,8 @@ def cpu_report(args, data: Path, tmp: Path) -> None:
         t = step_times(data, preset, args.batch, args.steps)
         print(f"step time    {preset:>6}: MSE {t['vanilla'] * 1e3:7.1f} ms, Dist Loss {t['dist_loss'] * 1e3:7.1f} ms "
               f"-> Dist Loss / MSE = {t['dist_loss'] / t['vanilla']:.3f}")
+    if args.compile:
+        compile_warmup(data, args.presets[0], args.batch, args.steps)
     t = loss_only_times(data)
     print(f"loss only  B=512: MSE {t['vanilla'] * 1e3:.3f} ms, Dist Loss {t['dist_loss'] * 1e3:.3f} ms fwd+bwd "
           f"(+{(t['dist_loss'] - t['vanilla']) * 1e3:.3f} ms per step)")
@@ -138,6 +159,8 @@ def gpu_report(args, data: Path) -> None:
         print(f"{label:>13}: MSE {512 / t['vanilla']:9.0f} samples/s, Dist Loss {512 / t['dist_loss']:9.0f} "
               f"samples/s (Dist Loss / MSE step = {t['dist_loss'] / t['vanilla']:.3f})")
     print(f"speed-up bf16+compile / eager fp32 (MSE): {eager['vanilla'] / fast['vanilla']:.2f}x")
+    if args.compile:
+        compile_warmup(data, "small", 512, args.gpu_steps, device="cuda", bf16=True)
     rate = loader_throughput(data, 512, pin=True)
     print(f"loader batch 512 (pinned): {rate:9.0f} samples/s = {rate * fast['vanilla'] / 512:.2f}x the "
           "bf16+compile consumption")
@@ -152,6 +175,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--gpu-steps", type=int, default=30)
     parser.add_argument("--gpu-only", action="store_true")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the compile warm-up measurement (inductor compiles for tens of seconds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

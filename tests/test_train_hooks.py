@@ -77,3 +77,28 @@ def test_meter_sums_in_step_order_across_a_snapshot():
     a, b = whole.close(), resumed.close()
     assert (a["loss"], a["terms"], a["batches"], a["samples"]) == (b["loss"], b["terms"], b["batches"], b["samples"])
     assert a["batches"] == 25 and a["samples"] == 100
+
+
+def test_a_nan_or_infinite_validation_metric_is_never_selected_as_best():
+    """Selection (``Trainer._record``): only finite values compete; a NaN first epoch does not block later."""
+    from ecgka.training.config import TrainConfig
+    from ecgka.training.distributed import DistInfo
+    from ecgka.training.loop import Trainer
+
+    class ScriptedValidation(Trainer):  # validation metrics given, the selection rule under test
+        def validate(self):
+            return {self.cfg.selection_metric: self.script.pop(0)}
+
+    def best_epochs(values):
+        trainer = ScriptedValidation(cfg=TrainConfig(), model=None, net=None, criterion=None, optimizer=None,
+                                     train=None, val=None, leads=[0], runtime=None, info=DistInfo(), grid=None,
+                                     train_counts=None)
+        trainer.script = list(values)
+        sums = {"loss": 1.0, "terms": {}, "batches": 1, "samples": 4, "seconds": 1.0, "data_seconds": 0.0}
+        flags = [trainer._record(epoch, 0.1, sums)["is_best"] for epoch in range(len(values))]
+        return [e for e, f in enumerate(flags) if f], trainer.best
+
+    nan, inf = float("nan"), float("inf")
+    assert best_epochs([nan, 0.5, inf, 0.7, -inf, 0.4, nan]) == ([1, 5], {"epoch": 5, "value": 0.4,
+                                                                          "metric": TrainConfig().selection_metric})
+    assert best_epochs([nan, inf, nan]) == ([], {})

@@ -105,3 +105,66 @@ def test_epoch_order_is_a_function_of_seed_and_epoch_and_ranks_partition_it():
     r0, r1 = (epoch_batches(100, 20, seed=1, epoch=2, rank=r, world=2) for r in (0, 1))
     for full, a, b in zip(one, r0, r1, strict=True):
         assert np.array_equal(np.concatenate([a, b]), full)
+
+
+def _bf16_rounded(t: torch.Tensor) -> bool:
+    return bool(torch.equal(t, t.to(torch.bfloat16).float()))
+
+
+def test_bf16_autocast_keeps_the_head_and_predictions_in_float32(data_dir):
+    """CPU autocast(bf16) runs the same path as CUDA's: the backbone in bf16, the head in float32."""
+    from ecgka.training.prediction import predict_arrays
+    from ecgka.training.step import autocast, fp32_features
+
+    torch.manual_seed(0)
+    model = build_model(TrainConfig.model_validate({"model": {"preset": "tiny"}}), 1).eval()
+    x = torch.randn(64, 1, 256)
+    net = FeatureModel(model, amp_device="cpu").eval()
+    with torch.no_grad():
+        pred, feats = net(x)
+        with autocast("cpu"):
+            old = model(x).float()  # the old path: the whole model under autocast
+        expected = model.head(fp32_features(model.forward_features, x, "cpu")).squeeze(-1)
+    assert pred.dtype == feats.dtype == torch.float32
+    assert _bf16_rounded(old), "the old path (the whole model under autocast) rounds predictions to bf16"
+    assert not _bf16_rounded(pred) and len(torch.unique(pred)) == 64
+    torch.testing.assert_close(pred, expected, rtol=0, atol=0)
+    # prediction (validation, ecgka evaluate) takes the same path
+    from ecgka.training.build import Runtime
+
+    train = load_split(data_dir, "val")
+    got = predict_arrays(model, train, [0], Runtime(torch.device("cpu"), bf16=True), batch_size=16)
+    assert not _bf16_rounded(torch.from_numpy(got)) and len(np.unique(got)) == len(train)
+
+
+def test_bf16_training_step_computes_the_loss_on_float32_predictions(data_dir):
+    cfg, train, model, criterion, optimizer = _setup(data_dir, {"name": "vanilla"})
+    net = FeatureModel(model, criterion.transform_features, amp_device="cpu").train()
+    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
+    out = train_step(net, criterion, optimizer, x, y, epoch=0)
+    assert out["pred"].dtype == torch.float32 and not _bf16_rounded(out["pred"])
+    assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("method", [{"name": "vanilla"}, {"name": "fds"}], ids=["vanilla", "fds"])
+def test_compiled_backbone_is_compiled_once_across_epochs(data_dir, method):
+    """Only ``forward_features`` is compiled: the Python-int epoch (FDS branches on it) never recompiles."""
+    from torch._dynamo.testing import CompileCounter
+
+    from ecgka.training.build import Runtime, wrap_network
+    from ecgka.training.distributed import DistInfo
+
+    torch._dynamo.reset()
+    cfg, train, model, criterion, optimizer = _setup(data_dir, method)
+    counter = CompileCounter()
+    net = wrap_network(model, criterion, Runtime(torch.device("cpu"), compile=True, compile_backend=counter),
+                       DistInfo()).train()
+    for epoch in range(3):
+        criterion.on_epoch_start(epoch)
+        feats = []
+        for x, y in iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=epoch), [0], normalise=True):
+            out = train_step(net, criterion, optimizer, x, y, epoch=epoch)
+            feats.append((out["features"], y))
+        criterion.on_epoch_end(epoch, torch.cat([f for f, _ in feats]), torch.cat([t for _, t in feats]))
+    assert counter.frame_count == 1 and torch.isfinite(out["loss"])
+    torch._dynamo.reset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +226,90 @@ def test_cuda_only_options_are_ignored_on_the_cpu(data_dir, tmp_path):
     a = torch.load(runs["plain"] / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(runs["flags"] / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), "same seed, same data: same weights (deterministic on CPU)"
+
+
+def test_cli_training_set_smaller_than_one_batch_is_a_one_line_error(data_dir, tmp_path):
+    res = _cli("--data", str(data_dir), "--out", str(tmp_path / "r"), *FAST, "batch_size=256")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "160 samples, fewer than one batch of 256" in res.stderr and "lower batch_size" in res.stderr
+    assert not (tmp_path / "r").exists(), "checked before any file is written"
+
+
+def test_an_epoch_needs_one_whole_batch():
+    from ecgka.training.api import check_steps
+
+    check_steps(32, 32)  # exactly one batch: one step
+    with pytest.raises(InputError, match="31 samples, fewer than one batch of 32"):
+        check_steps(31, 32)
+    with pytest.raises(InputError, match="0 samples"):
+        check_steps(0, 1)
+
+
+def _with_nan_label(src: Path, dst: Path, row: int) -> Path:
+    """A copy of the dataset ``src`` whose training row ``row`` has a NaN label."""
+    import shutil
+
+    import pyarrow as pa
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".cache"))
+    shard = DatasetDir(dst).shards("train")[row // 50]
+    table = pq.read_table(shard)
+    k = table.column("potassium").to_numpy().copy()
+    k[row % 50] = np.nan
+    pq.write_table(table.set_column(table.schema.get_field_index("potassium"), "potassium",
+                                    pa.array(k, type=pa.float32())), shard)
+    return dst
+
+
+def test_a_non_finite_training_loss_stops_the_run_naming_the_first_bad_step(data_dir, tmp_path):
+    from ecgka.training.loader import epoch_batches
+    from ecgka.training.meter import NonFiniteLossError
+
+    batches = epoch_batches(160, 32, seed=0, epoch=0)
+    row = int(batches[2][5])  # in the third batch of epoch 1; the later steps are NaN too (NaN weights)
+    bad = _with_nan_label(data_dir, tmp_path / "ds", row)
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 1, step 3: the training loss is nan"):
+        train_run(load_train_config(None, [*FAST, "epochs=2", "head_bias_init=default"]), bad, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists(), "nothing of the bad epoch is saved"
+
+
+def test_cli_a_diverging_run_is_a_one_line_error(data_dir, tmp_path):
+    res = _cli("--data", str(data_dir), "--out", str(tmp_path / "r"), *FAST, "epochs=2", "optim.lr=1e30")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert re.search(r"epoch 1, step \d+: the training loss is (nan|inf)", res.stderr), res.stderr
+
+
+def test_meter_names_the_step_of_a_non_finite_loss_across_flushes_and_a_resume():
+    from ecgka.training.meter import EpochMeter, NonFiniteLossError
+
+    meter = EpochMeter({"loss": 2.0, "batches": 4, "samples": 8}, flush_every=3, epoch=1)  # resumed at step 5
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 2, step 9: the training loss is inf"):
+        for value in (1.0, 1.0, 1.0, 1.0, float("inf"), float("nan")):  # steps 5..10; 9 is the first bad
+            meter.add(torch.tensor(value), {}, 2)  # the second flush (steps 8..10) finds it
+    tail = EpochMeter(flush_every=10)
+    tail.add(torch.tensor(1.0), {}, 2)
+    tail.add(torch.tensor(float("-inf")), {}, 2)
+    with pytest.raises(NonFiniteLossError, match=r"^epoch 1, step 2: the training loss is -inf"):
+        tail.close()  # an epoch shorter than a flush is checked when it closes
+
+
+def test_prediction_runs_with_tf32_off_and_restores_the_flags(data_dir):
+    """Predictions (validation, evaluate) are float32-exact on CUDA: TF32 off inside, the user's flags after."""
+    from ecgka.training.build import Runtime
+    from ecgka.training.prediction import predict_arrays
+
+    model = create_model("net1d", preset="tiny", in_channels=2, num_outputs=1)
+    seen = []
+    model.head.register_forward_hook(lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32,
+                                                             torch.backends.cudnn.allow_tf32)))
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        pred = predict_arrays(model, load_split(data_dir, "val"), [0, 1], Runtime(torch.device("cpu")),
+                              batch_size=16)
+        assert seen and set(seen) == {(False, False)} and pred.dtype == np.float32 and len(pred) == 48
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

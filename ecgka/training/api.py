@@ -17,7 +17,7 @@ import torch
 from ecgka import __version__
 from ecgka.catalog import DatasetDir, RunDir
 from ecgka.config import config_to_dict, dump_yaml
-from ecgka.errors import ConfigError
+from ecgka.errors import ConfigError, InputError
 from ecgka.io import atomic_write_json, atomic_write_text, remove_stale_temps
 from ecgka.labels import LabelGrid
 from ecgka.models import count_parameters, model_kwargs
@@ -72,9 +72,10 @@ def _prepare_dir(run: RunDir, cfg: TrainConfig, data: DatasetDir, manifest: dict
 
 
 def _hooks(cfg: TrainConfig, run: RunDir, info: DistInfo) -> list:
+    checkpoints = CheckpointHook(run, cfg.checkpoint_every_steps, write=info.main)  # every rank: RNG gather
     if not info.main:
-        return []
-    hooks = [CheckpointHook(run, cfg.checkpoint_every_steps)]
+        return [checkpoints]
+    hooks = [checkpoints]
     if cfg.progress:
         hooks += [ProgressBarHook(), EpochSummaryHook()]
     tensorboard = make_tensorboard_hook(run) if cfg.tensorboard else None
@@ -127,13 +128,24 @@ def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitData, val: Spli
                    train_counts=np.asarray(manifest["train_bin_counts"]["counts"]), hooks=hooks)
 
 
+def check_steps(n_train: int, batch_size: int) -> None:
+    """An epoch must have at least one training step (whole batches only): a one-line error otherwise."""
+    if n_train < batch_size:
+        raise InputError(f"the training split has {n_train} samples, fewer than one batch of {batch_size}: "
+                         "an epoch would have no training step; lower batch_size")
+
+
 def _train(cfg: TrainConfig, data: DatasetDir, run: RunDir, runtime: Runtime, info: DistInfo) -> dict:
     manifest = data.read_manifest()
+    n_listed = manifest.get("counts", {}).get("train")
+    if isinstance(n_listed, int):  # before any file is written or read
+        check_steps(n_listed, cfg.batch_size)
     done = _prepare_dir(run, cfg, data, manifest, info)
     if done is not None:
         return done
     seed_everything(cfg.seed)
     train, val = _load_splits(cfg, data, run, info)
+    check_steps(len(train), cfg.batch_size)
     trainer = _build_trainer(cfg, manifest, train, val, runtime, info, _hooks(cfg, run, info))
     if (state := load_last(run)) is not None:
         trainer.restore(state)

@@ -4,6 +4,7 @@ the model, the criterion, the optimiser and the wrapped network the trainer step
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,11 +21,18 @@ from ecgka.training.step import FeatureModel
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a run computes. bf16 autocast and torch.compile apply on CUDA only."""
+    """Where and how a run computes. ``make_runtime`` turns bf16 autocast and torch.compile on for CUDA
+    only; tests build a CPU Runtime with ``bf16`` (CPU autocast) or a counting ``compile_backend``."""
 
     device: torch.device
     bf16: bool = False
     compile: bool = False
+    compile_backend: Any = "inductor"  # torch.compile's backend (injectable for tests, not a user option)
+
+    @property
+    def amp_device(self) -> str | None:
+        """The device type autocast runs on (bf16), or None (float32 throughout)."""
+        return self.device.type if self.bf16 else None
 
     @property
     def pin_memory(self) -> bool:
@@ -69,11 +77,12 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, criterion: torch.n
 
 
 def wrap_network(model: torch.nn.Module, criterion, runtime: Runtime, info: DistInfo) -> torch.nn.Module:
-    """The network the trainer steps: features -> criterion transform -> head, compiled (the model, not the
-    DDP wrapper, so that DDP's hooks stay outside the graph) and DDP-wrapped as configured."""
-    net: torch.nn.Module = FeatureModel(model, criterion.transform_features)
-    if runtime.compile:
-        net = torch.compile(net)
+    """The network the trainer steps: features -> criterion transform -> head, DDP-wrapped as configured.
+
+    Only the backbone (``forward_features``) is compiled, inside the wrapper: DDP's hooks stay outside the
+    graph, and the epoch-dependent transform and the float32 head stay eager (no recompile per epoch)."""
+    net: torch.nn.Module = FeatureModel(model, criterion.transform_features, amp_device=runtime.amp_device,
+                                        compile_backend=runtime.compile_backend if runtime.compile else None)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -1,7 +1,8 @@
 """Checkpoints: plain dicts of tensors and numbers (``torch.load(weights_only=True)``), written atomically.
 
-``last.pt`` holds everything needed to continue exactly (model, optimiser, criterion state, RNG states,
-epoch/step counters, the log history); ``best.pt`` holds the model weights of the selected epoch.
+``last.pt`` holds everything needed to continue exactly (model, optimiser, criterion state, the RNG states
+of every process (a per-rank list: under DDP each rank continues its own generators), epoch/step counters,
+the log history); ``best.pt`` holds the model weights of the selected epoch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from ecgka.errors import InputError
 from ecgka.io import atomic_path
 
 
-def rng_state() -> dict[str, Any]:
-    """Torch (CPU and CUDA), NumPy legacy and Python RNG states as weights_only-loadable values."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Torch CPU, NumPy legacy and Python RNG states (and ``device``'s CUDA generator when it is a CUDA
+    device) as weights_only-loadable values: the generators of one process."""
     py_version, py_state, py_gauss = random.getstate()
     np_state = np.random.get_state()
     state = {
@@ -28,20 +30,36 @@ def rng_state() -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore what ``rng_state`` saved (the CUDA generator onto ``device``)."""
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
     np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
                          npst["has_gauss"], npst["gauss"]))
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list) and torch.cuda.is_available():  # an older checkpoint: every device's state
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def rank_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """This rank's entry of a checkpoint's per-rank RNG list (an older single-process dict as is)."""
+    if isinstance(saved, dict):
+        if world > 1:
+            raise InputError(f"last.pt holds one process's RNG state; it cannot continue on {world} processes")
+        return saved
+    if len(saved) != world:
+        raise InputError(f"last.pt holds the RNG states of {len(saved)} processes; it cannot continue on "
+                         f"{world} (use the same number of processes)")
+    return saved[rank]
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

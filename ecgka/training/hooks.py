@@ -65,23 +65,32 @@ class EpochSummaryHook(Hook):
 class CheckpointHook(Hook):
     """After each epoch: ``last.pt`` (+ ``best.pt`` when the epoch is best), then ``log.jsonl`` (both
     rewritten atomically from the same state, so they always agree). Every ``every_steps`` steps inside an
-    epoch (0: never): ``last.pt`` with the partial epoch's sums."""
+    epoch (0: never): ``last.pt`` with the partial epoch's sums.
 
-    def __init__(self, run: RunDir, every_steps: int = 0):
-        self.run, self.every_steps = run, every_steps
+    Under DDP every rank runs this hook (gathering every rank's RNG states is a collective) and only the
+    ``write`` rank (rank 0) writes."""
+
+    def __init__(self, run: RunDir, every_steps: int = 0, write: bool = True):
+        self.run, self.every_steps, self.write = run, every_steps, write
 
     def on_step_end(self, trainer: Trainer) -> None:
         if self.every_steps and trainer.step % self.every_steps == 0 and trainer.step < trainer.n_batches:
             trainer.partial = trainer.meter.snapshot()
-            save_checkpoint(self.run.checkpoint("last"), trainer.state())
+            self.save_last(trainer)
+
+    def save_last(self, trainer: Trainer) -> None:
+        rng = trainer.rng_states()
+        if self.write:
+            save_checkpoint(self.run.checkpoint("last"), trainer.state(rng))
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if record.get("is_best"):
+        if self.write and record.get("is_best"):
             save_checkpoint(self.run.checkpoint("best"), {"model": model_state(trainer.model),
                                                            "in_channels": len(trainer.leads),
                                                            "epoch": record["epoch"], "val": record["val"]})
-        save_checkpoint(self.run.checkpoint("last"), trainer.state())
-        write_log(self.run, trainer.history)
+        self.save_last(trainer)
+        if self.write:
+            write_log(self.run, trainer.history)
 
 
 def write_log(run: RunDir, history: list[dict[str, Any]]) -> None:

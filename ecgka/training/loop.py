@@ -21,9 +21,9 @@ from ecgka.errors import InputError
 from ecgka.labels import LabelGrid
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
 from ecgka.training.build import Runtime
-from ecgka.training.checkpoint import model_state, rng_state, set_rng_state
+from ecgka.training.checkpoint import model_state, rank_rng_state, rng_state, set_rng_state
 from ecgka.training.config import TrainConfig
-from ecgka.training.distributed import DistInfo, average_gradients, gather_tensor
+from ecgka.training.distributed import DistInfo, any_rank, average_gradients, gather_objects, gather_tensor
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.meter import EpochMeter
 from ecgka.training.prediction import predict_arrays
@@ -119,7 +119,7 @@ class Trainer:
         if not batches:
             raise InputError(f"epoch {epoch + 1} has no training step: {len(self.train)} training samples "
                              f"for a batch of {self.cfg.batch_size}; lower batch_size")
-        self.n_batches, self.meter = len(batches), EpochMeter(self.partial)
+        self.n_batches, self.meter = len(batches), EpochMeter(self.partial, epoch=epoch, any_rank=self._any_rank)
         features = FeatureCollector(getattr(self.criterion, "requires_features", False))
         self.emit("on_epoch_start", epoch, len(batches))
         for x, y in self.meter.timed(self._loader(batches[self.step:])):
@@ -131,6 +131,9 @@ class Trainer:
         sums = self.meter.close()
         self._criterion_epoch_end(epoch, features)
         return self._record(epoch, lr, sums)
+
+    def _any_rank(self, flag: bool) -> bool:
+        return any_rank(flag, self.info, self.runtime.device)
 
     def _train_mode(self) -> None:
         self.net.train()
@@ -145,7 +148,7 @@ class Trainer:
         x, y = to_device(x, y, self.runtime.device, self.cfg.data.zscore)
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         return train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
-                          views_std=self.cfg.views_noise_std, bf16=self.runtime.bf16,
+                          views_std=self.cfg.views_noise_std,
                           after_backward=lambda: average_gradients(extra, self.info))
 
     def _criterion_epoch_end(self, epoch: int, collector: FeatureCollector) -> None:
@@ -186,18 +189,24 @@ class Trainer:
         self.history.append(record)
         return record
 
-    def state(self) -> dict[str, Any]:
-        """Everything ``last.pt`` needs to continue exactly (weights-only loadable)."""
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG states, rank by rank (a collective under DDP: every rank calls it)."""
+        return gather_objects(rng_state(self.runtime.device), self.info)
+
+    def state(self, rng: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything ``last.pt`` needs to continue exactly (weights-only loadable). ``rng``: the per-rank
+        states from ``rng_states`` (gathered on every rank); None: this process's own (single process)."""
+        rng = rng if rng is not None else [rng_state(self.runtime.device)]
         return {"format": STATE_FORMAT, "model": model_state(self.model), "in_channels": len(self.leads),
                 "optimizer": self.optimizer.state_dict(), "criterion": self.criterion.state_dict(),
-                "rng": rng_state(), "epoch": self.epoch, "step": self.step, "history": self.history,
+                "rng": rng, "epoch": self.epoch, "step": self.step, "history": self.history,
                 "best": self.best, "partial": self.partial}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from ``last.pt``: weights, optimiser, criterion state, RNG, counters, history."""
+        """Continue from ``last.pt``: weights, optimiser, criterion state, this rank's RNG, counters, history."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.criterion.load_state_dict(state["criterion"])
-        set_rng_state(state["rng"])
+        set_rng_state(rank_rng_state(state["rng"], self.info.rank, self.info.world), self.runtime.device)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history, self.best, self.partial = list(state["history"]), dict(state["best"]), dict(state["partial"])

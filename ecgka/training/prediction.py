@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +19,36 @@ from ecgka.training.checkpoint import load_checkpoint
 from ecgka.training.config import TrainConfig, load_train_config
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.shard_loading import SplitData, lead_indices, load_split
-from ecgka.training.step import autocast
+from ecgka.training.step import head_forward
+
+
+@contextlib.contextmanager
+def full_fp32_matmul() -> Iterator[None]:
+    """TF32 off for CUDA matmuls and convolutions inside the block (restored after): predictions and
+    validation metrics are float32-exact, so they match the CPU's within float32 rounding (no-op on the CPU)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    old = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = old
 
 
 @torch.no_grad()
 def predict_arrays(model: nn.Module, data: SplitData, leads: list[int], runtime: Runtime, *,
                    batch_size: int = 1024, normalise: bool = True, prefetch: int = 2) -> np.ndarray:
-    """Predictions [N] (float32) in the split's row order, model in eval mode (restored afterwards)."""
+    """Predictions [N] (float32) in the split's row order, model in eval mode (restored afterwards), TF32
+    off; under ``runtime.bf16`` the backbone runs in bf16 and the head in float32 (``head_forward``)."""
     was_training = model.training
     model.eval()
     batches = epoch_batches(len(data), batch_size, seed=0, epoch=0, shuffle=False, drop_last=False)
     out = []
     try:
-        for x, y in iterate_batches(data, batches, leads, prefetch=prefetch, pin_memory=runtime.pin_memory):
-            x, _ = to_device(x, y, runtime.device, normalise)
-            with autocast(runtime.bf16):
-                out.append(model(x).float())  # stays on the device: one copy to the host at the end
+        with full_fp32_matmul():
+            for x, y in iterate_batches(data, batches, leads, prefetch=prefetch, pin_memory=runtime.pin_memory):
+                x, _ = to_device(x, y, runtime.device, normalise)
+                out.append(head_forward(model, x, runtime.amp_device))  # on the device: one copy at the end
     finally:
         model.train(was_training)
     return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.float32)
