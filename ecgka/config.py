@@ -37,12 +37,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem with its line and column (1-based, as PyYAML prints them) and its context."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f"; {context} started at line {context_mark.line + 1}, column {context_mark.column + 1}"
+    if mark is None:
+        return f"not valid YAML ({problem})"
+    return f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML ({problem})"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -73,6 +85,12 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return result
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside a field's annotation (``Model``, ``Model | None``), if any."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
 def _model_at(model_cls: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     """The config model found by following ``path`` (field names) from ``model_cls``, if any."""
     current: Any = model_cls
@@ -80,25 +98,57 @@ def _model_at(model_cls: type[BaseModel], path: tuple) -> type[BaseModel] | None
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return None
-        candidates = [field.annotation, *typing.get_args(field.annotation)]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        current = _nested_model(field.annotation)
     return current
 
 
-def _message(model_cls: type[BaseModel], error: dict) -> str:
-    """One error as ``key: problem``; an unknown key also lists the valid keys of its section."""
+def dotted_keys(model_cls: type[BaseModel], prefix: str = "", depth: int = 4) -> list[str]:
+    """Every key of a config model, nested sections spelt with dots (``optim.lr``)."""
+    keys: list[str] = []
+    for name, field in model_cls.model_fields.items():
+        keys.append(prefix + name)
+        nested = _nested_model(field.annotation)
+        if nested is not None and depth > 0:
+            keys += dotted_keys(nested, f"{prefix}{name}.", depth - 1)
+    return keys
+
+
+def nearest_keys(model_cls: type[BaseModel], typed: str, n: int = 3) -> list[str]:
+    """The keys of the whole model closest to a mistyped dotted key, compared by their last part.
+
+    ``batchsize`` -> ``batch_size``; ``lr`` -> ``optim.lr`` (a key typed at the wrong level); an undotted
+    key is also compared with whole dotted keys (``optim_lr`` -> ``optim.lr``).
+    """
+    leaf = typed.rsplit(".", 1)[-1]
+
+    def score(key: str) -> float:
+        value = difflib.SequenceMatcher(None, leaf, key.rsplit(".", 1)[-1]).ratio()
+        return value if "." in typed else max(value, difflib.SequenceMatcher(None, typed, key).ratio())
+
+    ranked = sorted(((score(k), k) for k in dotted_keys(model_cls) if k != typed), key=lambda t: -t[0])
+    best = ranked[0][0] if ranked else 0.0
+    return [key for value, key in ranked[:n] if value >= max(0.75, best - 0.1)]
+
+
+def _message(model_cls: type[BaseModel], error: dict, skip: tuple = ()) -> str:
+    """One error as ``key: problem`` (the key left out when it is ``skip``, the key the user typed);
+    an unknown key names the nearest keys, else the valid ones."""
     loc = tuple(error["loc"])
     msg = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
+        close = nearest_keys(model_cls, ".".join(str(p) for p in loc))
         section = _model_at(model_cls, loc[:-1])
-        valid = f" (valid: {', '.join(section.model_fields)})" if section is not None else ""
-        msg = f"unknown key {loc[-1]!r}{valid}"
+        if close:
+            msg = f"unknown key {loc[-1]!r}; did you mean {', '.join(repr(c) for c in close)}?"
+        else:
+            valid = f" (valid: {', '.join(section.model_fields)})" if section is not None else ""
+            msg = f"unknown key {loc[-1]!r}{valid}"
     elif error["type"] == "literal_error":
         valid = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
         close = difflib.get_close_matches(str(error.get("input")), valid, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         msg = f"unknown value {error.get('input')!r}{hint} (valid: {', '.join(valid)})"
-    where = ".".join(str(p) for p in loc)
+    where = ".".join(str(p) for p in loc) if loc != skip else ""
     return f"{where}: {msg}" if where else msg
 
 
@@ -111,11 +161,51 @@ def validate_config(model_cls: type[M], data: dict[str, Any], source: str = "con
         raise ConfigError(f"{source}: {_message(model_cls, exc.errors()[0])}{more}") from None
 
 
-def load_config(model_cls: type[M], path: str | Path | None = None, overrides: Iterable[str] = ()) -> M:
-    """Load ``path`` (or the model's defaults), apply overrides, validate."""
+def _blame(model_cls: type[BaseModel], data: dict[str, Any], loc: tuple, overrides: list[str]) -> tuple[str, tuple] | None:
+    """Which override an error is about, as (its text, its key): the one that set the key (or a section
+    holding it); for an error about a section or the whole config, the overrides below it when the file
+    alone is valid. None: the file's error."""
+    for text in reversed(overrides):
+        keys = tuple(parse_override(text)[0])
+        if loc[: len(keys)] == keys:
+            return text, keys
+    if not overrides or not _valid(model_cls, data):
+        return None
+    below = [text for text in overrides if tuple(parse_override(text)[0])[: len(loc)] == loc]
+    return " ".join(below or overrides), ()
+
+
+def load_validated(model_cls: type[M], data: dict[str, Any], overrides: Iterable[str] = (),
+                   source: str = "config", override_source: str = "command line") -> M:
+    """Apply ``key=value`` overrides to ``data`` (read from ``source``) and validate the result.
+
+    An error about a key an override set names the override (``command line: batchsize=3: unknown key
+    'batchsize'; did you mean 'batch_size'?``); any other error names ``source``, the file.
+    """
+    overrides = list(overrides)
+    try:
+        return model_cls.model_validate(apply_overrides(data, overrides))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        culprit = _blame(model_cls, data, tuple(first["loc"]), overrides)
+        where = source if culprit is None else f"{override_source}: {culprit[0]}"
+        raise ConfigError(f"{where}: {_message(model_cls, first, culprit[1] if culprit else ())}{more}") from None
+
+
+def _valid(model_cls: type[BaseModel], data: dict[str, Any]) -> bool:
+    try:
+        model_cls.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+def load_config(model_cls: type[M], path: str | Path | None = None, overrides: Iterable[str] = (),
+                override_source: str = "command line") -> M:
+    """Load ``path`` (or the model's defaults), apply overrides, validate (errors name their source)."""
     data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
-    return validate_config(model_cls, data, source=str(path) if path else "config")
+    return load_validated(model_cls, data, overrides, str(path) if path else "config", override_source)
 
 
 def config_to_dict(cfg: BaseModel) -> dict[str, Any]:

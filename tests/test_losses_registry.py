@@ -183,7 +183,7 @@ def test_errors_name_the_valid_choices(labels):
         build("ldss", labels)
     with pytest.raises(ConfigError, match="unknown parameter.*sigmaa"):
         build("lds", labels, sigmaa=2)
-    with pytest.raises(ConfigError, match=r"dist_loss.sorterr: unknown key .sorterr. \(valid: base, loss_weight"):
+    with pytest.raises(ConfigError, match=r"dist_loss.sorterr: unknown key .sorterr.; did you mean 'dist_loss.sorter'\?"):
         build("vanilla", labels, {"sorterr": "hard"})
     with pytest.raises(ConfigError, match="label range"):
         create_loss("vanilla", train_labels=labels, label_range=(1.5, 10.0), batch_size=8)

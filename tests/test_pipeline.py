@@ -11,6 +11,7 @@ from ecgka.config import ConfigModel
 from ecgka.errors import ConfigError
 from ecgka.io import read_json
 from ecgka.pipeline import STAGE_KINDS, StageKind, load_pipeline, run_pipeline
+from ecgka.pipeline.runner import check_pipeline
 from ecgka.pipeline.spec import expand_foreach, references
 
 CALLS: list[str] = []
@@ -96,7 +97,11 @@ def test_interrupted_stage_runs_again(tmp_path):
     ("text", "message"),
     [
         ("stages:\n  - id: a\n    kind: trian\n", "did you mean 'train'"),
-        ("stages:\n  - id: a\n    kind: copy_text\n    text: ${vars.nope}\n", "variable 'nope' is not set"),
+        ("stages:\n  - id: a\n    kind: copy_text\n    text: ${vars.nope}\n", "variable 'nope' is not declared"),
+        ("vars: {x: null}\nstages:\n  - id: a\n    kind: copy_text\n    text: ${vars.x}\n",
+         "variable 'x' is not set"),
+        ("vars: {x: ''}\nstages:\n  - id: a\n    kind: copy_text\n    text: a${vars.x}\n",
+         "variable 'x' is not set"),
         ("stages:\n  - id: a\n    kind: copy_text\n    text: ${b}\n", "names no earlier stage"),
         ("stages:\n  - id: a\n    kind: copy_text\n    txt: x\n", "text"),
         ("stages: []\n", "non-empty list"),
@@ -153,3 +158,145 @@ def test_builtin_stages_judge_completeness_through_the_catalog(tmp_path):
     (standin / ECG_DIR).mkdir(parents=True)
     (standin / ECG_DIR / RECORD_LIST).write_text("subject_id\n")
     assert complete("synth", {}, standin)
+
+
+TWO_STAGES = """
+stages:
+  - id: a
+    kind: copy_text
+    text: "{a_text}"
+  - id: b
+    kind: copy_text
+    text: "{b_text}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("a_text", "b_text", "message"),
+    [
+        ("x", "${c}", r"stage 'b': \$\{c\} names no earlier stage"),
+        ("x", "${aa}", r"names no earlier stage \(unknown stage 'aa'; did you mean 'a'\?"),
+        ("${b}", "x", r"stage 'a': \$\{b\} is a forward reference: stage 'b' comes later"),
+        ("${b}", "${a}", r"stage 'a': \$\{b\} is a cycle: a -> b -> a"),
+        ("${a}", "x", r"stage 'a': \$\{a\} is a cycle: stage 'a' reads its own output"),
+    ],
+)
+def test_bad_references_are_named_before_any_stage_runs(tmp_path, a_text, b_text, message):
+    """An undefined, forward or cyclic reference fails before the first stage runs: nothing is written."""
+    spec = load_pipeline(_write(tmp_path / "p.yaml", TWO_STAGES.format(a_text=a_text, b_text=b_text)))
+    CALLS.clear()
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(spec, tmp_path / "out", tmp_path, log=lambda s: None)
+    assert CALLS == [] and not (tmp_path / "out").exists()
+
+
+def test_a_bad_late_stage_fails_before_the_first_runs(tmp_path):
+    """A bad option of the last stage (a train override here) is found before the first stage runs."""
+    text = PIPELINE + """  - id: late
+    kind: train
+    config: {config}
+    data: ${first}
+    overrides: [batchsize=3]
+"""
+    config = _write(tmp_path / "t.yaml", "epochs: 1\n")
+    spec = load_pipeline(_write(tmp_path / "p.yaml", text.replace("{config}", str(config))))
+    CALLS.clear()
+    with pytest.raises(ConfigError, match=r"stage 'late': .*batchsize.*: unknown key 'batchsize'; did you mean "
+                                          r"'batch_size'\?"):
+        run_pipeline(spec, tmp_path / "out", tmp_path, log=lambda s: None)
+    assert CALLS == [] and not (tmp_path / "out").exists()
+
+
+def _build_pipeline(tmp_path: Path, **paths: str) -> Path:
+    options = "".join(f"    {k}: {v}\n" for k, v in paths.items())
+    return _write(tmp_path / "p.yaml", f"""
+vars: {{d_labitems: ""}}
+stages:
+  - id: dataset
+    kind: build
+{options}  - id: run
+    kind: train
+    config: {tmp_path / "t.yaml"}
+    data: ${{dataset}}/variants/ir10
+""")
+
+
+@pytest.mark.parametrize("missing", ["ecg_root", "labs", "d_labitems", "config"])
+def test_missing_external_inputs_fail_before_any_stage(tmp_path, missing):
+    """External inputs must exist up front; an earlier stage's output (${dataset}/...) need not yet."""
+    from ecgka.errors import InputError
+
+    _write(tmp_path / "t.yaml", "epochs: 1\n")
+    (tmp_path / "ecg").mkdir()
+    for name in ("labs.csv", "d.csv", "b.yaml"):
+        _write(tmp_path / name, "")
+    paths = {"ecg_root": str(tmp_path / "ecg"), "labs": f"[{tmp_path / 'labs.csv'}]",
+             "d_labitems": str(tmp_path / "d.csv"), "config": str(tmp_path / "b.yaml")}
+    spec = load_pipeline(_build_pipeline(tmp_path, **paths))
+    check_pipeline(spec, tmp_path / "out", tmp_path)  # all present: the job checks out
+    paths[missing] = paths[missing].replace(str(tmp_path), str(tmp_path / "gone"))
+    spec = load_pipeline(_build_pipeline(tmp_path, **paths))
+    with pytest.raises(InputError, match=rf"stage 'dataset': {missing}: .*gone.*: not found"):
+        run_pipeline(spec, tmp_path / "out", tmp_path, log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_optional_variable_left_empty_unsets_the_option(tmp_path):
+    spec = load_pipeline(_build_pipeline(tmp_path, ecg_root="e", labs="[l]", d_labitems="${vars.d_labitems}"))
+    from ecgka.pipeline.spec import resolve
+
+    assert resolve(spec.stages[0].options, {}, spec.vars, "stage 'dataset'")["d_labitems"] is None
+    spec = load_pipeline(tmp_path / "p.yaml", {"d_labitems": "/x/d_labitems.csv.gz"})
+    assert resolve(spec.stages[0].options, {}, spec.vars, "s")["d_labitems"] == "/x/d_labitems.csv.gz"
+
+
+@pytest.mark.parametrize(
+    ("set_vars", "message"),
+    [
+        ({"nosuchvar": 3}, r"--set nosuchvar: .*p.yaml declares no variable 'nosuchvar' \(declared: greeting\)"),
+        ({"greting": "x"}, r"--set greting: .*did you mean 'greeting'\? \(declared: greeting\)"),
+    ],
+)
+def test_set_names_a_declared_variable(tmp_path, set_vars, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline(_write(tmp_path / "p.yaml", PIPELINE), set_vars)
+
+
+def test_set_on_a_pipeline_without_vars(tmp_path):
+    with pytest.raises(ConfigError, match=r"declares no variable 'x' \(declared: none\)"):
+        load_pipeline(_write(tmp_path / "p.yaml", "stages:\n  - id: a\n    kind: copy_text\n    text: t\n"),
+                      {"x": 1})
+
+
+def test_yaml_error_names_file_line_and_column(tmp_path):
+    path = _write(tmp_path / "p.yaml", "stages:\n  - id: a\n    kind: [copy_text\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: line \d+, column \d+: not valid YAML \(.+\)$"):
+        load_pipeline(path)
+
+
+def test_pipeline_folder_is_claimed(tmp_path):
+    """OUT is a pipeline folder: a file or a foreign folder is refused before anything runs; another
+    pipeline's folder is replaced only with force."""
+    from ecgka.catalog import FolderKind, folder_kind
+    from ecgka.errors import InputError
+
+    spec = load_pipeline(_write(tmp_path / "p.yaml", PIPELINE))
+    _write(tmp_path / "file", "x")
+    (tmp_path / "foreign").mkdir()
+    _write(tmp_path / "foreign" / "precious.txt", "mine")
+    CALLS.clear()
+    for out, message in ((tmp_path / "file", "is a file"), (tmp_path / "foreign", "not written by ecgka")):
+        with pytest.raises(InputError, match=message):
+            run_pipeline(spec, out, tmp_path, log=lambda s: None)
+    assert CALLS == [] and (tmp_path / "foreign" / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["precious.txt"]
+
+    out = tmp_path / "out"
+    run_pipeline(spec, out, tmp_path, log=lambda s: None)
+    assert folder_kind(out) is FolderKind.PIPELINE
+    other = load_pipeline(_write(tmp_path / "q.yaml", PIPELINE.replace("name: t", "name: other")))
+    with pytest.raises(InputError, match="holds pipeline 't'.*--force"):
+        run_pipeline(other, out, tmp_path, log=lambda s: None)
+    lines: list[str] = []
+    run_pipeline(other, out, tmp_path, force=True, log=lines.append)
+    assert any("replaced the outputs of pipeline 't'" in line for line in lines)

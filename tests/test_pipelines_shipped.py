@@ -38,12 +38,33 @@ def test_smoke_pipeline_end_to_end_then_skips(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "pipelines").glob("*.yaml")))
 def test_every_shipped_pipeline_resolves(name, tmp_path):
     """Every stage of every pipeline resolves, and every config (with its overrides) validates."""
-    args = ["run", f"pipelines/{name}.yaml", "--check", "--out", str(tmp_path)]
+    args = ["run", f"pipelines/{name}.yaml", "--check", "--out", str(tmp_path / "out")]
     if name == "ecg_ka_dir_paper":
-        args += ["--set", "ecg_root=/data/mimic-iv-ecg", "labs=/data/hosp/labevents.csv.gz"]
+        args += ["--set", *_mimic_stand_ins(tmp_path)]
     result = _ecgka(*args)
     assert result.returncode == 0, result.stderr
     assert "stages resolve and validate" in result.stdout
+    assert not (tmp_path / "out").exists()  # --check writes nothing
+
+
+def _mimic_stand_ins(tmp_path: Path, d_labitems: bool = False) -> list[str]:
+    """Empty files where the MIMIC inputs would be: --check needs them to exist, not to be read."""
+    (tmp_path / "mimic-ecg").mkdir()
+    (tmp_path / "labevents.csv.gz").write_bytes(b"")
+    values = [f"ecg_root={tmp_path / 'mimic-ecg'}", f"labs={tmp_path / 'labevents.csv.gz'}"]
+    return values + [f"d_labitems={tmp_path / 'd_labitems.csv.gz'}"] if d_labitems else values
+
+
+def test_paper_pipeline_checks_its_inputs_before_anything(tmp_path):
+    """The optional d_labitems, once set, must exist; the message names the stage and the option."""
+    args = ["--set", *_mimic_stand_ins(tmp_path, d_labitems=True), "pipelines/ecg_ka_dir_paper.yaml"]
+    result = _ecgka("run", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "stage 'dataset': d_labitems: " in result.stderr and "d_labitems.csv.gz: not found" in result.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "d_labitems.csv.gz").write_bytes(b"")
+    result = _ecgka("run", *args, "--check", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
 
 
 def test_paper_pipeline_needs_the_mimic_paths(tmp_path):

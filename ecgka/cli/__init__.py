@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -51,7 +52,33 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+# exit status of a command whose reader went away (``ecgka run --list | head``): 128 + SIGPIPE, as a Unix
+# tool killed by SIGPIPE reports it
+BROKEN_PIPE_EXIT = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a closed stdout (a pipe into ``head``) ends it quietly, like any Unix tool."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # also when argparse exits after --help: the flush is where a closed pipe shows
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced in-process)
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_top_level_help())

@@ -41,12 +41,25 @@ def read_record_list(ecg_root: Path) -> pd.DataFrame:
         raise InputError(f"{path}: record list not found (is --ecg-root the MIMIC-IV-ECG root?)")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: {_first_bad_byte(path)}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0] if str(exc) else 'empty'})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing required column(s) {', '.join(missing)}")
     return validate_records(df)
+
+
+def _first_bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8: ``line N, column C: byte 0xFF is not valid UTF-8``."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}, column {exc.start + 1}: byte 0x{line[exc.start]:02x} is not valid UTF-8"
+    return "not valid UTF-8"
 
 
 def _positive_ints(values: pd.Series) -> pd.Series:

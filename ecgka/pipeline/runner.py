@@ -1,5 +1,9 @@
 """Run a pipeline: stages in order, skipping those whose outputs are complete and unchanged.
 
+Before the first stage runs, the whole job is checked (:func:`check_pipeline`): every reference resolves,
+every stage's options and full config (``extends`` and overrides applied) validate, and every external
+input exists; so a typo in the last stage fails in a second, not after the MIMIC build.
+
 A stage is skipped when its marker (``PipelineDir.marker``, one per stage) holds the same fingerprint
 and its output is complete. The fingerprint covers the stage's resolved options, the content of the
 config files and inputs it names, and the fingerprints of the stages it reads from, so a changed config
@@ -12,17 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ecgka import __version__
-from ecgka.catalog import PipelineDir
+from ecgka.catalog import FolderKind, PipelineDir, claim_folder
 from ecgka.config import validate_config
-from ecgka.errors import ConfigError
+from ecgka.errors import ConfigError, EcgkaError, InputError
 from ecgka.io import atomic_write_json, read_json
-from ecgka.pipeline.spec import PipelineSpec, StageSpec, references, resolve
+from ecgka.pipeline.spec import Order, PipelineSpec, StageSpec, references, resolve
 from ecgka.pipeline.stages import STAGE_KINDS, StageKind
 
 _SMALL_FILE = 64 << 20
@@ -83,17 +88,54 @@ def _prepare(stage: StageSpec, spec: PipelineSpec, outputs: dict[str, Path], out
     """Resolve a stage's references and validate its options: (kind, typed options, raw options, output)."""
     kind = STAGE_KINDS.get(stage.kind)
     where = f"stage {stage.id!r}"
-    raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where), project_dir)
+    raw = _resolve_paths(resolve(stage.options, outputs, spec.vars, where, Order(spec.stages), stage.id),
+                         project_dir)
     options = validate_config(kind.options_model, raw, source=where)
     return kind, options, raw, kind.output_of(options, PipelineDir(out_dir).stage_dir(stage.id))
 
 
-def check_pipeline(spec: PipelineSpec, out_dir: Path, project_dir: Path) -> list[str]:
-    """Resolve and validate every stage and its full config without running anything; returns the ids."""
+@contextmanager
+def _in_stage(stage_id: str) -> Iterator[None]:
+    """Errors raised while checking a stage's config name the stage first."""
+    where = f"stage {stage_id!r}"
+    try:
+        yield
+    except EcgkaError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
+
+
+def _pairs(written: Any, resolved: Any) -> list[tuple[Any, Any]]:
+    """(as written, as resolved) for an option value or each item of a list."""
+    if isinstance(written, list) and isinstance(resolved, list):
+        return list(zip(written, resolved, strict=False))
+    return [(written, resolved)]
+
+
+def check_inputs(stage: StageSpec, kind: StageKind, raw: dict[str, Any]) -> None:
+    """Every external input path of a stage exists; an earlier stage's output (``${stage}``) may not yet."""
+    for name in kind.input_options:
+        for written, resolved in _pairs(stage.options.get(name), raw.get(name)):
+            made_by_job = any(not ref.startswith("vars.") for ref in references(written))
+            if resolved in (None, "") or made_by_job or Path(str(resolved)).exists():
+                continue
+            raise InputError(f"stage {stage.id!r}: {name}: {resolved}: not found")
+
+
+def check_pipeline(spec: PipelineSpec, out_dir: Path, project_dir: Path, only: set[str] | None = None) -> list[str]:
+    """Resolve and validate every stage, its full config and its inputs without running anything.
+
+    Inputs are checked for the stages that will run (``only``, default all); returns the stage ids.
+    """
+    claim_folder(out_dir, FolderKind.PIPELINE)  # a file, a foreign folder or another kind: refused
     outputs: dict[str, Path] = {}
     for stage in spec.stages:
-        kind, options, _, output = _prepare(stage, spec, outputs, out_dir, project_dir)
-        kind.resolved_config(options)
+        kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
+        if only is None or stage.id in only:
+            check_inputs(stage, kind, raw)
+        with _in_stage(stage.id):
+            kind.resolved_config(options)
         outputs[stage.id] = output
     return [stage.id for stage in spec.stages]
 
@@ -106,7 +148,9 @@ def run_pipeline(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[StageResult]:
-    """Execute ``spec`` into ``out_dir``; returns what ran and what was skipped."""
+    """Check the whole job, then execute ``spec`` into ``out_dir``; returns what ran and what was skipped."""
+    check_pipeline(spec, out_dir, project_dir, only)
+    _claim(spec, out_dir, force, log)
     folder = PipelineDir(out_dir)
     folder.markers_dir.mkdir(parents=True, exist_ok=True)
     outputs: dict[str, Path] = {}
@@ -139,6 +183,18 @@ def run_pipeline(
         results.append(StageResult(stage.id, stage.kind, "ran", seconds, output))
     _write_summary(spec, out_dir, results)
     return results
+
+
+def _claim(spec: PipelineSpec, out_dir: Path, force: bool, log: Callable[[str], None]) -> None:
+    """Mark ``out_dir`` as this pipeline's folder; another pipeline's folder is replaced only with ``force``."""
+    claim = claim_folder(out_dir, FolderKind.PIPELINE)
+    if claim.check_replace(spec.name, force=force, what=f"pipeline {claim.content!r}"):
+        claim.clear()
+        log(f"{out_dir}: replaced the outputs of pipeline {claim.content!r} (--force)")
+    elif claim.note:
+        log(claim.note)
+    if claim.content != spec.name:
+        claim.write_marker(spec.name)
 
 
 def _write_summary(spec: PipelineSpec, out_dir: Path, results: list[StageResult]) -> None:

@@ -5,7 +5,11 @@ A pipeline is a list of stages. Each stage has an ``id`` (its output goes to ``O
 
 - ``${stage_id}``: the output directory of an earlier stage;
 - ``${vars.name}``: a pipeline variable (``vars:`` in the file, ``--set name=value`` on the CLI),
-  e.g. the paths of a real MIMIC copy.
+  e.g. the paths of a real MIMIC copy. A variable left ``null`` must be set; one left ``""`` is optional:
+  an option whose whole value is that reference is then unset (``d_labitems: ${vars.d_labitems}``).
+
+Stages run in file order, so ``${stage_id}`` must name an earlier stage: a later one is reported as a
+forward reference (or as a cycle when that stage reads this one back).
 
 ``foreach: {method: [lds, fds]}`` expands one entry into one stage per value (cartesian product over
 several keys), substituting ``{method}`` in every string of the entry, ``id`` included.
@@ -13,6 +17,7 @@ several keys), substituting ``{method}`` in every string of the entry, ``id`` in
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from pathlib import Path
@@ -22,6 +27,7 @@ from pydantic import Field
 
 from ecgka.config import ConfigModel, read_yaml, validate_config
 from ecgka.errors import ConfigError
+from ecgka.registry import look_up_option
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 
@@ -82,7 +88,11 @@ def load_pipeline(path: str | Path, set_vars: dict[str, Any] | None = None) -> P
         raise ConfigError(f"{path}: 'stages' must be a non-empty list")
     stages = [_to_stage(s, str(path)) for entry in raw_stages for s in expand_foreach(entry)]
     data["stages"] = stages
-    data["vars"] = {**(data.get("vars") or {}), **(set_vars or {})}
+    declared = data.get("vars") or {}
+    if not isinstance(declared, dict):
+        raise ConfigError(f"{path}: 'vars' must map names to values")
+    _check_set_vars(set_vars or {}, declared, path)
+    data["vars"] = {**declared, **(set_vars or {})}
     spec = validate_config(PipelineSpec, data, source=str(path))
     seen: set[str] = set()
     for stage in spec.stages:
@@ -90,6 +100,17 @@ def load_pipeline(path: str | Path, set_vars: dict[str, Any] | None = None) -> P
             raise ConfigError(f"{path}: stage id {stage.id!r} appears twice")
         seen.add(stage.id)
     return spec
+
+
+def _check_set_vars(set_vars: dict[str, Any], declared: dict[str, Any], path: str | Path) -> None:
+    """Every ``--set`` names a variable the file declares (a typo would otherwise be ignored)."""
+    for name in set_vars:
+        if name in declared:
+            continue
+        close = difflib.get_close_matches(name, list(declared), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        names = ", ".join(declared) if declared else "none"
+        raise ConfigError(f"--set {name}: {path} declares no variable {name!r}{hint} (declared: {names})")
 
 
 def references(value: Any) -> set[str]:
@@ -103,24 +124,73 @@ def references(value: Any) -> set[str]:
     return set()
 
 
-def resolve(value: Any, outputs: dict[str, Path], variables: dict[str, Any], where: str) -> Any:
-    """Replace ``${stage}`` by that stage's output path and ``${vars.x}`` by the variable's value."""
+class Order:
+    """Which stages a reference may name: every stage's id in file order and the stages it reads."""
+
+    def __init__(self, stages: list[StageSpec]):
+        self.reads = {s.id: {r for r in references(s.options) if not r.startswith("vars.")} for s in stages}
+
+    def reads_back(self, start: str, target: str) -> list[str] | None:
+        """A chain of references from ``start`` back to ``target`` (a cycle), if there is one."""
+        todo, came_from = [start], {start: start}
+        while todo:
+            current = todo.pop()
+            if current == target:
+                chain = [current]
+                while chain[-1] != start:
+                    chain.append(came_from[chain[-1]])
+                return chain[::-1]
+            for nxt in sorted(self.reads.get(current, ())):
+                if nxt not in came_from:
+                    came_from[nxt] = current
+                    todo.append(nxt)
+        return None
+
+    def problem(self, name: str, stage_id: str) -> str:
+        """Why ``${name}`` in stage ``stage_id`` names no earlier stage: a cycle, a forward reference, a typo."""
+        if name == stage_id:
+            return f"${{{name}}} is a cycle: stage {name!r} reads its own output"
+        if name in self.reads:
+            chain = self.reads_back(name, stage_id)
+            if chain:
+                return f"${{{name}}} is a cycle: {' -> '.join([stage_id, *chain])}"
+            return (f"${{{name}}} is a forward reference: stage {name!r} comes later, and stages run in "
+                    f"file order (move {name!r} above {stage_id!r})")
+        try:
+            look_up_option(name, list(self.reads), "stage")
+        except ConfigError as exc:
+            return f"${{{name}}} names no earlier stage ({exc})"
+        return f"${{{name}}} names no earlier stage"
+
+
+def resolve(value: Any, outputs: dict[str, Path], variables: dict[str, Any], where: str,
+            order: Order | None = None, stage_id: str = "") -> Any:
+    """Replace ``${stage}`` by that stage's output path and ``${vars.x}`` by the variable's value.
+
+    A value that is exactly one reference to an optional variable left empty (``""``) becomes None.
+    """
     if isinstance(value, list):
-        return [resolve(v, outputs, variables, where) for v in value]
+        return [resolve(v, outputs, variables, where, order, stage_id) for v in value]
     if isinstance(value, dict):
-        return {k: resolve(v, outputs, variables, where) for k, v in value.items()}
+        return {k: resolve(v, outputs, variables, where, order, stage_id) for k, v in value.items()}
     if not isinstance(value, str):
         return value
+    whole = _REF.fullmatch(value.strip())
+    if whole and whole.group(1).startswith("vars.") and variables.get(whole.group(1)[5:], None) == "":
+        return None
 
     def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         if name.startswith("vars."):
             key = name[len("vars.") :]
-            if key not in variables or variables[key] in (None, ""):
+            if key not in variables:
+                raise ConfigError(f"{where}: variable {key!r} is not declared (add it under 'vars:')")
+            if variables[key] in (None, ""):
                 raise ConfigError(f"{where}: variable {key!r} is not set (use --set {key}=VALUE)")
             return str(variables[key])
         if name not in outputs:
-            raise ConfigError(f"{where}: ${{{name}}} names no earlier stage")
+            problem = order.problem(name, stage_id) if order else f"${{{name}}} names no earlier stage"
+            raise ConfigError(f"{where}: {problem}")
         return str(outputs[name])
 
     return _REF.sub(lookup, value)

@@ -66,6 +66,9 @@ class StageKind:
     output_of: Callable[[Any, Path], Path] = lambda options, default: default
     # option names whose values are external inputs (their size and time join the fingerprint)
     file_options: tuple[str, ...] = ()
+    # option names that name paths which must exist before the job starts, unless the value is an
+    # earlier stage's output (a ``${stage}`` reference), which is made by the job itself
+    input_options: tuple[str, ...] = ()
     # the fully resolved config of the stage (defaults, ``extends`` and overrides applied), fingerprinted
     resolved_config: Callable[[Any], dict[str, Any]] = lambda options: {}
     # called before re-running a stage whose inputs or config changed (or with --force); stages that
@@ -93,7 +96,7 @@ def _build_config(o: BuildOptions) -> Any:
     from ecgka.config import load_config
     from ecgka.data.config import BuildConfig
 
-    return load_config(BuildConfig, o.config, o.overrides)
+    return load_config(BuildConfig, o.config, o.overrides, override_source="overrides")
 
 
 def _run_build(o: BuildOptions, out: Path) -> None:
@@ -157,14 +160,17 @@ def _report_complete(o: ReportOptions, out: Path) -> bool:
 STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _synth_complete))
 STAGE_KINDS.register("build")(
     StageKind(BuildOptions, _run_build, _build_complete, file_options=("labs", "d_labitems"),
+              input_options=("ecg_root", "labs", "d_labitems", "config"), reset=_remove,
               resolved_config=lambda o: _build_config(o).model_dump(mode="json"))
 )
 STAGE_KINDS.register("train")(
-    StageKind(TrainOptions, _run_train, _train_complete,
+    StageKind(TrainOptions, _run_train, _train_complete, input_options=("config", "data", "init"),
               resolved_config=lambda o: _train_config(o).model_dump(mode="json"), reset=_remove)
 )
 STAGE_KINDS.register("evaluate")(
-    StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete,
+    StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete, input_options=("run", "data"),
               output_of=lambda o, default: RunDir(o.run).eval_dir(o.split))
 )
-STAGE_KINDS.register("report")(StageKind(ReportOptions, _run_report, _report_complete, reset=_remove))
+STAGE_KINDS.register("report")(
+    StageKind(ReportOptions, _run_report, _report_complete, input_options=("runs",), reset=_remove)
+)
