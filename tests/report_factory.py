@@ -46,7 +46,8 @@ def fake_manifest(data_dir: Path, seed: int = 0, n_train: int = 3000, variant: s
     hist = {s: _histogram(grid, _labels(rng, 400, True)) for s in ("val", "test")}
     manifest = {
         "schema_version": DATASET_SCHEMA_VERSION, "ecgka_version": "0.1.0",
-        "fingerprint": FINGERPRINT + (variant or ""), "parent": None,
+        "fingerprint": FINGERPRINT,  # a variant carries its parent's fingerprint (same val/test)
+        "parent": None,
         "config": {"pairing": {"window_minutes": [-60, 60]}, "leads": ["II"], "seed": 0},
         "inputs": {"record_list": {"size": 123, "sha256": "ab" * 32}},
         "signal": {"leads": ["II"], "fs": 500, "n_samples": 5000, "unit": "mV"},

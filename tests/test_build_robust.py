@@ -12,13 +12,19 @@ import pyarrow.parquet as pq
 import pytest
 from test_build_helpers import ecg_digital, lab_frame, record_path, write_labs, write_record, write_root
 
-from ecgka.catalog import DatasetDir
+from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.cli import main
+from ecgka.data.assemble import EmptyBuildError
 from ecgka.data.build import build_dataset
 from ecgka.data.config import BuildConfig
+from ecgka.data.shards import read_ipc
 from ecgka.keys import SPLITS
 
 T = pd.Timestamp("2150-03-01 10:00:00")
+
+
+# two wide label bins: four or more subjects fill train, val and test (an empty split fails a build)
+ONE_BIN = ["label.step=8.5"]
 
 
 def _bad_root(tmp: Path) -> tuple[Path, Path, dict[int, str]]:
@@ -81,7 +87,9 @@ def _bad_root(tmp: Path) -> tuple[Path, Path, dict[int, str]]:
 def bad_build(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad")
     root, labs, expect = _bad_root(tmp)
-    cfg = BuildConfig.model_validate({"split": {"per_bin_cap": 2}, "shards": {"chunk_records": 8}})
+    # 0.5-wide label bins: several subjects per bin, so val and test get samples (an empty split fails a build)
+    cfg = BuildConfig.model_validate({"split": {"per_bin_cap": 2}, "label": {"step": 0.5},
+                                      "shards": {"chunk_records": 8}})
     manifest = build_dataset(root, [labs], tmp / "out", cfg)
     return tmp, root, labs, expect, manifest
 
@@ -125,7 +133,8 @@ def test_unsafe_path_never_opened(bad_build, monkeypatch):
     real = stage.read_record
     monkeypatch.setattr(stage, "read_record",
                         lambda p, fast=True, root=None: opened.append(str(p)) or real(p, fast, root))
-    build_dataset(root, [labs], tmp / "again", BuildConfig.model_validate({"shards": {"chunk_records": 8}}))
+    build_dataset(root, [labs], tmp / "again", BuildConfig.model_validate({"shards": {"chunk_records": 8},
+                                                                           "label": {"step": 0.5}}))
     assert opened and not any("outside" in p for p in opened)
 
 
@@ -159,13 +168,16 @@ def test_real_mimic_layout_record_through_the_build(wfdb_fixtures, tmp_path):
     write_root(root, [{"subject_id": 19999999, "study_id": 49999999, "ecg_time": "2182-09-22 12:04:00"}])
     labs = write_labs(tmp_path / "labs.csv", [{"subject_id": 19999999, "itemid": 50971,
                                               "charttime": "2182-09-22 12:30:00", "valuenum": 5.7}])
-    linked = build_dataset(root, [labs], tmp_path / "linked")  # files/ resolves outside the root: unsafe
-    assert linked["exclusions"] == {"unsafe_path": 1}
+    with pytest.raises(EmptyBuildError, match="no ECG paired: 1 of 1 ECGs excluded as unsafe_path"):
+        build_dataset(root, [labs], tmp_path / "linked")  # files/ resolves outside the root: unsafe
+    assert pd.read_csv(DatasetDir(tmp_path / "linked").exclusions_path)["reason"].tolist() == ["unsafe_path"]
     (root / "files").unlink()
     shutil.copytree(src / "files", root / "files")  # a temporary copy (the fixtures stay in shared/)
-    m = build_dataset(root, [labs], tmp_path / "out")
-    assert m["counts"]["train"] == 1 and m["counts"]["excluded"] == 0
-    table = pq.read_table(DatasetDir(tmp_path / "out").shards("train")[0])
+    # one ECG cannot fill three splits (the build fails); the kept work folder holds its processed row
+    with pytest.raises(EmptyBuildError, match="split val is empty: 1 ECGs of 1 subjects"):
+        build_dataset(root, [labs], tmp_path / "out", BuildConfig(keep_work=True))
+    work = next(DatasetDir(tmp_path / "out").work_root.iterdir())
+    table = read_ipc(WorkDir.rows(next(WorkDir(work).chunks_dir.iterdir())))
     row = table.to_pylist()[0]
     assert row["potassium"] == pytest.approx(5.7) and row["delta_minutes"] == pytest.approx(26.0)
     rec = wfdb.rdrecord(str(src / "files/p1999/p19999999/s49999999/49999999"))
@@ -180,7 +192,7 @@ def test_lab_file_without_comments_is_reported_in_summary_and_manifest(tmp_path,
     root, labs = small_dataset(tmp_path, n_subjects=4, per_subject=1)
     pd.read_csv(labs).drop(columns="comments").to_csv(labs, index=False)
     code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "ds"), "--quiet",
-                 "--workers", "1", "split.per_bin_cap=1"])
+                 "--workers", "1", "split.per_bin_cap=1", *ONE_BIN])
     text = capsys.readouterr().out
     assert code == 0
     assert "WARNING: haemolysis rule not applied to 4 potassium rows (no comments column in labevents.csv)" in text
@@ -206,7 +218,8 @@ def _assert_nothing_written(out: Path) -> None:
 
 def test_corrupt_record_stays_an_exclusion(tmp_path):
     root, labs = _stop_case(tmp_path)
-    m = build_dataset(root, [labs], tmp_path / "ds", BuildConfig.model_validate({"split": {"per_bin_cap": 1}}))
+    m = build_dataset(root, [labs], tmp_path / "ds", BuildConfig.model_validate(
+        {"split": {"per_bin_cap": 1, "holdout_max_fraction": 1.0}, "label": {"step": 8.5}}))
     assert m["exclusions"].get("header_corrupt") == 1
 
 

@@ -99,7 +99,9 @@ def test_table_numbers_equal_metrics_json(built):
     for run_dir in built["runs"]:  # the report's metrics.json is the runs' metrics.json
         own = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
         assert report["runs"][run_dir.name]["metrics"] == own
-    results = pd.read_csv(out / "tables" / "results.csv")
+    # CSV floats read back exactly (round_trip) and compared within 1e-12 relative: robust to how numpy or
+    # pandas prints a float (shortest repr or 17 digits), never to a rounded or wrong number
+    results = pd.read_csv(out / "tables" / "results.csv", float_precision="round_trip")
     html_rows = _html_table(built["html"], "results")
     for i, (name, run) in enumerate(report["runs"].items()):
         reg = run["metrics"]["regression"]
@@ -107,14 +109,15 @@ def test_table_numbers_equal_metrics_json(built):
         for metric in ("mae", "gm"):
             for group in ("all", "many", "median", "few"):
                 value = reg[group][metric]
-                assert results.loc[i, f"{metric.upper()} {group}"] == value, (name, metric, group)
+                assert results.loc[i, f"{metric.upper()} {group}"] == pytest.approx(value, rel=1e-12), (
+                    name, metric, group)
                 assert fmt(value) in html_rows[i]
-    clin = pd.read_csv(out / "tables" / "clinical_thresholds.csv")
+    clin = pd.read_csv(out / "tables" / "clinical_thresholds.csv", float_precision="round_trip")
     first = next(iter(report["runs"].values()))["metrics"]["clinical"]["conditions"]["hyper"]
     row = clin[(clin["method"] == "Vanilla") & (clin["condition"] == "Hyperkalaemia")].iloc[0]
-    assert (row["AUROC"], row["CI lower"], row["CI upper"]) == (
-        first["auroc"], first["auroc_ci"]["lower"], first["auroc_ci"]["upper"])
-    assert row["sensitivity"] == first["at_threshold"]["sensitivity"]
+    assert [row["AUROC"], row["CI lower"], row["CI upper"]] == pytest.approx(
+        [first["auroc"], first["auroc_ci"]["lower"], first["auroc_ci"]["upper"]], rel=1e-12)
+    assert row["sensitivity"] == pytest.approx(first["at_threshold"]["sensitivity"], rel=1e-12)
     timing = pd.read_csv(out / "tables" / "training_time.csv")
     assert timing["seconds per epoch"].tolist() == pytest.approx([np.mean([12.5, 11.0, 11.5]), 2.75])
 
@@ -214,8 +217,9 @@ def test_empty_groups_and_one_class_conditions_render_as_missing(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_report([run], tmp_path / "out")
-    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv")
-    assert results["MAE few"].isna().all() and results.loc[0, "MAE many"] == metrics["regression"]["many"]["mae"]
+    results = pd.read_csv(tmp_path / "out" / "tables" / "results.csv", float_precision="round_trip")
+    assert results["MAE few"].isna().all()
+    assert results.loc[0, "MAE many"] == pytest.approx(metrics["regression"]["many"]["mae"], rel=1e-12)
     assert "<td class=\"\">–</td>" in (tmp_path / "out" / "report.html").read_text()
 
 

@@ -114,7 +114,9 @@ def test_evaluate_run_with_the_real_predict(trained):
     from ecgka.training import predict
 
     run_dir, data = trained
-    metrics = evaluate_run(run_dir, data, "test", EvalConfig(n_boot=30))
+    # device=cpu on both sides, so the frames are equal exactly on any machine (the CUDA predictions'
+    # agreement with the CPU's, within a tolerance, is tests/test_gpu.py's)
+    metrics = evaluate_run(run_dir, data, "test", EvalConfig(n_boot=30, device="cpu"))
     rd = RunDir(run_dir)
     preds = pd.read_parquet(rd.predictions_path("test"))
     assert list(preds.columns) == ["sample_id", "subject_id", "label", "prediction"] and len(preds) == 32
@@ -140,3 +142,31 @@ def test_cli_evaluate(trained, capsys, tmp_path):
     assert "manifest.json: not found" in capsys.readouterr().err
     assert cli_main(["evaluate", str(run_dir), "n_bot=10", "--data", str(data)]) == 2
     assert "n_bot" in capsys.readouterr().err
+
+
+def test_evaluate_on_another_dataset_is_refused_then_kept_apart(trained, capsys, tmp_path):
+    """Before: exit 0 and the run's own metrics.json overwritten (only matches_training: false said so)."""
+    from shard_factory import write_dataset
+
+    from ecgka.report import write_report
+
+    run_dir, data = trained
+    rd = RunDir(run_dir)
+    assert cli_main(["evaluate", str(run_dir), "n_boot=10", "device=cpu", "--data", str(data)]) == 0
+    own = rd.metrics_path("test").read_bytes()
+    other = write_dataset(tmp_path / "other", n_train=64, n_val=32, n_test=16, n_samples=250, seed=7)
+    fingerprint = DatasetDir(other).read_manifest()["fingerprint"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(run_dir), "n_boot=10", "device=cpu", "--data", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not the run's training dataset" in err and "--allow-other-dataset" in err
+    assert not rd.eval_dir("test", fingerprint).exists() and rd.metrics_path("test").read_bytes() == own
+    assert cli_main(["evaluate", str(run_dir), "n_boot=10", "device=cpu", "--data", str(other),
+                     "--allow-other-dataset"]) == 0
+    out = capsys.readouterr().out
+    assert "not the run's training dataset" in out and str(rd.eval_dir("test", fingerprint)) in out
+    assert rd.metrics_path("test").read_bytes() == own  # the run's own evaluation is untouched
+    theirs = rd.read_metrics("test", fingerprint)
+    assert theirs["n"] == 16 and theirs["dataset"]["matches_training"] is False
+    report = write_report([run_dir], tmp_path / "rep", dataset=fingerprint)  # reported on request only
+    assert fingerprint in report.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -13,15 +14,16 @@ from pathlib import Path
 import pytest
 
 import ecgka.standin.generator as generator
+from ecgka.catalog import FOLDER_MARKER
 from ecgka.cli import main
 from ecgka.standin import generate_standin
 
 
 def tree_digest(root: Path) -> str:
-    """SHA-256 over every file's relative path and bytes (mtimes ignored)."""
+    """SHA-256 over every file's relative path and bytes (mtimes and the folder marker's date ignored)."""
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != FOLDER_MARKER:
             h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
@@ -171,3 +173,29 @@ def test_non_integer_argument_is_rejected_by_the_parser(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--out", str(tmp_path / "x"), "--subjects", "many"])
     assert exc.value.code == 2 and "expected an integer" in capsys.readouterr().err
+
+
+def test_a_stand_in_is_replaced_only_with_force(tmp_path, capsys):
+    out = tmp_path / "standin"
+    assert main(["synth", "--out", str(out), "--subjects", "4", "--workers", "1"]) == 0
+    marker = json.loads((out / FOLDER_MARKER).read_text())
+    assert (marker["kind"], marker["content"]) == ("stand-in", "subjects=4 seed=0")
+    before = tree_digest(out)
+    capsys.readouterr()
+    assert "holds a stand-in already; pass --force" in _error(capsys, ["--out", str(out), "--subjects", "5"])
+    assert tree_digest(out) == before
+    assert main(["synth", "--out", str(out), "--subjects", "5", "--workers", "1", "--force"]) == 0
+    assert json.loads((out / FOLDER_MARKER).read_text())["content"] == "subjects=5 seed=0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["standin"]  # no temporary leftovers
+
+
+@pytest.mark.parametrize(("kind_file", "message"), [
+    ("manifest.json", "is an ecgka dataset folder, not a stand-in folder"),
+    ("report.html", "is an ecgka report folder, not a stand-in folder"),
+])
+def test_another_ecgka_folder_is_refused_even_with_force(tmp_path, capsys, kind_file, message):
+    out = tmp_path / "other"
+    out.mkdir()
+    (out / kind_file).write_text("{}")
+    assert message in _error(capsys, ["--out", str(out), "--subjects", "2", "--force"])
+    assert [p.name for p in out.iterdir()] == [kind_file]

@@ -122,7 +122,8 @@ def test_build_excludes_unsafe_header_names_and_keeps_the_rest(tmp_path):
         rows.append({"subject_id": subject, "study_id": study, "ecg_time": str(t)})
         labs.append({"subject_id": subject, "itemid": 50971, "charttime": str(t), "valuenum": 4.0 + k / 10})
     write_root(root, rows)
-    cfg = BuildConfig.model_validate({"split": {"per_bin_cap": 1}, "shards": {"chunk_records": 2}})
+    cfg = BuildConfig.model_validate({"split": {"per_bin_cap": 1, "holdout_max_fraction": 1.0}, "shards": {"chunk_records": 2},
+                                     "label": {"step": 8.5}})
     build_dataset(root, [write_labs(tmp_path / "labs.csv", labs)], tmp_path / "ds", cfg)
     excl = DatasetDir(tmp_path / "ds").read_exclusions()
     unsafe = excl[excl["reason"] == "unsafe_path"]

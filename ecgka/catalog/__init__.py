@@ -22,14 +22,28 @@ Run folder::
 
     RUN/config.yaml  RUN/run.json  RUN/log.jsonl  RUN/checkpoints/{last,best}.pt
     RUN/eval/<split>/{predictions.parquet,metrics.json}   RUN/cache/ (signal cache fallback)
+    RUN/eval/<fingerprint>/<split>/...  an evaluation on another dataset (``--allow-other-dataset``)
+
+Every folder ecgka writes holds ``.ecgka-folder.json`` naming its kind; ``claim_folder`` (catalog.folders)
+is the one rule for writing into an existing folder.
 
 A dataset version names its parent (``manifest["parent"]``) and a run records the fingerprint of the
 dataset it was trained on (``run.json``), so lineage and a model registry can be read from these files.
 """
 
 from ecgka.catalog.dataset import DATASET_SCHEMA_VERSION, SHARD_GLOB, DatasetDir, WorkDir
+from ecgka.catalog.folders import (
+           FOLDER_MARKER,
+           Claim,
+           ClaimState,
+           FolderKind,
+           claim_folder,
+           folder_kind,
+           read_marker,
+)
 from ecgka.catalog.outputs import PipelineDir, ReportDir
 from ecgka.catalog.run import RunDir, resolve_weights
 
-__all__ = ["DATASET_SCHEMA_VERSION", "SHARD_GLOB", "DatasetDir", "PipelineDir", "ReportDir", "RunDir", "WorkDir",
+__all__ = ["DATASET_SCHEMA_VERSION", "FOLDER_MARKER", "SHARD_GLOB", "Claim", "ClaimState", "FolderKind",
+           "claim_folder", "folder_kind", "read_marker", "DatasetDir", "PipelineDir", "ReportDir", "RunDir", "WorkDir",
            "resolve_weights"]

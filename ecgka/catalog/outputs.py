@@ -14,9 +14,13 @@ class ReportDir:
     TABLES = "tables"
     TIDY = "tidy"  # tidy snake_case CSVs, one observation per row, next to the display tables
     FIGURES = "figures"
+    DATASETS = "datasets"  # a report grouped by dataset: datasets/<fingerprint>/ holds one report each
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def dataset_report(self, fingerprint: str) -> ReportDir:
+        return ReportDir(self.path / self.DATASETS / fingerprint)
 
     @property
     def html(self) -> Path:

@@ -59,14 +59,16 @@ class RunDir:
     def tensorboard_dir(self) -> Path:
         return self.path / self.TENSORBOARD
 
-    def eval_dir(self, split: str) -> Path:
-        return self.path / self.EVAL / split
+    def eval_dir(self, split: str, dataset: str | None = None) -> Path:
+        """``eval/<split>`` (the run's own dataset), or ``eval/<fingerprint>/<split>`` for an evaluation on
+        another dataset (``ecgka evaluate --allow-other-dataset``)."""
+        return self.path / self.EVAL / (f"{dataset}/{split}" if dataset else split)
 
-    def predictions_path(self, split: str) -> Path:
-        return self.eval_dir(split) / self.PREDICTIONS
+    def predictions_path(self, split: str, dataset: str | None = None) -> Path:
+        return self.eval_dir(split, dataset) / self.PREDICTIONS
 
-    def metrics_path(self, split: str) -> Path:
-        return self.eval_dir(split) / self.METRICS
+    def metrics_path(self, split: str, dataset: str | None = None) -> Path:
+        return self.eval_dir(split, dataset) / self.METRICS
 
     def is_run(self) -> bool:
         return self.config_path.is_file()
@@ -74,9 +76,10 @@ class RunDir:
     def read_run(self) -> dict[str, Any]:
         return _read_json_file(self.run_json, "run.json", f"is {self.path} a run directory?")
 
-    def read_metrics(self, split: str) -> dict[str, Any]:
-        return _read_json_file(self.metrics_path(split), "metrics.json",
-                               f"run `ecgka evaluate {self.path} --data DIR` first")
+    def read_metrics(self, split: str, dataset: str | None = None) -> dict[str, Any]:
+        hint = (f"run `ecgka evaluate {self.path} --data DIR --allow-other-dataset` first" if dataset
+                else f"run `ecgka evaluate {self.path} --data DIR` first")
+        return _read_json_file(self.metrics_path(split, dataset), "metrics.json", hint)
 
     def read_config(self) -> dict[str, Any]:
         """The resolved config.yaml as a mapping ({} when absent)."""

@@ -13,7 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labs", required=True, action="append", metavar="FILE",
                         help="labevents-format export (.csv, .csv.gz or .parquet); repeat for several files")
     parser.add_argument("--d-labitems", metavar="FILE", help="optional d_labitems table: potassium items by label+fluid")
-    parser.add_argument("--out", required=True, help="dataset directory to write")
+    parser.add_argument("--out", required=True,
+                        help="dataset directory to write: new, empty, or a dataset folder (same inputs: resumed or "
+                             "skipped)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a complete dataset in --out that was built from other inputs or config")
     parser.add_argument("--config", help="build config YAML (default: built-in defaults = configs/data/ecg_ka_dir.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. signal.leads=[I,II]")
     where = parser.add_mutually_exclusive_group()
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(BuildConfig, args.config, args.overrides)
     result = build_dataset(args.ecg_root, args.labs, args.out, cfg, workers=args.workers,
                            dask_scheduler=args.dask_scheduler, d_labitems=args.d_labitems,
-                           progress=not args.quiet and sys.stderr.isatty())
+                           progress=not args.quiet and sys.stderr.isatty(), force=args.force, log=print)
     if result["status"] == "skipped":
         print(f"{args.out}: up to date (fingerprint {result['fingerprint']}), nothing to do")
     else:

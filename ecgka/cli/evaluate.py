@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="split to evaluate (default test; operating points are fixed on val)")
     parser.add_argument("--config", metavar="FILE", help="YAML with evaluation options (EvalConfig)")
+    parser.add_argument("--allow-other-dataset", action="store_true",
+                        help="evaluate on a dataset the run was not trained on; written to RUN/eval/<fingerprint>/ "
+                             "(the run's own eval/ stays as it is)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="e.g. n_boot=2000 target_sensitivity=0.95 checkpoint=last device=cpu many=0.4 "
                              "(shot cut-offs default to the dataset manifest's)")
@@ -28,9 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from ecgka.catalog import RunDir
     from ecgka.config import load_config
     from ecgka.evaluation import EvalConfig, evaluate_run
+    from ecgka.evaluation.evaluate import eval_dir_of
 
     cfg = load_config(EvalConfig, args.config, args.overrides)
-    metrics = evaluate_run(args.run_dir, args.data, args.split, cfg)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, cfg, allow_other_dataset=args.allow_other_dataset)
+    where = eval_dir_of(args.run_dir, metrics)
+    if metrics["dataset"].get("matches_training") is False:
+        print(f"evaluated on dataset {metrics['dataset'].get('fingerprint')}, not the run's training dataset "
+              f"({metrics['run'].get('dataset_fingerprint')}): written to {where} "
+              f"(report it with `ecgka report ... --dataset {metrics['dataset'].get('fingerprint')}`)")
     reg = metrics["regression"]
     print(f"{args.split}: n={metrics['n']}  " + "  ".join(
         f"MAE {g} {reg[g]['mae']:.3f} (n={reg[g]['n']})" if reg[g]["mae"] is not None else f"MAE {g} - (n=0)"
@@ -41,5 +50,5 @@ def run(args: argparse.Namespace) -> int:
         if ci["lower"] is not None:
             text += f" [{ci['lower']:.3f}, {ci['upper']:.3f}]"
         print(f"  {name}: AUROC {text} (positives {c['n_positive']})")
-    print(f"wrote {RunDir(args.run_dir).metrics_path(args.split)}")
+    print(f"wrote {where / RunDir.METRICS}")
     return 0

@@ -20,6 +20,7 @@ def _int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+    parser.add_argument("--force", action="store_true", help="replace a stand-in folder written by ecgka synth")
     parser.add_argument("--subjects", type=_int, default=200, metavar="N",
                         help="subjects in the lab tables, ~92%% of them with ECGs (default 200)")
     parser.add_argument("--seed", type=_int, default=0, metavar="S",
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = generate_standin(
-            args.out, subjects=args.subjects, seed=args.seed, workers=args.workers, progress=progress
-        )
+            args.out, subjects=args.subjects, seed=args.seed, workers=args.workers, progress=progress,
+            force=args.force)
     finally:
         bar.close()
     print(format_summary(summary))

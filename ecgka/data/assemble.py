@@ -21,11 +21,45 @@ from ecgka.data.config import BuildConfig
 from ecgka.data.manifest import make_manifest, shard_metadata
 from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
 from ecgka.data.splits import NOT_SELECTED, assign_splits, variant_selection
+from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col
 
 NOT_IN_VARIANT = "not_selected_for_variant"
 LEDGER_COLUMNS = ["row", "subject_id", "study_id", "path", "reason", "detail"]
+
+
+class EmptyBuildError(InputError):
+    """A build that pairs no ECG or leaves a split empty: no dataset, only the ledger to look at."""
+
+
+def _main_cause(records: pd.DataFrame, exclusions: pd.DataFrame, lab_stats: dict[str, Any]) -> str:
+    """The largest reason why no ECG was kept: no rows, no potassium lab, or the top exclusion."""
+    if records.empty:
+        return "the record list has no rows"
+    if not lab_stats["rows"].get("kept", 0):
+        drops = {k: v for k, v in lab_stats["dropped"].items() if v}
+        if not drops:
+            return "no potassium lab in the lab files"
+        reason, n = max(drops.items(), key=lambda kv: kv[1])
+        return f"{n:,} potassium labs dropped {reason}"
+    reason, n = next(iter(exclusions["reason"].value_counts().items()))
+    return f"{n:,} of {len(records):,} ECGs excluded as {reason}"
+
+
+def _check_not_empty(ds: DatasetDir, records: pd.DataFrame, exclusions: pd.DataFrame, lab_stats: dict[str, Any],
+                     meta: pd.DataFrame, split: np.ndarray) -> None:
+    """Refuse an empty result before any shard is written; the ledger is kept for the user to read."""
+    empty = [s for s in SPLITS if not np.any(split == s)]
+    if not empty:
+        return
+    _write_ledger(exclusions, ds.exclusions_path)
+    where = f"the exclusion ledger is {ds.exclusions_path}; no dataset was written"
+    if meta.empty:
+        raise EmptyBuildError(f"no ECG paired: {_main_cause(records, exclusions, lab_stats)} ({where})")
+    raise EmptyBuildError(f"split {empty[0]} is empty: {len(meta):,} ECGs of {meta['subject_id'].nunique():,} "
+                          f"subjects paired, too few for subject-disjoint splits (val/test take at most "
+                          f"split.holdout_max_fraction of each label bin's subjects) ({where})")
 
 
 def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,12 +156,14 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
              progress: bool = False) -> dict[str, Any]:
     """Write splits, the ledger, variants and the manifest; check that the accounting is exact."""
     ds.manifest_path.unlink(missing_ok=True)  # the old output is no longer complete
+    shutil.rmtree(ds.cache_dir, ignore_errors=True)  # signal caches of the old shards
     meta, chunk_excl = _read_parts(part_dirs)
     split = assign_splits(meta, cfg.split, cfg.label.grid)
-    split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
-    counts = _write_splits(ds, part_dirs, split_of, cfg, fingerprint, progress)
     not_sel = meta.loc[split == NOT_SELECTED, "sample_id"].to_numpy(np.int64)
     exclusions = _ledger(records, no_lab_rows, chunk_excl, not_sel)
+    _check_not_empty(ds, records, exclusions, lab_stats, meta, split)
+    split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
+    counts = _write_splits(ds, part_dirs, split_of, cfg, fingerprint, progress)
     total = sum(counts.values()) + len(exclusions)
     if total != len(records) or exclusions["row"].duplicated().any():
         raise RuntimeError(f"accounting error: {len(records)} records but {total} in splits + exclusions")

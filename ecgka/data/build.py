@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgka.catalog import DatasetDir, WorkDir
+from ecgka.catalog import FOLDER_MARKER, Claim, ClaimState, DatasetDir, FolderKind, WorkDir, claim_folder
 from ecgka.data import labs as labs_mod
-from ecgka.data.assemble import assemble
+from ecgka.data.assemble import EmptyBuildError, assemble
 from ecgka.data.config import BuildConfig
 from ecgka.data.executors import dask_client_class, default_workers, make_executor
 from ecgka.data.labs import LabTable, check_columns, extract_potassium, lab_file_columns, select_items
@@ -89,6 +89,22 @@ def _prepare(ds: DatasetDir, fingerprint: str) -> WorkDir:
     return work
 
 
+def _replace_other(ds: DatasetDir, claim: Claim, fingerprint: str, force: bool) -> str | None:
+    """Empty the folder when it holds another dataset (a complete one only with ``force``) or an unfinished
+    build of other inputs; keep an unfinished build of this fingerprint (it resumes). Returns the console
+    line saying what was replaced, or None."""
+    old = ds.manifest_or_none()
+    if old is not None and old.get("fingerprint") != fingerprint:
+        claim.check_replace(fingerprint, force=force, what=f"dataset {old.get('fingerprint')}")
+        claim.clear()
+        return f"{ds.path}: replaced dataset {old.get('fingerprint')} (--force)"
+    resumable = old is not None or ds.work_dir(fingerprint).is_dir()
+    if claim.path.is_dir() and not resumable and any(p.name != FOLDER_MARKER for p in claim.path.iterdir()):
+        claim.clear()
+        return f"{ds.path}: removed an unfinished build of other inputs (or an old-layout dataset)"
+    return None
+
+
 def _tasks(paired: pd.DataFrame, ecg_root: Path, work: WorkDir, cfg: BuildConfig) -> list[ChunkTask]:
     size = cfg.shards.chunk_records
     cfg_dict = cfg.model_dump(mode="json")
@@ -119,23 +135,33 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
 
 def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: str | Path,
                   cfg: BuildConfig | None = None, workers: int | None = 1, dask_scheduler: Any = None,
-                  d_labitems: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+                  d_labitems: str | Path | None = None, progress: bool = False, force: bool = False,
+                  log: Any = None) -> dict[str, Any]:
     """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``.
 
     ``workers``: local processes for the signal stage (None: every CPU); ``dask_scheduler``: a Dask scheduler
-    address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``).
+    address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``). ``out_dir`` must be
+    missing, empty or a dataset folder (``ecgka.catalog.claim_folder``); a complete dataset of another
+    fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was adopted or replaced.
     """
     start = time.perf_counter()
+    log = log or (lambda line: None)
     if dask_scheduler is not None:
         dask_client_class()  # Dask missing: the install hint before any work, not after the labs
     cfg = cfg or BuildConfig()
     ecg_root, out_dir = Path(ecg_root), Path(out_dir)
+    claim = claim_folder(out_dir, FolderKind.DATASET)  # before hashing inputs: a wrong --out fails at once
     lab_files = [Path(p) for p in lab_files]
     d_labitems = Path(d_labitems) if d_labitems else None
     records = _check_inputs(ecg_root, lab_files)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
     fingerprint = dataset_fingerprint(cfg, inputs)
     ds = DatasetDir(out_dir)
+    for note in (claim.note, _replace_other(ds, claim, fingerprint, force)):
+        if note:
+            log(note)
+    if claim.content != fingerprint or claim.state is not ClaimState.SAME_KIND:
+        claim.write_marker(fingerprint)
     if ds.is_complete(fingerprint):
         return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
     work = _prepare(ds, fingerprint)
@@ -146,8 +172,13 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     tasks = _tasks(paired[has_lab], ecg_root, work, cfg)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
-    manifest = assemble(ds, records, no_lab, [t.part_dir for t in tasks], cfg, fingerprint, inputs, lab_stats,
-                        progress)
+    try:
+        manifest = assemble(ds, records, no_lab, [t.part_dir for t in tasks], cfg, fingerprint, inputs, lab_stats,
+                            progress)
+    except EmptyBuildError:
+        if not cfg.keep_work:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
+            shutil.rmtree(ds.work_root, ignore_errors=True)
+        raise
     n_workers = workers if workers is not None else default_workers()
     manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
     if not cfg.keep_work:

@@ -185,21 +185,43 @@ def _provenance(run: dict, manifest: dict, cfg: EvalConfig) -> dict:
             "matches_training": None if trained_on is None else trained_on == manifest.get("fingerprint")}
 
 
+def other_dataset(run: dict, manifest: dict, data_dir: Path, allow: bool) -> str | None:
+    """None when ``manifest`` is the run's training dataset (or the run does not say); else the other
+    dataset's fingerprint, which names its eval folder; refused unless ``allow``."""
+    trained_on, fingerprint = run.get("dataset_fingerprint"), manifest.get("fingerprint")
+    if trained_on is None or trained_on == fingerprint:
+        return None
+    if not allow:
+        raise InputError(f"{data_dir}: dataset {fingerprint} is not the run's training dataset ({trained_on}); "
+                         f"pass --allow-other-dataset to evaluate on it (written to eval/{fingerprint}/)")
+    return str(fingerprint)
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
-                 cfg: EvalConfig | None = None) -> dict:
-    """Predict ``split`` (and val) with the run's checkpoint, write predictions and metrics.json."""
+                 cfg: EvalConfig | None = None, *, allow_other_dataset: bool = False) -> dict:
+    """Predict ``split`` (and val) with the run's checkpoint, write predictions and metrics.json: into
+    ``eval/<split>/`` for the run's own dataset, into ``eval/<fingerprint>/<split>/`` for another one
+    (only with ``allow_other_dataset``; :func:`eval_dir_of` says where)."""
     cfg = cfg or EvalConfig()
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
     run_dir, data = RunDir(run_dir), DatasetDir(data_dir)
     run, manifest = run_dir.read_run(), data.read_manifest()
+    other = other_dataset(run, manifest, data.path, allow_other_dataset)
     eval_grid(manifest, cfg)  # a bad manifest or override fails before any prediction
     preds = {s: _predict(run_dir.path, data.path, s, cfg) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
-        _write_parquet(df, run_dir.predictions_path(s))
+        _write_parquet(df, run_dir.predictions_path(s, other))
     metrics = compute_metrics(preds[split], preds["val"], manifest, cfg, split)
     extra = _provenance(run, manifest, cfg)
     metrics["dataset"]["matches_training"] = extra.pop("matches_training")
     metrics.update(extra)
-    atomic_write_json(run_dir.metrics_path(split), metrics)
+    atomic_write_json(run_dir.metrics_path(split, other), metrics)
     return metrics
+
+
+def eval_dir_of(run_dir: str | Path, metrics: dict) -> Path:
+    """Where ``evaluate_run`` wrote these metrics: ``eval/<split>`` or ``eval/<fingerprint>/<split>``."""
+    dataset = metrics.get("dataset", {})
+    other = dataset.get("fingerprint") if dataset.get("matches_training") is False else None
+    return RunDir(run_dir).eval_dir(metrics["split"], other)

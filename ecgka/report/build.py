@@ -2,7 +2,9 @@
 metrics.json of a report folder (file names: ``ecgka.catalog.ReportDir``).
 
 The whole output directory appears at once (written to a temporary sibling, checked for identifiers and
-dates, then renamed); a failed check publishes nothing.
+dates, then renamed); a failed check publishes nothing. ``out_dir`` must be missing, empty or a report
+folder (``ecgka.catalog.claim_folder``): a report is derived output, so a report of the same runs and split
+is regenerated freely; a report folder of other runs is replaced only with ``force``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from pathlib import Path
 import yaml
 
 from ecgka import __version__
-from ecgka.catalog import ReportDir
+from ecgka.catalog import FolderKind, ReportDir, claim_folder
+from ecgka.config import config_hash
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
-from ecgka.report import html, markdown, privacy
-from ecgka.report.collect import ReportModel, collect
+from ecgka.report import html, index, markdown, privacy
+from ecgka.report.collect import ReportModel, by_dataset, collect
 from ecgka.report.figures import all_figures
 from ecgka.report.render_utils import fmt, model_card
 from ecgka.report.tables import Table, all_tables
@@ -88,22 +91,60 @@ def report_metrics(model: ReportModel) -> dict:
                               "metrics": r.metrics} for r in model.runs}}
 
 
-def write_report(run_dirs, out_dir, split: str = "test", title: str | None = None) -> Path:
-    """Build the report of ``run_dirs`` (each evaluated on ``split``) into ``out_dir``; returns report.html."""
+def report_content(run_dirs, split: str, dataset: str | None = None, grouped: bool = False) -> str:
+    """What defines a report folder's content: its runs (resolved paths), split, evaluated dataset, layout."""
+    return config_hash({"runs": sorted(str(Path(d).resolve()) for d in run_dirs), "split": split,
+                        "dataset": dataset, "grouped": grouped})
+
+
+def write_report(run_dirs, out_dir, split: str = "test", title: str | None = None, *, force: bool = False,
+                 dataset: str | None = None, group_by_dataset: bool = False, log=None) -> Path:
+    """Build the report of ``run_dirs`` (each evaluated on ``split``; on ``dataset``, a fingerprint, when
+    given) into ``out_dir``; returns report.html. Runs evaluated on different datasets are refused, or with
+    ``group_by_dataset`` get one report each (``datasets/<fingerprint>/``) under an index page."""
     out_dir = Path(out_dir)
-    model = collect([Path(d) for d in run_dirs], split)
+    claim = claim_folder(out_dir, FolderKind.REPORT)
+    content = report_content(run_dirs, split, dataset, group_by_dataset)
+    replacing = claim.check_replace(content, force=force, what="a report of other runs")
+    model = collect([Path(d) for d in run_dirs], split, dataset, one_dataset=not group_by_dataset)
+    tokens = privacy.run_identifiers(run_dirs)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        (_write_grouped if group_by_dataset else _write_one)(ReportDir(tmp), model, title)
+        privacy.check_directory(tmp, tokens)
+        claim.write_marker(content, root=tmp)  # after the check: the marker's date is no patient's
+    for note in (claim.note, f"{out_dir}: replaced a report of other runs (--force)" if replacing else None):
+        if note and log:
+            log(note)
+    return ReportDir(out_dir).html
+
+
+def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
+    """The report of runs evaluated on one dataset."""
     tables = all_tables(model)
     figures = {f.name: f for f in all_figures(model)}
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.PRIVACY_NOTE
-    sections_md = [(title, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
-                   for _, title, nt, nf in SECTIONS]
-    tokens = privacy.run_identifiers(run_dirs)
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        _write_contents(ReportDir(tmp), model, page, sections_md, tables, figures)
-        privacy.check_directory(tmp, tokens)
-    return ReportDir(out_dir).html
+    sections_md = [(heading, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
+                   for _, heading, nt, nf in SECTIONS]
+    _write_contents(out, model, page, sections_md, tables, figures)
+
+
+def _write_grouped(out: ReportDir, model: ReportModel, title: str | None) -> None:
+    """One report per dataset (comparisons only within it) and an index listing every dataset."""
+    title = title or DEFAULT_TITLE
+    parts = by_dataset(model)
+    links = {fp: str(out.dataset_report(fp).html.relative_to(out.path)) for fp in parts}
+    for fp, part in parts.items():
+        out.dataset_report(fp).path.mkdir(parents=True)
+        _write_one(out.dataset_report(fp), part, f"{title} (dataset {fp})")
+    groups = {fp: [r.display_name for r in part.runs] for fp, part in parts.items()}
+    atomic_write_text(out.html, index.index_html(title, model.split, groups, links))
+    atomic_write_text(out.markdown, index.index_markdown(title, model.split, groups, links))
+    atomic_write_json(out.metrics, {"schema_version": 1, "split": model.split, "ecgka_version": __version__,
+                                    "grouped_by_dataset": True,
+                                    "datasets": {fp: {"runs": [r.name for r in part.runs], "report": links[fp]}
+                                                 for fp, part in parts.items()}})
 
 
 def _write_contents(out: ReportDir, model: ReportModel, page: dict, sections_md, tables: dict[str, Table],

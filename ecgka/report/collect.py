@@ -94,11 +94,12 @@ def display_name(run: dict) -> str:
     return f"{title} + Dist Loss" if dist else title
 
 
-def load_run(run_dir: str | Path, split: str = "test") -> RunEntry:
-    """Read one run directory; a missing run.json or metrics.json is a one-line InputError."""
+def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = None) -> RunEntry:
+    """Read one run directory (its evaluation on ``dataset``, a fingerprint, when given: ``ecgka evaluate
+    --allow-other-dataset``); a missing run.json or metrics.json is a one-line InputError."""
     rd = RunDir(run_dir)
     run = rd.read_run()
-    metrics = rd.read_metrics(split)
+    metrics = rd.read_metrics(split, dataset)
     method, dist = base_method(run)
     variant = _variant_of(run)
     group = str(run.get("group") or ("imbalance" if variant else "main"))
@@ -120,11 +121,35 @@ def _order_key(r: RunEntry) -> tuple:
     return (rank, r.method, r.dist_loss)
 
 
-def collect(run_dirs, split: str = "test") -> ReportModel:
-    """Load every run; main runs are ordered as the paper's tables (each baseline, then + Dist Loss)."""
+def check_one_dataset(runs: list[RunEntry]) -> None:
+    """Refuse runs evaluated on different datasets: their tables would compare different test sets."""
+    by_fp: dict[str, list[str]] = {}
+    for r in runs:
+        if r.fingerprint is not None:
+            by_fp.setdefault(r.fingerprint, []).append(r.name)
+    if len(by_fp) > 1:
+        listed = "; ".join(f"{fp}: {', '.join(names)}" for fp, names in by_fp.items())
+        raise InputError(f"runs were evaluated on different datasets ({listed}); pass --group-by-dataset for "
+                         f"one report per dataset, or report each dataset's runs separately")
+
+
+def by_dataset(model: ReportModel) -> dict[str, ReportModel]:
+    """One model per dataset the runs were evaluated on (fingerprint, or "unknown"), runs in model order."""
+    out: dict[str, ReportModel] = {}
+    for r in model.runs:
+        fp = r.fingerprint or "unknown"
+        out.setdefault(fp, ReportModel(split=model.split, runs=[], datasets={fp: model.datasets[fp]})).runs.append(r)
+    return out
+
+
+def collect(run_dirs, split: str = "test", dataset: str | None = None, one_dataset: bool = True) -> ReportModel:
+    """Load every run; main runs are ordered as the paper's tables (each baseline, then + Dist Loss).
+    ``one_dataset``: refuse runs evaluated on different datasets (a grouped report splits them instead)."""
     if not run_dirs:
         raise InputError("no run directories given")
-    runs = [load_run(d, split) for d in run_dirs]
+    runs = [load_run(d, split, dataset) for d in run_dirs]
+    if one_dataset:
+        check_one_dataset(runs)
     _unique_names(runs)
     runs.sort(key=lambda r: (r.group != "main", r.group, _order_key(r)))
     datasets: dict[str, dict] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ecgka.catalog import Claim, ClaimState, FolderKind, claim_folder
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, file_fingerprint
 from ecgka.standin.ids import N_CARTS, Ids
@@ -61,7 +62,7 @@ def standin_complete(out_dir: str | Path) -> bool:
     return (Path(out_dir) / ECG_DIR / RECORD_LIST).is_file()
 
 
-def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | None) -> Path:
+def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | None, force: bool = False) -> Claim:
     """Validate before anything is written; raise InputError with a one-line reason."""
     out = Path(out_dir)
     if not isinstance(subjects, int) or not 1 <= subjects <= MAX_SUBJECTS:
@@ -70,8 +71,9 @@ def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | Non
         raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
     if workers is not None and (not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS):
         raise InputError(f"--workers must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: output folder exists and is not empty (choose a new or empty folder)")
+    claim = claim_folder(out, FolderKind.STANDIN)  # a file, a foreign or another kind of folder: refused
+    if claim.state is not ClaimState.NEW and not force:
+        raise InputError(f"{out}: holds a stand-in already; pass --force to replace it, or choose another --out")
     parent = out.parent.resolve()
     while not parent.exists():
         parent = parent.parent
@@ -79,7 +81,7 @@ def check_args(out_dir: str | Path, subjects: int, seed: int, workers: int | Non
         raise InputError(f"{parent}: is a file, cannot write the stand-in below it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{parent}: folder is not writable")
-    return out
+    return claim
 
 
 def _synth_chunk(seed: int, ecg_root: str, tasks: list[tuple]) -> tuple[list[list], list[tuple[str, str]]]:
@@ -274,19 +276,22 @@ def default_workers() -> int:
 
 def generate_standin(
     out_dir: str | Path, subjects: int = 200, seed: int = 0, workers: int | None = None, *,
-    progress: Progress | None = None,
+    progress: Progress | None = None, force: bool = False,
 ) -> dict:
-    """Write a MIMIC-IV-ECG + MIMIC-IV hosp stand-in to ``out_dir`` (new or empty); return a summary.
+    """Write a MIMIC-IV-ECG + MIMIC-IV hosp stand-in to ``out_dir`` (new or empty; a stand-in folder only with
+    ``force``, replaced as a whole); return a summary.
 
     ``progress(done, total)`` is called as ECG records are finished (e.g. to drive a progress bar).
     """
-    out = check_args(out_dir, subjects, seed, workers)
+    claim = check_args(out_dir, subjects, seed, workers, force)
+    out = claim.path
     workers = workers or default_workers()
     start = time.perf_counter()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
             summary = _write_tree(tmp, subjects, seed, workers, progress)
+            claim.write_marker(f"subjects={subjects} seed={seed}", root=tmp)
     except OSError as exc:  # e.g. read-only or full file system: nothing is left behind by atomic_path
         raise InputError(f"{out}: cannot write the stand-in ({exc.strerror or exc})") from None
     return {"out": str(out), "subjects": subjects, **summary, "seconds": round(time.perf_counter() - start, 2),
