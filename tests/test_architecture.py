@@ -94,10 +94,11 @@ def test_only_the_catalog_spells_dataset_and_run_file_names():
 LAYERS = [
     ["ecgka", "ecgka.errors", "ecgka.registry", "ecgka.config", "ecgka.io", "ecgka.keys", "ecgka.lazy"],
     ["ecgka.labels", "ecgka.catalog"],
-    ["ecgka.standin", "ecgka.data"],
+    ["ecgka.standin", "ecgka.data", "ecgka.age"],
     ["ecgka.models", "ecgka.losses"],
     ["ecgka.training"],
     ["ecgka.metrics", "ecgka.evaluation", "ecgka.report"],
+    ["ecgka.versions"],
     ["ecgka.pipeline", "ecgka.cli", "ecgka.__main__"],
 ]
 

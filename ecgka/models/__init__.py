@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(name, preset=None, in_channels=1, num_outputs=1, **overrides)``.
+"""Model registry: ``create_model(name, preset=None, in_channels=None, num_outputs=1, **overrides)``.
 
 A model exposes ``feature_dim``, ``forward_features(x [B, C, T]) -> [B, feature_dim]``, ``head`` (the final
 ``nn.Linear``) and ``forward(x) -> [B]`` (docs/contracts.md, "Models").
@@ -11,17 +11,23 @@ from typing import Any
 from torch import nn
 
 from ecgka.models.net1d import Net1D
-from ecgka.models.presets import DEFAULT_NET1D_PRESET, NET1D_PRESETS
+from ecgka.models.presets import DEFAULT_NET1D_PRESET, DEFAULT_RESNET_PRESET, NET1D_PRESETS, RESNET_PRESETS
+from ecgka.models.resnet import ResNet
 from ecgka.registry import Registry, look_up_option
 
 MODELS: Registry = Registry("model")
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {"net1d": NET1D_PRESETS}
-DEFAULT_PRESETS: dict[str, str] = {"net1d": DEFAULT_NET1D_PRESET}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"net1d": NET1D_PRESETS, "resnet50": RESNET_PRESETS}
+DEFAULT_PRESETS: dict[str, str] = {"net1d": DEFAULT_NET1D_PRESET, "resnet50": DEFAULT_RESNET_PRESET}
 
 
 @MODELS.register("net1d")
-def _net1d(in_channels: int, num_outputs: int, **kwargs: Any) -> nn.Module:
+def _net1d(in_channels: int = 1, num_outputs: int = 1, **kwargs: Any) -> nn.Module:
     return Net1D(in_channels=in_channels, num_outputs=num_outputs, **kwargs)
+
+
+@MODELS.register("resnet50")
+def _resnet50(in_channels: int = 3, num_outputs: int = 1, **kwargs: Any) -> nn.Module:
+    return ResNet(in_channels=in_channels, num_outputs=num_outputs, **kwargs)
 
 
 def list_models() -> list[str]:
@@ -40,13 +46,14 @@ def model_kwargs(name: str, preset: str | None = None, **overrides: Any) -> dict
     return {**base, **overrides}
 
 
-def create_model(name: str, preset: str | None = None, in_channels: int = 1, num_outputs: int = 1,
+def create_model(name: str, preset: str | None = None, in_channels: int | None = None, num_outputs: int = 1,
                  **overrides: Any) -> nn.Module:
-    """Build a registered model; unknown names/presets raise a ConfigError listing the valid ones."""
+    """Build a registered model; unknown names/presets raise a ConfigError listing the valid ones.
+    ``in_channels=None``: the model's own default (net1d 1 lead, resnet50 3 colour channels)."""
     factory = MODELS.get(name)
+    channels = {} if in_channels is None else {"in_channels": in_channels}
     try:
-        return factory(in_channels=in_channels, num_outputs=num_outputs,
-                       **model_kwargs(name, preset, **overrides))
+        return factory(num_outputs=num_outputs, **channels, **model_kwargs(name, preset, **overrides))
     except TypeError as exc:
         from ecgka.errors import ConfigError
 
@@ -57,4 +64,4 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["Net1D", "create_model", "list_models", "list_presets", "model_kwargs", "count_parameters"]
+__all__ = ["Net1D", "ResNet", "create_model", "list_models", "list_presets", "model_kwargs", "count_parameters"]

@@ -1,0 +1,26 @@
+"""``ecgka age prepare``: metadata + the balanced rule -> a DIR split CSV ``age,path,split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecgka.age.metadata import SOURCES, metadata_from_csv
+from ecgka.age.split import CAPS, balanced_split
+from ecgka.errors import InputError
+from ecgka.io import atomic_write_text
+from ecgka.registry import look_up_option
+
+
+def prepare_split(dataset: str, out: str | Path, *, images: str | Path | None = None,
+                  metadata: str | Path | None = None) -> dict:
+    """Write ``out`` (rows in metadata order; rows with an age outside 0..120 get no split and are left
+    out) and return the counts per split."""
+    dataset = look_up_option(dataset, list(CAPS), "age dataset")
+    if (images is None) == (metadata is None):
+        raise InputError("give exactly one of --images DIR and --metadata CSV")
+    table = metadata_from_csv(Path(metadata)) if metadata is not None else SOURCES.get(dataset)(Path(images))
+    table["split"] = balanced_split(table["age"].tolist(), CAPS[dataset])
+    kept = table.dropna(subset=["split"])
+    atomic_write_text(Path(out), kept.to_csv(index=False, lineterminator="\n"))
+    counts = {s: int((kept["split"] == s).sum()) for s in ("train", "val", "test")}
+    return {"out": str(out), "dataset": dataset, **counts, "no_split": int(len(table) - len(kept))}
