@@ -10,6 +10,7 @@ Dataset folder (schema version ``DATASET_SCHEMA_VERSION``)::
     DIR/split=train/part-00000.parquet  shards, hive-style: one directory read gives ``split`` as a column
     DIR/split=val/...  DIR/split=test/...
     DIR/exclusions.csv                  the ledger: every record_list.csv row in no split, with its reason
+    DIR/labs.arrow                      the version's potassium rows (Arrow IPC): a later version starts here
     DIR/variants/<name>/manifest.json   an imbalance variant: a view of the parent's shards whose train
     DIR/variants/<name>/exclusions.csv  split drops the rows listed in its own ledger
     DIR/.cache/                         memory-mapped signal caches (training)
@@ -42,8 +43,9 @@ from ecgka.catalog.folders import (
            read_marker,
 )
 from ecgka.catalog.outputs import PipelineDir, ReportDir
+from ecgka.catalog.registry import ComparisonDir, ExportDir, RegistryDir
 from ecgka.catalog.run import RunDir, resolve_weights
 
 __all__ = ["DATASET_SCHEMA_VERSION", "FOLDER_MARKER", "SHARD_GLOB", "Claim", "ClaimState", "FolderKind",
            "claim_folder", "folder_kind", "read_marker", "DatasetDir", "PipelineDir", "ReportDir", "RunDir", "WorkDir",
-           "resolve_weights"]
+           "resolve_weights", "ComparisonDir", "ExportDir", "RegistryDir"]

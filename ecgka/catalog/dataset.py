@@ -18,13 +18,16 @@ class DatasetDir:
 
     MANIFEST = "manifest.json"
     EXCLUSIONS = "exclusions.csv"
+    # the version's potassium rows (Arrow IPC, not Parquet: outside the shard glob): a later version
+    # (`ecgka build --previous DIR`) starts from them, never from the old export files
+    LABS = "labs.arrow"
     CACHE = ".cache"
     WORK = "_work"
     VARIANTS = "variants"
     SPLIT_PREFIX = "split="
     # what pandas/pyarrow ParquetDataset readers must skip to read DIR as one dataset (they lack DuckDB's glob
     # and pyarrow.dataset's exclude_invalid_files): pd.read_parquet(DIR, ignore_prefixes=READER_IGNORE_PREFIXES)
-    READER_IGNORE_PREFIXES = (".", "_", "manifest", "exclusions", "variants")
+    READER_IGNORE_PREFIXES = (".", "_", "manifest", "exclusions", "labs", "variants")
     LEGACY_EXCLUSIONS = "exclusions.parquet"  # schema 1
 
     def __init__(self, path: str | Path):
@@ -41,6 +44,10 @@ class DatasetDir:
     @property
     def exclusions_path(self) -> Path:
         return self.path / self.EXCLUSIONS
+
+    @property
+    def labs_path(self) -> Path:
+        return self.path / self.LABS
 
     @property
     def cache_dir(self) -> Path:

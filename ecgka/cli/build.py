@@ -11,7 +11,11 @@ HELP = "build ECG-Ka-DIR Parquet shards from MIMIC-IV-ECG and potassium lab expo
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ecg-root", required=True, help="MIMIC-IV-ECG root (holds record_list.csv and files/)")
     parser.add_argument("--labs", required=True, action="append", metavar="FILE",
-                        help="labevents-format export (.csv, .csv.gz or .parquet); repeat for several files")
+                        help="lab export (.csv, .csv.gz or .parquet): labevents columns (full or incremental) or a "
+                             "simple table subject_id, charttime, potassium[, itemid] (labs.format); repeatable")
+    parser.add_argument("--previous", metavar="DATASET_DIR",
+                        help="a dataset version to extend: its labs join --labs, its ECGs are reused, its subjects "
+                             "keep their splits (docs/retraining.md)")
     parser.add_argument("--d-labitems", metavar="FILE", help="optional d_labitems table: potassium items by label+fluid")
     parser.add_argument("--out", required=True,
                         help="dataset directory to write: new, empty, or a dataset folder (same inputs: resumed or "
@@ -31,15 +35,19 @@ def run(args: argparse.Namespace) -> int:
     from ecgka.config import load_config
     from ecgka.data.build import build_dataset
     from ecgka.data.config import BuildConfig
+    from ecgka.data.lineage import version_summary
     from ecgka.data.manifest import format_summary
 
     cfg = load_config(BuildConfig, args.config, args.overrides)
     result = build_dataset(args.ecg_root, args.labs, args.out, cfg, workers=args.workers,
                            dask_scheduler=args.dask_scheduler, d_labitems=args.d_labitems,
-                           progress=not args.quiet and sys.stderr.isatty(), force=args.force, log=print)
+                           progress=not args.quiet and sys.stderr.isatty(), force=args.force, log=print,
+                           previous=args.previous)
     if result["status"] == "skipped":
         print(f"{args.out}: up to date (fingerprint {result['fingerprint']}), nothing to do")
     else:
-        print(f"{args.out}: built (fingerprint {result['fingerprint']})")
+        print(f"{args.out}: built (fingerprint {result['fingerprint']}, digest {result['digest']})")
+        if result.get("parent"):
+            print(version_summary(result))
     print(format_summary(result, result.get("seconds")))
     return 0

@@ -20,7 +20,8 @@ from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data.config import BuildConfig
 from ecgka.data.manifest import make_manifest, shard_metadata
 from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
-from ecgka.data.splits import NOT_SELECTED, assign_splits, variant_selection
+from ecgka.data.splits import NOT_SELECTED, variant_selection
+from ecgka.data.versions import Version, save_labs
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col
@@ -62,11 +63,17 @@ def _check_not_empty(ds: DatasetDir, records: pd.DataFrame, exclusions: pd.DataF
                           f"split.holdout_max_fraction of each label bin's subjects) ({where})")
 
 
+PAIR_COLS = {Col.SAMPLE_ID.value: "int64", Col.SUBJECT_ID.value: "int64", Col.STUDY_ID.value: "int64",
+             Col.LAB_TIME.value: "int64", Col.ITEMID.value: "int32", Col.POTASSIUM.value: "float32"}
+
+
 def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cols = [Col.SAMPLE_ID.value, Col.SUBJECT_ID.value, Col.POTASSIUM.value]
+    cols = list(PAIR_COLS)
     kept = [read_ipc(WorkDir.rows(d), cols).to_pandas() for d in part_dirs]
+    for frame in kept:  # whole seconds, as the lineage compares them
+        frame[Col.LAB_TIME.value] = frame[Col.LAB_TIME.value].to_numpy().astype("datetime64[s]").astype(np.int64)
     excl = [read_ipc(WorkDir.excluded(d)).to_pandas() for d in part_dirs]
-    empty_k = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, ("int64", "int64", "float32"), strict=True)})
+    empty_k = pd.DataFrame({c: pd.Series(dtype=t) for c, t in PAIR_COLS.items()})
     empty_e = pd.DataFrame({"sample_id": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str),
                             "detail": pd.Series(dtype=str)})
     return (pd.concat(kept, ignore_index=True) if kept else empty_k,
@@ -153,12 +160,12 @@ def _ledger(records: pd.DataFrame, no_lab_rows: np.ndarray, chunk_excl: pd.DataF
 
 def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, part_dirs: list[Path],
              cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], lab_stats: dict[str, Any],
-             progress: bool = False) -> dict[str, Any]:
-    """Write splits, the ledger, variants and the manifest; check that the accounting is exact."""
+             version: Version, progress: bool = False) -> dict[str, Any]:
+    """Write splits, the ledger, variants, the potassium rows and the manifest; check the accounting."""
     ds.manifest_path.unlink(missing_ok=True)  # the old output is no longer complete
     shutil.rmtree(ds.cache_dir, ignore_errors=True)  # signal caches of the old shards
     meta, chunk_excl = _read_parts(part_dirs)
-    split = assign_splits(meta, cfg.split, cfg.label.grid)
+    split = version.assign(meta, cfg)
     not_sel = meta.loc[split == NOT_SELECTED, "sample_id"].to_numpy(np.int64)
     exclusions = _ledger(records, no_lab_rows, chunk_excl, not_sel)
     _check_not_empty(ds, records, exclusions, lab_stats, meta, split)
@@ -171,8 +178,11 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
     full_counts = {"record_list": len(records), **counts, "excluded": len(exclusions)}
     reason_counts = {k: int(v) for k, v in exclusions["reason"].value_counts().items()}
     labels = {s: meta.loc[split == s, "potassium"].to_numpy() for s in SPLITS}
-    extra = {"labs": lab_stats["rows"] | {"items": lab_stats["items"]}}
+    extra = {"labs": lab_stats["rows"] | {"items": lab_stats["items"]},
+             **version.manifest_block(cfg, meta[np.isin(split, SPLITS)].assign(split=split[np.isin(split, SPLITS)]))}
     manifest = make_manifest(cfg, fingerprint, inputs, labels, full_counts, reason_counts, lab_stats["dropped"], extra)
     manifest["variants"] = _variants(ds, manifest, meta, split, records, cfg)
+    with atomic_path(ds.labs_path) as tmp:
+        save_labs(version.labs, tmp)
     atomic_write_json(ds.manifest_path, manifest)
     return manifest

@@ -4,6 +4,8 @@ Steps: read ``record_list.csv`` -> stream potassium labs -> pair -> signal stage
 -> subject-disjoint splits -> shards, exclusions, variants, manifest. Intermediate results live in the work
 folder of the build's fingerprint (``ecgka.catalog.WorkDir``, written atomically), so an interrupted build
 resumes; a complete build with the same fingerprint is skipped. Every file name comes from the catalog.
+With ``previous`` the build is a new version of that dataset (``ecgka.data.versions``: labs merged, ECGs
+reused, splits kept).
 """
 
 from __future__ import annotations
@@ -17,15 +19,30 @@ import numpy as np
 import pandas as pd
 
 from ecgka.catalog import FOLDER_MARKER, Claim, ClaimState, DatasetDir, FolderKind, WorkDir, claim_folder
-from ecgka.data import labs as labs_mod
 from ecgka.data.assemble import EmptyBuildError, assemble
 from ecgka.data.config import BuildConfig
 from ecgka.data.executors import dask_client_class, default_workers, make_executor
-from ecgka.data.labs import LabTable, check_columns, extract_potassium, lab_file_columns, select_items
+from ecgka.data.labs import (
+    ItemSelection,
+    LabTable,
+    extract_potassium,
+    lab_file_columns,
+    lab_format,
+    select_items,
+)
 from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
 from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
+from ecgka.data.versions import (
+    REUSE_COLUMNS,
+    Previous,
+    Version,
+    export_entry,
+    load_previous,
+    merge_labs,
+    reuse_plan,
+)
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
 
@@ -39,7 +56,7 @@ def fingerprint_inputs(ecg_root: Path, lab_files: list[Path], d_labitems: Path |
     }
 
 
-def _check_inputs(ecg_root: Path, lab_files: list[Path]) -> pd.DataFrame:
+def _check_inputs(ecg_root: Path, lab_files: list[Path], cfg: BuildConfig) -> pd.DataFrame:
     """Fail at once on missing files or columns; return the validated record list."""
     if not ecg_root.is_dir():
         raise InputError(f"{ecg_root}: ECG root folder not found")
@@ -47,23 +64,64 @@ def _check_inputs(ecg_root: Path, lab_files: list[Path]) -> pd.DataFrame:
         raise InputError("no lab file given (--labs FILE)")
     records = read_record_list(ecg_root)
     for path in lab_files:
-        check_columns(path, lab_file_columns(path), labs_mod.REQUIRED_COLUMNS)
+        lab_format(path, lab_file_columns(path), cfg.labs)
     return records
 
 
-def _labs(work: WorkDir, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, progress: bool):
+def _items(cfg: BuildConfig, d_labitems: Path | None, prev: Previous | None) -> ItemSelection:
+    """The potassium items: from ``d_labitems`` when given, else the previous version's, else the config's."""
+    if prev is None or d_labitems is not None:
+        return select_items(cfg.labs, d_labitems)
+    items = prev.manifest["labs"]["items"]
+    return ItemSelection(tuple(items["primary"]), tuple(items["secondary"]), tuple(items["other_fluid"]))
+
+
+def _add_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Counts of the previous version plus those of the new exports (numbers added, lists joined)."""
+    out = dict(old)
+    for key, value in new.items():
+        out[key] = out.get(key, 0 if not isinstance(value, list) else []) + value
+    return out
+
+
+def _extract(lab_files: list[Path], cfg: BuildConfig, items: ItemSelection, prev: Previous | None, progress: bool):
+    """The potassium table and its stats: the exports' rows, merged into the previous version's rows."""
+    table, dropped, seen = extract_potassium(lab_files, cfg.labs, items, progress=progress)
+    if prev is None:
+        return table, dropped, seen, {}
+    merged, changes = merge_labs(prev.labs, table)
+    old_rows = {k: v for k, v in prev.manifest.get("labs", {}).items() if k != "items"}
+    seen = _add_stats(old_rows, {k: v for k, v in seen.items() if k != "kept"}) | {"kept": len(merged)}
+    return merged, _add_stats(prev.manifest.get("labs_dropped", {}), dropped), seen, changes
+
+
+def _labs(work: WorkDir, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, prev: Previous | None,
+          progress: bool):
     """The potassium table, cached in the work folder."""
-    items = select_items(cfg.labs, d_labitems)
+    items = _items(cfg, d_labitems, prev)
     cache, info = work.labs, work.lab_stats
     if cache.is_file() and info.is_file():
         return LabTable.load(cache), read_json(info), items
-    table, dropped, seen = extract_potassium(lab_files, cfg.labs, items, progress=progress)
+    table, dropped, seen, changes = _extract(lab_files, cfg, items, prev, progress)
     with atomic_path(cache) as tmp:
         table.save(tmp)
-    stats = {"dropped": dropped, "rows": seen, "items": {"primary": list(items.primary),
+    stats = {"dropped": dropped, "rows": seen, "changes": changes, "items": {"primary": list(items.primary),
              "secondary": list(items.secondary), "other_fluid": list(items.other_fluid)}}
     atomic_write_json(info, stats)
     return table, stats, items
+
+
+def _new_exports(lab_files: list[Path], inputs: dict[str, Any], prev: Previous | None
+                 ) -> tuple[list[Path], list[dict[str, Any]]]:
+    """The lab files to read (an export the previous version already holds counts once) and the version's
+    exports: the previous version's plus the new ones."""
+    exports = list(prev.exports) if prev else []
+    files = []
+    for path, fp in zip(lab_files, inputs["labs"], strict=True):
+        if fp["sha256"] not in {e["sha256"] for e in exports}:
+            exports.append(export_entry(fp))
+            files.append(path)
+    return files, exports
 
 
 def _remove(path: Path) -> None:
@@ -105,13 +163,20 @@ def _replace_other(ds: DatasetDir, claim: Claim, fingerprint: str, force: bool) 
     return None
 
 
-def _tasks(paired: pd.DataFrame, ecg_root: Path, work: WorkDir, cfg: BuildConfig) -> list[ChunkTask]:
+def _tasks(paired: pd.DataFrame, ecg_root: Path, work: WorkDir, cfg: BuildConfig, prev: Previous | None,
+           log: Any) -> list[ChunkTask]:
     size = cfg.shards.chunk_records
     cfg_dict = cfg.model_dump(mode="json")
     recs = paired[TASK_COLUMNS].sort_values("row", ignore_index=True)
     recs = recs.astype({"lab_time_s": np.int64, "itemid": np.int32, "potassium": np.float32})
-    return [ChunkTask(i, str(ecg_root), str(work.path), recs.iloc[start:start + size].reset_index(drop=True), cfg_dict)
-            for i, start in enumerate(range(0, len(recs), size))]
+    if prev is not None:
+        same = prev.same_signal(cfg)
+        if not same:
+            log(f"signal config differs from the previous version {prev.ds.path}: every ECG is read again")
+        recs = pd.concat([recs, reuse_plan(recs, prev, same)[REUSE_COLUMNS]], axis=1)
+    where = str(prev.ds.path.resolve()) if prev is not None else None
+    return [ChunkTask(i, str(ecg_root), str(work.path), recs.iloc[start:start + size].reset_index(drop=True), cfg_dict,
+                      where) for i, start in enumerate(range(0, len(recs), size))]
 
 
 def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_scheduler: Any, progress: bool
@@ -119,7 +184,7 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
     from tqdm.auto import tqdm
 
     todo = [t for t in tasks if not t.done]
-    stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0}
+    stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0, "read": 0, "reused": 0}
     if not todo:
         return stats
     executor = make_executor(workers if len(todo) > 1 or dask_scheduler is not None else 1, dask_scheduler)
@@ -127,6 +192,8 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
         with tqdm(total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals", disable=not progress) as bar:
             for result in executor.map_unordered(run_chunk, todo):
                 stats["seconds"] += result.get("seconds", 0.0)
+                stats["read"] += result.get("read", 0)
+                stats["reused"] += result.get("reused", 0)
                 bar.update(result.get("kept", 0) + result.get("excluded", 0))
     finally:
         executor.close()
@@ -136,13 +203,15 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
 def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: str | Path,
                   cfg: BuildConfig | None = None, workers: int | None = 1, dask_scheduler: Any = None,
                   d_labitems: str | Path | None = None, progress: bool = False, force: bool = False,
-                  log: Any = None) -> dict[str, Any]:
+                  log: Any = None, previous: str | Path | None = None) -> dict[str, Any]:
     """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``.
 
     ``workers``: local processes for the signal stage (None: every CPU); ``dask_scheduler``: a Dask scheduler
     address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``). ``out_dir`` must be
     missing, empty or a dataset folder (``ecgka.catalog.claim_folder``); a complete dataset of another
     fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was adopted or replaced.
+    ``previous``: a dataset version this one extends (``ecgka.data.versions``): its potassium rows join the
+    new exports', its ECGs are reused and its subjects keep their splits.
     """
     start = time.perf_counter()
     log = log or (lambda line: None)
@@ -153,8 +222,12 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     claim = claim_folder(out_dir, FolderKind.DATASET)  # before hashing inputs: a wrong --out fails at once
     lab_files = [Path(p) for p in lab_files]
     d_labitems = Path(d_labitems) if d_labitems else None
-    records = _check_inputs(ecg_root, lab_files)
+    prev = load_previous(previous, out_dir) if previous is not None else None
+    records = _check_inputs(ecg_root, lab_files, cfg)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
+    if prev is not None:
+        inputs["previous"] = {"path": str(prev.ds.path.resolve()), "digest": prev.digest}
+    new_files, exports = _new_exports(lab_files, inputs, prev)
     fingerprint = dataset_fingerprint(cfg, inputs)
     ds = DatasetDir(out_dir)
     for note in (claim.note, _replace_other(ds, claim, fingerprint, force)):
@@ -165,16 +238,18 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     if ds.is_complete(fingerprint):
         return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
     work = _prepare(ds, fingerprint)
-    labs, lab_stats, items = _labs(work, lab_files, cfg, d_labitems, progress)
+    labs, lab_stats, items = _labs(work, new_files, cfg, d_labitems, prev, progress)
     candidates = records[records["reason"] == ""]
     paired = pair_labs(candidates, labs, items.primary, items.secondary, cfg.pairing)
     has_lab = paired["lab_time_s"].notna().to_numpy()
-    tasks = _tasks(paired[has_lab], ecg_root, work, cfg)
+    tasks = _tasks(paired[has_lab], ecg_root, work, cfg, prev, log)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
     try:
+        salt = prev.manifest.get("split_salt", prev.manifest["fingerprint"]) if prev else fingerprint
+        version = Version(exports, salt, labs, prev, lab_stats.get("changes", {}))
         manifest = assemble(ds, records, no_lab, [t.part_dir for t in tasks], cfg, fingerprint, inputs, lab_stats,
-                            progress)
+                            version, progress)
     except EmptyBuildError:
         if not cfg.keep_work:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
             shutil.rmtree(ds.work_root, ignore_errors=True)

@@ -11,9 +11,18 @@ from pydantic import Field, field_validator, model_validator
 from ecgka.config import ConfigModel
 from ecgka.labels import LabelGridConfig
 
+LAB_FORMATS = ("auto", "labevents", "simple")
+SIMPLE_FIELDS = ("subject_id", "charttime", "potassium", "itemid")
+
 
 class LabsConfig(ConfigModel):
-    """Which lab rows count as a usable potassium result."""
+    """Which lab rows count as a usable potassium result, and how a lab file's columns are read."""
+
+    # labevents: MIMIC's columns (a full export or an incremental one of new rows only); simple: a table of
+    # subject_id, charttime, potassium[, itemid] named by simple_columns (rows without itemid count as the
+    # first primary item); auto: labevents when its columns are there, else simple
+    format: str = "auto"
+    simple_columns: dict[str, str] = {f: f for f in SIMPLE_FIELDS}  # ecgka field -> column name in the file
 
     primary_itemids: list[int] = [50971]  # Potassium, Blood, Chemistry
     secondary_itemids: list[int] = [50822]  # Potassium, Whole Blood, Blood Gas
@@ -43,6 +52,11 @@ class LabsConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _check(self) -> LabsConfig:
+        if self.format not in LAB_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(LAB_FORMATS)}, got {self.format!r}")
+        unknown = sorted(set(self.simple_columns) - set(SIMPLE_FIELDS))
+        if unknown:
+            raise ValueError(f"simple_columns: unknown field(s) {unknown} (fields: {', '.join(SIMPLE_FIELDS)})")
         if not self.lo < self.hi:
             raise ValueError(f"lo ({self.lo}) must be below hi ({self.hi})")
         if not self.primary_itemids:

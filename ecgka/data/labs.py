@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ecgka.data.config import LabsConfig
+from ecgka.data.config import SIMPLE_FIELDS, LabsConfig
 from ecgka.errors import InputError
 
 REQUIRED_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum")
@@ -31,6 +31,7 @@ LAB_DROP_REASONS = (
     "malformed_row", "bad_subject_id", "bad_charttime", "non_numeric_value", "out_of_range",
     "not_blood", "hemolysed", "duplicate",
 )
+LAB_FIELDS = ("subject_id", "time_s", "itemid", "value")
 UNCHECKED = "hemolysis_unchecked"  # potassium rows of files without `comments`: the haemolysis rule was not applied
 
 
@@ -60,6 +61,14 @@ class LabTable:
         """Sort by subject, time, item, value (a deterministic order for pairing)."""
         order = np.lexsort((self.value, self.itemid, self.time_s, self.subject_id))
         return LabTable(self.subject_id[order], self.time_s[order], self.itemid[order], self.value[order])
+
+    def to_arrow(self) -> pa.Table:
+        return pa.table({f: getattr(self, f) for f in LAB_FIELDS})
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table) -> LabTable:
+        dtypes = (np.int64, np.int64, np.int32, np.float32)
+        return cls(*(table.column(f).to_numpy().astype(t) for f, t in zip(LAB_FIELDS, dtypes, strict=True)))
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
@@ -133,6 +142,45 @@ def check_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> 
     missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(f"{path}: missing required column(s) {', '.join(missing)}")
+
+
+def simple_mapping(cfg: LabsConfig) -> dict[str, str]:
+    """ecgka field -> the simple table's column name (defaults: the field names)."""
+    return {f: f for f in SIMPLE_FIELDS} | dict(cfg.simple_columns)
+
+
+def lab_format(path: Path, present: list[str], cfg: LabsConfig) -> str:
+    """``labevents`` or ``simple`` for a file with columns ``present`` (``labs.format``, ``auto`` detects);
+    wrong columns: one line naming the file, the missing columns and the columns found."""
+    simple = simple_mapping(cfg)
+    needs = {"labevents": list(REQUIRED_COLUMNS), "simple": [simple[f] for f in SIMPLE_FIELDS[:3]]}
+    order = ["labevents", "simple"] if cfg.format == "auto" else [cfg.format]
+    for fmt in order:
+        if all(c in present for c in needs[fmt]):
+            return fmt
+    missing = "; ".join(f"{fmt} format needs {', '.join(c for c in needs[fmt] if c not in present)}" for fmt in order)
+    raise InputError(f"{path}: missing required column(s) ({missing}); found: {', '.join(present) or 'no columns'}")
+
+
+def _read_columns(fmt: str, present: list[str], cfg: LabsConfig) -> list[str]:
+    if fmt == "labevents":
+        return list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in present]
+    simple = simple_mapping(cfg)
+    return [simple[f] for f in SIMPLE_FIELDS if simple[f] in present]
+
+
+def _as_labevents(batch: pa.RecordBatch, fmt: str, cfg: LabsConfig) -> pa.RecordBatch:
+    """A simple-table batch with labevents names (``potassium`` -> ``valuenum``; no itemid: the first primary)."""
+    if fmt == "labevents":
+        return batch
+    simple = simple_mapping(cfg)
+    names = {simple["subject_id"]: "subject_id", simple["charttime"]: "charttime", simple["potassium"]: "valuenum",
+             simple["itemid"]: "itemid"}
+    batch = batch.rename_columns([names[c] for c in batch.schema.names])
+    if "itemid" not in batch.schema.names:
+        item = pa.array(np.full(batch.num_rows, cfg.primary_itemids[0], np.int64))
+        batch = pa.RecordBatch.from_arrays([*batch.columns, item], names=[*batch.schema.names, "itemid"])
+    return batch
 
 
 def _is_parquet(path: Path) -> bool:
@@ -271,15 +319,15 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
     no_comments: list[str] = []
     for path in paths:
         present = lab_file_columns(path)
-        check_columns(path, present, REQUIRED_COLUMNS)
-        columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in present]
-        if "comments" not in present:
+        fmt = lab_format(path, present, cfg)
+        columns = _read_columns(fmt, present, cfg)
+        if "comments" not in columns:
             no_comments.append(Path(path).name)
         bar = tqdm(unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", disable=not progress, leave=False)
         try:
             for batch in iter_batches(Path(path), cfg, columns, dropped):
                 seen["rows"] += batch.num_rows
-                table = _parse_batch(batch, items, cfg, hemolysed, dropped)
+                table = _parse_batch(_as_labevents(batch, fmt, cfg), items, cfg, hemolysed, dropped)
                 parts.append(table)
                 bar.update(batch.num_rows)
         except (pa.ArrowInvalid, OSError, EOFError) as exc:

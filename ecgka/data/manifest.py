@@ -30,7 +30,7 @@ def data_config(cfg: BuildConfig) -> dict[str, Any]:
 
 def dataset_fingerprint(cfg: BuildConfig, inputs: dict[str, Any]) -> str:
     """Short hash of the data-defining config, the input content hashes and the schema version."""
-    hashes = {k: (v["sha256"] if isinstance(v, dict) else [x["sha256"] for x in v] if isinstance(v, list) else v)
+    hashes = {k: (v.get("sha256", v.get("digest")) if isinstance(v, dict) else [x["sha256"] for x in v] if isinstance(v, list) else v)
               for k, v in inputs.items() if k != "ecg_root"}
     return config_hash({"schema": DATASET_SCHEMA_VERSION, "config": data_config(cfg), "inputs": hashes})
 

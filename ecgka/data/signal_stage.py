@@ -46,8 +46,9 @@ class ChunkTask:
     index: int
     ecg_root: str
     work_dir: str
-    records: pd.DataFrame  # TASK_COLUMNS
+    records: pd.DataFrame  # TASK_COLUMNS (+ versions.REUSE_COLUMNS with a previous version)
     cfg: dict  # BuildConfig as JSON-able dict (cheap to ship to Dask workers)
+    previous: str | None = None  # the previous version's folder: signals of prev_sample_id >= 0 come from it
 
     @property
     def part_dir(self) -> Path:
@@ -79,11 +80,25 @@ def run_chunk(task: ChunkTask) -> dict:
                                f"folder {task.work_dir}): {_one_line(exc)}") from None
 
 
-def _read_chunk(task: ChunkTask, cfg: BuildConfig) -> tuple[list[np.ndarray], list[int], list[tuple]]:
-    """Every record of the chunk: its signal, or its exclusion (bad data only)."""
+def _carried(task: ChunkTask) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
+    """Records settled by the previous version, not read: positions whose signal it holds, positions of the
+    exclusions it keeps, and those exclusions."""
+    recs = task.records
+    if "prev_sample_id" not in recs:
+        return np.empty(0, np.int64), np.empty(0, np.int64), []
+    reasons = recs["prev_reason"].to_numpy()
+    kept_out = np.flatnonzero(reasons != "")
+    excluded = [(int(recs["row"].iat[i]), reasons[i], str(recs["prev_detail"].iat[i])[:300]) for i in kept_out]
+    return np.flatnonzero((recs["prev_sample_id"].to_numpy() >= 0) & (reasons == "")), kept_out, excluded
+
+
+def _read_chunk(task: ChunkTask, cfg: BuildConfig, skip: set[int]) -> tuple[list[np.ndarray], list[int], list[tuple]]:
+    """Every record of the chunk not in ``skip``: its signal, or its exclusion (bad data only)."""
     recs, root = task.records, Path(task.ecg_root)
     signals, kept, excluded = [], [], []
     for i, path in enumerate(recs["path"].to_numpy()):
+        if i in skip:
+            continue
         try:
             signals.append(_process_one(root, path, cfg))
             kept.append(i)
@@ -101,7 +116,19 @@ def _run_chunk(task: ChunkTask) -> dict:
     start = time.perf_counter()
     recs = task.records
     signal_len = len(cfg.signal.leads) * cfg.signal.n_samples
-    signals, kept, excluded = _read_chunk(task, cfg)
+    reused, carried_pos, carried = _carried(task)
+    signals, kept, excluded = _read_chunk(task, cfg, set(reused.tolist()) | set(carried_pos.tolist()))
+    excluded += carried
+    n_leads = len(cfg.signal.leads)
+    raw = np.stack(signals) if signals else np.empty((0, n_leads, cfg.signal.n_samples))
+    sig = to_stored(clean_batch(raw, cfg.signal.fs, cfg.signal)).reshape(len(kept), signal_len)
+    if len(reused):
+        from ecgka.data.versions import previous_signals
+
+        old = previous_signals(task.previous, recs["prev_sample_id"].to_numpy()[reused])
+        order = np.argsort(np.concatenate([kept, reused]), kind="stable")
+        sig = np.concatenate([sig, old.astype(sig.dtype)])[order]
+        kept = np.concatenate([np.asarray(kept, np.int64), reused])[order].tolist()
     sub = recs.iloc[kept]
     meta = {
         "sample_id": sub["row"].to_numpy(np.int64), "subject_id": sub["subject_id"].to_numpy(np.int64),
@@ -110,9 +137,6 @@ def _run_chunk(task: ChunkTask) -> dict:
         "delta_minutes": ((sub["lab_time_s"] - sub["time_s"]).to_numpy(np.float64) / 60.0).astype(np.float32),
         "itemid": sub["itemid"].to_numpy(np.int32), "potassium": sub["potassium"].to_numpy(np.float32),
     }
-    n_leads = len(cfg.signal.leads)
-    raw = np.stack(signals) if signals else np.empty((0, n_leads, cfg.signal.n_samples))
-    sig = to_stored(clean_batch(raw, cfg.signal.fs, cfg.signal)).reshape(len(kept), signal_len)
     table = make_table(meta, sig, ",".join(cfg.signal.leads), cfg.signal.fs)
     exc_table = pa.table({
         "sample_id": pa.array([e[0] for e in excluded], pa.int64()),
@@ -124,4 +148,5 @@ def _run_chunk(task: ChunkTask) -> dict:
         write_ipc(table, WorkDir.rows(tmp))
         write_ipc(exc_table, WorkDir.excluded(tmp))
     return {"index": task.index, "skipped": False, "kept": len(kept), "excluded": len(excluded),
+            "reused": len(reused) + len(carried), "read": len(signals) + len(excluded) - len(carried),
             "seconds": time.perf_counter() - start}

@@ -88,3 +88,62 @@ def variant_selection(y: np.ndarray, sample_id: np.ndarray, ratio: float, grid: 
         keep[rng.permutation(idx)[:cap]] = True
     keep[np.isin(bins, np.flatnonzero(counts <= cap))] = True
     return keep
+
+
+def _frame(meta: pd.DataFrame, grid: LabelGrid) -> pd.DataFrame:
+    return pd.DataFrame({"sample_id": meta["sample_id"].to_numpy(np.int64),
+                         "subject_id": meta["subject_id"].to_numpy(np.int64),
+                         "bin": grid.clipped_index(meta["potassium"].to_numpy())})
+
+
+def assign_splits_stable(meta: pd.DataFrame, cfg: SplitConfig, grid: LabelGrid, prior: dict[int, str],
+                         rank_of) -> np.ndarray:
+    """Splits of a later dataset version: every subject keeps its ``prior`` split.
+
+    A previous val/test subject keeps one sample (the lowest ``sample_id`` left: its previous chosen ECG,
+    the only one the build reads); a previous train subject stays train with all samples. New subjects are
+    drawn in the order of ``rank_of(subjects)`` (a deterministic salted hash): bins rarest first, one sample
+    each to val or test only while that split's bin holds fewer than ``per_bin_cap`` samples and the bin's
+    holdout budget (``holdout_max_fraction`` of its subjects) is not spent; everyone else is train.
+    """
+    df = _frame(meta, grid).sort_values("sample_id", kind="stable")
+    out = pd.Series("train", index=df.index, dtype=object)
+    if df.empty:
+        return out.to_numpy()
+    before = df["subject_id"].map(prior)
+    held_before = before.isin(["val", "test"])
+    first = held_before & ~df["subject_id"].duplicated()
+    out[held_before] = NOT_SELECTED
+    out[first] = before[first]
+    size = max(int(df["bin"].max()) + 1, grid.n_bins)
+    got = {s: np.bincount(df.loc[first & (before == s), "bin"], minlength=size) for s in ("val", "test")}
+    cand_all = df[~held_before | first].drop_duplicates(["bin", "subject_id"])
+    budget = _budgets(cand_all, cfg, size)
+    held = got["val"] + got["test"]
+    new = df[before.isna()]
+    if new.empty:
+        return out.loc[_frame(meta, grid).index].to_numpy()
+    subjects = np.unique(new["subject_id"].to_numpy())
+    rank = rank_of(subjects)
+    order = pd.Series(np.arange(len(subjects)), index=sorted(subjects, key=lambda s: (rank[s], s)))
+    new = new.assign(rank=order.loc[new["subject_id"]].to_numpy())
+    cand = new.sort_values(["bin", "rank", "sample_id"]).drop_duplicates(["bin", "subject_id"], keep="first")
+    subject_bins = {int(s): g.to_numpy() for s, g in cand.groupby("subject_id")["bin"]}
+    groups = {int(b): g for b, g in cand.groupby("bin")}
+    drawn: dict[int, tuple[int, str]] = {}  # subject -> (index of its chosen row, split)
+    for b in sorted(groups, key=lambda b: (len(groups[b]), b)):
+        for idx, subject in zip(groups[b].index, groups[b]["subject_id"], strict=True):
+            open_ = [s for s in ("val", "test") if got[s][b] < cfg.per_bin_cap]
+            if not open_:
+                break
+            bins = subject_bins[int(subject)]
+            if int(subject) in drawn or (held[bins] >= budget[bins]).any():
+                continue
+            split = min(open_, key=lambda s: (got[s][b], s == "test"))
+            got[split][b] += 1
+            held[bins] += 1
+            drawn[int(subject)] = (idx, split)
+    out[df["subject_id"].isin(list(drawn)).to_numpy()] = NOT_SELECTED
+    for idx, split in drawn.values():
+        out.loc[idx] = split
+    return out.loc[_frame(meta, grid).index].to_numpy()
