@@ -102,3 +102,47 @@ def test_a_nan_or_infinite_validation_metric_is_never_selected_as_best():
     assert best_epochs([nan, 0.5, inf, 0.7, -inf, 0.4, nan]) == ([1, 5], {"epoch": 5, "value": 0.4,
                                                                           "metric": TrainConfig().selection_metric})
     assert best_epochs([nan, inf, nan]) == ([], {})
+
+
+class _Terminal:
+    """A stand-in stderr that says it is a terminal (and records what is drawn)."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None: ...
+
+
+@pytest.mark.parametrize("tty, progress, drawn", [(True, True, True), (True, False, False), (False, True, False)])
+def test_progress_bars_are_drawn_only_on_a_terminal_and_when_wanted(monkeypatch, tty, progress, drawn):
+    import io
+
+    from ecgka.progress import progress_bar, progress_enabled
+
+    stream = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    assert progress_enabled(progress) is drawn
+    with progress_bar(range(3), progress=progress, desc="work") as bar:
+        assert bar.disable is (not drawn)
+        assert list(bar) == [0, 1, 2]
+    text = stream.text if tty else stream.getvalue()
+    assert ("work" in text) is drawn
+
+
+def test_an_explicit_disable_wins_and_tqdm_is_imported_only_for_a_bar():
+    code = ("import sys\nimport ecgka.progress as p\nassert 'tqdm' not in sys.modules\n"
+            "assert p.progress_bar(range(2), disable=True).disable\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_epoch_bar_uses_the_shared_progress_helper(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    train_run(load_train_config(None, [*FAST, "epochs=1", "tensorboard=false"]), data_dir, tmp_path / "run")
+    assert "epoch 1/1" in sys.stderr.text and "batch" in sys.stderr.text  # the bar and the summary line

@@ -84,8 +84,10 @@ def test_complete_run_is_skipped_and_a_changed_config_refused(stage1, data_dir):
     before = (stage1 / "checkpoints" / "last.pt").stat().st_mtime_ns
     train_run(load_train_config(None, [*FAST, "epochs=3", "name=vanilla"]), data_dir, stage1)
     assert (stage1 / "checkpoints" / "last.pt").stat().st_mtime_ns == before
-    with pytest.raises(ConfigError, match="different config"):
-        train_run(load_train_config(None, [*FAST, "epochs=4", "name=vanilla"]), data_dir, stage1)
+    with pytest.raises(ConfigError, match=r"different config \(differs in seed\); pass --force"):
+        train_run(load_train_config(None, [*FAST, "epochs=3", "name=vanilla", "seed=1"]), data_dir, stage1)
+    with pytest.raises(ConfigError, match="cannot be shortened"):
+        train_run(load_train_config(None, [*FAST, "epochs=2", "name=vanilla"]), data_dir, stage1)
 
 
 def test_two_stage_trains_only_the_head(stage1, data_dir, tmp_path):

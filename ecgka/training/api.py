@@ -1,13 +1,15 @@
-"""``train_run(cfg, data_dir, run_dir, init=None)``: one training run into a run directory.
+"""``train_run(cfg, data_dir, run_dir, init=None, *, force=False, log=None)``: one run into a run folder.
 
 Layout (``ecgka.catalog.RunDir``): ``config.yaml`` (resolved), ``run.json``, ``log.jsonl`` (one line per
-finished epoch), ``checkpoints/{last,best}.pt``. Re-running on the same directory continues from
-``last.pt``; a complete run with the same config is returned as is. Under torchrun only rank 0 writes.
+finished epoch), ``checkpoints/{last,best}.pt``. What happens to an existing folder (skip, resume, extend,
+replace, refuse) is ``resume.plan_run``; a run that stops records ``failed``/``interrupted`` and the reason
+in ``run.json``. Under torchrun only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,8 @@ import torch
 
 from ecgka import __version__
 from ecgka.catalog import DatasetDir, RunDir
-from ecgka.config import config_to_dict, dump_yaml
-from ecgka.errors import ConfigError, InputError
+from ecgka.config import config_hash, config_to_dict, dump_yaml
+from ecgka.errors import InputError
 from ecgka.io import atomic_write_json, atomic_write_text, remove_stale_temps
 from ecgka.labels import LabelGrid
 from ecgka.models import count_parameters, model_kwargs
@@ -33,7 +35,15 @@ from ecgka.training.config import TrainConfig
 from ecgka.training.distributed import DistInfo, barrier, gather_with_grad, init_distributed, shutdown
 from ecgka.training.hooks import CheckpointHook, EpochSummaryHook, ProgressBarHook, make_tensorboard_hook
 from ecgka.training.loop import Trainer
-from ecgka.training.resume import check_run_dir, load_last
+from ecgka.training.resume import (
+    RUN_COMPLETE,
+    RUN_RUNNING,
+    Action,
+    comparable,
+    load_last,
+    plan_run,
+    record_failure,
+)
 from ecgka.training.shard_loading import SplitData, lead_indices, load_split
 from ecgka.training.two_stage import apply_init
 
@@ -53,21 +63,28 @@ def _run_info(cfg: TrainConfig, data: DatasetDir, manifest: dict, status: str, *
             "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
 
 
-def _prepare_dir(run: RunDir, cfg: TrainConfig, data: DatasetDir, manifest: dict, info: DistInfo) -> dict | None:
-    """Check a re-used run dir; write config.yaml. Returns the run.json of a complete run (skip)."""
-    check_run_dir(run, cfg)
-    old = run.read_run() if run.run_json.is_file() else None
-    if old and old.get("dataset_fingerprint") != manifest.get("fingerprint"):
-        raise ConfigError(f"{run.path}: was trained on dataset {old.get('dataset_fingerprint')}, "
-                          f"{data.path} is {manifest.get('fingerprint')}; use another --out")
-    if old and old.get("status") == "complete":
-        return old
+def _prepare_dir(run: RunDir, cfg: TrainConfig, data: DatasetDir, manifest: dict, info: DistInfo, *,
+                 force: bool, log: Callable[[str], None]) -> dict | None:
+    """Decide what to do with the run folder (``resume.plan_run``), then (rank 0) clear a replaced run and
+    write the marker, config.yaml and a ``running`` run.json. Returns the run.json of a complete run (skip)."""
+    plan = plan_run(run, cfg, manifest.get("fingerprint"), force=force)  # every rank: reads only
+    barrier(info)  # nobody writes before every rank has read
+    if plan.note and info.main:
+        log(plan.note)
+    if plan.action is Action.SKIP:
+        return run.read_run()
     if info.main:
+        if plan.action is Action.REPLACE:
+            plan.claim.clear()
+        if plan.claim.note:
+            log(plan.claim.note)
+        plan.claim.write_marker(config_hash(comparable(cfg)))
         run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run.path)
         remove_stale_temps(run.checkpoints_dir)
         atomic_write_text(run.config_path, dump_yaml(config_to_dict(cfg)))
-        atomic_write_json(run.run_json, _run_info(cfg, data, manifest, "running", best_epoch=None))
+        atomic_write_json(run.run_json, _run_info(cfg, data, manifest, RUN_RUNNING, best_epoch=None))
+    barrier(info)
     return None
 
 
@@ -82,9 +99,13 @@ def _hooks(cfg: TrainConfig, run: RunDir, info: DistInfo) -> list:
     return hooks + ([tensorboard] if tensorboard else [])
 
 
-def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init: str | Path | None = None
-              ) -> dict[str, Any]:
-    """Train (or continue, or skip if complete) one run; returns the final ``run.json`` content."""
+def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init: str | Path | None = None, *,
+              force: bool = False, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (or continue, extend, or skip if complete) one run; returns the final ``run.json`` content.
+
+    ``force``: start over a complete or resumable run of another config. ``log`` receives the console lines
+    (replacing, resuming, already complete; rank 0 only). A run that stops with an error is left
+    ``failed`` (Ctrl-C: ``interrupted``) in run.json, with the reason."""
     model_kwargs(cfg.model.name, cfg.model.preset)  # unknown model or preset: fail before any data is read
     if init is not None:
         cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"path": str(init)})})
@@ -92,7 +113,8 @@ def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(make_runtime(cfg).device.type)
     try:
-        return _train(cfg, DatasetDir(data_dir), RunDir(run_dir), make_runtime(cfg, info=info), info)
+        return _train(cfg, DatasetDir(data_dir), RunDir(run_dir), make_runtime(cfg, info=info), info,
+                      force=force, log=log or (lambda line: None))
     finally:
         shutdown(info)
 
@@ -128,29 +150,49 @@ def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitData, val: Spli
                    train_counts=np.asarray(manifest["train_bin_counts"]["counts"]), hooks=hooks)
 
 
-def check_steps(n_train: int, batch_size: int) -> None:
+def check_steps(n_train: int, batch_size: int, data: str | Path | None = None) -> None:
     """An epoch must have at least one training step (whole batches only): a one-line error otherwise."""
+    if n_train == 0:
+        where = f"{data}: " if data is not None else ""
+        raise InputError(f"{where}the training split is empty (0 samples): nothing to train on; rebuild the "
+                         "dataset (its exclusions.csv says why rows were left out)")
     if n_train < batch_size:
         raise InputError(f"the training split has {n_train} samples, fewer than one batch of {batch_size}: "
                          "an epoch would have no training step; lower batch_size")
 
 
-def _train(cfg: TrainConfig, data: DatasetDir, run: RunDir, runtime: Runtime, info: DistInfo) -> dict:
+def _train(cfg: TrainConfig, data: DatasetDir, run: RunDir, runtime: Runtime, info: DistInfo, *,
+           force: bool, log: Callable[[str], None]) -> dict:
     manifest = data.read_manifest()
     n_listed = manifest.get("counts", {}).get("train")
     if isinstance(n_listed, int):  # before any file is written or read
-        check_steps(n_listed, cfg.batch_size)
-    done = _prepare_dir(run, cfg, data, manifest, info)
+        check_steps(n_listed, cfg.batch_size, data.path)
+    done = _prepare_dir(run, cfg, data, manifest, info, force=force, log=log)
     if done is not None:
+        if info.main:
+            log(f"{run.path}: already complete ({done.get('epochs_done')} epochs); nothing to do")
         return done
+    try:  # from here on the run is this command's: a failure is recorded in run.json
+        return _fit(cfg, data, manifest, run, runtime, info, log)
+    except BaseException as exc:
+        if info.main:
+            record_failure(run, exc)
+        raise
+
+
+def _fit(cfg: TrainConfig, data: DatasetDir, manifest: dict, run: RunDir, runtime: Runtime, info: DistInfo,
+         log: Callable[[str], None]) -> dict:
     seed_everything(cfg.seed)
     train, val = _load_splits(cfg, data, run, info)
-    check_steps(len(train), cfg.batch_size)
+    check_steps(len(train), cfg.batch_size, data.path)
     trainer = _build_trainer(cfg, manifest, train, val, runtime, info, _hooks(cfg, run, info))
     if (state := load_last(run)) is not None:
         trainer.restore(state)
+        if info.main:
+            log(f"{run.path}: resuming from epoch {trainer.epoch + 1}"
+                + (f", step {trainer.step + 1}" if trainer.step else "") + f" of {cfg.epochs}")
     trainer.fit()
-    summary = _run_info(cfg, data, manifest, "complete", best_epoch=trainer.best.get("epoch"),
+    summary = _run_info(cfg, data, manifest, RUN_COMPLETE, best_epoch=trainer.best.get("epoch"),
                         best_value=trainer.best.get("value"), epochs_done=trainer.epoch,
                         n_parameters=count_parameters(trainer.model),
                         trainable_parameters=count_parameters(trainer.model, True), world_size=info.world,

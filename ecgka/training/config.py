@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ecgka.config import ConfigModel, apply_overrides, read_yaml, validate_config
+from ecgka.config import ConfigModel, load_validated, parse_override, read_yaml, validate_config
 from ecgka.errors import ConfigError
 from ecgka.losses.config import MethodConfig
 
@@ -26,12 +26,27 @@ class ModelConfig(ConfigModel):
 
 
 class OptimConfig(ConfigModel):
-    """Adam with a step schedule: lr x gamma at each milestone epoch (0-based, MultiStepLR semantics)."""
+    """Adam with a step schedule: lr x gamma at each milestone epoch (0-based, MultiStepLR semantics).
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    Checked here, before anything is written: lr and gamma positive, weight decay not negative, milestones
+    strictly increasing from 1 (a milestone at 0 would just scale lr). Milestones must also fall inside
+    the run (< epochs): see :func:`check_milestones`.
+    """
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
     milestones: list[int] = Field(default_factory=lambda: [5, 8])
-    gamma: float = 0.1
+    gamma: float = Field(0.1, gt=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(m < 1 for m in value):
+            raise ValueError(f"{value}: milestones are epochs counted from 0 at which lr is multiplied by "
+                             "gamma; each must be >= 1")
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"{value}: milestones must be strictly increasing")
+        return value
 
 
 class DataConfig(ConfigModel):
@@ -40,8 +55,8 @@ class DataConfig(ConfigModel):
     leads: list[str] | None = None
     zscore: bool = True
     cache_dir: str | None = None  # None: DATA_DIR/.cache (falls back to RUN_DIR/cache if read-only)
-    prefetch: int = 2  # batches prepared ahead by a background thread
-    eval_batch_size: int = 1024
+    prefetch: int = Field(2, ge=0)  # batches prepared ahead by a background thread
+    eval_batch_size: int = Field(1024, ge=1)
 
 
 class InitConfig(ConfigModel):
@@ -92,7 +107,7 @@ class TrainConfig(ConfigModel):
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: only at the end of each epoch
     progress: bool = True  # the epoch's progress bar (on a terminal only) and one summary line per epoch
     tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ when the tensorboard package is installed
-    threads: int | None = None  # torch CPU threads (None: leave torch's default)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: leave torch's default)
     # How the report groups this run (written to run.json; see docs/report.md): "main" (method comparison),
     # "ablation_<name>" (one ablation table, rows labelled by ``ablation``) or "imbalance" (``variant``).
     # None: "main", or "imbalance" for a dataset under .../variants/<name>.
@@ -121,8 +136,54 @@ def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     return _merge(read_config_tree(path.parent / str(parent), (*_seen, path)), data)
 
 
+def read_resolved_config(path: str | Path) -> TrainConfig:
+    """A run's saved ``config.yaml`` (resolved: no ``extends``, no overrides), validated as written. Its
+    milestones are not checked against its epochs: a shortened run keeps the inherited ones."""
+    return validate_config(TrainConfig, read_yaml(path), source=str(path))
+
+
+def check_milestones(milestones: list[int], epochs: int, source: str) -> None:
+    """Every milestone must fall inside the run (< epochs): one at or after ``epochs`` never fires."""
+    late = [m for m in milestones if isinstance(m, int) and m >= epochs]
+    if late:
+        raise ConfigError(f"{source}: optim.milestones {milestones}: {late} at or after epochs={epochs} would "
+                          "never lower lr (milestones count epochs from 0); give milestones below "
+                          f"{epochs}, or optim.milestones=[]")
+
+
+def _check_file_schedules(path: Path) -> None:
+    """Each file of an ``extends`` chain that writes ``optim.milestones``: against the epochs it sees."""
+    default_epochs = TrainConfig.model_fields["epochs"].default
+    while True:
+        raw = read_yaml(path)
+        optim = raw.get("optim")
+        if isinstance(optim, dict) and isinstance(optim.get("milestones"), list):
+            epochs = read_config_tree(path).get("epochs", default_epochs)
+            if isinstance(epochs, int):
+                check_milestones(optim["milestones"], epochs, str(path))
+        if raw.get("extends") is None:
+            return
+        path = (path.parent / str(raw["extends"])).resolve()
+
+
+def _names_milestones(override: str) -> bool:
+    keys = parse_override(override)[0]
+    return keys[:2] == ["optim", "milestones"] or keys == ["optim"]
+
+
 def load_train_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Load a training config (with ``extends``), apply ``key=value`` overrides, validate."""
-    data = read_config_tree(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
-    return validate_config(TrainConfig, data, source=str(path) if path else "train config")
+    """Load a training config (with ``extends``), apply ``key=value`` overrides, validate.
+
+    Milestones are checked against ``epochs`` where they are written: a config file's against the epochs
+    that file sees (its own or inherited), milestones given as an override against the final ``epochs``. Shortening a run
+    (``epochs=3`` on the paper's 10-epoch schedule) keeps the inherited milestones, which then never fire.
+    """
+    source = str(path) if path else "train config"
+    data = read_config_tree(path) if path is not None else {}  # also refuses an ``extends`` cycle
+    if path is not None:
+        _check_file_schedules(Path(path).resolve())
+    cfg = load_validated(TrainConfig, data, list(overrides), source=source)
+    given = [o for o in overrides if _names_milestones(o)]
+    if given:
+        check_milestones(cfg.optim.milestones, cfg.epochs, f"command line: {given[-1]}")
+    return cfg

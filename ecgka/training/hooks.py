@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ecgka.catalog import RunDir
 from ecgka.io import atomic_write_text
+from ecgka.progress import progress_bar
 from ecgka.training.checkpoint import model_state, save_checkpoint
 
 if TYPE_CHECKING:  # annotations only
@@ -36,11 +37,8 @@ class ProgressBarHook(Hook):
         self.every, self.bar = every, None
 
     def on_epoch_start(self, trainer: Trainer, epoch: int, n_batches: int) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=n_batches, initial=trainer.step, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}",
-                        unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True,
-                        disable=not sys.stderr.isatty())
+        self.bar = progress_bar(total=n_batches, initial=trainer.step, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}",
+                                unit="batch", leave=False)
 
     def on_step_end(self, trainer: Trainer) -> None:
         self.bar.update(1)

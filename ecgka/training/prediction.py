@@ -16,7 +16,7 @@ from ecgka.errors import InputError
 from ecgka.keys import PredCol
 from ecgka.training.build import Runtime, build_model, make_runtime
 from ecgka.training.checkpoint import load_checkpoint
-from ecgka.training.config import TrainConfig, load_train_config
+from ecgka.training.config import TrainConfig, read_resolved_config
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.shard_loading import SplitData, lead_indices, load_split
 from ecgka.training.step import head_forward
@@ -59,7 +59,7 @@ def run_config(run_dir: str | Path) -> TrainConfig:
     run = RunDir(run_dir)
     if not run.is_run():
         raise InputError(f"{run.path}: not a training run directory (no {run.CONFIG})")
-    return load_train_config(run.config_path)
+    return read_resolved_config(run.config_path)
 
 
 def load_weights(run_dir: str | Path, cfg: TrainConfig, checkpoint: str, device: torch.device | str) -> nn.Module:
