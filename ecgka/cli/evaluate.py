@@ -28,12 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ecgka.catalog import RunDir
     from ecgka.config import load_config
-    from ecgka.evaluation import EvalConfig, evaluate_run
-    from ecgka.evaluation.evaluate import eval_dir_of
+    from ecgka.evaluation.config import EvalConfig
 
     cfg = load_config(EvalConfig, args.config, args.overrides)
+    from ecgka.catalog import RunDir  # heavier: after the options are known to be valid
+    from ecgka.evaluation.evaluate import eval_dir_of, evaluate_run
     metrics = evaluate_run(args.run_dir, args.data, args.split, cfg, allow_other_dataset=args.allow_other_dataset)
     where = eval_dir_of(args.run_dir, metrics)
     if metrics["dataset"].get("matches_training") is False:

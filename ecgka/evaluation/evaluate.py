@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ecgka import __version__
 from ecgka.catalog import DatasetDir, RunDir
-from ecgka.config import ConfigModel, validate_config
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
+from ecgka.evaluation.config import EvalConfig
 from ecgka.io import atomic_path, atomic_write_json
 from ecgka.keys import SPLITS, PredCol
-from ecgka.labels import GROUPS, LabelGrid, ShotRule
+from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
 
@@ -36,31 +36,6 @@ DATASET_KEYS = ("fingerprint", "schema_version", "ecgka_version", "parent", "lab
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
             "best_epoch", "selection_metric", "seed", "group", "ablation", "variant", "status")
 BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid steps (3 mmol/L)
-
-
-class EvalConfig(ConfigModel):
-    """Options of ``ecgka evaluate`` (all overridable as key=value)."""
-
-    checkpoint: Literal["best", "last"] = "best"
-    device: Literal["run", "auto", "cpu", "cuda"] = "run"  # "run": the device the run was trained with
-    shot_rule: Literal["relative", "absolute"] | None = None  # None: the dataset manifest's rule
-    many: float | None = None  # None: the manifest's cut-off (or the default of an overriding rule)
-    few: float | None = None
-    target_sensitivity: float = 0.9
-    n_boot: int = 1000
-    seed: int = 0
-    calibration_width: float = 0.5
-
-    @property
-    def overrides_shots(self) -> bool:
-        return any(v is not None for v in (self.shot_rule, self.many, self.few))
-
-    def shots(self, manifest_rule: ShotRule) -> ShotRule:
-        """The shot rule to evaluate with: the manifest's, with this config's fields over it."""
-        rule = self.shot_rule or manifest_rule.rule
-        base = manifest_rule.model_dump() if rule == manifest_rule.rule else {}
-        cuts = {k: v for k, v in (("many", self.many), ("few", self.few)) if v is not None}
-        return validate_config(ShotRule, {**base, "rule": rule, **cuts}, "evaluate shot rule override")
 
 
 def check_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
