@@ -35,7 +35,7 @@ def _signals(rng: np.random.Generator, y: np.ndarray, n_leads: int, n_samples: i
     base = np.sin(2 * np.pi * 5 * t)
     sig = rng.normal(0, 0.3, (len(y), n_leads, n_samples)).astype(np.float32) + base
     sig += (y[:, None, None] - 4.0) * bump
-    return sig.reshape(len(y), -1).astype(np.float16)
+    return sig.reshape(len(y), n_leads * n_samples).astype(np.float16)
 
 
 def _table(rng, split_offset: int, y: np.ndarray, leads: list[str], n_samples: int, fs: int) -> pa.Table:

@@ -46,7 +46,7 @@ def test_two_cpu_processes_train_as_one_process_with_the_same_global_batch(data_
     out = tmp_path / "run"
     res = _torchrun(data_dir, out, *SAME_MATH, *overrides)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count('"status": "complete"') == 1, "only rank 0 reports"
+    assert res.stdout.count("  next: ecgka evaluate ") == 1, "only rank 0 reports"
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "complete" and info["world_size"] == 2
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

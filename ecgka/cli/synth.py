@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ecgka.progress import progress_bar
 from ecgka.standin.generator import ECG_DIR, HOSP_DIR, LABEVENTS
 
 HELP = "write a MIMIC-IV-ECG v1.0 + MIMIC-IV hosp stand-in with potassium-dependent ECG physiology"
@@ -45,11 +46,9 @@ def format_summary(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ecgka.standin import generate_standin
 
-    bar = tqdm(total=0, unit="rec", desc="ECG records", disable=None, leave=False)  # shown on a terminal only
+    bar = progress_bar(total=0, unit="rec", desc="ECG records", leave=False)  # shown on a terminal only
 
     def progress(done: int, total: int) -> None:
         bar.total = total

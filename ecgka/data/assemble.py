@@ -25,6 +25,7 @@ from ecgka.data.versions import Version, save_labs
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col
+from ecgka.progress import progress_bar
 
 NOT_IN_VARIANT = "not_selected_for_variant"
 LEDGER_COLUMNS = ["row", "subject_id", "study_id", "path", "reason", "detail"]
@@ -82,13 +83,12 @@ def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _write_splits(ds: DatasetDir, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig, fingerprint: str,
                   progress: bool = False) -> dict[str, int]:
-    from tqdm.auto import tqdm
 
     schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples, shard_metadata(cfg, fingerprint))
     with contextlib.ExitStack() as stack:
         tmps = {s: stack.enter_context(atomic_path(ds.split_dir(s))) for s in SPLITS}
         writers = {s: SplitWriter(tmps[s], cfg.shards, schema) for s in SPLITS}
-        for part in tqdm(part_dirs, desc="shards", unit=" part", disable=not progress):
+        for part in progress_bar(part_dirs, progress=progress, desc="shards", unit=" part"):
             table = read_ipc(WorkDir.rows(part))
             labels = split_of.loc[table.column(Col.SAMPLE_ID.value).to_numpy()].to_numpy()
             for s in SPLITS:

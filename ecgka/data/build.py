@@ -45,6 +45,7 @@ from ecgka.data.versions import (
 )
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
+from ecgka.progress import progress_bar
 
 
 def fingerprint_inputs(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None) -> dict[str, Any]:
@@ -181,7 +182,6 @@ def _tasks(paired: pd.DataFrame, ecg_root: Path, work: WorkDir, cfg: BuildConfig
 
 def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_scheduler: Any, progress: bool
                       ) -> dict[str, float]:
-    from tqdm.auto import tqdm
 
     todo = [t for t in tasks if not t.done]
     stats = {"chunks": len(tasks), "resumed": len(tasks) - len(todo), "seconds": 0.0, "read": 0, "reused": 0}
@@ -189,7 +189,7 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
         return stats
     executor = make_executor(workers if len(todo) > 1 or dask_scheduler is not None else 1, dask_scheduler)
     try:
-        with tqdm(total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals", disable=not progress) as bar:
+        with progress_bar(progress=progress, total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals") as bar:
             for result in executor.map_unordered(run_chunk, todo):
                 stats["seconds"] += result.get("seconds", 0.0)
                 stats["read"] += result.get("read", 0)

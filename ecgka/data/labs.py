@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ecgka.data.config import SIMPLE_FIELDS, LabsConfig
 from ecgka.errors import InputError
+from ecgka.progress import progress_bar
 
 REQUIRED_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum")
 OPTIONAL_COLUMNS = ("comments",)
@@ -310,7 +311,6 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
     Files without a ``comments`` column cannot be checked for haemolysis: the row counts then say how many
     potassium rows went unchecked (``hemolysis_unchecked``) and in which files.
     """
-    from tqdm.auto import tqdm
 
     dropped: Counter = Counter()
     seen = Counter()
@@ -323,7 +323,7 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
         columns = _read_columns(fmt, present, cfg)
         if "comments" not in columns:
             no_comments.append(Path(path).name)
-        bar = tqdm(unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", disable=not progress, leave=False)
+        bar = progress_bar(progress=progress, unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", leave=False)
         try:
             for batch in iter_batches(Path(path), cfg, columns, dropped):
                 seen["rows"] += batch.num_rows
