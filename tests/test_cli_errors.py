@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shard_factory import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,8 +42,13 @@ def _inputs(tmp: Path) -> None:
     (tmp / "ecg" / "record_list.csv").write_bytes(
         b"subject_id,study_id,ecg_time,path\n1,2,2180-01-01 00:00:00,files/a\n3,4,2180-01-01 00:00:00,files/\xffb\n")
     (tmp / "labevents.csv").write_text("subject_id,itemid,charttime,valuenum\n")
+    (tmp / "precious").mkdir()
+    (tmp / "precious" / "notes.txt").write_text("mine")
+    (tmp / "afile").write_text("mine")
+    write_dataset(tmp / "ds", n_train=64, n_val=16, n_test=16, n_samples=64)
 
 
+TRAIN = "train --data {tmp}/ds --out {tmp}/run model.preset=tiny batch_size=32"
 CASES = [
     # (id, command line, exit code, message regex, paths that must not exist afterwards)
     ("set_unknown_variable", "run {tmp}/p.yaml --set nosuchvar=3 --out {tmp}/out", 2,
@@ -73,6 +79,35 @@ CASES = [
     ("build_override_bad_value",
      "build --ecg-root {tmp}/ecg --labs {tmp}/labevents.csv --out {tmp}/out split.per_bin_cap=abc", 2,
      r"^ecgka build: error: command line: split\.per_bin_cap=abc: ", ["out"]),
+    # output folders: never write into a file, a foreign folder or a folder of another kind
+    ("build_out_is_a_file", "build --ecg-root {tmp}/ecg --labs {tmp}/labevents.csv --out {tmp}/afile", 2,
+     r"afile: is a file, not a folder", []),
+    ("build_out_is_foreign", "build --ecg-root {tmp}/ecg --labs {tmp}/labevents.csv --out {tmp}/precious", 2,
+     r"not written by ecgka \(it holds 'notes\.txt'\)", []),
+    ("report_out_is_foreign", "report {tmp}/ds --out {tmp}/precious", 2,
+     r"precious: folder is not empty and was not written by ecgka", []),
+    ("report_out_is_a_file", "report {tmp}/ds --out {tmp}/afile", 2, r"afile: is a file, not a folder", []),
+    ("train_out_is_the_dataset", "train --data {tmp}/ds --out {tmp}/ds model.preset=tiny batch_size=32", 2,
+     r"is an ecgka dataset folder, not a run folder", []),
+    ("train_out_is_foreign", "train --data {tmp}/ds --out {tmp}/precious model.preset=tiny batch_size=32", 2,
+     r"not empty and was not written by ecgka", []),
+    ("train_out_is_a_file", "train --data {tmp}/ds --out {tmp}/afile model.preset=tiny batch_size=32", 2,
+     r"is a file, not a folder", []),
+    ("synth_out_is_foreign", "synth --out {tmp}/precious --subjects 2", 2, r"precious", []),
+    # training values are validated before anything is written
+    ("train_negative_lr", TRAIN + " optim.lr=-0.1", 2, r"command line: optim\.lr=-0\.1: .*greater than 0", ["run"]),
+    ("train_zero_gamma", TRAIN + " optim.gamma=0", 2, r"optim\.gamma=0: .*greater than 0", ["run"]),
+    ("train_milestones_order", TRAIN + " optim.milestones=[8,5]", 2, r"milestones must be strictly increasing",
+     ["run"]),
+    ("train_milestone_never_fires", TRAIN + " optim.milestones=[5,12]", 2,
+     r"\[12\] at or after epochs=10 would never lower lr", ["run"]),
+    ("train_unknown_key", TRAIN + " batchsize=3", 2,
+     r"command line: batchsize=3: unknown key 'batchsize'; did you mean 'batch_size'\?", ["run"]),
+    ("train_nested_key", TRAIN + " lr=0.1", 2, r"command line: lr=0\.1: unknown key 'lr'; did you mean 'optim\.lr'\?",
+     ["run"]),
+    ("train_bad_value", TRAIN + " epochs=abc", 2, r"command line: epochs=abc: ", ["run"]),
+    ("train_batch_too_large", TRAIN + " batch_size=128", 2, r"64 samples, fewer than one batch of 128", ["run"]),
+    ("evaluate_not_a_run", "evaluate {tmp}/precious --data {tmp}/ds", 2, r"precious", []),
 ]
 
 
@@ -92,6 +127,10 @@ def test_bad_input_is_one_line(tmp_path, command, code, message, absent):
     assert __import__("re").search(message, err), err
     for name in absent:
         assert not (tmp_path / name).exists(), name
+    assert sorted(p.name for p in (tmp_path / "precious").iterdir()) == ["notes.txt"]  # never touched
+    assert (tmp_path / "afile").read_text() == "mine"
+    ds = tmp_path / "ds"
+    assert (ds / "manifest.json").is_file() and not (ds / "run.json").exists() and not (ds / "report.html").exists()
 
 
 @pytest.mark.parametrize("order", ["file_first", "set_first", "set_repeated", "only_first"])
