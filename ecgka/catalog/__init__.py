@@ -25,6 +25,11 @@ Run folder::
     RUN/eval/<split>/{predictions.parquet,metrics.json}   RUN/cache/ (signal cache fallback)
     RUN/eval/<fingerprint>/<split>/...  an evaluation on another dataset (``--allow-other-dataset``)
 
+Model registry, export and comparison folders (``catalog.registry``)::
+
+    REG/aliases.json  REG/log.jsonl  REG/versions/v0001/{model.json, export/}
+    EXPORT/{model.ts | model.onnx, card.json}   COMPARISON/{comparison.md, .csv, .json, gate.json}
+
 Every folder ecgka writes holds ``.ecgka-folder.json`` naming its kind; ``claim_folder`` (catalog.folders)
 is the one rule for writing into an existing folder.
 

@@ -34,6 +34,9 @@ class FolderKind(str, enum.Enum):
     REPORT = "report"
     PIPELINE = "pipeline"
     STANDIN = "stand-in"
+    REGISTRY = "registry"
+    EXPORT = "export"
+    COMPARISON = "comparison"
 
     def __str__(self) -> str:
         return self.value

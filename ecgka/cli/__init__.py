@@ -24,6 +24,12 @@ COMMANDS: dict[str, str] = {
     "evaluate": "ecgka.cli.evaluate",
     "report": "ecgka.cli.report",
     "run": "ecgka.cli.run",
+    "lineage": "ecgka.cli.lineage",
+    "age": "ecgka.cli.age",
+    "synth-age": "ecgka.cli.synth_age",
+    "registry": "ecgka.cli.registry",
+    "export": "ecgka.cli.export",
+    "predict": "ecgka.cli.predict",
 }
 
 SUMMARIES: dict[str, str] = {
@@ -33,6 +39,12 @@ SUMMARIES: dict[str, str] = {
     "evaluate": "predict a split with a trained run and compute few-shot and clinical metrics",
     "report": "write the clinical HTML report (with tables and figures) for one or more runs",
     "run": "run a pipeline of stages (pipelines/NAME.yaml) as one resumable batch job",
+    "lineage": "print a dataset version's chain of parents back to the first version",
+    "age": "prepare a face-age DIR split (AgeDB-DIR, IMDB-WIKI-DIR) or pack its images into shards",
+    "synth-age": "write a small face-age stand-in (DIR split CSV + images whose content depends on age)",
+    "registry": "list, show, register and promote model versions (champion/challenger, the gate, the log)",
+    "export": "write a standalone TorchScript/ONNX model (z-score inside) with its JSON card",
+    "predict": "score ECGs without a lab with a registered model or a run (Parquet out)",
 }
 
 

@@ -1,0 +1,73 @@
+"""ECGs per second of ``ecgka predict`` against ``wfdb.rdrecord`` alone, same records, same run.
+
+Generates a stand-in, builds it, trains a tiny Net1D (1 epoch) and evaluates it (operating points), then
+measures on this machine: (1) ``wfdb.rdrecord`` of every record (the reference: reading only); (2) the
+whole ``predict_ecgs`` (the build's reader, QC and cleaning, float16, z-score and the model, Parquet out),
+run twice (cold, then warm). Usage: python benchmarks/bench_predict.py [--subjects 200] [--device cpu]
+[--preset tiny|ecg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _prepare(tmp: Path, subjects: int, preset: str) -> tuple[Path, Path]:
+    from ecgka.config import load_config
+    from ecgka.data.build import build_dataset
+    from ecgka.data.config import BuildConfig
+    from ecgka.evaluation import EvalConfig, evaluate_run
+    from ecgka.standin import generate_standin
+    from ecgka.training import load_train_config, train_run
+
+    generate_standin(tmp / "standin", subjects=subjects, seed=0, workers=1)
+    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
+    build_dataset(tmp / "standin/ecg", [tmp / "standin/hosp/labevents.csv.gz"], tmp / "ds", cfg, workers=1)
+    overrides = [f"model.preset={preset}", "epochs=1", "batch_size=32", "progress=false", "threads=1"]
+    train_run(load_train_config(None, overrides), tmp / "ds", tmp / "run")
+    evaluate_run(tmp / "run", tmp / "ds", "test", EvalConfig(n_boot=20))
+    return tmp / "standin/ecg", tmp / "run"
+
+
+def main() -> None:
+    import pandas as pd
+    import wfdb
+
+    from ecgka.versions.scoring import predict_ecgs
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=200)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--preset", default="tiny", help="Net1D preset of the model (the paper's: ecg)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    try:
+        ecg_root, run = _prepare(tmp, args.subjects, args.preset)
+        paths = pd.read_csv(ecg_root / "record_list.csv")["path"].tolist()
+        start = time.perf_counter()
+        for p in paths:
+            wfdb.rdrecord(str(ecg_root / p))
+        rd = len(paths) / (time.perf_counter() - start)
+        rates = []
+        for _ in range(2):
+            start = time.perf_counter()
+            predict_ecgs(str(run), ecg_root, tmp / "scores.parquet", device=args.device)
+            rates.append(len(paths) / (time.perf_counter() - start))
+        print(f"{len(paths)} ECGs, Net1D {args.preset}, device {args.device}, threads {os.environ['OMP_NUM_THREADS']}")
+        print(f"wfdb.rdrecord only       {rd:8.1f} ECG/s")
+        print(f"ecgka predict (cold)     {rates[0]:8.1f} ECG/s  ({rates[0] / rd:.2f} x rdrecord)")
+        print(f"ecgka predict (warm)     {rates[1]:8.1f} ECG/s  ({rates[1] / rd:.2f} x rdrecord)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""``ecgka export``: a standalone model with the per-lead z-score inside, and its JSON card.
+
+TorchScript is made with ``torch.jit.script`` (never ``trace``: a traced Net1D fixes its SAME padding to
+the traced length), so the export accepts any time length. ONNX needs the optional ``onnx`` packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ecgka.catalog import ExportDir, FolderKind, claim_folder
+from ecgka.errors import InputError
+from ecgka.io import atomic_path, atomic_write_json
+from ecgka.registry import Registry
+from ecgka.versions.card import ZSCORE_EPS, build_card
+
+EXPORTERS: Registry[Callable[[nn.Module, Path, int], None]] = Registry("export format")
+
+
+class PortableModel(nn.Module):
+    """``model(zscore(x))`` on float32 [B, leads, T]: the z-score exactly as ``zscore_tensor``."""
+
+    def __init__(self, model: nn.Module, zscore: bool = True, eps: float = ZSCORE_EPS):
+        super().__init__()
+        self.model, self.zscore, self.eps = model, zscore, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        if self.zscore:
+            mean = x.mean(dim=-1, keepdim=True)
+            std = torch.std(x, dim=-1, unbiased=False, keepdim=True)
+            x = (x - mean) / (std + self.eps)
+        return self.model(x)
+
+
+@EXPORTERS.register("torchscript")
+def _torchscript(wrapper: nn.Module, target: Path, n_samples: int) -> None:
+    try:
+        scripted = torch.jit.script(wrapper)
+    except Exception as exc:  # a model that TorchScript cannot compile: one line naming why
+        raise InputError(f"this model cannot be scripted ({str(exc).splitlines()[0]})") from None
+    with atomic_path(target) as tmp:
+        scripted.save(str(tmp))
+
+
+@EXPORTERS.register("onnx")
+def _onnx(wrapper: nn.Module, target: Path, n_samples: int) -> None:
+    """The *scripted* model through torch.onnx's TorchScript exporter, batch and time axes dynamic: the
+    SAME padding stays a computation of the input length (a traced export would fix it), and it takes
+    under a second (the dynamo exporter takes minutes on a CPU for the same graph)."""
+    missing = [m for m in ("onnx",) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"--format onnx needs the optional package {', '.join(missing)} "
+                         f"(pip install 'ecgka[onnx]'); use --format torchscript")
+    example = torch.zeros(1, _in_channels(wrapper.model), n_samples)
+    with atomic_path(target) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes are not the user's
+        torch.onnx.export(torch.jit.script(wrapper), (example,), str(tmp), input_names=["ecg"],
+                          output_names=["potassium"], dynamo=False,
+                          dynamic_axes={"ecg": {0: "batch", 2: "time"}, "potassium": {0: "batch"}})
+
+
+def _in_channels(model: nn.Module) -> int:
+    return next(m.in_channels for m in model.modules() if isinstance(m, nn.Conv1d))
+
+
+def portable_model(run_dir: str | Path, checkpoint: str = "best") -> tuple[PortableModel, int]:
+    """The run's model (CPU, eval mode) wrapped with its z-score, and its number of input leads."""
+    from ecgka.catalog import resolve_weights
+    from ecgka.training.checkpoint import load_checkpoint
+    from ecgka.training.prediction import load_weights, run_config
+
+    cfg = run_config(run_dir)
+    in_channels = int(load_checkpoint(resolve_weights(run_dir, checkpoint))["in_channels"])
+    model = load_weights(run_dir, cfg, checkpoint, "cpu")
+    return PortableModel(model, zscore=cfg.data.zscore).eval(), in_channels
+
+
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "torchscript", checkpoint: str = "best", *,
+               force: bool = False) -> Path:
+    """Write ``out/model.<ts|onnx>`` and ``out/card.json``; returns the model file. ``out`` holding another
+    model's export is refused unless ``force``."""
+    exporter = EXPORTERS.get(fmt)
+    claim = claim_folder(out, FolderKind.EXPORT)
+    wrapper, in_channels = portable_model(run_dir, checkpoint)
+    card = build_card(run_dir, in_channels, fmt, checkpoint)
+    content = f"{card['run']['path']}:{checkpoint}:{fmt}"
+    if claim.check_replace(content, force=force, what=f"the export of {claim.content}"):
+        claim.clear()
+    target = ExportDir(out).model_path(fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    exporter(wrapper, target, int(card["input"]["n_samples"] or 5000))
+    atomic_write_json(ExportDir(out).card_path, card)
+    claim.write_marker(content=content)
+    return target

@@ -1,0 +1,79 @@
+"""``ecgka predict``: a folder of ECGs with bad records among them, through the build's reader and QC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgka.catalog import DatasetDir
+from ecgka.config import load_config
+from ecgka.data.build import build_dataset
+from ecgka.data.config import BuildConfig
+from ecgka.evaluation import EvalConfig, evaluate_run
+from ecgka.standin import generate_standin
+from ecgka.training import load_train_config, predict, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    standin = root / "standin"
+    generate_standin(standin, subjects=60, seed=3, workers=1)
+    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
+    data = root / "ds"
+    build_dataset(standin / "ecg", [standin / "hosp/labevents.csv.gz"], data, cfg, workers=1)
+    run = root / "run"
+    train_run(load_train_config(None, FAST), data, run)
+    evaluate_run(run, data, "test", EvalConfig(n_boot=20))
+    return standin / "ecg", data, run
+
+
+def test_predict_matches_ecgka_and_excludes_bad_records(trained, tmp_path):
+    ecg_root, data, run = trained
+    records = pd.read_csv(ecg_root / "record_list.csv")
+    test_ids = pd.read_parquet(DatasetDir(data).split_dir("test"), columns=["sample_id", "study_id"])
+    chosen = records[records["study_id"].isin(test_ids["study_id"])].head(4)
+    bad = chosen.iloc[0]
+    dat = ecg_root / f"{bad['path']}.dat"
+    dat.write_bytes(dat.read_bytes()[:1000])  # a truncated record among good ones
+    extra = pd.DataFrame({"subject_id": [1, 2], "study_id": [3, 4], "path": ["files/p0/missing/0", "../escape/0"]})
+    listing = pd.concat([chosen[["subject_id", "study_id", "path"]], extra], ignore_index=True)
+    listing.to_csv(tmp_path / "list.csv", index=False)
+    out = tmp_path / "scores.parquet"
+    result = subprocess.run([sys.executable, "-m", "ecgka", "predict", "--model", str(run), "--ecg-root", str(ecg_root),
+                             "--record-list", str(tmp_path / "list.csv"), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "scored 3 ECG(s), excluded 3" in result.stdout
+    table = pd.read_parquet(out)
+    assert len(table) == 6 and table["excluded_reason"].iloc[0] is not None
+    assert table["excluded_reason"].iloc[0] == "truncated" and table["excluded_reason"].iloc[4] == "file_missing"
+    assert table["excluded_reason"].iloc[5] == "unsafe_path" and table["potassium_pred"].iloc[[0, 4, 5]].isna().all()
+    assert table["dataset_digest"].nunique() == 1 and table["model_version"].isna().all()
+    # the good records get ecgka's own test predictions (same reader, QC, cleaning, float16, z-score)
+    want = predict(run, data, "test").merge(test_ids, on="sample_id").set_index("study_id")["prediction"]
+    good = table.iloc[1:4]
+    np.testing.assert_allclose(good["potassium_pred"].to_numpy(), want.loc[good["study_id"]].to_numpy(), atol=1e-5)
+
+
+def test_predict_with_the_registry_champion(trained, tmp_path):
+    from ecgka.versions.promote import promote
+    from ecgka.versions.registry import ModelRegistry
+    from ecgka.versions.scoring import predict_ecgs
+
+    ecg_root, data, run = trained
+    ModelRegistry(tmp_path / "registry").register(run)
+    assert promote(tmp_path / "registry", "v1")["promote"]  # the first version: no champion yet
+    by_run = predict_ecgs(str(run), ecg_root, tmp_path / "a.parquet")
+    by_alias = predict_ecgs(f"{tmp_path / 'registry'}@champion", ecg_root, tmp_path / "b.parquet")
+    assert (by_alias["model_version"] == "v0001").all()  # scored by the registry's TorchScript export
+    np.testing.assert_allclose(by_alias["potassium_pred"], by_run["potassium_pred"], atol=1e-5)
+    pd.testing.assert_series_equal(by_alias["excluded_reason"], by_run["excluded_reason"])
