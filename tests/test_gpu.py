@@ -39,6 +39,7 @@ from ecgka.training.distributed import DistInfo
 from ecgka.training.hooks import CheckpointHook
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.shard_loading import load_split
+from ecgka.training.sources import open_split
 from ecgka.training.step import train_step
 
 pytestmark = [pytest.mark.gpu,
@@ -90,7 +91,7 @@ def test_steps_of_every_method_on_cuda(data_dir, name, with_dist, precision):
 def _trainer(cfg, data_dir: Path, run: RunDir):
     seed_everything(cfg.seed)
     manifest = DatasetDir(data_dir).read_manifest()
-    train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
+    train, val = (open_split(data_dir, split, cfg) for split in ("train", "val"))
     run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
     return _build_trainer(cfg, manifest, train, val, make_runtime(cfg), DistInfo(), [CheckpointHook(run)])
 

@@ -23,6 +23,7 @@ class RunDir:
     METRICS = "metrics.json"
     CACHE = "cache"
     TENSORBOARD = "tensorboard"
+    BAD_FILES = "bad_files.csv"  # image files left out of training (split, sample_id, path, reason)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -54,6 +55,10 @@ class RunDir:
     @property
     def cache_dir(self) -> Path:
         return self.path / self.CACHE
+
+    @property
+    def bad_files_path(self) -> Path:
+        return self.path / self.BAD_FILES
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -15,7 +15,7 @@ HELP = ("predict a split with a trained run and write its predictions and metric
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `ecgka train`")
-    parser.add_argument("--data", required=True, metavar="DIR", help="the dataset directory (`ecgka build`)")
+    parser.add_argument("--data", required=True, metavar="DIR", help="the dataset: a directory of `ecgka build`, an age split CSV or an `ecgka age pack` folder")
     parser.add_argument("--split", default="test", choices=list(SPLITS),
                         help="split to evaluate (default test; operating points are fixed on val)")
     parser.add_argument("--config", metavar="FILE", help="YAML with evaluation options (EvalConfig)")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.split}: n={metrics['n']}  " + "  ".join(
         f"MAE {g} {reg[g]['mae']:.3f} (n={reg[g]['n']})" if reg[g]["mae"] is not None else f"MAE {g} - (n=0)"
         for g in ("all", "many", "median", "few")))
-    for name, c in metrics["clinical"]["conditions"].items():
+    for name, c in (metrics["clinical"] or {}).get("conditions", {}).items():
         auc, ci = c["auroc"], c["auroc_ci"]
         text = "-" if auc is None else f"{auc:.3f}"
         if ci["lower"] is not None:

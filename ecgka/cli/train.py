@@ -12,12 +12,14 @@ import os
 import sys
 from typing import Any
 
-HELP = "train a Net1D regressor with a method (vanilla, Dist Loss, baselines); resumable"
+HELP = "train a regressor (Net1D on ECGs, ResNet-50 on face ages) with a method (vanilla, Dist Loss, baselines); resumable"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config YAML (configs/train/*.yaml); defaults if omitted")
-    parser.add_argument("--data", required=True, help="dataset directory from `ecgka build`")
+    parser.add_argument("--data", required=True,
+                        help="dataset: a directory from `ecgka build`, an age split CSV (age,path,split; "
+                             "images under data.image_root, default its folder) or an `ecgka age pack` folder")
     parser.add_argument("--out", required=True,
                         help="run directory: new, or continued/extended when it holds this config's run")
     parser.add_argument("--init", default=None,

@@ -25,12 +25,12 @@ from ecgka.evaluation.config import EvalConfig
 from ecgka.io import atomic_path, atomic_write_json
 from ecgka.keys import SPLITS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
-from ecgka.metrics.clinical import CONDITIONS, clinical_metrics
+from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
 
 SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
-DATASET_KEYS = ("fingerprint", "schema_version", "ecgka_version", "parent", "label", "signal", "counts",
+DATASET_KEYS = ("kind", "source", "fingerprint", "schema_version", "ecgka_version", "parent", "label", "signal", "counts",
                 "exclusions", "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups",
                 "variant", "config")
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
@@ -96,16 +96,20 @@ def _shots_record(grid: LabelGrid, counts: np.ndarray, groups: np.ndarray, sourc
 
 
 def _figure_aggregates(preds, labels, groups, grid: LabelGrid) -> dict:
+    """The figures' aggregates; ROC curves only where the clinical conditions apply (potassium)."""
     err = preds - labels
     mean = (preds + labels) / 2.0
     span = BA_SPAN_STEPS * grid.step
-    return {
+    out = {
         "distributions": aggregates.distributions(preds, labels, grid),
         "few_shot_error_curve": aggregates.sorted_error_curve(np.abs(err[groups == "few"])),
         "scatter_density": aggregates.density_2d(labels, preds, (grid.lo, grid.hi), (grid.lo, grid.hi), grid),
         "bland_altman_density": aggregates.density_2d(mean, err, (grid.lo, grid.hi), (-span, span), grid),
-        "roc": {name: aggregates.roc_points(c.score(preds), c.positive(labels)) for name, c in CONDITIONS.items()},
     }
+    if applies_to(grid):
+        out["roc"] = {name: aggregates.roc_points(c.score(preds), c.positive(labels))
+                      for name, c in CONDITIONS.items()}
+    return out
 
 
 def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +118,8 @@ def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: EvalConfig | None = None,
                     split: str = "test") -> dict:
-    """All metrics of one evaluated split, from prediction tables and the dataset manifest (pure)."""
+    """All metrics of one evaluated split, from prediction tables and the dataset manifest (pure).
+    ``clinical`` is null for a label the clinical conditions are not defined for (``clinical.applies_to``)."""
     cfg = cfg or EvalConfig()
     test = check_predictions(test, f"{split} predictions")
     val = check_predictions(val, "val predictions")
@@ -124,7 +129,8 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: 
     val_preds, val_labels = _arrays(val)
     groups = grid.assign_groups(labels, counts)
     clinical = clinical_metrics(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
-                                grid, cfg.target_sensitivity, cfg.n_boot, cfg.seed, cfg.calibration_width)
+                                grid, cfg.target_sensitivity, cfg.n_boot, cfg.seed, cfg.calibration_width) \
+        if applies_to(grid) else None
     return _clean({
         "schema_version": SCHEMA_VERSION,
         "ecgka_version": __version__,
@@ -172,6 +178,17 @@ def other_dataset(run: dict, manifest: dict, data_dir: Path, allow: bool) -> str
     return str(fingerprint)
 
 
+def _describe(run: RunDir, data: Path) -> dict:
+    """The dataset description of ``data`` (an ECG manifest, or an age split's) under the run's config."""
+    from ecgka.training.config import read_resolved_config
+    from ecgka.training.sources import describe_dataset
+
+    cfg = read_resolved_config(run.config_path) if run.is_run() else None
+    if cfg is None:
+        raise InputError(f"{run.path}: not a training run directory (no {RunDir.CONFIG})")
+    return describe_dataset(data, cfg)
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
                  cfg: EvalConfig | None = None, *, allow_other_dataset: bool = False) -> dict:
     """Predict ``split`` (and val) with the run's checkpoint, write predictions and metrics.json: into
@@ -180,11 +197,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     cfg = cfg or EvalConfig()
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
-    run_dir, data = RunDir(run_dir), DatasetDir(data_dir)
-    run, manifest = run_dir.read_run(), data.read_manifest()
-    other = other_dataset(run, manifest, data.path, allow_other_dataset)
+    run_dir, data = RunDir(run_dir), Path(data_dir)
+    run, manifest = run_dir.read_run(), _describe(run_dir, data)
+    other = other_dataset(run, manifest, data, allow_other_dataset)
     eval_grid(manifest, cfg)  # a bad manifest or override fails before any prediction
-    preds = {s: _predict(run_dir.path, data.path, s, cfg) for s in dict.fromkeys(("val", split))}
+    preds = {s: _predict(run_dir.path, data, s, cfg) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
         _write_parquet(df, run_dir.predictions_path(s, other))
     metrics = compute_metrics(preds[split], preds["val"], manifest, cfg, split)

@@ -55,6 +55,15 @@ CONDITIONS: dict[str, Condition] = {
     )
 }
 
+CLINICAL_LABEL = ("potassium", "mmol/L")  # the (name, unit) of the label these conditions are defined for
+
+
+def applies_to(grid: LabelGrid) -> bool:
+    """Whether the clinical metrics apply to a dataset with this label grid (potassium in mmol/L only;
+    an age grid, in years, has none)."""
+    return (grid.name, grid.unit) == CLINICAL_LABEL
+
+
 # Potassium ranges for MAE by range, matching the conditions' thresholds:
 # (name, lower bound or None, lower inclusive, upper bound or None, upper inclusive)
 K_RANGES = (

@@ -18,10 +18,11 @@ from ecgka.catalog import FolderKind, ReportDir, claim_folder
 from ecgka.config import config_hash
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.report import html, index, markdown, privacy
-from ecgka.report.collect import ReportModel, by_dataset, collect
+from ecgka.report.collect import ReportModel, by_dataset, collect, has_clinical
 from ecgka.report.figures import all_figures
 from ecgka.report.render_utils import fmt, model_card
 from ecgka.report.tables import Table, all_tables
+from ecgka.report.wording import grid_text, wording
 
 # section id, title, tables (CSV names), figures (names)
 SECTIONS = (
@@ -45,7 +46,7 @@ def _glance(model: ReportModel) -> list[dict]:
         if vals:
             v, name = min(vals)
             cards.append({"label": label, "value": fmt(v), "detail": name})
-    for cond in ("hyper", "hypo"):
+    for cond in ("hyper", "hypo") if has_clinical(runs) else ():
         vals = [(r.metrics["clinical"]["conditions"][cond]["auroc"], r.display_name) for r in runs]
         vals = [v for v in vals if v[0] is not None]
         if vals:
@@ -53,7 +54,8 @@ def _glance(model: ReportModel) -> list[dict]:
             title = runs[0].metrics["clinical"]["conditions"][cond]["title"]
             cards.append({"label": f"Best {title.lower()} AUROC", "value": fmt(v), "detail": name})
     m = runs[0].metrics
-    cards.append({"label": f"{model.split} set", "value": f"{m['n']} ECGs", "detail": f"{m['n_subjects']} subjects"})
+    samples = wording(model.main_dataset).samples
+    cards.append({"label": f"{model.split} set", "value": f"{m['n']} {samples}", "detail": f"{m['n_subjects']} subjects"})
     return cards
 
 
@@ -75,7 +77,7 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
     card = model_card(model)
     configs = [(f"{r.display_name} ({r.name})", yaml.safe_dump(r.config, sort_keys=False)) for r in model.runs
                if r.config]
-    return {"title": title or DEFAULT_TITLE, "split": model.split, "n_runs": len(model.runs), "version": __version__,
+    return {"title": title or wording(model.main_dataset).title, "split": model.split, "n_runs": len(model.runs), "version": __version__,
             "fingerprint": model.main_dataset.get("fingerprint", "unknown"), "glance": _glance(model),
             "nav": [(s["id"], s["title"]) for s in sections] + [("model-card", "Model card")],
             "sections": sections, "card": card, "run_configs": configs,
@@ -124,7 +126,7 @@ def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     tables = all_tables(model)
     figures = {f.name: f for f in all_figures(model)}
     page = page_model(model, tables, figures, title)
-    page["privacy"] = html.PRIVACY_NOTE
+    page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
     sections_md = [(heading, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
                    for _, heading, nt, nf in SECTIONS]
     _write_contents(out, model, page, sections_md, tables, figures)

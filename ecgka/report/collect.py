@@ -94,6 +94,11 @@ def display_name(run: dict) -> str:
     return f"{title} + Dist Loss" if dist else title
 
 
+def has_clinical(runs: list[RunEntry]) -> bool:
+    """Whether these runs carry clinical metrics (a potassium label; ``clinical.applies_to``)."""
+    return bool(runs) and all(r.metrics.get("clinical") for r in runs)
+
+
 def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = None) -> RunEntry:
     """Read one run directory (its evaluation on ``dataset``, a fingerprint, when given: ``ecgka evaluate
     --allow-other-dataset``); a missing run.json or metrics.json is a one-line InputError."""

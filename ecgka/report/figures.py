@@ -14,7 +14,8 @@ import numpy as np
 from ecgka.evaluation.aggregates import dense_counts
 from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
-from ecgka.report.collect import ReportModel, RunEntry
+from ecgka.report.collect import ReportModel, RunEntry, has_clinical
+from ecgka.report.wording import grid_text, wording
 
 GROUP_COLOURS = {"many": "#4c72b0", "median": "#dd8452", "few": "#c44e52"}
 MAX_PANELS = 12
@@ -61,8 +62,9 @@ def _grid(n: int, size=(3.4, 2.8)):
 
 
 def label_histogram(ds: dict) -> Figure:
-    """Training counts per 0.1 mmol/L bin coloured by shot region, with val/test (paper Figures 1a, 3)."""
+    """Training counts per label bin coloured by shot region, with val/test (paper Figures 1a, 3)."""
     plt = _plt()
+    w_, cell = wording(ds), grid_text(ds)
     grid = LabelGrid.from_manifest(ds)
     counts = np.asarray(ds["train_bin_counts"]["counts"])
     k, w = grid.centre(np.arange(counts.size)), grid.step
@@ -78,13 +80,14 @@ def label_histogram(ds: dict) -> Figure:
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
     ax.legend(handles + ax.get_legend_handles_labels()[0],
               [f"{g}-shot (train)" for g in GROUP_COLOURS] + ax.get_legend_handles_labels()[1], fontsize=8)
-    ax.set(xlabel="potassium (mmol/L)", ylabel="ECGs per bin", yscale="symlog")
+    ax.set(xlabel=f"{w_.label} ({w_.unit})", ylabel=f"{w_.samples} per bin", yscale="symlog")
     return Figure("label_histogram", "Label distribution and shot regions", _png(fig),
-                  "Training ECGs per 0.1 mmol/L bin, coloured by shot region; lines: val/test (symlog scale).")
+                  f"Training {w_.samples} per {cell} bin, coloured by shot region; lines: val/test (symlog scale).")
 
 
-def distribution_overlays(runs: list[RunEntry]) -> Figure:
+def distribution_overlays(runs: list[RunEntry], ds: dict) -> Figure:
     """Prediction vs label histograms per method (paper Figures 1b, 1c)."""
+    w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
         d = r.metrics["figures"]["distributions"]
@@ -92,24 +95,25 @@ def distribution_overlays(runs: list[RunEntry]) -> Figure:
         ax.bar(k, d["labels"], width=d["step"], color="#dd8452", alpha=0.6, label="labels")
         ax.bar(k, d["predictions"], width=d["step"], color="#4c72b0", alpha=0.6, label="predictions")
         ax.set_title(r.display_name, fontsize=9)
-        ax.set_xlabel("K (mmol/L)", fontsize=8)
+        ax.set_xlabel(f"{w_.symbol} ({w_.unit})", fontsize=8)
         ax.legend(fontsize=7)
     return Figure("distributions", "Prediction and label distributions", _png(fig),
-                  "Histogram of test labels (orange) and predictions (blue), 0.1 mmol/L bins.")
+                  f"Histogram of test labels (orange) and predictions (blue), {grid_text(ds)} bins.")
 
 
-def few_shot_curves(runs: list[RunEntry]) -> Figure:
+def few_shot_curves(runs: list[RunEntry], ds: dict) -> Figure:
     """Sorted absolute errors in the few-shot region (paper Figure 5), as quantile curves."""
     plt = _plt()
+    w_ = wording(ds)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for r in runs:
         c = r.metrics["figures"]["few_shot_error_curve"]
         if c["n"]:
             ax.plot(np.asarray(c["rank_fraction"]) * 100, c["abs_error"], label=f"{r.display_name} (n={c['n']})")
-    ax.set(xlabel="rank of the error (percentile)", ylabel="absolute error (mmol/L)")
+    ax.set(xlabel="rank of the error (percentile)", ylabel=f"absolute error ({w_.unit})")
     _legend(ax, 7)
     return Figure("few_shot_errors", "Sorted few-shot errors", _png(fig),
-                  "Absolute errors of the few-shot test ECGs, sorted ascending; lower curves are better.")
+                  f"Absolute errors of the few-shot test {w_.samples}, sorted ascending; lower curves are better.")
 
 
 def _density(ax, dens: dict, **kw) -> None:
@@ -118,30 +122,32 @@ def _density(ax, dens: dict, **kw) -> None:
     ax.imshow(np.ma.masked_equal(counts, 0), origin="lower", extent=extent, aspect="auto", cmap="viridis", **kw)
 
 
-def scatter_densities(runs: list[RunEntry]) -> Figure:
+def scatter_densities(runs: list[RunEntry], ds: dict) -> Figure:
+    w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
         dens = r.metrics["figures"]["scatter_density"]
         _density(ax, dens)
         ax.plot(dens["x_range"], dens["x_range"], color="k", lw=0.8)
         ax.set_title(r.display_name, fontsize=9)
-        ax.set_xlabel("laboratory K", fontsize=8)
-        ax.set_ylabel("predicted K", fontsize=8)
-    return Figure("scatter", "Predicted vs laboratory potassium", _png(fig),
-                  "Density of (laboratory, predicted) pairs per 0.1 mmol/L cell (no individual points); "
+        ax.set_xlabel(f"{w_.reference} {w_.symbol}", fontsize=8)
+        ax.set_ylabel(f"predicted {w_.symbol}", fontsize=8)
+    return Figure("scatter", f"Predicted vs {w_.reference} {w_.label}", _png(fig),
+                  f"Density of ({w_.reference}, predicted) pairs per {grid_text(ds)} cell (no individual points); "
                   "line: identity.")
 
 
-def bland_altman_plots(runs: list[RunEntry]) -> Figure:
+def bland_altman_plots(runs: list[RunEntry], ds: dict) -> Figure:
+    w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
         _density(ax, r.metrics["figures"]["bland_altman_density"])
-        ba = r.metrics["clinical"]["bland_altman"]
+        ba = (r.metrics.get("clinical") or {}).get("bland_altman") or {}
         for key, style in (("bias", "-"), ("loa_lower", "--"), ("loa_upper", "--")):
-            if ba[key] is not None:
+            if ba.get(key) is not None:
                 ax.axhline(ba[key], color="k", ls=style, lw=0.8)
         ax.set_title(r.display_name, fontsize=9)
-        ax.set_xlabel("mean of predicted and laboratory K", fontsize=8)
+        ax.set_xlabel(f"mean of predicted and {w_.reference} {w_.symbol}", fontsize=8)
         ax.set_ylabel("predicted - laboratory", fontsize=8)
     return Figure("bland_altman", "Bland-Altman", _png(fig),
                   "Density of (mean, difference) per cell; lines: bias and 95 % limits of agreement.")
@@ -194,8 +200,12 @@ def variant_histograms(runs: list[RunEntry]) -> Figure | None:
 
 
 def all_figures(model: ReportModel) -> list[Figure]:
+    """Every figure; ROC and calibration only for runs with clinical metrics (potassium)."""
     main = (model.main_runs or model.runs)[:MAX_PANELS]
-    figs = [label_histogram(model.main_dataset), distribution_overlays(main), few_shot_curves(main),
-            scatter_densities(main), bland_altman_plots(main), roc_curves(main), calibration_plot(main)]
+    ds = model.main_dataset
+    figs = [label_histogram(ds), distribution_overlays(main, ds), few_shot_curves(main, ds),
+            scatter_densities(main, ds), bland_altman_plots(main, ds)]
+    if has_clinical(main):
+        figs += [roc_curves(main), calibration_plot(main)]
     variants = variant_histograms([r for r in model.runs if r.group == "imbalance"])
     return figs + ([variants] if variants else [])

@@ -54,11 +54,14 @@ TEMPLATE = """<!DOCTYPE html>
 </body></html>
 """
 
-PRIVACY_NOTE = (
-    "This report holds aggregates only: counts, error statistics, curves and 2-D histograms on a "
-    "0.1 mmol/L grid. It contains no subject or study identifier, no date, no waveform and no individual "
-    "prediction; it was checked for identifiers and dates before it was written."
-)
+def privacy_note(grid: str = "0.1 mmol/L") -> str:
+    """The page's privacy line; ``grid``: the width of one label cell ("0.1 mmol/L", "1 years")."""
+    return ("This report holds aggregates only: counts, error statistics, curves and 2-D histograms on a "
+            f"{grid} grid. It contains no subject or study identifier, no date, no waveform and no individual "
+            "prediction; it was checked for identifiers and dates before it was written.")
+
+
+PRIVACY_NOTE = privacy_note()
 
 
 def table_html(table) -> str:

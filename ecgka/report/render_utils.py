@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ecgka.report.wording import wording
+
 MISSING = "–"
 
 
@@ -26,6 +28,7 @@ def model_card(model) -> dict:
     """The model card's fields: data identity, configs, intended use and limits."""
     ds = model.main_dataset
     label = ds.get("label", {})
+    words = wording(ds)
     return {
         "data": {
             "dataset fingerprint": ds.get("fingerprint"),
@@ -36,20 +39,7 @@ def model_card(model) -> dict:
                      f"{label.get('lo')} to {label.get('hi')}, bins of {label.get('step')}",
             "evaluated split": model.split,
         },
-        "intended_use": (
-            "Research on estimating serum potassium from the ECG and on imbalanced regression (Dist Loss "
-            "against the baselines). Screening aid hypotheses only: not a diagnostic device, not validated "
-            "for clinical decisions; a laboratory measurement remains the reference."
-        ),
-        "limits": [
-            "Trained and evaluated on one source (MIMIC-IV-ECG paired with MIMIC-IV labs, or a synthetic "
-            "stand-in): performance elsewhere is unknown.",
-            "Validation and test sets are balanced over potassium bins, so PPV/NPV reflect that balance, "
-            "not clinical prevalence.",
-            "The ECG-lab pairing window allows potassium to change between the ECG and the draw.",
-            "Few-shot (hypo/hyperkalaemic) regions hold few ECGs: their metrics have wide intervals.",
-            "Operating points are fixed on the validation split for a target sensitivity and are not "
-            "re-tuned on test.",
-        ],
+        "intended_use": words.intended_use,
+        "limits": list(words.limits),
         "dataset_config": ds.get("config"),
     }

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ecgka.labels import LabelGrid
-from ecgka.report.collect import ReportModel, RunEntry
+from ecgka.report.collect import ReportModel, RunEntry, has_clinical
 from ecgka.report.tidy import describe_k_range, describe_metric, describe_shot_column, tidy_frame
+from ecgka.report.wording import wording
 
 GROUP_COLUMNS = [(metric, group) for metric in ("mae", "gm") for group in ("all", "many", "median", "few")]
 
@@ -81,6 +82,12 @@ def results_table(runs: list[RunEntry], name: str, title: str, label=lambda r: r
     return Table(name, title, df, note, marks, describe=describe_shot_column)
 
 
+def results_title(ds: dict) -> str:
+    """The main table's title; the unit is named for labels other than potassium (e.g. "in years")."""
+    w = wording(ds)
+    return "Results by shot region (Tables 1, 8)" + ("" if w.label == "potassium" else f", errors in {w.unit}")
+
+
 def improvement_table(model: ReportModel) -> Table:
     """Change of each metric when Dist Loss is added to a method (negative = lower error = better)."""
     rows = []
@@ -101,7 +108,7 @@ def improvement_table(model: ReportModel) -> Table:
 
 def dataset_tables(ds: dict) -> list[Table]:
     counts = ds.get("counts", {})
-    t_counts = Table("dataset_counts", "Dataset: ECGs per split",
+    t_counts = Table("dataset_counts", f"Dataset: {wording(ds).samples} per split",
                      pd.DataFrame([{"set": k, "n": v} for k, v in counts.items()], columns=["set", "n"]),
                      keys=("set",))
     excl = [{"stage": "ECG excluded", "reason": k, "n": v} for k, v in ds.get("exclusions", {}).items()]
@@ -116,18 +123,19 @@ def shot_region_table(ds: dict) -> Table:
     grid = LabelGrid.from_manifest(ds)
     counts = np.asarray(ds.get("train_bin_counts", {}).get("counts", []), dtype=np.int64)
     regions = {g: sorted(int(b) for b in bins) for g, bins in (ds.get("shot_groups") or {}).items()}
+    train_col = f"train {wording(ds).samples}"
     rows = [{"region": g, "bins": len(bins), f"ranges ({grid.unit})": _ranges(bins, grid),
-             "train ECGs": int(counts[bins].sum()) if bins else 0} for g, bins in regions.items()]
+             train_col: int(counts[bins].sum()) if bins else 0} for g, bins in regions.items()]
     tidy = pd.DataFrame([{"shot_group": g, "bin": b, "bin_centre": float(grid.centre(b)),
                           "train_count": int(counts[b])} for g, bins in regions.items() for b in bins],
                         columns=["shot_group", "bin", "bin_centre", "train_count"])
-    df = pd.DataFrame(rows, columns=["region", "bins", f"ranges ({grid.unit})", "train ECGs"])
-    return Table("shot_regions", "Shot regions of the training set", df, _region_note(grid),
+    df = pd.DataFrame(rows, columns=["region", "bins", f"ranges ({grid.unit})", train_col])
+    return Table("shot_regions", "Shot regions of the training set", df, _region_note(grid, wording(ds).samples),
                  tidy_df=tidy)
 
 
-def _region_note(grid: LabelGrid) -> str:
-    return (f"Bins of {grid.step:g} {grid.unit} with training ECGs; a range lists the centres of its first and "
+def _region_note(grid: LabelGrid, samples: str = "ECGs") -> str:
+    return (f"Bins of {grid.step:g} {grid.unit} with training {samples}; a range lists the centres of its first and "
             "last bin.")
 
 
@@ -240,10 +248,12 @@ def all_tables(model: ReportModel) -> dict[str, Table]:
     """Every table of the report, keyed by its CSV name."""
     main = model.main_runs or model.runs
     tables = dataset_tables(model.main_dataset)
-    tables.append(results_table(main, "results", "Results by shot region (Tables 1, 8)"))
+    tables.append(results_table(main, "results", results_title(model.main_dataset)))
     tables.append(improvement_table(model))
-    tables += clinical_tables(main)
-    tables += [range_table(main), agreement_table(main), timing_table(model.runs)]
+    if has_clinical(main):
+        tables += clinical_tables(main)
+        tables += [range_table(main), agreement_table(main)]
+    tables.append(timing_table(model.runs))
     for group, runs in model.groups("ablation").items():
         tables.append(results_table(ablation_rows(runs, model.main_runs), group, f"Ablation: {group}",
                                     label=lambda r: str(r.ablation or r.display_name)))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ecgka import __version__
-from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog import RunDir
 from ecgka.config import config_hash, config_to_dict, dump_yaml
 from ecgka.errors import InputError
 from ecgka.io import atomic_write_json, atomic_write_text, remove_stale_temps
@@ -44,7 +44,7 @@ from ecgka.training.resume import (
     plan_run,
     record_failure,
 )
-from ecgka.training.shard_loading import SplitData, lead_indices, load_split
+from ecgka.training.sources import SplitSource, describe_dataset, open_split
 from ecgka.training.two_stage import apply_init
 
 
@@ -54,16 +54,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run_info(cfg: TrainConfig, data: DatasetDir, manifest: dict, status: str, **extra: Any) -> dict[str, Any]:
+def _run_info(cfg: TrainConfig, data: Path, manifest: dict, status: str, **extra: Any) -> dict[str, Any]:
     return {"name": cfg.name, "method": cfg.method.name, "dist_loss": cfg.method.with_dist_loss,
             "display_name": cfg.method.display_name, "stage": 2 if cfg.init.path else 1,
             "init": cfg.init.path, "init_mode": cfg.init.mode if cfg.init.path else None,
-            "dataset_dir": str(data.path), "dataset_fingerprint": manifest.get("fingerprint"),
+            "dataset_dir": str(data), "dataset_kind": manifest.get("kind"),
+            "dataset_fingerprint": manifest.get("fingerprint"),
             "status": status, "selection_metric": cfg.selection_metric, "ecgka_version": __version__,
             "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
 
 
-def _prepare_dir(run: RunDir, cfg: TrainConfig, data: DatasetDir, manifest: dict, info: DistInfo, *,
+def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, manifest: dict, info: DistInfo, *,
                  force: bool, log: Callable[[str], None]) -> dict | None:
     """Decide what to do with the run folder (``resume.plan_run``), then (rank 0) clear a replaced run and
     write the marker, config.yaml and a ``running`` run.json. Returns the run.json of a complete run (skip)."""
@@ -113,27 +114,26 @@ def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(make_runtime(cfg).device.type)
     try:
-        return _train(cfg, DatasetDir(data_dir), RunDir(run_dir), make_runtime(cfg, info=info), info,
+        return _train(cfg, Path(data_dir), RunDir(run_dir), make_runtime(cfg, info=info), info,
                       force=force, log=log or (lambda line: None))
     finally:
         shutdown(info)
 
 
-def _load_splits(cfg: TrainConfig, data: DatasetDir, run: RunDir, info: DistInfo) -> tuple[SplitData, SplitData]:
+def _load_splits(cfg: TrainConfig, data: Path, run: RunDir, info: DistInfo) -> tuple[SplitSource, SplitSource]:
     if not info.main:
         barrier(info)  # rank 0 builds the signal caches first
-    train, val = (load_split(data.path, s, cache_dir=cfg.data.cache_dir, fallback_cache=run.cache_dir)
-                  for s in ("train", "val"))
+    train, val = (open_split(data, s, cfg, fallback_cache=run.cache_dir) for s in ("train", "val"))
     if info.main:
         barrier(info)
     return train, val
 
 
-def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitData, val: SplitData, runtime: Runtime,
+def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitSource, val: SplitSource, runtime: Runtime,
                    info: DistInfo, hooks: list) -> Trainer:
+    """``manifest``: the dataset description (``sources.describe_dataset``): label grid and training counts."""
     grid = LabelGrid.from_manifest(manifest)
-    leads = lead_indices(train.leads, cfg.data.leads)
-    model = build_model(cfg, len(leads))
+    model = build_model(cfg, train.in_channels)
     if cfg.init.path:
         apply_init(model, cfg.init.path, cfg.init.mode, cfg.init.checkpoint)
     if cfg.head_bias_init == "train_mean" and (not cfg.init.path or cfg.init.mode == "head"):
@@ -145,7 +145,7 @@ def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitData, val: Spli
     model.to(runtime.device)
     criterion.to(runtime.device)
     return Trainer(cfg=cfg, model=model, net=wrap_network(model, criterion, runtime, info), criterion=criterion,
-                   optimizer=build_optimizer(cfg, model, criterion), train=train, val=val, leads=leads,
+                   optimizer=build_optimizer(cfg, model, criterion), train=train, val=val,
                    runtime=runtime, info=info, grid=grid,
                    train_counts=np.asarray(manifest["train_bin_counts"]["counts"]), hooks=hooks)
 
@@ -161,12 +161,12 @@ def check_steps(n_train: int, batch_size: int, data: str | Path | None = None) -
                          "an epoch would have no training step; lower batch_size")
 
 
-def _train(cfg: TrainConfig, data: DatasetDir, run: RunDir, runtime: Runtime, info: DistInfo, *,
+def _train(cfg: TrainConfig, data: Path, run: RunDir, runtime: Runtime, info: DistInfo, *,
            force: bool, log: Callable[[str], None]) -> dict:
-    manifest = data.read_manifest()
+    manifest = describe_dataset(data, cfg)
     n_listed = manifest.get("counts", {}).get("train")
     if isinstance(n_listed, int):  # before any file is written or read
-        check_steps(n_listed, cfg.batch_size, data.path)
+        check_steps(n_listed, cfg.batch_size, data)
     done = _prepare_dir(run, cfg, data, manifest, info, force=force, log=log)
     if done is not None:
         if info.main:
@@ -180,11 +180,25 @@ def _train(cfg: TrainConfig, data: DatasetDir, run: RunDir, runtime: Runtime, in
         raise
 
 
-def _fit(cfg: TrainConfig, data: DatasetDir, manifest: dict, run: RunDir, runtime: Runtime, info: DistInfo,
+def write_bad_files(run: RunDir, sources: dict[str, SplitSource]) -> None:
+    """``RUN/bad_files.csv``: the files each split left out (unreadable when opened, or failing to decode
+    since); written when the dataset kind has files to skip."""
+    import pandas as pd
+
+    tables = [t.assign(split=s) for s, src in sources.items() if (t := src.bad_files()) is not None]
+    if tables:
+        table = pd.concat(tables, ignore_index=True)
+        atomic_write_text(run.bad_files_path, table[["split", *[c for c in table.columns if c != "split"]]]
+                          .to_csv(index=False, lineterminator="\n"))
+
+
+def _fit(cfg: TrainConfig, data: Path, manifest: dict, run: RunDir, runtime: Runtime, info: DistInfo,
          log: Callable[[str], None]) -> dict:
     seed_everything(cfg.seed)
     train, val = _load_splits(cfg, data, run, info)
-    check_steps(len(train), cfg.batch_size, data.path)
+    check_steps(len(train), cfg.batch_size, data)
+    if info.main:
+        write_bad_files(run, {"train": train, "val": val})
     trainer = _build_trainer(cfg, manifest, train, val, runtime, info, _hooks(cfg, run, info))
     if (state := load_last(run)) is not None:
         trainer.restore(state)
@@ -192,6 +206,8 @@ def _fit(cfg: TrainConfig, data: DatasetDir, manifest: dict, run: RunDir, runtim
             log(f"{run.path}: resuming from epoch {trainer.epoch + 1}"
                 + (f", step {trainer.step + 1}" if trainer.step else "") + f" of {cfg.epochs}")
     trainer.fit()
+    if info.main:
+        write_bad_files(run, {"train": train, "val": val})
     summary = _run_info(cfg, data, manifest, RUN_COMPLETE, best_epoch=trainer.best.get("epoch"),
                         best_value=trainer.best.get("value"), epochs_done=trainer.epoch,
                         n_parameters=count_parameters(trainer.model),

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
-from ecgka.training.shard_loading import SplitData
+from ecgka.training.sources import SplitSource
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -22,10 +22,11 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data: SplitData, leads: list[int], *, samples: int, batch_size: int,
+def recalibrate_batchnorm(model: nn.Module, data: SplitSource, leads: list[int] | None, *, samples: int, batch_size: int,
                           seed: int, epoch: int, device: torch.device, normalise: bool, prefetch: int = 2) -> None:
     """Reset and re-estimate every BatchNorm's running mean/var (cumulative average) with dropout off.
 
+    ``data``: a split source (``leads`` None) or an ECG ``SplitData`` with ``leads``; eval transforms.
     The sample is a pure function of (seed, epoch) drawn from its own generator, and the same on every
     DDP rank, so resumed and distributed runs stay identical.
     """

@@ -50,13 +50,18 @@ class OptimConfig(ConfigModel):
 
 
 class DataConfig(ConfigModel):
-    """Which leads to feed (None: all leads of the dataset) and where the signal cache lives."""
+    """ECG: which leads to feed (None: all leads of the dataset) and where the signal cache lives.
+    Face images (``--data`` a DIR split CSV or a packed folder): the image root, size and decoding threads."""
 
     leads: list[str] | None = None
-    zscore: bool = True
+    zscore: bool = True  # per-sample, per-lead z-score on the device (ECG; images are normalised when decoded)
     cache_dir: str | None = None  # None: DATA_DIR/.cache (falls back to RUN_DIR/cache if read-only)
     prefetch: int = Field(2, ge=0)  # batches prepared ahead by a background thread
     eval_batch_size: int = Field(1024, ge=1)
+    image_root: str | None = None  # None: the folder of the split CSV
+    image_size: int = Field(224, ge=8)  # Resize((s, s)) and the crop side
+    image_padding: int = Field(16, ge=0)  # RandomCrop padding
+    workers: int = Field(1, ge=1)  # image decoding threads per batch
 
 
 class InitConfig(ConfigModel):
@@ -171,7 +176,8 @@ def _names_milestones(override: str) -> bool:
     return keys[:2] == ["optim", "milestones"] or keys == ["optim"]
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+def load_train_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      override_source: str = "command line") -> TrainConfig:
     """Load a training config (with ``extends``), apply ``key=value`` overrides, validate.
 
     Milestones are checked against ``epochs`` where they are written: a config file's against the epochs
@@ -182,8 +188,8 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | tup
     data = read_config_tree(path) if path is not None else {}  # also refuses an ``extends`` cycle
     if path is not None:
         _check_file_schedules(Path(path).resolve())
-    cfg = load_validated(TrainConfig, data, list(overrides), source=source)
+    cfg = load_validated(TrainConfig, data, list(overrides), source=source, override_source=override_source)
     given = [o for o in overrides if _names_milestones(o)]
     if given:
-        check_milestones(cfg.optim.milestones, cfg.epochs, f"command line: {given[-1]}")
+        check_milestones(cfg.optim.milestones, cfg.epochs, f"{override_source}: {given[-1]}")
     return cfg

@@ -84,7 +84,7 @@ class CheckpointHook(Hook):
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.write and record.get("is_best"):
             save_checkpoint(self.run.checkpoint("best"), {"model": model_state(trainer.model),
-                                                           "in_channels": len(trainer.leads),
+                                                           "in_channels": trainer.in_channels,
                                                            "epoch": record["epoch"], "val": record["val"]})
         self.save_last(trainer)
         if self.write:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ecgka.training.shard_loading import SplitData, read_batch, zscore_tensor
+from ecgka.training.shard_loading import zscore_tensor
+from ecgka.training.sources import EcgSplit, SplitSource
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
@@ -36,33 +37,46 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int =
     return batches
 
 
-def _to_tensors(data: SplitData, idx: np.ndarray, leads: list[int], normalise: bool, pin: bool):
-    x, y = read_batch(data, idx, leads, normalise)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(y))
+def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator:
+    """The generator of one training batch's augmentation draws: a pure function of (seed, epoch, batch),
+    so a run resumed at an epoch boundary or mid-epoch draws exactly what the uninterrupted run drew."""
+    state = np.random.SeedSequence([seed, epoch, batch]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _to_tensors(source: SplitSource, idx: np.ndarray, draws: tuple[int, int, int] | None, pin: bool):
+    generator = augmentation_generator(*draws) if draws is not None else None
+    xt, yt = source.batch(idx, draws is not None, generator)
     if pin:
         xt, yt = xt.pin_memory(), yt.pin_memory()
     return xt, yt
 
 
-def iterate_batches(data: SplitData, batches: list[np.ndarray], leads: list[int], *, normalise: bool = False,
-                    prefetch: int = 2, pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (signals [B, C, T], labels [B]) for each index array, prepared ``prefetch`` ahead.
+def iterate_batches(data, batches: list[np.ndarray], leads: list[int] | None = None, *, normalise: bool = False,
+                    prefetch: int = 2, pin_memory: bool = False, augment: tuple[int, int, int] | None = None
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (inputs, labels [B]) for each index array of a :class:`SplitSource`, prepared ``prefetch`` ahead.
 
-    Signals stay float16 unless ``normalise`` (then float32 z-scored on the CPU); ``to_device`` does the
-    rest on the training device."""
+    ``leads``: ``data`` is an ECG ``SplitData`` read with these leads (float16 unless ``normalise``, then
+    float32 z-scored on the CPU); ``to_device`` does the rest on the training device. ``augment``: training
+    batches, ``(seed, epoch, index of the first batch)``: batch k draws from
+    ``augmentation_generator(seed, epoch, first + k)``; None: no augmentation (evaluation)."""
+    source = EcgSplit(data, leads, normalise) if leads is not None else data
+    keys = [None] * len(batches) if augment is None else [(augment[0], augment[1], augment[2] + k)
+                                                          for k in range(len(batches))]
     if prefetch <= 0:
-        for idx in batches:
-            yield _to_tensors(data, idx, leads, normalise, pin_memory)
+        for idx, key in zip(batches, keys, strict=True):
+            yield _to_tensors(source, idx, key, pin_memory)
         return
     slots: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for idx in batches:
+            for idx, key in zip(batches, keys, strict=True):
                 if stop.is_set():
                     return
-                slots.put(_to_tensors(data, idx, leads, normalise, pin_memory))
+                slots.put(_to_tensors(source, idx, key, pin_memory))
         except BaseException as exc:  # re-raised in the consumer
             slots.put(exc)
             return
@@ -87,6 +101,6 @@ def iterate_batches(data: SplitData, batches: list[np.ndarray], leads: list[int]
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, normalise: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move a loader batch to ``device`` and z-score it there (float32)."""
+    """Move a loader batch to ``device`` and (``normalise``) z-score it there (float32)."""
     x = x.to(device, non_blocking=True)
     return (zscore_tensor(x) if normalise else x.float()), y.to(device, non_blocking=True)

@@ -28,7 +28,7 @@ from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.meter import EpochMeter
 from ecgka.training.prediction import predict_arrays
 from ecgka.training.selection import selection_metrics
-from ecgka.training.shard_loading import SplitData
+from ecgka.training.sources import SplitSource, uses_device_zscore
 from ecgka.training.step import train_step
 from ecgka.training.two_stage import frozen_backbone_eval
 
@@ -74,14 +74,14 @@ class Trainer:
     net: nn.Module  # FeatureModel, possibly compiled and DDP-wrapped
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
-    train: SplitData
-    val: SplitData
-    leads: list[int]
+    train: SplitSource
+    val: SplitSource
     runtime: Runtime
     info: DistInfo
     grid: LabelGrid  # the dataset's label grid and shot rule (selection metrics)
     train_counts: np.ndarray  # training samples per bin (shot groups)
     hooks: list = field(default_factory=list)
+    leads: list[int] | None = None  # channels of a trainer without data (tests); sources hold their own
     epoch: int = 0  # next epoch to run
     step: int = 0  # batches already done in ``epoch`` (mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +89,11 @@ class Trainer:
     partial: dict[str, Any] = field(default_factory=dict)
     meter: EpochMeter | None = None
     n_batches: int = 0
+
+    @property
+    def in_channels(self) -> int:
+        """The model's input channels (leads of an ECG, 3 for an image), recorded in every checkpoint."""
+        return self.train.in_channels if self.train is not None else len(self.leads or ())
 
     def emit(self, event: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -122,7 +127,7 @@ class Trainer:
         self.n_batches, self.meter = len(batches), EpochMeter(self.partial, epoch=epoch, any_rank=self._any_rank)
         features = FeatureCollector(getattr(self.criterion, "requires_features", False))
         self.emit("on_epoch_start", epoch, len(batches))
-        for x, y in self.meter.timed(self._loader(batches[self.step:])):
+        for x, y in self.meter.timed(self._loader(batches[self.step:], epoch)):
             out = self._step(x, y, epoch)
             self.meter.add(out["loss"], out["terms"], len(y))
             features.add(out["features"], y)
@@ -140,12 +145,12 @@ class Trainer:
         if self.cfg.init.frozen_backbone_in_eval:
             frozen_backbone_eval(self.model)
 
-    def _loader(self, batches: list[np.ndarray]):
-        return iterate_batches(self.train, batches, self.leads, prefetch=self.cfg.data.prefetch,
-                               pin_memory=self.runtime.pin_memory)
+    def _loader(self, batches: list[np.ndarray], epoch: int):
+        return iterate_batches(self.train, batches, prefetch=self.cfg.data.prefetch,
+                               pin_memory=self.runtime.pin_memory, augment=(self.cfg.seed, epoch, self.step))
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, Any]:
-        x, y = to_device(x, y, self.runtime.device, self.cfg.data.zscore)
+        x, y = to_device(x, y, self.runtime.device, uses_device_zscore(self.train, self.cfg))
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         return train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
                           views_std=self.cfg.views_noise_std,
@@ -163,13 +168,13 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         if self.cfg.recalibrate_bn and not self.cfg.init.frozen_backbone_in_eval:  # fixed statistics stay
-            recalibrate_batchnorm(self.model, self.train, self.leads, samples=self.cfg.recalibrate_bn_samples,
+            recalibrate_batchnorm(self.model, self.train, None, samples=self.cfg.recalibrate_bn_samples,
                                   batch_size=self.cfg.data.eval_batch_size, seed=self.cfg.seed,
-                                  epoch=self.epoch, device=self.runtime.device, normalise=self.cfg.data.zscore,
-                                  prefetch=self.cfg.data.prefetch)
-        pred = predict_arrays(self.model, self.val, self.leads, self.runtime,
-                              batch_size=self.cfg.data.eval_batch_size, normalise=self.cfg.data.zscore,
-                              prefetch=self.cfg.data.prefetch)
+                                  epoch=self.epoch, device=self.runtime.device,
+                                  normalise=uses_device_zscore(self.train, self.cfg), prefetch=self.cfg.data.prefetch)
+        pred = predict_arrays(self.model, self.val, None, self.runtime,
+                              batch_size=self.cfg.data.eval_batch_size,
+                              normalise=uses_device_zscore(self.val, self.cfg), prefetch=self.cfg.data.prefetch)
         return selection_metrics(pred, self.val.labels, self.grid, self.train_counts)
 
     def _record(self, epoch: int, lr: float, sums: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +202,7 @@ class Trainer:
         """Everything ``last.pt`` needs to continue exactly (weights-only loadable). ``rng``: the per-rank
         states from ``rng_states`` (gathered on every rank); None: this process's own (single process)."""
         rng = rng if rng is not None else [rng_state(self.runtime.device)]
-        return {"format": STATE_FORMAT, "model": model_state(self.model), "in_channels": len(self.leads),
+        return {"format": STATE_FORMAT, "model": model_state(self.model), "in_channels": self.in_channels,
                 "optimizer": self.optimizer.state_dict(), "criterion": self.criterion.state_dict(),
                 "rng": rng, "epoch": self.epoch, "step": self.step, "history": self.history,
                 "best": self.best, "partial": self.partial}

@@ -18,7 +18,7 @@ from ecgka.training.build import Runtime, build_model, make_runtime
 from ecgka.training.checkpoint import load_checkpoint
 from ecgka.training.config import TrainConfig, read_resolved_config
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
-from ecgka.training.shard_loading import SplitData, lead_indices, load_split
+from ecgka.training.sources import SplitSource, open_split, uses_device_zscore
 from ecgka.training.step import head_forward
 
 
@@ -36,10 +36,12 @@ def full_fp32_matmul() -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_arrays(model: nn.Module, data: SplitData, leads: list[int], runtime: Runtime, *,
+def predict_arrays(model: nn.Module, data: SplitSource, leads: list[int] | None, runtime: Runtime, *,
                    batch_size: int = 1024, normalise: bool = True, prefetch: int = 2) -> np.ndarray:
     """Predictions [N] (float32) in the split's row order, model in eval mode (restored afterwards), TF32
-    off; under ``runtime.bf16`` the backbone runs in bf16 and the head in float32 (``head_forward``)."""
+    off; under ``runtime.bf16`` the backbone runs in bf16 and the head in float32 (``head_forward``).
+    ``data``: a split source (``leads`` None) or an ECG ``SplitData`` with ``leads``; ``normalise``: z-score
+    on the device."""
     was_training = model.training
     model.eval()
     batches = epoch_batches(len(data), batch_size, seed=0, epoch=0, shuffle=False, drop_last=False)
@@ -86,10 +88,9 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str, checkpoint: s
     cfg = run_config(run_dir)
     runtime = make_runtime(cfg, device)
     model = load_weights(run_dir, cfg, checkpoint, runtime.device)
-    data = load_split(data_dir, split, cache_dir=cfg.data.cache_dir, fallback_cache=RunDir(run_dir).cache_dir)
-    leads = lead_indices(data.leads, cfg.data.leads)
-    pred = predict_arrays(model, data, leads, runtime, batch_size=cfg.data.eval_batch_size,
-                          normalise=cfg.data.zscore)
+    data = open_split(data_dir, split, cfg, fallback_cache=RunDir(run_dir).cache_dir)
+    pred = predict_arrays(model, data, None, runtime, batch_size=cfg.data.eval_batch_size,
+                          normalise=uses_device_zscore(data, cfg))
     return pd.DataFrame({PredCol.SAMPLE_ID.value: data.sample_ids, PredCol.SUBJECT_ID.value: data.subject_ids,
                          PredCol.LABEL.value: data.labels.astype(np.float64),
                          PredCol.PREDICTION.value: pred.astype(np.float64)})
