@@ -84,16 +84,10 @@ def uses_device_zscore(source: SplitSource, cfg: Any) -> bool:
     return bool(cfg.data.zscore and source.device_zscore)
 
 
-# ---- ECG-Ka-DIR ------------------------------------------------------------------------------------------
+class _SplitOf:
+    """What every split kind reads from the data it wraps (``self.data``): its length, labels and ids."""
 
-@dataclass
-class EcgSplit:
-    """A split of an ECG dataset with its lead selection: float16 batches, z-scored on the device."""
-
-    data: Any  # shard_loading.SplitData
-    leads: list[int]
-    normalise: bool = False  # z-score on the CPU (float32) instead of on the device
-    device_zscore = True
+    data: Any
 
     def __len__(self) -> int:
         return len(self.data)
@@ -109,6 +103,18 @@ class EcgSplit:
     @property
     def subject_ids(self) -> np.ndarray:
         return self.data.subject_ids
+
+
+# ---- ECG-Ka-DIR ------------------------------------------------------------------------------------------
+
+@dataclass
+class EcgSplit(_SplitOf):
+    """A split of an ECG dataset with its lead selection: float16 batches, z-scored on the device."""
+
+    data: Any  # shard_loading.SplitData
+    leads: list[int]
+    normalise: bool = False  # z-score on the CPU (float32) instead of on the device
+    device_zscore = True
 
     @property
     def in_channels(self) -> int:
@@ -136,27 +142,12 @@ def _open_ecg(path: Path, split: str, cfg: Any, fallback: Path | None) -> EcgSpl
 # ---- face age ------------------------------------------------------------------------------------------
 
 @dataclass
-class AgeSplit:
+class AgeSplit(_SplitOf):
     """A split of face images (``ecgka.age.AgeDataset``): float32 normalised images, no device z-score."""
 
     data: Any  # ecgka.age.AgeDataset
     in_channels = 3
     device_zscore = False
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels
-
-    @property
-    def sample_ids(self) -> np.ndarray:
-        return self.data.sample_ids
-
-    @property
-    def subject_ids(self) -> np.ndarray:
-        return self.data.subject_ids
 
     def batch(self, indices: np.ndarray, train: bool = False, generator: Any = None):
         return self.data.batch(np.sort(indices), train, generator)
