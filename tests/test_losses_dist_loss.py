@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from markers import needs_torchsort
 
 from ecgka.errors import ConfigError
 from ecgka.losses import DistLoss, dist_loss, inverse_frequency_weights, label_pmf, pseudo_labels
@@ -22,16 +23,6 @@ from ecgka.losses.base import apply_weights
 from ecgka.losses.distloss import distribution_term
 from ecgka.losses.options import DistLossOptions
 
-
-def _has_torchsort() -> bool:
-    try:
-        import torchsort  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_torchsort = pytest.mark.skipif(not _has_torchsort(), reason="the soft sorter needs torchsort")
 SOFT = pytest.param("soft", marks=needs_torchsort)
 
 RANGE = (1.5, 10.0, 0.1)

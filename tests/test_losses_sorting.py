@@ -7,21 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from markers import needs_torchsort
 
 from ecgka.errors import ConfigError
 from ecgka.losses import sort_predictions
 from ecgka.losses.sorting import released_soft_sort_numpy, soft_equals_hard
-
-
-def _has_torchsort() -> bool:
-    try:
-        import torchsort  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_torchsort = pytest.mark.skipif(not _has_torchsort(), reason="the soft sorter needs torchsort")
 
 
 def values_and_grad(sorter, x, cotangent, eps):
@@ -92,7 +82,7 @@ def test_released_soft_sort_by_hand():
 @pytest.mark.parametrize("sorter", ["soft", "hard", "auto", "released"])
 @pytest.mark.parametrize("make", [close_inputs, spread_inputs])
 def test_gradcheck_every_sorter(sorter, make):
-    if not _has_torchsort() and (sorter == "soft" or (sorter, make) == ("auto", spread_inputs)):
+    if needs_torchsort.args[0] and (sorter == "soft" or (sorter, make) == ("auto", spread_inputs)):
         pytest.skip("the soft sorter needs torchsort")  # auto falls back to it on spread inputs
     x = make(n=12).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: sort_predictions(v, sorter, 0.1), (x,))
