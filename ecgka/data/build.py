@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,44 +219,78 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     if dask_scheduler is not None:
         dask_client_class()  # Dask missing: the install hint before any work, not after the labs
     cfg = cfg or BuildConfig()
-    ecg_root, out_dir = Path(ecg_root), Path(out_dir)
-    claim = claim_folder(out_dir, FolderKind.DATASET)  # before hashing inputs: a wrong --out fails at once
-    lab_files = [Path(p) for p in lab_files]
-    d_labitems = Path(d_labitems) if d_labitems else None
+    ds = DatasetDir(out_dir)
+    claim = claim_folder(ds.path, FolderKind.DATASET)  # before hashing inputs: a wrong --out fails at once
+    plan = _plan(Path(ecg_root), [Path(p) for p in lab_files], Path(d_labitems) if d_labitems else None,
+                 previous, ds.path, cfg)
+    _take_folder(ds, claim, plan.fingerprint, force, log)
+    if ds.is_complete(plan.fingerprint):
+        return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
+    manifest = _build(ds, plan, cfg, workers, dask_scheduler, progress, log)
+    return {**manifest, "status": "built", "seconds": time.perf_counter() - start}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build is made from, known before any work: the inputs, their fingerprint, the parent version."""
+
+    ecg_root: Path
+    records: pd.DataFrame
+    d_labitems: Path | None
+    inputs: dict[str, Any]
+    new_files: list[Path]
+    exports: list[dict[str, Any]]
+    fingerprint: str
+    prev: Any  # ecgka.data.versions.Previous or None
+
+
+def _plan(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None, previous: str | Path | None,
+          out_dir: Path, cfg: BuildConfig) -> BuildPlan:
+    """Check the inputs (one-line errors) and fingerprint them."""
     prev = load_previous(previous, out_dir) if previous is not None else None
     records = _check_inputs(ecg_root, lab_files, cfg)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
     if prev is not None:
         inputs["previous"] = {"path": str(prev.ds.path.resolve()), "digest": prev.digest}
     new_files, exports = _new_exports(lab_files, inputs, prev)
-    fingerprint = dataset_fingerprint(cfg, inputs)
-    ds = DatasetDir(out_dir)
+    return BuildPlan(ecg_root, records, d_labitems, inputs, new_files, exports, dataset_fingerprint(cfg, inputs),
+                     prev)
+
+
+def _drop_work(ds: DatasetDir, cfg: BuildConfig) -> None:
+    if not cfg.keep_work:
+        shutil.rmtree(ds.work_root, ignore_errors=True)
+
+
+def _take_folder(ds: DatasetDir, claim: Any, fingerprint: str, force: bool, log: Any) -> None:
+    """Say what was adopted or replaced, and mark the folder as this fingerprint's dataset."""
     for note in (claim.note, _replace_other(ds, claim, fingerprint, force)):
         if note:
             log(note)
     if claim.content != fingerprint or claim.state is not ClaimState.SAME_KIND:
         claim.write_marker(fingerprint)
-    if ds.is_complete(fingerprint):
-        return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
-    work = _prepare(ds, fingerprint)
-    labs, lab_stats, items = _labs(work, new_files, cfg, d_labitems, prev, progress)
-    candidates = records[records["reason"] == ""]
+
+
+def _build(ds: DatasetDir, plan: BuildPlan, cfg: BuildConfig, workers: int | None, dask_scheduler: Any,
+           progress: bool, log: Any) -> dict[str, Any]:
+    """Labs, pairs, the signal stage and the assembly into the folder; the work folder is removed after."""
+    work, prev = _prepare(ds, plan.fingerprint), plan.prev
+    labs, lab_stats, items = _labs(work, plan.new_files, cfg, plan.d_labitems, prev, progress)
+    candidates = plan.records[plan.records["reason"] == ""]
     paired = pair_labs(candidates, labs, items.primary, items.secondary, cfg.pairing)
     has_lab = paired["lab_time_s"].notna().to_numpy()
-    tasks = _tasks(paired[has_lab], ecg_root, work, cfg, prev, log)
+    tasks = _tasks(paired[has_lab], plan.ecg_root, work, cfg, prev, log)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
+    salt = prev.manifest.get("split_salt", prev.manifest["fingerprint"]) if prev else plan.fingerprint
+    version = Version(plan.exports, salt, labs, prev, lab_stats.get("changes", {}))
     try:
-        salt = prev.manifest.get("split_salt", prev.manifest["fingerprint"]) if prev else fingerprint
-        version = Version(exports, salt, labs, prev, lab_stats.get("changes", {}))
-        manifest = assemble(ds, records, no_lab, [t.part_dir for t in tasks], cfg, fingerprint, inputs, lab_stats,
-                            version, progress)
-    except EmptyBuildError:
-        if not cfg.keep_work:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
-            shutil.rmtree(ds.work_root, ignore_errors=True)
+        manifest = assemble(ds, plan.records, no_lab, [t.part_dir for t in tasks], cfg, plan.fingerprint,
+                            plan.inputs, lab_stats, version, progress)
+    except EmptyBuildError:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
+        _drop_work(ds, cfg)
         raise
+    _drop_work(ds, cfg)  # any other failure keeps the work folder: the next run resumes from it
     n_workers = workers if workers is not None else default_workers()
     manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
-    if not cfg.keep_work:
-        shutil.rmtree(ds.work_root, ignore_errors=True)
-    return {**manifest, "status": "built", "seconds": time.perf_counter() - start}
+    return manifest
