@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from ecgka.training.shard_loading import zscore_tensor
 from ecgka.training.sources import EcgSplit, SplitSource
+
+T = TypeVar("T")
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
@@ -64,28 +67,34 @@ def iterate_batches(data, batches: list[np.ndarray], leads: list[int] | None = N
     source = EcgSplit(data, leads, normalise) if leads is not None else data
     keys = [None] * len(batches) if augment is None else [(augment[0], augment[1], augment[2] + k)
                                                           for k in range(len(batches))]
-    if prefetch <= 0:
-        for idx, key in zip(batches, keys, strict=True):
-            yield _to_tensors(source, idx, key, pin_memory)
+    tensors = (_to_tensors(source, idx, key, pin_memory) for idx, key in zip(batches, keys, strict=True))
+    return prefetched(tensors, prefetch)
+
+
+def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Yield ``items``, each computed up to ``depth`` ahead by a background thread (memmap reads and
+    z-scores release the GIL); an error in the thread is raised here; stopping early stops the thread."""
+    if depth <= 0:
+        yield from items
         return
-    slots: queue.Queue = queue.Queue(maxsize=prefetch)
+    slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for idx, key in zip(batches, keys, strict=True):
+            for item in items:
                 if stop.is_set():
                     return
-                slots.put(_to_tensors(source, idx, key, pin_memory))
+                slots.put(item)
         except BaseException as exc:  # re-raised in the consumer
             slots.put(exc)
             return
-        slots.put(None)
+        slots.put(_DONE)
 
     worker = threading.Thread(target=produce, daemon=True, name="ecgka-prefetch")
     worker.start()
     try:
-        while (item := slots.get()) is not None:
+        while (item := slots.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -97,6 +106,9 @@ def iterate_batches(data, batches: list[np.ndarray], leads: list[int] | None = N
             except queue.Empty:
                 pass
         worker.join()
+
+
+_DONE = object()
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, normalise: bool = True
