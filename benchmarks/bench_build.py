@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from _common import run_in_scratch
+from _common import standin as standin_for
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -36,11 +37,7 @@ def main() -> None:
     parser.add_argument("--standin", type=Path, help="existing stand-in (ecg/ and hosp/) instead of generating one")
     parser.add_argument("--leads", default="II", help="comma-separated leads to keep, e.g. all 12")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
-    try:
-        _run(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    run_in_scratch("bench_build_", _run, args)
 
 
 def _run(args: argparse.Namespace, tmp: Path) -> None:
@@ -53,12 +50,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     from ecgka.data.mimic_reader import read_record
     from ecgka.data.signal_qc import process_signal
 
-    standin = args.standin
-    if standin is None:
-        from ecgka.standin import generate_standin
-
-        standin = tmp / "standin"
-        generate_standin(standin, subjects=args.subjects, seed=0, workers=1)
+    standin = standin_for(args, tmp)
     cfg = BuildConfig.model_validate(apply_overrides({}, [f"signal.leads=[{args.leads}]"]))
     root = standin / "ecg"
     paths = pd.read_csv(root / "record_list.csv")["path"]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from _common import run_in_scratch
+from _common import standin as standin_for
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 OVERRIDES = ["split.per_bin_cap=8", "shards.chunk_records=64"]
@@ -57,20 +58,11 @@ def main() -> None:
     parser.add_argument("--few", type=float, default=0.05, help="share of subjects added by the 'few' version")
     parser.add_argument("--standin", type=Path, help="existing stand-in (ecg/ and hosp/) instead of generating one")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_rebuild_"))
-    try:
-        _run(args, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    run_in_scratch("bench_rebuild_", _run, args)
 
 
 def _run(args: argparse.Namespace, tmp: Path) -> None:
-    standin = args.standin
-    if standin is None:
-        from ecgka.standin import generate_standin
-
-        standin = tmp / "standin"
-        generate_standin(standin, subjects=args.subjects, seed=0, workers=1)
+    standin = standin_for(args, tmp)
     ecg = standin / "ecg"
     exports = _exports(standin / "hosp" / "labevents.csv.gz", tmp, args.few)
     _build(ecg, [exports["base"]], tmp / "warmup")
