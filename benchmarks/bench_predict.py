@@ -41,7 +41,7 @@ def main() -> None:
     import pandas as pd
     import wfdb
 
-    from ecgka.versions.scoring import predict_ecgs
+    from ecgka.release.scoring import predict_ecgs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=200)

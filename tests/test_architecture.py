@@ -92,13 +92,13 @@ def test_only_the_catalog_spells_dataset_and_run_file_names():
 
 
 LAYERS = [
-    ["ecgka", "ecgka.errors", "ecgka.registry", "ecgka.config", "ecgka.io", "ecgka.keys", "ecgka.lazy"],
+    ["ecgka", "ecgka.errors", "ecgka.names", "ecgka.config", "ecgka.io", "ecgka.keys", "ecgka.lazy"],
     ["ecgka.labels", "ecgka.catalog"],
     ["ecgka.standin", "ecgka.data", "ecgka.age"],
     ["ecgka.models", "ecgka.losses"],
     ["ecgka.training"],
     ["ecgka.metrics", "ecgka.evaluation", "ecgka.report"],
-    ["ecgka.versions"],
+    ["ecgka.release"],
     ["ecgka.pipeline", "ecgka.cli", "ecgka.__main__"],
 ]
 

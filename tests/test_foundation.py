@@ -1,4 +1,4 @@
-"""The shared machinery: registries, typed configs with overrides, atomic writes, the CLI dispatcher."""
+"""The shared machinery: name tables, typed configs with overrides, atomic writes, the CLI dispatcher."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ecgka.cli import COMMANDS, main
 from ecgka.config import ConfigModel, apply_overrides, config_hash, load_config, load_validated, read_yaml
 from ecgka.errors import ConfigError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json
-from ecgka.registry import Registry, look_up_option
+from ecgka.names import NameTable, look_up_option
 
 
 class Inner(ConfigModel):
@@ -26,8 +26,8 @@ class Outer(ConfigModel):
     train: Inner = Inner()
 
 
-def test_registry_suggests_closest_names():
-    reg: Registry = Registry("loss")
+def test_name_table_suggests_closest_names():
+    reg: NameTable = NameTable("loss")
     reg.register("dist_loss")(object)
     reg.register("balanced_mse")(object)
     assert reg.get("dist_loss") is object

@@ -65,9 +65,9 @@ def test_predict_matches_ecgka_and_excludes_bad_records(trained, tmp_path):
 
 
 def test_predict_with_the_registry_champion(trained, tmp_path):
-    from ecgka.versions.promote import promote
-    from ecgka.versions.registry import ModelRegistry
-    from ecgka.versions.scoring import predict_ecgs
+    from ecgka.release.promote import promote
+    from ecgka.release.registry import ModelRegistry
+    from ecgka.release.scoring import predict_ecgs
 
     ecg_root, data, run = trained
     ModelRegistry(tmp_path / "registry").register(run)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ecgka.catalog import ComparisonDir
-from ecgka.versions.registry import ModelRegistry
+from ecgka.release.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["epochs=1", "batch_size=32", "preset=tiny", "per_bin_cap=3", "n_boot=100", "workers=1"]

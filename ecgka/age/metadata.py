@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ecgka.errors import InputError
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
-SOURCES: Registry = Registry("age dataset")
+SOURCES: NameTable = NameTable("age dataset")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMDB_WIKI_PARTS = (("imdb_crop", "imdb"), ("wiki_crop", "wiki"))
 

@@ -8,7 +8,7 @@ from ecgka.age.metadata import SOURCES, metadata_from_csv
 from ecgka.age.split import CAPS, balanced_split
 from ecgka.errors import InputError
 from ecgka.io import atomic_write_text
-from ecgka.registry import look_up_option
+from ecgka.names import look_up_option
 
 
 def prepare_split(dataset: str, out: str | Path, *, images: str | Path | None = None,

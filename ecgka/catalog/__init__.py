@@ -25,7 +25,7 @@ Run folder::
     RUN/eval/<split>/{predictions.parquet,metrics.json}   RUN/cache/ (signal cache fallback)
     RUN/eval/<fingerprint>/<split>/...  an evaluation on another dataset (``--allow-other-dataset``)
 
-Model registry, export and comparison folders (``catalog.registry``)::
+Model registry, export and comparison folders (``catalog.release``)::
 
     REG/aliases.json  REG/log.jsonl  REG/versions/v0001/{model.json, export/}
     EXPORT/{model.ts | model.onnx, card.json}   COMPARISON/{comparison.md, .csv, .json, gate.json}
@@ -48,7 +48,7 @@ from ecgka.catalog.folders import (
            read_marker,
 )
 from ecgka.catalog.outputs import PipelineDir, ReportDir
-from ecgka.catalog.registry import ComparisonDir, ExportDir, RegistryDir
+from ecgka.catalog.release import ComparisonDir, ExportDir, RegistryDir
 from ecgka.catalog.run import RunDir, resolve_weights
 
 __all__ = ["DATASET_SCHEMA_VERSION", "FOLDER_MARKER", "SHARD_GLOB", "Claim", "ClaimState", "FolderKind",

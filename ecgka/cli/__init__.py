@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ecgka import __version__
 from ecgka.errors import EcgkaError
-from ecgka.registry import look_up_option
+from ecgka.names import look_up_option
 
 # command name -> module under ecgka.cli
 COMMANDS: dict[str, str] = {

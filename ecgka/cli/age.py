@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 
 from ecgka.errors import InputError
-from ecgka.registry import Registry, look_up_option
+from ecgka.names import NameTable, look_up_option
 
 HELP = "prepare a face-age DIR split (agedb, imdb-wiki) or pack its images into Parquet shards"
-ACTIONS: Registry = Registry("age action")
+ACTIONS: NameTable = NameTable("age action")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

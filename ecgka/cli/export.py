@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ecgka.versions.export import export_run
-    from ecgka.versions.registry import resolve_model
+    from ecgka.release.export import export_run
+    from ecgka.release.registry import resolve_model
 
     run_dir, _ = resolve_model(args.run_dir)
     path = export_run(run_dir, args.out, args.format, args.checkpoint, force=args.force)

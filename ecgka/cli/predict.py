@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ecgka.versions.scoring import predict_ecgs
+    from ecgka.release.scoring import predict_ecgs
 
     table = predict_ecgs(args.model, args.ecg_root, args.out, args.record_list, args.device, args.batch_size)
     excluded = table["excluded_reason"].notna()

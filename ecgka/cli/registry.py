@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _list(args) -> int:
     from ecgka.errors import InputError
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.registry import ModelRegistry
 
     reg = ModelRegistry(args.target)
     if not reg.dir.is_registry():
@@ -48,7 +48,7 @@ def _list(args) -> int:
 
 def _show(args) -> int:
     from ecgka.errors import InputError
-    from ecgka.versions.registry import ModelRegistry, parse_ref
+    from ecgka.release.registry import ModelRegistry, parse_ref
 
     parsed = parse_ref(args.target)
     if parsed is None:
@@ -60,7 +60,7 @@ def _show(args) -> int:
 
 def _register(args) -> int:
     from ecgka.errors import InputError
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.registry import ModelRegistry
 
     if len(args.extra) != 1:
         raise InputError("registry register: give REGISTRY RUN_DIR")
@@ -71,9 +71,9 @@ def _register(args) -> int:
 
 def _promote(args) -> int:
     from ecgka.errors import InputError
-    from ecgka.versions.gate import load_gate
-    from ecgka.versions.promote import promote
-    from ecgka.versions.registry import parse_ref
+    from ecgka.release.gate import load_gate
+    from ecgka.release.promote import promote
+    from ecgka.release.registry import parse_ref
 
     parsed = parse_ref(args.target)
     if parsed is None:

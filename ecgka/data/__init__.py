@@ -1,5 +1,5 @@
 """Data: the ECG-Ka-DIR build (``ecgka.data.build``: labs, pairing, signal reading and QC, splits,
-shards, manifest; ``ecgka.data.versions`` and ``ecgka.data.lineage``: dataset versions). The MIMIC-IV stand-in generator is its own package, ``ecgka.standin``.
+shards, manifest; ``ecgka.data.dataset_versions`` and ``ecgka.data.lineage``: dataset versions). The MIMIC-IV stand-in generator is its own package, ``ecgka.standin``.
 
 ``build_dataset`` and ``BuildConfig`` are re-exported lazily (importing ``ecgka.data`` stays cheap).
 """

@@ -21,7 +21,7 @@ from ecgka.data.config import BuildConfig
 from ecgka.data.manifest import make_manifest, shard_metadata
 from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
 from ecgka.data.splits import NOT_SELECTED, variant_selection
-from ecgka.data.versions import Version, save_labs
+from ecgka.data.dataset_versions import Version, save_labs
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col

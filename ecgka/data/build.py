@@ -4,7 +4,7 @@ Steps: read ``record_list.csv`` -> stream potassium labs -> pair -> signal stage
 -> subject-disjoint splits -> shards, exclusions, variants, manifest. Intermediate results live in the work
 folder of the build's fingerprint (``ecgka.catalog.WorkDir``, written atomically), so an interrupted build
 resumes; a complete build with the same fingerprint is skipped. Every file name comes from the catalog.
-With ``previous`` the build is a new version of that dataset (``ecgka.data.versions``: labs merged, ECGs
+With ``previous`` the build is a new version of that dataset (``ecgka.data.dataset_versions``: labs merged, ECGs
 reused, splits kept).
 """
 
@@ -35,7 +35,7 @@ from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
 from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
-from ecgka.data.versions import (
+from ecgka.data.dataset_versions import (
     REUSE_COLUMNS,
     Previous,
     Version,
@@ -211,7 +211,7 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``). ``out_dir`` must be
     missing, empty or a dataset folder (``ecgka.catalog.claim_folder``); a complete dataset of another
     fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was adopted or replaced.
-    ``previous``: a dataset version this one extends (``ecgka.data.versions``): its potassium rows join the
+    ``previous``: a dataset version this one extends (``ecgka.data.dataset_versions``): its potassium rows join the
     new exports', its ECGs are reused and its subjects keep their splits.
     """
     start = time.perf_counter()
@@ -241,7 +241,7 @@ class BuildPlan:
     new_files: list[Path]
     exports: list[dict[str, Any]]
     fingerprint: str
-    prev: Any  # ecgka.data.versions.Previous or None
+    prev: Any  # ecgka.data.dataset_versions.Previous or None
 
 
 def _plan(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None, previous: str | Path | None,

@@ -123,7 +123,7 @@ def _run_chunk(task: ChunkTask) -> dict:
     raw = np.stack(signals) if signals else np.empty((0, n_leads, cfg.signal.n_samples))
     sig = to_stored(clean_batch(raw, cfg.signal.fs, cfg.signal)).reshape(len(kept), signal_len)
     if len(reused):
-        from ecgka.data.versions import previous_signals
+        from ecgka.data.dataset_versions import previous_signals
 
         old = previous_signals(task.previous, recs["prev_sample_id"].to_numpy()[reused])
         order = np.argsort(np.concatenate([kept, reused]), kind="stable")

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecgka.losses.base import Criterion, as_vector, per_sample
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
-ESTIMATORS: Registry = Registry("Balanced MSE estimator")
+ESTIMATORS: NameTable = NameTable("Balanced MSE estimator")
 
 
 def _columns(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -91,7 +91,7 @@ def balanced_mse_prior(estimator: str, train_labels, bins: np.ndarray, grid: np.
     return PRIORS.get(estimator)(train_labels, bins, grid, gmm_components)
 
 
-PRIORS: Registry = Registry("Balanced MSE estimator")
+PRIORS: NameTable = NameTable("Balanced MSE estimator")
 PRIORS.register("bmc")(lambda labels, bins, grid, k: {})
 PRIORS.register("gai")(lambda labels, bins, grid, k: dict(
     zip(("gmm_means", "gmm_variances", "gmm_weights"), fit_gmm(labels, k), strict=True)))

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from ecgka.errors import ConfigError
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
-ELEMENTWISE: Registry = Registry("base loss")
+ELEMENTWISE: NameTable = NameTable("base loss")
 
 
 @ELEMENTWISE.register("l1")

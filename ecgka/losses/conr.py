@@ -26,10 +26,10 @@ from torch import Tensor
 
 from ecgka.labels import LabelGrid, numpy_dtype
 from ecgka.losses.base import Criterion, elementwise, per_sample
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 # form name -> (distances and prediction closeness, reduction of the similarities)
-FORMS: Registry = Registry("ConR form")
+FORMS: NameTable = NameTable("ConR form")
 
 
 def _distances_clean(targets: Tensor, preds: Tensor, w: float, e: float,

@@ -23,9 +23,9 @@ from ecgka.losses.distribution import label_pmf, pseudo_labels
 from ecgka.losses.options import DistLossOptions
 from ecgka.losses.sorting import sort_predictions
 from ecgka.losses.weighting import inverse_frequency_table
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
-ALIGNMENTS: Registry = Registry("weight alignment")
+ALIGNMENTS: NameTable = NameTable("weight alignment")
 
 
 @ALIGNMENTS.register("pseudo_label")

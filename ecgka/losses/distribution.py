@@ -19,11 +19,11 @@ from scipy.stats import gaussian_kde
 from ecgka.errors import ConfigError, InputError
 from ecgka.labels import as_grid
 from ecgka.losses.options import DistLossOptions
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 _DEFAULTS = DistLossOptions()
 
-ROUNDINGS: Registry = Registry("rounding")
+ROUNDINGS: NameTable = NameTable("rounding")
 
 
 class RoundingRepairWarning(UserWarning):

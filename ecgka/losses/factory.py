@@ -36,7 +36,7 @@ from ecgka.losses.options import (
 )
 from ecgka.losses.ranksim import RankSimMethod
 from ecgka.losses.weighting import lds_table
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class LossContext:
         return self.grid.clipped_index(self.train_labels)
 
 
-BUILDERS: Registry[Callable[[LossContext, Any, MethodConfig], Criterion]] = Registry("loss method")
+BUILDERS: NameTable[Callable[[LossContext, Any, MethodConfig], Criterion]] = NameTable("loss method")
 
 
 @BUILDERS.register("vanilla")

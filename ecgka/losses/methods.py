@@ -18,7 +18,7 @@ from ecgka.losses.options import (
     RankSimParams,
     VanillaParams,
 )
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class MethodSpec:
     is_dist_loss: bool = False
 
 
-METHODS: Registry[MethodSpec] = Registry("loss method")
+METHODS: NameTable[MethodSpec] = NameTable("loss method")
 
 for _spec in (
     MethodSpec("vanilla", "Vanilla", VanillaParams),

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from ecgka.errors import ConfigError
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
-SORTERS: Registry = Registry("sorter")
+SORTERS: NameTable = NameTable("sorter")
 
 
 def _torchsort():

@@ -13,11 +13,11 @@ from scipy.signal.windows import triang
 
 from ecgka.errors import ConfigError, InputError
 from ecgka.losses.options import DistLossOptions, LDSParams
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 _LDS, _DIST = LDSParams(), DistLossOptions()  # the defaults' one home
-KERNELS: Registry = Registry("LDS kernel")
-REWEIGHTS: Registry = Registry("reweight")
+KERNELS: NameTable = NameTable("LDS kernel")
+REWEIGHTS: NameTable = NameTable("reweight")
 
 
 def _check_bins(bin_index, n_bins: int) -> np.ndarray:

@@ -13,9 +13,9 @@ from torch import nn
 from ecgka.models.net1d import Net1D
 from ecgka.models.presets import DEFAULT_NET1D_PRESET, DEFAULT_RESNET_PRESET, NET1D_PRESETS, RESNET_PRESETS
 from ecgka.models.resnet import ResNet
-from ecgka.registry import Registry, look_up_option
+from ecgka.names import NameTable, look_up_option
 
-MODELS: Registry = Registry("model")
+MODELS: NameTable = NameTable("model")
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {"net1d": NET1D_PRESETS, "resnet50": RESNET_PRESETS}
 DEFAULT_PRESETS: dict[str, str] = {"net1d": DEFAULT_NET1D_PRESET, "resnet50": DEFAULT_RESNET_PRESET}
 

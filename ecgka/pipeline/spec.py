@@ -27,7 +27,7 @@ from pydantic import Field
 
 from ecgka.config import ConfigModel, read_yaml, validate_config
 from ecgka.errors import ConfigError
-from ecgka.registry import look_up_option
+from ecgka.names import look_up_option
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 

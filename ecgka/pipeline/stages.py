@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from ecgka.catalog import ComparisonDir, DatasetDir, FolderKind, ReportDir, RunDir, claim_folder
 from ecgka.config import ConfigModel
 from ecgka.errors import InputError
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 
 class SynthOptions(ConfigModel):
@@ -90,7 +90,7 @@ def _remove(out: Path) -> None:
         shutil.rmtree(out)
 
 
-STAGE_KINDS: Registry[StageKind] = Registry("stage kind")
+STAGE_KINDS: NameTable[StageKind] = NameTable("stage kind")
 
 
 def _run_synth(o: SynthOptions, out: Path) -> None:
@@ -253,7 +253,7 @@ class PromoteOptions(ConfigModel):
 
 
 def _champion_run(registry: str, exclude: Path | None = None) -> tuple[Path | None, str | None]:
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
     name = reg.aliases().get("champion")
@@ -271,27 +271,27 @@ def _run_challenger(o: ChallengerOptions, out: Path) -> None:
 
 
 def _run_register(o: RegisterOptions, out: Path) -> None:
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.registry import ModelRegistry
 
     ModelRegistry(o.registry).register(o.run, o.checkpoint, o.note)
 
 
 def _register_complete(o: RegisterOptions, out: Path) -> bool:
-    from ecgka.versions.registry import ModelRegistry, file_sha256
+    from ecgka.release.registry import ModelRegistry, file_sha256
 
     weights = RunDir(o.run).checkpoint(o.checkpoint)
     return weights.is_file() and ModelRegistry(o.registry).find_run(Path(o.run), file_sha256(weights)) is not None
 
 
 def _gate(path: str | None, overrides: list[str]) -> Any:
-    from ecgka.versions.gate import load_gate
+    from ecgka.release.gate import load_gate
 
     return load_gate(path, overrides)
 
 
 def _run_compare(o: CompareOptions, out: Path) -> None:
-    from ecgka.versions.compare import write_comparison
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.compare import write_comparison
+    from ecgka.release.registry import ModelRegistry
 
     champion, name = _champion_run(o.registry, exclude=Path(o.challenger))
     version = ModelRegistry(o.registry).find_version_of(Path(o.challenger))
@@ -300,8 +300,8 @@ def _run_compare(o: CompareOptions, out: Path) -> None:
 
 def _run_promote(o: PromoteOptions, out: Path) -> None:
     from ecgka.io import atomic_write_json
-    from ecgka.versions.promote import promote
-    from ecgka.versions.registry import ModelRegistry
+    from ecgka.release.promote import promote
+    from ecgka.release.registry import ModelRegistry
 
     version = ModelRegistry(o.registry).find_version_of(Path(o.run))
     if version is None:

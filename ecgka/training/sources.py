@@ -31,7 +31,7 @@ from ecgka.catalog import DatasetDir
 from ecgka.catalog.age import AGE_IMAGES_KIND, AgeImageDir
 from ecgka.keys import SPLITS
 from ecgka.labels import LabelGrid
-from ecgka.registry import Registry
+from ecgka.names import NameTable
 
 
 class SplitSource(Protocol):
@@ -58,7 +58,7 @@ class DataKind:
     fallback: bool = False  # tried after every other kind
 
 
-DATA_KINDS: Registry[DataKind] = Registry("dataset kind")
+DATA_KINDS: NameTable[DataKind] = NameTable("dataset kind")
 
 
 def detect_kind(path: str | Path) -> str:

@@ -19,10 +19,10 @@ from torch import nn
 from ecgka.catalog import ExportDir, FolderKind, claim_folder
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json
-from ecgka.registry import Registry
-from ecgka.versions.card import ZSCORE_EPS, build_card
+from ecgka.names import NameTable
+from ecgka.release.card import ZSCORE_EPS, build_card
 
-EXPORTERS: Registry[Callable[[nn.Module, Path, int], None]] = Registry("export format")
+EXPORTERS: NameTable[Callable[[nn.Module, Path, int], None]] = NameTable("export format")
 
 
 class PortableModel(nn.Module):

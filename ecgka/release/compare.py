@@ -16,9 +16,9 @@ import pandas as pd
 from ecgka.catalog import ComparisonDir, DatasetDir, FolderKind, claim_folder
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.labels import GROUPS
-from ecgka.versions.gate import GateConfig, apply_gate
-from ecgka.versions.paired import PairedPredictions, metric_value, paired_ci
-from ecgka.versions.promote import evaluation
+from ecgka.release.gate import GateConfig, apply_gate
+from ecgka.release.paired import PairedPredictions, metric_value, paired_ci
+from ecgka.release.promote import evaluation
 
 # (metric path, higher is better)
 COMPARED: tuple[tuple[str, bool], ...] = (
@@ -92,7 +92,7 @@ def write_comparison(challenger: str | Path, datasets: list[str | Path], out: st
                      names: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
     """Evaluate both runs on each dataset's test split (the first dataset decides the gate) and write the
     report into ``out``; ``names``: the (champion, challenger) labels, e.g. registry versions."""
-    from ecgka.versions.gate import load_gate
+    from ecgka.release.gate import load_gate
 
     gate = gate or load_gate()
     claim = claim_folder(out, FolderKind.COMPARISON)

@@ -68,9 +68,9 @@ def signal_config(card: dict) -> SignalConfig:
 def load_scorer(ref: str, device: str = "cpu") -> Scorer:
     """The model of ``REGISTRY@alias`` / ``REGISTRY@vN`` (its TorchScript export) or of a run folder."""
     from ecgka.catalog import RegistryDir
-    from ecgka.versions.card import build_card
-    from ecgka.versions.export import portable_model
-    from ecgka.versions.registry import parse_ref, resolve_model
+    from ecgka.release.card import build_card
+    from ecgka.release.export import portable_model
+    from ecgka.release.registry import parse_ref, resolve_model
 
     run_dir, record = resolve_model(ref)
     if record is not None:

@@ -11,7 +11,7 @@ import pytest
 from ecgka.config import apply_overrides
 from ecgka.data.config import BuildConfig, LabsConfig
 from ecgka.data.labs import LabTable, extract_potassium, lab_file_columns, lab_format, select_items
-from ecgka.data.versions import merge_labs
+from ecgka.data.dataset_versions import merge_labs
 from ecgka.errors import InputError
 
 ROWS = pd.DataFrame({

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ecgka.catalog import DatasetDir, RunDir
-from ecgka.versions.gate import GateConfig, apply_gate, load_gate
-from ecgka.versions.paired import PairedPredictions
-from ecgka.versions.registry import ModelRegistry
+from ecgka.release.gate import GateConfig, apply_gate, load_gate
+from ecgka.release.paired import PairedPredictions
+from ecgka.release.registry import ModelRegistry
 
 
 def evaluation(run_dir: str | Path, data_dir: str | Path, split: str = "test") -> tuple[dict, Path]:

@@ -115,8 +115,8 @@ class ModelRegistry:
     def register(self, run_dir: str | Path, checkpoint: str = "best", note: str | None = None) -> str:
         """Register a run (evaluated on its own test split) as a new version; the same run and checkpoint
         registered again returns its existing version. Its parent is the champion at this time."""
-        from ecgka.versions.card import dataset_identity, run_manifest
-        from ecgka.versions.export import export_run
+        from ecgka.release.card import dataset_identity, run_manifest
+        from ecgka.release.export import export_run
 
         claim = claim_folder(self.path, FolderKind.REGISTRY, option="registry")
         if claim.state is not ClaimState.SAME_KIND:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import model_validator
 
 from ecgka.config import ConfigModel, load_config
-from ecgka.versions.paired import PairedPredictions, metric_value, paired_ci
+from ecgka.release.paired import PairedPredictions, metric_value, paired_ci
 
 DEFAULT_GATE = Path(__file__).resolve().parents[2] / "configs" / "gate" / "default.yaml"
 

@@ -14,9 +14,9 @@ from ecgka.catalog import RegistryDir
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, evaluate_run
 from ecgka.training import load_train_config, train_run
-from ecgka.versions.gate import GateConfig, apply_gate
-from ecgka.versions.promote import promote
-from ecgka.versions.registry import ModelRegistry, resolve_model
+from ecgka.release.gate import GateConfig, apply_gate
+from ecgka.release.promote import promote
+from ecgka.release.registry import ModelRegistry, resolve_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]

@@ -1,8 +1,8 @@
-"""Small named registries (models, losses, commands, ...) with "did you mean" errors.
+"""Name tables (models, losses, commands, ...): a name -> factory mapping with "did you mean" errors.
 
-Configs name things; a registry builds them. An unknown name fails with the valid names, closest first.
+Configs name things; a name table builds them. An unknown name fails with the valid names, closest first.
 
->>> colours = Registry("colour")
+>>> colours = NameTable("colour")
 >>> @colours.register("red")
 ... def make_red():
 ...     return (255, 0, 0)
@@ -35,8 +35,8 @@ def look_up_option(name: str, valid: list[str] | tuple[str, ...] | set[str], kin
     raise ConfigError(f"unknown {kind} {name!r}{hint} (valid: {', '.join(ordered)})")
 
 
-class Registry(Generic[T]):
-    """A mapping from names to factories, filled by the ``register`` decorator."""
+class NameTable(Generic[T]):
+    """A table from names to factories, filled by the ``register`` decorator."""
 
     def __init__(self, kind: str):
         self.kind = kind
