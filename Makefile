@@ -13,13 +13,18 @@ INSTALL_KEY := $(TORCH) $(TORCHSORT) $(shell cat pyproject.toml 2>/dev/null | ck
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-gpu install torchsort browser lint bench clean
+.PHONY: demo test test-fast test-gpu install torchsort browser lint bench clean
 
 demo: install
 	@$(BIN)/ecgka run pipelines/demo.yaml --out $(DEMO_OUT)
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast lane while developing: everything but the end-to-end tests marked `slow` (under 2 minutes
+# on 2 cores); `make test` runs them all.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The CUDA tests only (tests/test_gpu.py: every method in fp32 and bf16 + compile, resume, CUDA vs CPU
 # predictions, torchsort's CUDA kernel, NCCL DDP); they skip where torch sees no GPU.
