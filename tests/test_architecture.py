@@ -94,10 +94,11 @@ def test_only_the_catalog_spells_dataset_and_run_file_names():
 LAYERS = [
     ["ecgka", "ecgka.errors", "ecgka.names", "ecgka.config", "ecgka.io", "ecgka.keys", "ecgka.lazy"],
     ["ecgka.labels", "ecgka.catalog"],
+    ["ecgka.metrics"],
     ["ecgka.standin", "ecgka.data", "ecgka.age"],
     ["ecgka.models", "ecgka.losses"],
     ["ecgka.training"],
-    ["ecgka.metrics", "ecgka.evaluation", "ecgka.report"],
+    ["ecgka.evaluation", "ecgka.report"],
     ["ecgka.release"],
     ["ecgka.pipeline", "ecgka.cli", "ecgka.__main__"],
 ]
@@ -106,6 +107,12 @@ LAYERS = [
 def _layer(module: str) -> int:
     best = max((p for layer in LAYERS for p in layer if module == p or module.startswith(p + ".")), key=len)
     return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def test_metrics_sit_below_training():
+    """Model selection (``ecgka.training``) calls the metric functions instead of re-implementing them."""
+    assert _layer("ecgka.metrics") < _layer("ecgka.training")
+    assert "ecgka.metrics.regression" in _imports(PACKAGE / "training" / "selection.py", _modules())
 
 
 def test_each_layer_imports_only_the_layers_above_it():
