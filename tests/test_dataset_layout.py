@@ -1,11 +1,10 @@
 """The dataset folder as any tool reads it (schema 2): pyarrow, DuckDB, Polars and pandas see exactly the
 shard rows with a hive ``split`` column, also with variants and a kept work folder; shards describe
-themselves; an old layout asks for a rebuild, and a build into it rebuilds."""
+themselves; an old layout asks for a rebuild, and a build into it is refused."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import duckdb
 import pandas as pd
@@ -130,15 +129,11 @@ def test_old_layout_asks_for_a_rebuild(tmp_path):
         assert len(message.splitlines()) == 1 and "rebuild" in message and "version 1" in message
 
 
-def test_build_into_an_old_layout_rebuilds(standin, full, tmp_path):  # noqa: F811
-    ds, m = full
+def test_build_into_an_old_layout_is_refused(standin, tmp_path):  # noqa: F811
+    """An old-layout folder has no folder marker: the build refuses it with one line and writes nothing."""
     old = _old_layout(tmp_path / "old")
-    shutil.copytree(ds.work_root, old / "_work" / "0123456789abcdef")  # another build's kept parts
-    rebuilt = _build(standin, old)
-    assert rebuilt["status"] == "built" and rebuilt["counts"] == {**m["counts"]}
-    assert not (old / "train").exists() and not (old / "exclusions.parquet").exists() and not (old / "_work").exists()
-    rows = duckdb.sql(f"SELECT split, count(*) FROM read_parquet('{old}/**/*.parquet', hive_partitioning=true) "
-                      "GROUP BY split").fetchall()
-    assert dict(rows) == _expected(m)
-    facts = read_shard_metadata(pq.read_schema(DatasetDir(old).shards("train")[0]).metadata)
-    assert facts["fingerprint"] == rebuilt["fingerprint"] != m["fingerprint"]  # variants differ: new data
+    before = sorted(p.relative_to(old) for p in old.rglob("*"))
+    with pytest.raises(InputError) as info:
+        _build(standin, old)
+    assert len(str(info.value).splitlines()) == 1 and "not written by ecgka" in str(info.value)
+    assert sorted(p.relative_to(old) for p in old.rglob("*")) == before

@@ -1,4 +1,4 @@
-"""Output folders: ecgka writes only into a missing, empty or same-kind folder (marker or older ecgka files),
+"""Output folders: ecgka writes only into a missing, empty or same-kind folder (its marker),
 replaces other content of the same kind only with --force, and never leaves a user's file mixed or lost;
 empty builds fail with one line and keep the ledger; mismatched datasets are refused (issue 12)."""
 
@@ -47,7 +47,7 @@ def test_claim_missing_empty_and_marked_folders(tmp_path):
 @pytest.mark.parametrize(("setup", "message"), [
     (lambda p: p.write_text("x"), "is a file, not a folder"),
     (lambda p: (p.mkdir(), (p / "mine.txt").write_text("x")), "not written by ecgka .*'mine.txt'"),
-    (lambda p: (p.mkdir(), (p / "run.json").write_text("{}")), "is an ecgka run folder, not a dataset folder"),
+    (lambda p: (p.mkdir(), (p / FOLDER_MARKER).write_text('{"kind": "run"}')), "is an ecgka run folder, not a dataset"),
     (lambda p: (p.mkdir(), (p / FOLDER_MARKER).write_text('{"kind": "report"}')), "is an ecgka report folder"),
     (lambda p: (p.mkdir(), (p / FOLDER_MARKER).write_text("{oops")), "unreadable folder marker"),
 ])
@@ -58,16 +58,17 @@ def test_claim_refuses_what_is_not_a_dataset_folder(tmp_path, setup, message):
         claim_folder(path, FolderKind.DATASET)
 
 
-def test_claim_below_a_file_and_legacy_adoption(tmp_path):
+def test_claim_below_a_file_and_a_folder_without_marker(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="is a file, cannot create"):
         claim_folder(tmp_path / "f" / "sub", FolderKind.RUN)
     old = tmp_path / "old"
     old.mkdir()
-    (old / "manifest.json").write_text("{}")  # a dataset of an older ecgka: no marker
-    assert folder_kind(old) is FolderKind.DATASET
-    claim = claim_folder(old, FolderKind.DATASET)
-    assert claim.state is ClaimState.ADOPTED and "adopted" in claim.note
+    (old / "manifest.json").write_text("{}")  # no marker: not ecgka's, whatever its files are called
+    assert folder_kind(old) is None
+    with pytest.raises(InputError, match="not written by ecgka") as info:
+        claim_folder(old, FolderKind.DATASET)
+    assert len(str(info.value).splitlines()) == 1
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -134,7 +135,10 @@ def test_report_grouped_by_dataset_never_compares_across_datasets(runs, tmp_path
 
 
 def test_report_into_a_dataset_folder_is_refused(runs, tmp_path, capsys):
-    _one_line_error(capsys, main(["report", str(runs["a"]), "--out", str(runs["root"] / "data")]),
+    data = tmp_path / "data"
+    claim_folder(data, FolderKind.DATASET).write_marker("fp")
+    (data / "manifest.json").write_text((runs["root"] / "data" / "manifest.json").read_text())
+    _one_line_error(capsys, main(["report", str(runs["a"]), "--out", str(data)]),
                     "is an ecgka dataset folder, not a report folder")
 
 
@@ -158,7 +162,7 @@ def _build(root, labs, out, *extra):
 @pytest.mark.parametrize(("setup", "message"), [
     (lambda p: p.write_text("x"), "is a file, not a folder"),
     (lambda p: (p.mkdir(), (p / "mine.txt").write_text("x")), "not written by ecgka"),
-    (lambda p: (p.mkdir(), (p / "run.json").write_text("{}")), "is an ecgka run folder"),
+    (lambda p: (p.mkdir(), (p / FOLDER_MARKER).write_text('{"kind": "run"}')), "is an ecgka run folder"),
 ])
 def test_build_refuses_a_file_or_a_foreign_folder(tmp_path, capsys, setup, message):
     out = tmp_path / "out"

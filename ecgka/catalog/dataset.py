@@ -28,7 +28,6 @@ class DatasetDir:
     # what pandas/pyarrow ParquetDataset readers must skip to read DIR as one dataset (they lack DuckDB's glob
     # and pyarrow.dataset's exclude_invalid_files): pd.read_parquet(DIR, ignore_prefixes=READER_IGNORE_PREFIXES)
     READER_IGNORE_PREFIXES = (".", "_", "manifest", "exclusions", "labs", "variants")
-    LEGACY_EXCLUSIONS = "exclusions.parquet"  # schema 1
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -62,12 +61,6 @@ class DatasetDir:
 
     def work(self, fingerprint: str) -> WorkDir:
         return WorkDir(self.work_dir(fingerprint))
-
-    def legacy_paths(self) -> list[Path]:
-        """Existing entries of the schema-1 layout (``train/``, ``exclusions.parquet`` ...): a rebuild removes
-        them so that no old shard stays inside the ``DIR/**/*.parquet`` glob."""
-        names = [*SPLITS, self.LEGACY_EXCLUSIONS]
-        return [self.path / n for n in names if (self.path / n).exists()]
 
     def split_dir(self, split: str) -> Path:
         return self.path / f"{self.SPLIT_PREFIX}{split}"
@@ -165,7 +158,7 @@ class WorkDir:
     CHUNKS = "chunks"
     ROWS = "rows.arrow"
     EXCLUDED = "excluded.arrow"
-    LABS = "labs.npz"
+    LABS = "labs.arrow"
     LAB_STATS = "labs.json"
 
     def __init__(self, path: str | Path):

@@ -3,9 +3,7 @@
 Every folder ecgka writes (dataset, run, report, pipeline, stand-in) carries ``FOLDER_MARKER``
 (``{"kind", "ecgka_version", "created", "content"}``). A command writes only into a missing folder, an
 empty folder, or a folder whose marker names the command's kind; anything else is refused with one line
-and nothing is written. A folder an older ecgka wrote (no marker) is recognised by its catalog files
-(``manifest.json``, ``run.json``, ``report.html``, ``pipeline.json``) and adopted. Whether a folder of the
-same kind holds *the same content* is the command's decision (:meth:`Claim.check_replace` compares the
+and nothing is written (a folder without a marker is not ecgka's). Whether a folder of the same kind holds *the same content* is the command's decision (:meth:`Claim.check_replace` compares the
 marker's ``content`` key); replacing other content needs ``force``. docs/build.md lists the rule per kind.
 """
 
@@ -15,14 +13,10 @@ import datetime as dt
 import enum
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgka.catalog.dataset import DatasetDir
-from ecgka.catalog.outputs import PipelineDir, ReportDir
-from ecgka.catalog.run import RunDir
 from ecgka.errors import InputError
 
 FOLDER_MARKER = ".ecgka-folder.json"
@@ -45,16 +39,6 @@ class FolderKind(str, enum.Enum):
 class ClaimState(str, enum.Enum):
     NEW = "new"  # missing or empty
     SAME_KIND = "same_kind"  # its marker names this kind
-    ADOPTED = "adopted"  # an older ecgka's folder of this kind (no marker yet)
-
-
-# how a folder of each kind written before markers existed is recognised (its catalog files)
-LEGACY: dict[FolderKind, Callable[[Path], bool]] = {
-    FolderKind.DATASET: lambda p: DatasetDir(p).manifest_path.is_file(),
-    FolderKind.RUN: lambda p: RunDir(p).run_json.is_file() or RunDir(p).config_path.is_file(),
-    FolderKind.REPORT: lambda p: ReportDir(p).html.is_file(),
-    FolderKind.PIPELINE: lambda p: PipelineDir(p).summary.is_file() or PipelineDir(p).markers_dir.is_dir(),
-}
 
 
 @dataclass(frozen=True)
@@ -70,13 +54,6 @@ class Claim:
     def content(self) -> str | None:
         """What the folder holds now, as its marker says (a fingerprint or hash; None when unknown)."""
         return self.marker.get("content")
-
-    @property
-    def note(self) -> str | None:
-        """The console line for an adopted folder, else None."""
-        if self.state is ClaimState.ADOPTED:
-            return f"{self.path}: {self.kind} folder written by an older ecgka, adopted (marker added)"
-        return None
 
     def check_replace(self, content: str | None, *, force: bool, what: str | None = None) -> bool:
         """True when the folder holds other content of this kind and ``force`` allows replacing it;
@@ -125,11 +102,9 @@ def read_marker(path: str | Path) -> dict[str, Any] | None:
 
 
 def folder_kind(path: str | Path) -> FolderKind | None:
-    """The kind of an ecgka folder (its marker, else its catalog files), None for any other folder."""
+    """The kind of an ecgka folder (its marker), None for any other folder."""
     marker = read_marker(path)
-    if marker is not None:
-        return FolderKind(marker["kind"])
-    return next((kind for kind, test in LEGACY.items() if test(Path(path))), None)
+    return FolderKind(marker["kind"]) if marker is not None else None
 
 
 def _check_place(path: Path) -> None:
@@ -150,11 +125,11 @@ def claim_folder(path: str | Path, kind: FolderKind, *, option: str = "--out") -
     if not path.exists() or not any(path.iterdir()):
         return Claim(path, kind, ClaimState.NEW)
     marker = read_marker(path)
-    found = FolderKind(marker["kind"]) if marker else folder_kind(path)
+    found = FolderKind(marker["kind"]) if marker else None
     if found is None:
         example = sorted(p.name for p in path.iterdir())[0]
         raise InputError(f"{path}: folder is not empty and was not written by ecgka (it holds {example!r}); "
                          f"choose a new or empty folder for {option}")
     if found is not kind:
         raise InputError(f"{path}: is an ecgka {found} folder, not a {kind} folder; choose another {option}")
-    return Claim(path, kind, ClaimState.SAME_KIND if marker else ClaimState.ADOPTED, marker or {})
+    return Claim(path, kind, ClaimState.SAME_KIND, marker)

@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data.config import BuildConfig
+from ecgka.data.dataset_versions import Version
 from ecgka.data.manifest import make_manifest, shard_metadata
 from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
 from ecgka.data.splits import NOT_SELECTED, variant_selection
-from ecgka.data.dataset_versions import Version, save_labs
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.keys import SPLITS, Col
@@ -183,6 +183,6 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
     manifest = make_manifest(cfg, fingerprint, inputs, labels, full_counts, reason_counts, lab_stats["dropped"], extra)
     manifest["variants"] = _variants(ds, manifest, meta, split, records, cfg)
     with atomic_path(ds.labs_path) as tmp:
-        save_labs(version.labs, tmp)
+        version.labs.save(tmp)
     atomic_write_json(ds.manifest_path, manifest)
     return manifest

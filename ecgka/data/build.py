@@ -22,6 +22,15 @@ import pandas as pd
 from ecgka.catalog import FOLDER_MARKER, Claim, ClaimState, DatasetDir, FolderKind, WorkDir, claim_folder
 from ecgka.data.assemble import EmptyBuildError, assemble
 from ecgka.data.config import BuildConfig
+from ecgka.data.dataset_versions import (
+    REUSE_COLUMNS,
+    Previous,
+    Version,
+    export_entry,
+    load_previous,
+    merge_labs,
+    reuse_plan,
+)
 from ecgka.data.executors import dask_client_class, default_workers, make_executor
 from ecgka.data.labs import (
     ItemSelection,
@@ -35,15 +44,6 @@ from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
 from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
-from ecgka.data.dataset_versions import (
-    REUSE_COLUMNS,
-    Previous,
-    Version,
-    export_entry,
-    load_previous,
-    merge_labs,
-    reuse_plan,
-)
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
 from ecgka.progress import progress_bar
@@ -134,10 +134,8 @@ def _remove(path: Path) -> None:
 
 
 def _prepare(ds: DatasetDir, fingerprint: str) -> WorkDir:
-    """The work folder of this build, after removing what must not outlive it: the old-layout (schema 1)
-    entries and the work folders of other fingerprints (so no stale file stays in the shard glob)."""
-    for path in ds.legacy_paths():
-        _remove(path)
+    """The work folder of this build, after removing the work folders of other fingerprints (so no stale
+    file stays in the shard glob)."""
     if ds.work_root.is_dir():
         for other in ds.work_root.iterdir():
             if other != ds.work_dir(fingerprint):
@@ -161,7 +159,7 @@ def _replace_other(ds: DatasetDir, claim: Claim, fingerprint: str, force: bool) 
     resumable = old is not None or ds.work_dir(fingerprint).is_dir()
     if claim.path.is_dir() and not resumable and any(p.name != FOLDER_MARKER for p in claim.path.iterdir()):
         claim.clear()
-        return f"{ds.path}: removed an unfinished build of other inputs (or an old-layout dataset)"
+        return f"{ds.path}: removed an unfinished build of other inputs"
     return None
 
 
@@ -210,7 +208,7 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     ``workers``: local processes for the signal stage (None: every CPU); ``dask_scheduler``: a Dask scheduler
     address or ``Client`` instead (its workers must see ``ecg_root`` and ``out_dir``). ``out_dir`` must be
     missing, empty or a dataset folder (``ecgka.catalog.claim_folder``); a complete dataset of another
-    fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was adopted or replaced.
+    fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was replaced.
     ``previous``: a dataset version this one extends (``ecgka.data.dataset_versions``): its potassium rows join the
     new exports', its ECGs are reused and its subjects keep their splits.
     """
@@ -263,10 +261,10 @@ def _drop_work(ds: DatasetDir, cfg: BuildConfig) -> None:
 
 
 def _take_folder(ds: DatasetDir, claim: Any, fingerprint: str, force: bool, log: Any) -> None:
-    """Say what was adopted or replaced, and mark the folder as this fingerprint's dataset."""
-    for note in (claim.note, _replace_other(ds, claim, fingerprint, force)):
-        if note:
-            log(note)
+    """Say what was replaced, and mark the folder as this fingerprint's dataset."""
+    note = _replace_other(ds, claim, fingerprint, force)
+    if note:
+        log(note)
     if claim.content != fingerprint or claim.state is not ClaimState.SAME_KIND:
         claim.write_marker(fingerprint)
 
@@ -282,7 +280,7 @@ def _build(ds: DatasetDir, plan: BuildPlan, cfg: BuildConfig, workers: int | Non
     tasks = _tasks(paired[has_lab], plan.ecg_root, work, cfg, prev, log)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
-    salt = prev.manifest.get("split_salt", prev.manifest["fingerprint"]) if prev else plan.fingerprint
+    salt = prev.manifest["split_salt"] if prev else plan.fingerprint
     version = Version(plan.exports, salt, labs, prev, lab_stats.get("changes", {}))
     try:
         manifest = assemble(ds, plan.records, no_lab, [t.part_dir for t in tasks], cfg, plan.fingerprint,

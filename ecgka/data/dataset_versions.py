@@ -25,7 +25,6 @@ from ecgka.config import config_hash
 from ecgka.data.config import BuildConfig
 from ecgka.data.labs import LabTable
 from ecgka.data.manifest import data_config
-from ecgka.data.shards import read_ipc, write_ipc
 from ecgka.data.splits import NOT_SELECTED, assign_splits, assign_splits_stable
 from ecgka.errors import InputError
 from ecgka.keys import SPLITS, Col
@@ -69,11 +68,11 @@ class Previous:
 
     @property
     def digest(self) -> str:
-        return self.manifest.get("digest") or self.manifest["fingerprint"]
+        return self.manifest["digest"]
 
     @property
     def exports(self) -> list[dict[str, Any]]:
-        return self.manifest.get("exports") or [export_entry(f) for f in self.manifest["inputs"].get("labs", [])]
+        return self.manifest["exports"]
 
     def same_signal(self, cfg: BuildConfig) -> bool:
         return self.manifest["config"].get("signal") == data_config(cfg)["signal"]
@@ -90,13 +89,9 @@ def load_previous(path: str | Path, out_dir: Path) -> Previous:
     if not ds.labs_path.is_file():
         raise InputError(f"{path}: no {ds.labs_path.name} (built by an ecgka without dataset versions); "
                          "rebuild it with `ecgka build` first")
-    labs = LabTable.from_arrow(read_ipc(ds.labs_path))
+    labs = LabTable.load(ds.labs_path)
     ledger = pd.read_csv(ds.exclusions_path, dtype={"path": str, "reason": str, "detail": str}, keep_default_na=False)
     return Previous(ds, manifest, labs, read_pairs(ds), ledger)
-
-
-def save_labs(table: LabTable, path: Path) -> None:
-    write_ipc(table.to_arrow(), path)
 
 
 def _frame(table: LabTable) -> pd.DataFrame:

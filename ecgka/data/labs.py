@@ -72,13 +72,17 @@ class LabTable:
         return cls(*(table.column(f).to_numpy().astype(t) for f, t in zip(LAB_FIELDS, dtypes, strict=True)))
 
     def save(self, path: Path) -> None:
-        with open(path, "wb") as fh:
-            np.savez(fh, subject_id=self.subject_id, time_s=self.time_s, itemid=self.itemid, value=self.value)
+        """Write the table as one Arrow IPC file (the work folder's cache and a version's ``labs.arrow``)."""
+        from ecgka.data.shards import write_ipc
+
+        write_ipc(self.to_arrow(), path)
 
     @classmethod
     def load(cls, path: Path) -> LabTable:
-        with np.load(path) as z:
-            return cls(z["subject_id"], z["time_s"], z["itemid"], z["value"])
+        """A table written by :meth:`save`."""
+        from ecgka.data.shards import read_ipc
+
+        return cls.from_arrow(read_ipc(path))
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,6 @@ def _claim(spec: PipelineSpec, out_dir: Path, force: bool, log: Callable[[str], 
     if claim.check_replace(spec.name, force=force, what=f"pipeline {claim.content!r}"):
         claim.clear()
         log(f"{out_dir}: replaced the outputs of pipeline {claim.content!r} (--force)")
-    elif claim.note:
-        log(claim.note)
     if claim.content != spec.name:
         claim.write_marker(spec.name)
 

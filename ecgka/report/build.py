@@ -115,9 +115,8 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
         (_write_grouped if group_by_dataset else _write_one)(ReportDir(tmp), model, title)
         privacy.check_directory(tmp, tokens)
         claim.write_marker(content, root=tmp)  # after the check: the marker's date is no patient's
-    for note in (claim.note, f"{out_dir}: replaced a report of other runs (--force)" if replacing else None):
-        if note and log:
-            log(note)
+    if replacing and log:
+        log(f"{out_dir}: replaced a report of other runs (--force)")
     return ReportDir(out_dir).html
 
 

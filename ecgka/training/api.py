@@ -77,8 +77,6 @@ def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, manifest: dict, info
     if info.main:
         if plan.action is Action.REPLACE:
             plan.claim.clear()
-        if plan.claim.note:
-            log(plan.claim.note)
         plan.claim.write_marker(config_hash(comparable(cfg)))
         run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(run.path)
