@@ -1,7 +1,9 @@
 """The ``ecgka`` command line: one subcommand per stage, each in its own module.
 
-A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their command runs, so ``ecgka --help`` stays fast.
+``COMMANDS`` is the one table of commands: each names what it runs (``module:ATTR``, a
+:class:`ecgka.cli.options.Command`: its options model and its ``run``) and its one-line summary; a group
+(``registry``, ``age``) names its subcommands instead. Every parser is generated from the command's options
+model (``ecgka/cli/options.py``), imported only when the command runs, so ``ecgka --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,58 +12,126 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 from ecgka import __version__
 from ecgka.errors import EcgkaError
 from ecgka.names import look_up_option
 
-# command name -> module under ecgka.cli
-COMMANDS: dict[str, str] = {
-    "synth": "ecgka.cli.synth",
-    "build": "ecgka.cli.build",
-    "train": "ecgka.cli.train",
-    "evaluate": "ecgka.cli.evaluate",
-    "report": "ecgka.cli.report",
-    "run": "ecgka.cli.run",
-    "lineage": "ecgka.cli.lineage",
-    "age": "ecgka.cli.age",
-    "synth-age": "ecgka.cli.synth_age",
-    "registry": "ecgka.cli.registry",
-    "export": "ecgka.cli.export",
-    "predict": "ecgka.cli.predict",
+
+class CommandInfo(NamedTuple):
+    """A command: ``module_path`` (``module:ATTR`` of its Command; empty for a group), its summary, and a
+    group's subcommands."""
+
+    module_path: str
+    summary: str
+    subcommands: Mapping[str, CommandInfo] = {}
+
+
+AGE_SYNTH = CommandInfo("ecgka.cli.age:SYNTH",
+                        "write a small face-age stand-in (DIR split CSV + PNG images whose content depends on age)")
+
+COMMANDS: dict[str, CommandInfo] = {
+    "synth": CommandInfo("ecgka.cli.synth:COMMAND",
+                         "write a MIMIC-IV-ECG v1.0 + MIMIC-IV hosp stand-in with potassium-dependent ECG physiology"),
+    "build": CommandInfo("ecgka.cli.build:COMMAND",
+                         "build ECG-Ka-DIR Parquet shards from MIMIC-IV-ECG and potassium lab exports"),
+    "train": CommandInfo("ecgka.cli.train:COMMAND",
+                         "train a regressor (Net1D on ECGs, ResNet-50 on face ages) with a method (vanilla, "
+                         "Dist Loss, baselines); resumable"),
+    "evaluate": CommandInfo("ecgka.cli.evaluate:COMMAND",
+                            "predict a split with a trained run and write its predictions and metrics.json into the "
+                            "run (few-shot MAE/MSE/GM, hypo/hyperkalaemia detection with subject-bootstrap CIs)"),
+    "report": CommandInfo("ecgka.cli.report:COMMAND",
+                          "write the clinical report of evaluated runs: DIR/report.html (self-contained), "
+                          "report.md, tables/*.csv, figures/*.png and metrics.json"),
+    "run": CommandInfo("ecgka.cli.run:COMMAND",
+                       "run a pipeline of stages (pipelines/NAME.yaml) as one resumable batch job"),
+    "lineage": CommandInfo("ecgka.cli.lineage:COMMAND",
+                           "print a dataset version's chain of parents back to the first version"),
+    "age": CommandInfo("", "the face-age benchmarks (AgeDB-DIR, IMDB-WIKI-DIR): prepare a split, pack its images, "
+                           "write a stand-in", {
+        "prepare": CommandInfo("ecgka.cli.age:PREPARE",
+                               "write a face-age DIR split CSV (agedb, imdb-wiki) from the images or a metadata table"),
+        "pack": CommandInfo("ecgka.cli.age:PACK", "pack a DIR split's images into Parquet shards"),
+        "synth": AGE_SYNTH,
+    }),
+    "synth-age": AGE_SYNTH,
+    "registry": CommandInfo("", "model versions: list, show, register and promote (champion/challenger aliases, "
+                                "the gate, the log)", {
+        "list": CommandInfo("ecgka.cli.registry:LIST", "list a registry's versions, their aliases and few-shot MAE"),
+        "show": CommandInfo("ecgka.cli.registry:SHOW", "print a version's record (model.json)"),
+        "register": CommandInfo("ecgka.cli.registry:REGISTER",
+                                "register an evaluated run as a new version (with its TorchScript export)"),
+        "promote": CommandInfo("ecgka.cli.registry:PROMOTE",
+                               "apply the promotion gate to a version against the champion; promote it if it passes"),
+    }),
+    "export": CommandInfo("ecgka.cli.export:COMMAND",
+                          "write a standalone model (the per-lead z-score inside; TorchScript via torch.jit.script, "
+                          "any length) and its JSON card"),
+    "predict": CommandInfo("ecgka.cli.predict:COMMAND",
+                           "score ECGs without a lab (the build's reader, QC and cleaning); rows hold the predicted K, "
+                           "hypo/hyper flags at the validation operating points, the model version and the dataset "
+                           "digest, or an exclusion"),
 }
 
-SUMMARIES: dict[str, str] = {
-    "synth": "write a MIMIC-IV(-ECG) stand-in with realistic potassium physiology",
-    "build": "build ECG-Ka-DIR Parquet shards from MIMIC-IV-ECG and potassium lab exports",
-    "train": "train a Net1D regressor with a method (vanilla, Dist Loss, baselines)",
-    "evaluate": "predict a split with a trained run and compute few-shot and clinical metrics",
-    "report": "write the clinical HTML report (with tables and figures) for one or more runs",
-    "run": "run a pipeline of stages (pipelines/NAME.yaml) as one resumable batch job",
-    "lineage": "print a dataset version's chain of parents back to the first version",
-    "age": "prepare a face-age DIR split (AgeDB-DIR, IMDB-WIKI-DIR) or pack its images into shards",
-    "synth-age": "write a small face-age stand-in (DIR split CSV + images whose content depends on age)",
-    "registry": "list, show, register and promote model versions (champion/challenger, the gate, the log)",
-    "export": "write a standalone TorchScript/ONNX model (z-score inside) with its JSON card",
-    "predict": "score ECGs without a lab with a registered model or a run (Parquet out)",
-}
+# another name for a command, dispatched to the same code: alias -> the command's words
+ALIASES: dict[str, tuple[str, ...]] = {"synth-age": ("age", "synth")}
 
 
-def _top_level_help() -> str:
-    width = max(len(n) for n in COMMANDS)
-    lines = [f"usage: ecgka {{{','.join(COMMANDS)}}} ... (ecgka COMMAND --help)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {SUMMARIES[name]}" for name in COMMANDS]
-    lines += ["", f"ecgka {__version__}"]
+def _listing(table: Mapping[str, CommandInfo], usage: str, heading: str, aliases: Mapping[str, tuple[str, ...]],
+             summary: str | None = None) -> str:
+    width = max(len(n) for n in table)
+    lines = [usage, ""] + ([summary, ""] if summary else []) + [f"{heading}:"]
+    for name, info in table.items():
+        text = f"same as `ecgka {' '.join(aliases[name])}`" if name in aliases else info.summary
+        lines.append(f"  {name:<{width}}  {text}")
     return "\n".join(lines)
 
 
-def build_parser(command: str) -> argparse.ArgumentParser:
-    module = importlib.import_module(COMMANDS[command])
-    parser = argparse.ArgumentParser(prog=f"ecgka {command}", description=module.HELP)
-    module.add_arguments(parser)
-    parser.set_defaults(_run=module.run)
+def _top_level_help() -> str:
+    usage = f"usage: ecgka {{{','.join(COMMANDS)}}} ... (ecgka COMMAND --help)"
+    return _listing(COMMANDS, usage, "commands", ALIASES) + f"\n\necgka {__version__}"
+
+
+def _group_help(name: str, info: CommandInfo) -> str:
+    usage = f"usage: ecgka {name} {{{','.join(info.subcommands)}}} ... (ecgka {name} SUBCOMMAND --help)"
+    return _listing(info.subcommands, usage, "subcommands", {}, summary=info.summary)
+
+
+def load_command(info: CommandInfo) -> Any:
+    """The :class:`ecgka.cli.options.Command` a table entry names (imports its module)."""
+    module, _, attr = info.module_path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser(prog: str, info: CommandInfo) -> argparse.ArgumentParser:
+    """The parser of one (sub)command, generated from its options model."""
+    from ecgka.cli.options import OneLineParser, add_options
+
+    command = load_command(info)
+    parser = OneLineParser(prog=prog, description=info.summary)
+    add_options(parser, command.options)
     return parser
+
+
+def resolve_command(argv: list[str]) -> tuple[str, CommandInfo | None, list[str]]:
+    """(the command's words, its entry, the rest of argv); the entry is None for a group's help (printed).
+
+    Raises a ConfigError (one line, with "did you mean") for an unknown command or subcommand.
+    """
+    name = look_up_option(argv[0], list(COMMANDS), "command")
+    words, info, rest = [name], COMMANDS[name], argv[1:]
+    if name in ALIASES:
+        return f"ecgka {name}", info, rest
+    if info.subcommands:
+        if not rest or rest[0] in {"-h", "--help"}:
+            print(_group_help(name, info))
+            return f"ecgka {name}", None, rest
+        sub = look_up_option(rest[0], list(info.subcommands), f"{name} subcommand")
+        words, info, rest = [name, sub], info.subcommands[sub], rest[1:]
+    return "ecgka " + " ".join(words), info, rest
 
 
 # exit status of a command whose reader went away (``ecgka run --list | head``): 128 + SIGPIPE, as a Unix
@@ -99,17 +169,22 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"ecgka {__version__}")
         return 0
     try:
-        command = look_up_option(argv[0], list(COMMANDS), "command")
+        prog, info, rest = resolve_command(argv)
     except EcgkaError as exc:
         print(f"ecgka: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    parser = build_parser(command)
-    args = parser.parse_intermixed_args(argv[1:])
+    if info is None:  # a group's help: asked for (0) or no subcommand given (2)
+        return 0 if rest else 2
+    from ecgka.cli.options import options_from_args
+
+    command = load_command(info)
+    args = build_parser(prog, info).parse_intermixed_args(rest)
     try:
-        return int(args._run(args) or 0)
+        options = options_from_args(command.options, args)
+        return int(command.run(options) or 0)
     except EcgkaError as exc:
-        print(f"ecgka {command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"ecgka {command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130

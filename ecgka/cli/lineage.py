@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-
-HELP = "print a dataset version's chain of parents back to the first version"
+from ecgka.cli.options import Command, LineageOptions
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", metavar="DATASET_DIR", help="a dataset folder written by `ecgka build`")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(o: LineageOptions) -> int:
     from ecgka.data.lineage import lineage_lines
 
-    for line in lineage_lines(args.dataset):
+    for line in lineage_lines(o.dataset):
         print(line)
     return 0
+
+
+COMMAND = Command(LineageOptions, run)

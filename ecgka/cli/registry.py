@@ -4,37 +4,29 @@
     ecgka registry show REGISTRY@champion | REGISTRY@v3
     ecgka registry register REGISTRY RUN_DIR [--checkpoint best] [--note TEXT]
     ecgka registry promote REGISTRY@v3 [--gate configs/gate/default.yaml] [--data DIR] [key=value ...]
+    ecgka registry promote REGISTRY --run RUN_DIR [...]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
-HELP = "list, show, register and promote model versions (champion/challenger aliases, the gate, the log)"
-ACTIONS = ("list", "show", "register", "promote")
+from ecgka.cli.options import (
+    Command,
+    PromoteOptions,
+    RegisterOptions,
+    RegistryListOptions,
+    RegistryShowOptions,
+)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=ACTIONS)
-    parser.add_argument("target", metavar="REGISTRY[@alias|@vN]",
-                        help="the registry folder (list, register) or a version reference (show, promote)")
-    parser.add_argument("extra", nargs="*", metavar="RUN_DIR | key=value",
-                        help="register: the run folder; promote: gate overrides (e.g. n_boot=2000)")
-    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    parser.add_argument("--note", help="register: a note kept in model.json")
-    parser.add_argument("--gate", metavar="FILE", help="promote: gate rules (default configs/gate/default.yaml)")
-    parser.add_argument("--data", metavar="DIR", help="promote: compare on this dataset's test split "
-                                                      "(default: the candidate's own dataset)")
-
-
-def _list(args) -> int:
+def _list(o: RegistryListOptions) -> int:
     from ecgka.errors import InputError
     from ecgka.release.registry import ModelRegistry
 
-    reg = ModelRegistry(args.target)
+    reg = ModelRegistry(o.registry)
     if not reg.dir.is_registry():
-        raise InputError(f"{args.target}: not a model registry (create one with `ecgka registry register`)")
+        raise InputError(f"{o.registry}: not a model registry (create one with `ecgka registry register`)")
     by_version: dict[str, list[str]] = {}
     for alias, version in reg.aliases().items():
         by_version.setdefault(version, []).append(alias)
@@ -46,40 +38,26 @@ def _list(args) -> int:
     return 0
 
 
-def _show(args) -> int:
+def _show(o: RegistryShowOptions) -> int:
     from ecgka.errors import InputError
     from ecgka.release.registry import ModelRegistry, parse_ref
 
-    parsed = parse_ref(args.target)
+    parsed = parse_ref(o.ref)
     if parsed is None:
-        raise InputError(f"{args.target}: give a version reference REGISTRY@champion or REGISTRY@v3")
+        raise InputError(f"{o.ref}: give a version reference REGISTRY@champion or REGISTRY@v3")
     reg = ModelRegistry(parsed[0])
     print(json.dumps(reg.record(reg.resolve(parsed[1])), indent=2))
     return 0
 
 
-def _register(args) -> int:
-    from ecgka.errors import InputError
-    from ecgka.release.registry import ModelRegistry
-
-    if len(args.extra) != 1:
-        raise InputError("registry register: give REGISTRY RUN_DIR")
-    name = ModelRegistry(args.target).register(args.extra[0], args.checkpoint, args.note)
-    print(f"registered {args.extra[0]} as {args.target}@{name}")
+def _register(o: RegisterOptions) -> int:
+    name = o.execute()
+    print(f"registered {o.run} as {o.registry}@{name}")
     return 0
 
 
-def _promote(args) -> int:
-    from ecgka.errors import InputError
-    from ecgka.release.gate import load_gate
-    from ecgka.release.promote import promote
-    from ecgka.release.registry import parse_ref
-
-    parsed = parse_ref(args.target)
-    if parsed is None:
-        raise InputError(f"{args.target}: give a version reference REGISTRY@v3 (or REGISTRY@challenger)")
-    decision = promote(parsed[0], parsed[1], load_gate(args.gate, args.extra), args.data)
-    print(format_decision(decision))
+def _promote(o: PromoteOptions) -> int:
+    print(format_decision(o.execute()))
     return 0
 
 
@@ -97,8 +75,7 @@ def format_decision(decision: dict) -> str:
     return "\n".join(lines)
 
 
-RUNNERS = {"list": _list, "show": _show, "register": _register, "promote": _promote}
-
-
-def run(args: argparse.Namespace) -> int:
-    return RUNNERS[args.action](args)
+LIST = Command(RegistryListOptions, _list)
+SHOW = Command(RegistryShowOptions, _show)
+REGISTER = Command(RegisterOptions, _register)
+PROMOTE = Command(PromoteOptions, _promote)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from ecgka.catalog import ComparisonDir, DatasetDir, FolderKind, claim_folder
+from ecgka.catalog import ComparisonDir, FolderKind, claim_folder
+from ecgka.catalog.info import DatasetInfo
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.labels import GROUPS
 from ecgka.release.gate import GateConfig, apply_gate
@@ -34,7 +35,9 @@ def lineage(dataset: str | Path) -> list[str]:
     try:
         from ecgka.data.lineage import lineage_lines
     except ImportError:  # an ecgka without dataset versions: the manifest's own fingerprint only
-        return [f"{dataset}: {DatasetDir(dataset).read_manifest().get('fingerprint')}"]
+        from ecgka.data.kind import describe
+
+        return [f"{dataset}: {describe(dataset).fingerprint}"]
     return list(lineage_lines(dataset))
 
 
@@ -46,7 +49,7 @@ def compare_on(champion: Path | None, challenger: Path, data: Path, split: str, 
     if champion is not None:
         base, base_preds = evaluation(champion, data, split)
         paired = PairedPredictions.from_files(base_preds, cand_preds, cand)
-    fingerprint = cand.get("dataset", {}).get("fingerprint")
+    fingerprint = DatasetInfo.from_dict(cand["dataset"], what=f"{challenger} metrics").fingerprint
     rows = []
     for path, higher in COMPARED:
         b = None if base is None else metric_value(base, path)
@@ -115,3 +118,19 @@ def write_comparison(challenger: str | Path, datasets: list[str | Path], out: st
     atomic_write_json(target.json, result)  # last: its presence means the report is complete
     claim.write_marker()
     return result
+
+
+def compare_with_champion(registry: str | Path, challenger: str | Path, datasets: list[str | Path | None],
+                          out: str | Path, gate: str | Path | None = None,
+                          gate_overrides: list[str] | None = None) -> dict[str, Any]:
+    """The ``compare`` stage: the registry's champion (none when it is ``challenger`` itself) against the
+    ``challenger`` run on each dataset's test split (empty entries, an unset optional variable, are
+    dropped; the first dataset decides the gate), written into ``out``."""
+    from ecgka.release.gate import load_gate
+    from ecgka.release.registry import ModelRegistry
+
+    reg = ModelRegistry(registry)
+    champion, name = reg.champion_run(exclude=challenger)
+    version = reg.find_version_of(Path(challenger))
+    return write_comparison(challenger, [d for d in datasets if d], out, champion, load_gate(gate, gate_overrides),
+                            names=(name, version))

@@ -5,20 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog import ComparisonDir, DatasetDir, FolderKind, RunDir, claim_folder
+from ecgka.errors import InputError
+from ecgka.io import atomic_write_json
 from ecgka.release.gate import GateConfig, apply_gate, load_gate
 from ecgka.release.paired import PairedPredictions
-from ecgka.release.registry import ModelRegistry
+from ecgka.release.registry import ModelRegistry, parse_ref
 
 
 def evaluation(run_dir: str | Path, data_dir: str | Path, split: str = "test") -> tuple[dict, Path]:
     """(metrics.json, predictions file) of the run on ``split`` of ``data_dir``, evaluated when missing
     (into ``eval/<fingerprint>/`` for a dataset the run was not trained on)."""
+    from ecgka.data.kind import describe
     from ecgka.evaluation import evaluate_run
     from ecgka.evaluation.evaluate import other_dataset
 
     run, data = RunDir(run_dir), DatasetDir(data_dir)
-    other = other_dataset(run.read_run(), data.read_manifest(), data.path, allow=True)
+    other = other_dataset(run.read_run(), describe(data.path), data.path, allow=True)
     if not run.metrics_path(split, other).is_file():
         evaluate_run(run.path, data.path, split, allow_other_dataset=True)
     return run.read_metrics(split, other), run.predictions_path(split, other)
@@ -61,4 +64,37 @@ def promote(registry: str | Path, version: str, gate: GateConfig | str | Path | 
         reg.log("promote", version=candidate, previous=champion, rules=decision["rules"])
     else:
         reg.log("refuse", version=candidate, champion=champion, failed=decision["failed"], rules=decision["rules"])
+    return decision
+
+
+def promote_registered(registry: str | Path, run: str | Path | None = None, gate: str | Path | None = None,
+                       gate_overrides: list[str] | None = None, data: str | Path | None = None,
+                       out: str | Path | None = None) -> dict[str, Any]:
+    """``ecgka registry promote`` and the ``promote`` stage: apply the gate (file ``gate`` with ``key=value``
+    ``gate_overrides``) to a registered version against the champion.
+
+    ``registry`` is a version reference ``REGISTRY@v3`` (or ``@challenger``), or the registry folder when
+    ``run`` names the run folder whose registered version is the candidate. With ``out`` the decision is
+    also written to ``out/gate.json`` (a comparison folder)."""
+    cfg = load_gate(gate, gate_overrides)
+    parsed = parse_ref(str(registry))
+    if parsed is not None and run is not None:
+        raise InputError(f"{registry}: give a version reference REGISTRY@v3 or the registry and a run folder, "
+                         "not both")
+    if parsed is not None:
+        folder, version = parsed
+    elif run is None:
+        raise InputError(f"{registry}: give a version reference REGISTRY@v3 (or REGISTRY@challenger), or the "
+                         "registry and the run folder whose registered version to promote")
+    else:
+        folder, version = Path(registry), ModelRegistry(registry).find_version_of(Path(run))
+        if version is None:
+            raise InputError(f"{run}: not registered in {registry} (a register stage comes before the gate)")
+    if out is None:
+        return promote(folder, version, cfg, data)
+    claim = claim_folder(out, FolderKind.COMPARISON)
+    decision = promote(folder, version, cfg, data)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(ComparisonDir(out).gate, decision)
+    claim.write_marker(version)
     return decision

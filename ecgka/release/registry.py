@@ -112,10 +112,19 @@ class ModelRegistry:
         names = [n for n in self.versions() if self.record(n)["run"]["path"] == str(Path(run_dir).resolve())]
         return names[-1] if names else None
 
+    def champion_run(self, exclude: str | Path | None = None) -> tuple[Path | None, str | None]:
+        """(run folder, version) of the champion; (None, None) when there is none or when it is ``exclude``
+        (a challenger trained into the champion's own folder is compared with nothing)."""
+        name = self.aliases().get("champion")
+        if name is None:
+            return None, None
+        run = Path(self.record(name)["run"]["path"])
+        return (None, None) if exclude is not None and run == Path(exclude).resolve() else (run, name)
+
     def register(self, run_dir: str | Path, checkpoint: str = "best", note: str | None = None) -> str:
         """Register a run (evaluated on its own test split) as a new version; the same run and checkpoint
         registered again returns its existing version. Its parent is the champion at this time."""
-        from ecgka.release.card import dataset_identity, run_manifest
+        from ecgka.release.card import dataset_identity, run_dataset
         from ecgka.release.export import export_run
 
         claim = claim_folder(self.path, FolderKind.REGISTRY, option="registry")
@@ -127,13 +136,13 @@ class ModelRegistry:
         if existing:
             return existing
         metrics = run.read_metrics("test")
-        manifest, data = run_manifest(run)
+        dataset, data = run_dataset(run)
         name = RegistryDir.version_name(len(self.versions()) + 1)
         export_run(run.path, self.dir.export_dir(name).path, "torchscript", checkpoint)
         record = {"version": name, "created": now(), "note": note, "parent": self.aliases().get("champion"),
                   "run": {"path": str(run.path.resolve()), "checkpoint": checkpoint, "checkpoint_sha256": sha,
                           **{k: run.read_run().get(k) for k in ("name", "method", "init", "status")}},
-                  "dataset": {**dataset_identity(manifest), "path": str(data.resolve())},
+                  "dataset": {**dataset_identity(dataset), "path": str(data.resolve())},
                   "config": run.read_config(), "metrics": {"split": "test", **_summary(metrics)},
                   "export": {"format": "torchscript", "model": f"{RegistryDir.EXPORT}/model.ts",
                              "card": f"{RegistryDir.EXPORT}/card.json"}}

@@ -1,0 +1,530 @@
+"""One options model per command: the one home of each option's default, type and help text.
+
+A command's model is read three ways: ``ecgka COMMAND`` generates its argparse parser from it
+(:func:`add_options`), a pipeline stage of the same kind validates its YAML keys with it, and both call the
+same API function through it (the model's ``execute``). Where a command writes a folder, its model
+(``SynthOptions``) holds what a stage may set, and the command's model (``SynthCommand``) adds only where
+the output goes (``--out``, ``--force``, ``--quiet``), which the pipeline decides for a stage.
+
+Light on purpose (pydantic only): every API is imported inside ``execute``, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+
+from ecgka.config import ConfigModel, validate_config
+from ecgka.keys import SPLITS
+
+Checkpoint = Literal["best", "last"]
+
+
+def option(default: Any = ..., help: str = "", *, flag: str | None = None, positional: bool = False,
+           nargs: str | None = None, metavar: str | None = None, append: bool = False, group: str | None = None,
+           shown_default: str | None = None) -> Any:
+    """A field with its command-line spelling: ``--flag-name`` (or ``flag``), a positional, an appended list.
+
+    ``shown_default``: how ``--help`` shows a None default (``all cores``); other defaults are shown as is.
+    """
+    cli = {"flag": flag, "positional": positional, "nargs": nargs, "metavar": metavar, "append": append,
+           "group": group, "shown_default": shown_default}
+    return Field(default, description=help, json_schema_extra={"cli": cli})
+
+
+class CommandOptions(ConfigModel):
+    """Base of the options models: ``api`` names the API function (``module:function``) the command calls;
+    ``api_names`` maps an option to that function's parameter when their names differ."""
+
+    api: ClassVar[str | None] = None
+    api_names: ClassVar[dict[str, str]] = {}
+
+
+# ---- the command line generated from a model ------------------------------------------------------------------
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (``ecgka age pack: error: unrecognized arguments: --note x``), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int(text: str) -> int:
+    """Parse an integer; range checks happen in the API functions so the messages are in one place."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _scalar(annotation: Any) -> tuple[Callable[[str], Any] | None, list[str] | None]:
+    """(argparse type, choices) of a field's annotation (``int | None`` -> int, ``Literal[...]`` -> choices)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is Literal:
+        return None, [str(a) for a in typing.get_args(annotation)]
+    inner = args[0]
+    if typing.get_origin(inner) is Literal:
+        return None, [str(a) for a in typing.get_args(inner)]
+    return {int: _int, float: _float}.get(inner), None
+
+
+def cli_info(field: FieldInfo) -> dict[str, Any]:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return dict(extra.get("cli") or {})
+
+
+def flag_of(name: str, field: FieldInfo) -> str:
+    """The option's spelling on the command line: ``--ecg-root``, or the positional's metavar."""
+    info = cli_info(field)
+    if info.get("positional"):
+        return info.get("metavar") or name.upper()
+    return info.get("flag") or "--" + name.replace("_", "-")
+
+
+def _help(field: FieldInfo) -> str:
+    text = field.description or ""
+    info = cli_info(field)
+    if field.is_required() or info.get("positional") and info.get("nargs"):
+        return text
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        shown = info.get("shown_default")
+    elif default is False or default == []:
+        shown = None
+    else:
+        shown = str(default)
+    return f"{text} (default: {shown})" if shown else text
+
+
+def add_options(parser: argparse.ArgumentParser, model: type[ConfigModel]) -> None:
+    """Positionals and flags of ``model``'s fields, in field order (the field name is argparse's dest)."""
+    groups: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        info = cli_info(field)
+        target = parser
+        if info.get("group"):
+            if info["group"] not in groups:
+                groups[info["group"]] = parser.add_mutually_exclusive_group()
+            target = groups[info["group"]]
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        kwargs: dict[str, Any] = {"help": _help(field)}
+        kind, choices = _scalar(field.annotation)
+        if choices:
+            kwargs["choices"] = choices
+        if info.get("positional"):
+            target.add_argument(name, metavar=info.get("metavar") or name.upper(), nargs=info.get("nargs"),
+                                **({"default": default} if info.get("nargs") in ("?", "*") else {}),
+                                **({"type": kind} if kind and not info.get("nargs") else {}), **kwargs)
+            continue
+        if field.annotation is bool:
+            target.add_argument(flag_of(name, field), dest=name, action="store_true", **kwargs)
+            continue
+        if info.get("append"):
+            kwargs.update(action="append", nargs=info.get("nargs"))
+        elif info.get("nargs"):
+            kwargs["nargs"] = info["nargs"]
+        elif kind:
+            kwargs["type"] = kind
+        target.add_argument(flag_of(name, field), dest=name, metavar=info.get("metavar"),
+                            required=field.is_required(), default=None if info.get("append") else default,
+                            **kwargs)
+
+
+def options_from_args(model: type[ConfigModel], args: argparse.Namespace) -> Any:
+    """The typed options of a parsed command line (an appended flag not given takes the model's default)."""
+    values = {name: getattr(args, name) for name in model.model_fields}
+    values = {k: v for k, v in values.items() if v is not None or not cli_info(model.model_fields[k]).get("append")}
+    return validate_config(model, values, source="command line")
+
+
+class Command(NamedTuple):
+    """What a command runs: its options model and ``run(options) -> exit code``."""
+
+    options: type[ConfigModel]
+    run: Callable[[Any], int]
+
+
+# ---- synth: the MIMIC-IV stand-in --------------------------------------------------------------------------------
+
+
+class SynthOptions(CommandOptions):
+    """``ecgka synth`` and the ``synth`` stage."""
+
+    api: ClassVar[str] = "ecgka.standin:generate_standin"
+    api_names: ClassVar[dict[str, str]] = {"out": "out_dir"}
+
+    subjects: int = option(200, "subjects in the lab tables, ~92%% of them with ECGs", metavar="N")
+    seed: int = option(0, "random seed; same seed, same bytes", metavar="S")
+    workers: int | None = option(None, "worker processes", metavar="W", shown_default="all cores")
+
+    def execute(self, out: str | Path, *, force: bool = False, progress: Any = None) -> dict:
+        from ecgka.standin import generate_standin
+
+        return generate_standin(out, subjects=self.subjects, seed=self.seed, workers=self.workers,
+                                progress=progress, force=force)
+
+
+class SynthCommand(SynthOptions):
+    out: str = option(..., "output folder (must not exist or be empty)", metavar="DIR")
+    force: bool = option(False, "replace a stand-in folder written by ecgka synth")
+
+
+# ---- build ---------------------------------------------------------------------------------------------------------
+
+
+class BuildOptions(CommandOptions):
+    """``ecgka build`` and the ``build`` stage."""
+
+    api: ClassVar[str] = "ecgka.data.build:build_dataset"
+    api_names: ClassVar[dict[str, str]] = {"labs": "lab_files", "out": "out_dir"}
+
+    ecg_root: str = option(..., "MIMIC-IV-ECG root (holds record_list.csv and files/)", metavar="DIR")
+    labs: list[str] = option(..., "lab export (.csv, .csv.gz or .parquet): labevents columns (full or incremental) "
+                             "or a simple table subject_id, charttime, potassium[, itemid] (labs.format); "
+                             "repeatable", metavar="FILE", append=True)
+    previous: str | None = option(None, "a dataset version to extend: its labs join --labs, its ECGs are reused, its "
+                                  "subjects keep their splits (docs/retraining.md)", metavar="DATASET_DIR")
+    d_labitems: str | None = option(None, "optional d_labitems table: potassium items by label+fluid", metavar="FILE")
+    config: str | None = option(None, "build config YAML", metavar="FILE",
+                                shown_default="built-in defaults = configs/data/ecg_ka_dir.yaml")
+    overrides: list[str] = option([], "config overrides, e.g. signal.leads=[I,II]", positional=True, nargs="*",
+                                  metavar="key=value")
+    workers: int | None = option(None, "local worker processes for the signal stage", metavar="N", group="where",
+                                 shown_default="all cores")
+    dask_scheduler: str | None = option(None, "run the signal stage on a Dask cluster", metavar="ADDRESS",
+                                        group="where")
+
+    def load_config(self, override_source: str = "command line") -> Any:
+        from ecgka.config import load_config
+        from ecgka.data.config import BuildConfig
+
+        return load_config(BuildConfig, self.config, self.overrides, override_source=override_source)
+
+    def execute(self, out: str | Path, *, cfg: Any = None, force: bool = False, progress: bool = True,
+                log: Any = None) -> dict:
+        from ecgka.data.build import build_dataset
+
+        return build_dataset(self.ecg_root, self.labs, out, cfg if cfg is not None else self.load_config(),
+                             workers=self.workers, dask_scheduler=self.dask_scheduler, d_labitems=self.d_labitems,
+                             progress=progress, force=force, log=log, previous=self.previous)
+
+
+class BuildCommand(BuildOptions):
+    out: str = option(..., "dataset directory to write: new, empty, or a dataset folder (same inputs: resumed "
+                      "or skipped)", metavar="DIR")
+    force: bool = option(False, "replace a complete dataset in --out that was built from other inputs or config")
+    quiet: bool = option(False, "no progress bars")
+
+
+# ---- train -----------------------------------------------------------------------------------------------------------
+
+
+class TrainOptions(CommandOptions):
+    """``ecgka train`` and the ``train`` stage."""
+
+    api: ClassVar[str] = "ecgka.training.api:train_run"
+    api_names: ClassVar[dict[str, str]] = {"data": "data_dir", "out": "run_dir"}
+
+    config: str | None = option(None, "training config YAML (configs/train/*.yaml)", metavar="FILE",
+                                shown_default="built-in defaults")
+    data: str = option(..., "dataset: a directory from `ecgka build`, an age split CSV (age,path,split; images "
+                       "under data.image.root, default its folder) or an `ecgka age pack` folder", metavar="DIR")
+    init: str | None = option(None, "stage 2: a stage-1 run directory or checkpoint (sets init.path)",
+                              metavar="RUN_OR_CKPT")
+    overrides: list[str] = option([], "config overrides, e.g. epochs=3 method.name=lds model.preset=small",
+                                  positional=True, nargs="*", metavar="key=value")
+
+    def load_config(self, override_source: str = "command line") -> Any:
+        from ecgka.training import load_train_config
+
+        return load_train_config(self.config, self.overrides, override_source=override_source)
+
+    def execute(self, out: str | Path, *, cfg: Any = None, init: str | Path | None = None, force: bool = False,
+                log: Any = None) -> dict:
+        from ecgka.training.api import train_run
+
+        return train_run(cfg if cfg is not None else self.load_config(), self.data, out,
+                         init=init if init is not None else self.init, force=force, log=log)
+
+
+class TrainCommand(TrainOptions):
+    out: str = option(..., "run directory: new, or continued/extended when it holds this config's run",
+                      metavar="RUN_DIR")
+    force: bool = option(False, "start over a complete or resumable run of another config in --out")
+
+
+# ---- evaluate ----------------------------------------------------------------------------------------------------------
+
+
+class EvaluateOptions(CommandOptions):
+    """``ecgka evaluate`` and the ``evaluate`` stage."""
+
+    api: ClassVar[str] = "ecgka.evaluation.evaluate:evaluate_run"
+    api_names: ClassVar[dict[str, str]] = {"run": "run_dir", "data": "data_dir"}
+
+    run: str = option(..., "a run directory written by `ecgka train`", positional=True, metavar="RUN_DIR")
+    data: str = option(..., "the dataset: a directory of `ecgka build`, an age split CSV or an `ecgka age pack` "
+                       "folder", metavar="DIR")
+    split: Literal[SPLITS] = option("test", "split to evaluate (operating points are fixed on val)")
+    config: str | None = option(None, "YAML with evaluation options (EvalConfig)", metavar="FILE")
+    overrides: list[str] = option([], "e.g. n_boot=2000 target_sensitivity=0.95 checkpoint=last device=cpu "
+                                  "many=0.4 (shot cut-offs default to the dataset manifest's)", positional=True,
+                                  nargs="*", metavar="key=value")
+
+    def load_config(self, override_source: str = "command line") -> Any:
+        from ecgka.config import load_config
+        from ecgka.evaluation.config import EvalConfig
+
+        return load_config(EvalConfig, self.config, self.overrides, override_source=override_source)
+
+    def execute(self, *, cfg: Any = None, allow_other_dataset: bool = False) -> dict:
+        from ecgka.evaluation.evaluate import evaluate_run
+
+        return evaluate_run(self.run, self.data, self.split, cfg if cfg is not None else self.load_config(),
+                            allow_other_dataset=allow_other_dataset)
+
+
+class EvaluateCommand(EvaluateOptions):
+    allow_other_dataset: bool = option(False, "evaluate on a dataset the run was not trained on; written to "
+                                       "RUN/eval/<fingerprint>/ (the run's own eval/ stays as it is)")
+
+
+# ---- report ---------------------------------------------------------------------------------------------------------------
+
+
+class ReportOptions(CommandOptions):
+    """``ecgka report`` and the ``report`` stage."""
+
+    api: ClassVar[str] = "ecgka.report.build:write_report"
+    api_names: ClassVar[dict[str, str]] = {"runs": "run_dirs", "out": "out_dir"}
+
+    runs: list[str] = option(..., "evaluated run directories", positional=True, nargs="+", metavar="RUN_DIR")
+    split: Literal["val", "test"] = option("test", "evaluated split to report")
+    dataset: str | None = option(None, "report the runs' evaluations on another dataset (`ecgka evaluate "
+                                 "--allow-other-dataset`, RUN/eval/FINGERPRINT/) instead of their own",
+                                 metavar="FINGERPRINT")
+    group_by_dataset: bool = option(False, "runs evaluated on different datasets: one report per dataset "
+                                    "(DIR/datasets/FP/) under an index page, never compared across datasets "
+                                    "(default: refused)")
+    title: str | None = option(None, "the report's title", metavar="TEXT",
+                               shown_default="ECG potassium regression: evaluation report")
+
+    def execute(self, out: str | Path, *, force: bool = False, log: Any = None) -> Path:
+        from ecgka.report import write_report
+
+        return write_report(self.runs, out, split=self.split, title=self.title, force=force, dataset=self.dataset,
+                            group_by_dataset=self.group_by_dataset, log=log)
+
+
+class ReportCommand(ReportOptions):
+    out: str = option(..., "report directory: new, empty, or a report folder (regenerated as a whole)",
+                      metavar="DIR")
+    force: bool = option(False, "replace a report folder that reports other runs")
+
+
+# ---- run, lineage, export, predict ------------------------------------------------------------------------------------
+
+
+class RunOptions(CommandOptions):
+    """``ecgka run`` (a pipeline is no stage of a pipeline)."""
+
+    pipeline: str | None = option(None, "pipeline file, e.g. pipelines/demo.yaml", positional=True, nargs="?",
+                                  metavar="PIPELINE")
+    out: str | None = option(None, "output folder", metavar="DIR", shown_default="outputs/NAME")
+    variables: list[list[str]] = option([], "pipeline variables declared under 'vars:', e.g. --set ecg_root=DIR "
+                                        "labs=FILE (repeatable; may come before or after the pipeline file)",
+                                        flag="--set", nargs="+", append=True, metavar="NAME=VALUE")
+    only: list[str] | None = option(None, "run only these stages", nargs="*", metavar="STAGE")
+    force: bool = option(False, "re-run stages even when complete")
+    list_stages: bool = option(False, "list the stages and exit", flag="--list")
+    check: bool = option(False, "resolve and validate every stage and config without running anything")
+
+
+class LineageOptions(CommandOptions):
+    api: ClassVar[str] = "ecgka.data.lineage:lineage_lines"
+
+    dataset: str = option(..., "a dataset folder written by `ecgka build`", positional=True, metavar="DATASET_DIR")
+
+
+class ExportOptions(CommandOptions):
+    api: ClassVar[str] = "ecgka.release.export:export_run"
+    api_names: ClassVar[dict[str, str]] = {"run": "run_dir", "format": "fmt"}
+
+    run: str = option(..., "a run folder, or REGISTRY@champion / REGISTRY@v3", positional=True, metavar="RUN")
+    format: Literal["torchscript", "onnx"] = option("torchscript", "model format")
+    out: str = option(..., "export folder", metavar="DIR")
+    checkpoint: Checkpoint = option("best", "checkpoint to export")
+    force: bool = option(False, "replace another model's export in --out")
+
+
+class PredictOptions(CommandOptions):
+    api: ClassVar[str] = "ecgka.release.scoring:predict_ecgs"
+
+    model: str = option(..., "REGISTRY@champion, REGISTRY@v3 or a run folder", metavar="REF")
+    ecg_root: str = option(..., "root of the WFDB records", metavar="DIR")
+    record_list: str | None = option(None, "records to score (subject_id, study_id, path)", metavar="CSV",
+                                     shown_default="DIR/record_list.csv")
+    out: str = option(..., "the scores (Parquet)", metavar="FILE.parquet")
+    device: Literal["cpu", "cuda", "auto"] = option("cpu", "where the model runs")
+    batch_size: int = option(256, "ECGs per batch", metavar="N")
+
+
+# ---- registry: list, show, register, promote (and the retraining stages) ------------------------------------------
+
+
+class RegistryListOptions(CommandOptions):
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+
+
+class RegistryShowOptions(CommandOptions):
+    ref: str = option(..., "a version reference", positional=True, metavar="REGISTRY@champion|REGISTRY@v3")
+
+
+class RegisterOptions(CommandOptions):
+    """``ecgka registry register`` and the ``register`` stage."""
+
+    api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.register"
+    api_names: ClassVar[dict[str, str]] = {"run": "run_dir"}
+
+    registry: str = option(..., "the registry folder (created by the first registration)", positional=True,
+                           metavar="REGISTRY")
+    run: str = option(..., "the evaluated run folder to register", positional=True, metavar="RUN_DIR")
+    checkpoint: Checkpoint = option("best", "checkpoint to register")
+    note: str | None = option(None, "a note kept in model.json", metavar="TEXT")
+
+    def execute(self) -> str:
+        from ecgka.release.registry import ModelRegistry
+
+        return ModelRegistry(self.registry).register(self.run, self.checkpoint, self.note)
+
+
+class PromoteOptions(CommandOptions):
+    """``ecgka registry promote`` and the ``promote`` stage: the gate applied to a registered version."""
+
+    api: ClassVar[str] = "ecgka.release.promote:promote_registered"
+
+    registry: str = option(..., "a version reference REGISTRY@v3 (or REGISTRY@challenger), or the registry folder "
+                           "with --run", positional=True, metavar="REGISTRY[@vN]")
+    run: str | None = option(None, "promote the version registered from this run folder", metavar="RUN_DIR")
+    gate: str | None = option(None, "gate rules", metavar="FILE", shown_default="configs/gate/default.yaml")
+    data: str | None = option(None, "compare on this dataset's test split", metavar="DIR",
+                              shown_default="the candidate's own dataset")
+    gate_overrides: list[str] = option([], "gate overrides, e.g. n_boot=2000", positional=True, nargs="*",
+                                       metavar="key=value")
+
+    def execute(self, out: str | Path | None = None) -> dict:
+        from ecgka.release.promote import promote_registered
+
+        return promote_registered(self.registry, self.run, self.gate, self.gate_overrides, self.data, out=out)
+
+
+class CompareOptions(CommandOptions):
+    """The ``compare`` stage: champion (from the registry) vs challenger on the test split of each dataset
+    (the first decides)."""
+
+    api: ClassVar[str] = "ecgka.release.compare:compare_with_champion"
+
+    registry: str
+    challenger: str
+    datasets: list[str | None]
+    gate: str | None = None
+    gate_overrides: list[str] = []
+
+    def execute(self, out: str | Path) -> dict:
+        from ecgka.release.compare import compare_with_champion
+
+        return compare_with_champion(self.registry, self.challenger, self.datasets, out, self.gate,
+                                     self.gate_overrides)
+
+
+class ChallengerOptions(CommandOptions):
+    """The ``challenger`` stage: ``train`` fine-tuned from the registry's champion (``init: champion``; from
+    scratch while there is none) or from scratch (``init: scratch``)."""
+
+    api: ClassVar[str] = "ecgka.training.api:train_run"
+
+    config: str | None = TrainOptions.model_fields["config"]
+    data: str = TrainOptions.model_fields["data"]
+    registry: str
+    init: Literal["champion", "scratch"] = "champion"
+    init_mode: Literal["full", "head"] = "full"  # full: fine-tune every weight; head: the two-stage scheme
+    overrides: list[str] = TrainOptions.model_fields["overrides"]
+
+    def train_options(self) -> TrainOptions:
+        return TrainOptions(config=self.config, data=self.data,
+                            overrides=[f"init.mode={self.init_mode}", *self.overrides])
+
+    def execute(self, out: str | Path, cfg: Any = None) -> dict:
+        from ecgka.release.registry import ModelRegistry
+
+        init = ModelRegistry(self.registry).champion_run(exclude=out)[0] if self.init == "champion" else None
+        return self.train_options().execute(out, cfg=cfg, init=init)
+
+
+# ---- age: prepare, pack, synth ----------------------------------------------------------------------------------------
+
+
+class AgePrepareOptions(CommandOptions):
+    api: ClassVar[str] = "ecgka.age.prepare:prepare_split"
+
+    dataset: Literal["agedb", "imdb-wiki"] = option(..., "the benchmark", positional=True, metavar="DATASET")
+    images: str | None = option(None, "the dataset's image folder", metavar="DIR")
+    metadata: str | None = option(None, "an (age, path) table, in its row order, instead of --images", metavar="CSV")
+    out: str = option(..., "output CSV (age,path,split)", metavar="CSV")
+
+
+class AgePackOptions(CommandOptions):
+    api: ClassVar[str] = "ecgka.age.shards:pack_age_shards"
+    api_names: ClassVar[dict[str, str]] = {"images": "image_root"}
+
+    csv: str = option(..., "the DIR split CSV (age,path,split)", metavar="CSV")
+    images: str = option(..., "the folder the CSV paths are relative to", metavar="DIR")
+    out: str = option(..., "output folder", metavar="DIR")
+    rows_per_shard: int = option(1024, "rows per shard", metavar="N")
+    workers: int = option(4, "threads checking images", metavar="W")
+
+
+class AgeSynthOptions(CommandOptions):
+    """``ecgka age synth`` (alias ``ecgka synth-age``) and the ``synth_age`` stage."""
+
+    api: ClassVar[str] = "ecgka.age.standin:generate_age_standin"
+
+    n: int = option(1000, "images", metavar="N")
+    seed: int = option(0, "random seed; same seed, same bytes", metavar="S")
+    size: int = option(32, "image side in pixels", metavar="PX")
+
+    def execute(self, out: str | Path) -> dict:
+        from ecgka.age.standin import generate_age_standin
+
+        return generate_age_standin(out, n=self.n, seed=self.seed, size=self.size)
+
+
+class AgeSynthCommand(AgeSynthOptions):
+    out: str = option(..., "output folder (must not exist or be empty)", metavar="DIR")
+
+
+def api_function(model: type[CommandOptions]) -> Callable[..., Any] | None:
+    """The API function a model's command calls (imported: heavy)."""
+    if model.api is None:
+        return None
+    import importlib
+
+    module, _, attr = model.api.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
