@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 AGE_CONFIGS = REPO / "configs" / "train" / "age"
 # The tiny preset on the 32 px stand-in, one epoch (CI cost): the paper configs with these overrides.
-TINY = ("model.preset=tiny", "data.image_size=32", "data.image_padding=4", "data.workers=1", "batch_size=32",
+TINY = ("model.preset=tiny", "data.image.size=32", "data.image.padding=4", "data.image.workers=1", "batch_size=32",
         "epochs=1", "data.eval_batch_size=64", "progress=false", "tensorboard=false", "threads=1")
 
 

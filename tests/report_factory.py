@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from ecgka.catalog import DATASET_SCHEMA_VERSION, DatasetDir, RunDir
+from ecgka.catalog.info import DatasetInfo
 from ecgka.evaluation import EvalConfig, compute_metrics
 from ecgka.io import atomic_write_json
 from ecgka.labels import LabelGrid, ShotRule
@@ -95,7 +96,7 @@ def make_run(root: Path, name: str, manifest: dict, method: str = "vanilla", dis
     for split, df in (("test", test), ("val", val)):
         run_dir.eval_dir(split).mkdir(parents=True, exist_ok=True)
         df.to_parquet(run_dir.predictions_path(split), index=False)
-    metrics = compute_metrics(test, val, manifest, EvalConfig(n_boot=n_boot))
+    metrics = compute_metrics(test, val, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=n_boot))
     metrics["run"] = {k: run[k] for k in ("name", "method", "dist_loss", "stage", "seed")}
     atomic_write_json(run_dir.metrics_path("test"), metrics)
     return run_dir.path

@@ -44,11 +44,11 @@ def test_kind_is_detected_and_the_age_grid_describes_the_split(standin):
     desc = describe_dataset(standin, cfg)
     table = pd.read_csv(standin)
     train_ages = table.loc[table["split"] == "train", "age"].to_numpy()
-    grid = LabelGrid.from_manifest(desc)
-    assert grid == LabelGrid.preset("age") and grid.shots.rule == "absolute"
-    assert desc["train_bin_counts"]["counts"] == np.bincount(train_ages, minlength=121).tolist()
-    assert desc["fingerprint"] == hashlib.sha256(standin.read_bytes()).hexdigest()[:16]
-    assert desc["counts"]["train"] == len(train_ages)
+    assert desc.kind == "age-csv" and desc.grid == LabelGrid.preset("age") and desc.grid.shots.rule == "absolute"
+    assert list(desc.train_bins.counts) == np.bincount(train_ages, minlength=121).tolist()
+    assert desc.fingerprint == hashlib.sha256(standin.read_bytes()).hexdigest()[:16]
+    assert desc.counts["train"] == len(train_ages) and desc.unit == "years"
+    assert desc.source["image_root"] == str(standin.parent)
 
 
 def test_vanilla_trains_one_epoch_through_the_cli(vanilla, standin):
@@ -150,7 +150,7 @@ def test_a_packed_folder_trains_and_is_the_same_dataset(vanilla, standin, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert detect_kind(packed) == "age-images"
     cfg = _tiny_config()
-    assert describe_dataset(packed, cfg)["fingerprint"] == describe_dataset(standin, cfg)["fingerprint"]
+    assert describe_dataset(packed, cfg).fingerprint == describe_dataset(standin, cfg).fingerprint
     loose, shards = open_split(standin, "val", cfg), open_split(packed, "val", cfg)
     idx = np.arange(8)
     assert torch.equal(loose.batch(idx)[0], shards.batch(idx)[0]) and shards.in_channels == 3

@@ -199,6 +199,7 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
 def test_empty_groups_and_one_class_conditions_render_as_missing(tmp_path):
     import warnings
 
+    from ecgka.catalog.info import DatasetInfo
     from ecgka.evaluation import EvalConfig, compute_metrics
     from ecgka.io import atomic_write_json
 
@@ -206,7 +207,7 @@ def test_empty_groups_and_one_class_conditions_render_as_missing(tmp_path):
     n = 40  # every label 4.1 mmol/L: only the many-shot group, no hypo/hyper case
     df = pd.DataFrame({"sample_id": np.arange(n), "subject_id": 10_000_000 + np.arange(n) // 2,
                        "label": np.full(n, 4.1), "prediction": 4.1 + np.linspace(-0.2, 0.2, n)})
-    metrics = compute_metrics(df, df, manifest, EvalConfig(n_boot=20))
+    metrics = compute_metrics(df, df, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=20))
     assert metrics["regression"]["few"] == {"n": 0, "mae": None, "mse": None, "gm": None, "n_labels": 0,
                                             "balanced_mae": None, "balanced_mse": None, "balanced_gm": None}
     assert metrics["clinical"]["conditions"]["hyper"]["auroc"] is None

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog.info import DatasetInfo
 from ecgka.cli import main as cli_main
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, compute_metrics, evaluate_run
@@ -28,7 +29,7 @@ def manifest(tmp_path_factory):
 
 def test_compute_metrics_uses_manifest_train_counts(manifest):
     test, val = fake_predictions(1), fake_predictions(2)
-    m = compute_metrics(test, val, manifest, EvalConfig(n_boot=50))
+    m = compute_metrics(test, val, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=50))
     counts = manifest["train_bin_counts"]["counts"]
     assert m["shots"]["train_bin_counts"]["counts"] == counts and m["shots"]["n_max"] == max(counts)
     assert {k: m["shots"][k] for k in ("rule", "many", "few", "source")} == {
@@ -46,8 +47,8 @@ def test_operating_point_comes_from_val_only(manifest):
     test = fake_predictions(1)
     val_a, val_b = fake_predictions(2), fake_predictions(2)
     val_b["prediction"] = val_b["prediction"] + 0.5
-    a = compute_metrics(test, val_a, manifest, EvalConfig(n_boot=20))
-    b = compute_metrics(test, val_b, manifest, EvalConfig(n_boot=20))
+    a = compute_metrics(test, val_a, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=20))
+    b = compute_metrics(test, val_b, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=20))
     op_a = a["clinical"]["conditions"]["hyper"]["operating_point"]
     op_b = b["clinical"]["conditions"]["hyper"]["operating_point"]
     assert op_b["threshold"] == pytest.approx(op_a["threshold"] + 0.5, abs=1e-6)
@@ -57,15 +58,15 @@ def test_operating_point_comes_from_val_only(manifest):
 
 def test_absolute_rule_and_bad_predictions(manifest):
     test, val = fake_predictions(1), fake_predictions(2)
-    m = compute_metrics(test, val, manifest, EvalConfig(shot_rule="absolute", n_boot=10))
+    m = compute_metrics(test, val, DatasetInfo.from_dict(manifest), EvalConfig(shot_rule="absolute", n_boot=10))
     assert (m["shots"]["rule"], m["shots"]["many"], m["shots"]["few"]) == ("absolute", 100.0, 20.0)
     assert m["shots"]["source"] == "override" and m["config"]["shot_rule"] == "absolute"
     bad = test.copy()
     bad.loc[3, "prediction"] = np.nan
     with pytest.raises(InputError, match="column prediction has 1 non-finite"):
-        compute_metrics(bad, val, manifest)
+        compute_metrics(bad, val, DatasetInfo.from_dict(manifest))
     with pytest.raises(InputError, match="missing columns subject_id"):
-        compute_metrics(test.drop(columns="subject_id"), val, manifest)
+        compute_metrics(test.drop(columns="subject_id"), val, DatasetInfo.from_dict(manifest))
 
 
 def test_manifest_shot_rule_is_the_evaluated_rule(tmp_path, manifest):
@@ -73,15 +74,15 @@ def test_manifest_shot_rule_is_the_evaluated_rule(tmp_path, manifest):
     custom = fake_manifest(tmp_path / "data", shots=ShotRule(many=0.4))
     assert DatasetDir(tmp_path / "data").read_manifest()["label"]["shots"]["many"] == 0.4
     test, val = fake_predictions(1), fake_predictions(2)
-    m = compute_metrics(test, val, custom, EvalConfig(n_boot=10))
+    m = compute_metrics(test, val, DatasetInfo.from_dict(custom), EvalConfig(n_boot=10))
     assert (m["shots"]["many"], m["shots"]["few"], m["shots"]["source"]) == (0.4, 0.15, "manifest")
     grid = LabelGrid.from_manifest(custom)
     assert grid.shots.many == 0.4
     assert m["regression"] == shot_metrics_from_counts(test["prediction"], test["label"],
                                                        custom["train_bin_counts"]["counts"], grid)
-    default = compute_metrics(test, val, manifest, EvalConfig(n_boot=10))
+    default = compute_metrics(test, val, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=10))
     assert m["shots"]["n_per_group"]["many"] > default["shots"]["n_per_group"]["many"]
-    back = compute_metrics(test, val, custom, EvalConfig(many=0.5, n_boot=10))
+    back = compute_metrics(test, val, DatasetInfo.from_dict(custom), EvalConfig(many=0.5, n_boot=10))
     assert (back["shots"]["many"], back["shots"]["few"], back["shots"]["source"]) == (0.5, 0.15, "override")
     assert back["regression"] == default["regression"]  # same train histogram, same 0.5 / 0.15 groups
 
@@ -90,7 +91,8 @@ def test_bad_shot_override_is_a_config_error(manifest):
     from ecgka.errors import ConfigError
 
     with pytest.raises(ConfigError, match="few"):
-        compute_metrics(fake_predictions(1), fake_predictions(2), manifest, EvalConfig(few=0.9, n_boot=10))
+        compute_metrics(fake_predictions(1), fake_predictions(2), DatasetInfo.from_dict(manifest),
+                        EvalConfig(few=0.9, n_boot=10))
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecgka.catalog.info import LabelHistogram
 from ecgka.labels import LabelGrid
 
 
 def distributions(preds, labels, grid: LabelGrid) -> dict:
-    """Label and prediction histograms on the label grid (predictions outside it go to the end bins)."""
+    """Label and prediction histograms on the label grid (predictions outside it go to the end bins): a
+    :class:`LabelHistogram` of the labels (counts under ``labels``) and the predictions' counts."""
     idx = grid.bin_index(np.asarray(preds, dtype=np.float64))
     clipped = int(np.sum((idx < 0) | (idx >= grid.n_bins)))
     pred_counts = np.bincount(np.clip(idx, 0, grid.n_bins - 1), minlength=grid.n_bins)
     label_counts = np.bincount(grid.clipped_index(labels), minlength=grid.n_bins)
-    return {"lo": grid.lo, "step": grid.step, "labels": label_counts.tolist(),
+    return {**LabelHistogram.from_counts(grid, label_counts).to_dict(counts="labels"),
             "predictions": pred_counts.tolist(), "predictions_clipped": clipped}
 
 

@@ -3,9 +3,10 @@
 Writes the run's predictions of the split (``PredCol`` columns) and its metrics.json (written last,
 atomically: its presence means the evaluation is complete); the catalog (:class:`ecgka.catalog.RunDir`)
 names both files. Detection operating points are fixed on the validation split, so evaluating ``test``
-also predicts ``val``. The label grid and the shot rule come from the dataset manifest
-(:meth:`ecgka.labels.LabelGrid.from_manifest`); an explicit ``shot_rule``/``many``/``few`` overrides the
-rule, and metrics.json records which rule was used and where it came from.
+also predicts ``val``. The label grid, the training counts and the shot rule come from the dataset's
+description (:class:`ecgka.catalog.info.DatasetInfo`, given by its kind); an explicit
+``shot_rule``/``many``/``few`` overrides the rule, and metrics.json records which rule was used and where it
+came from. metrics.json's ``dataset`` block is the description's JSON form (``DatasetInfo.to_dict``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ecgka import __version__
-from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog import RunDir
+from ecgka.catalog.info import DatasetInfo, LabelHistogram
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
 from ecgka.evaluation.config import EvalConfig
@@ -30,9 +32,6 @@ from ecgka.metrics.shots import shot_metrics_from_counts
 
 SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
-DATASET_KEYS = ("kind", "source", "fingerprint", "schema_version", "ecgka_version", "parent", "label", "signal", "counts",
-                "exclusions", "labs_dropped", "label_histograms", "train_bin_counts", "n_max", "shot_groups",
-                "variant", "config")
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
             "best_epoch", "selection_metric", "seed", "group", "ablation", "variant", "status")
 BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid steps (3 mmol/L)
@@ -66,33 +65,14 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def dataset_summary(manifest: dict) -> dict:
-    """The manifest's aggregate fields (counts, histograms, shot groups, config): no per-record data."""
-    return {k: manifest[k] for k in DATASET_KEYS if k in manifest}
+def eval_dataset(dataset: DatasetInfo, cfg: EvalConfig) -> DatasetInfo:
+    """The dataset with the shot rule to evaluate with (the recorded one, unless ``cfg`` overrides it)."""
+    return dataset.with_shots(cfg.shots(dataset.grid.shots)) if cfg.overrides_shots else dataset
 
 
-def eval_grid(manifest: dict, cfg: EvalConfig) -> LabelGrid:
-    """The manifest's label grid with the shot rule to evaluate with."""
-    grid = LabelGrid.from_manifest(manifest)
-    return grid.with_shots(cfg.shots(grid.shots)) if cfg.overrides_shots else grid
-
-
-def train_counts(manifest: dict, grid: LabelGrid) -> np.ndarray:
-    """The manifest's training count per bin of ``grid`` (``train_bin_counts``)."""
-    info = manifest.get("train_bin_counts")
-    if not isinstance(info, dict) or "counts" not in info:
-        raise InputError(f"{DatasetDir.MANIFEST}: no 'train_bin_counts' (rebuild the dataset with this ecgka)")
-    counts = np.asarray(info["counts"], dtype=np.int64)
-    if counts.size != grid.n_bins or not math.isclose(float(info.get("lo", grid.lo)), grid.lo):
-        raise InputError(f"{DatasetDir.MANIFEST}: train_bin_counts ({counts.size} bins from {info.get('lo')}) do not "
-                         f"match the label grid ({grid.n_bins} bins from {grid.lo:g}); rebuild the dataset")
-    return counts
-
-
-def _shots_record(grid: LabelGrid, counts: np.ndarray, groups: np.ndarray, source: str) -> dict:
-    return {**grid.shots.model_dump(mode="json"), "source": source, "n_max": int(counts.max(initial=0)),
-            "train_bin_counts": {"lo": grid.lo, "step": grid.step, "counts": counts.tolist()},
-            "n_per_group": {g: int(np.sum(groups == g)) for g in GROUPS}}
+def _shots_record(grid: LabelGrid, train: LabelHistogram, groups: np.ndarray, source: str) -> dict:
+    return {**grid.shots.model_dump(mode="json"), "source": source, "n_max": train.n_max,
+            "train_bin_counts": train.to_dict(), "n_per_group": {g: int(np.sum(groups == g)) for g in GROUPS}}
 
 
 def _figure_aggregates(preds, labels, groups, grid: LabelGrid) -> dict:
@@ -116,15 +96,15 @@ def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return df[PredCol.PREDICTION.value].to_numpy(np.float64), df[PredCol.LABEL.value].to_numpy(np.float64)
 
 
-def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: EvalConfig | None = None,
+def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo, cfg: EvalConfig | None = None,
                     split: str = "test") -> dict:
-    """All metrics of one evaluated split, from prediction tables and the dataset manifest (pure).
+    """All metrics of one evaluated split, from prediction tables and the dataset's description (pure).
     ``clinical`` is null for a label the clinical conditions are not defined for (``clinical.applies_to``)."""
     cfg = cfg or EvalConfig()
     test = check_predictions(test, f"{split} predictions")
     val = check_predictions(val, "val predictions")
-    grid = eval_grid(manifest, cfg)
-    counts = train_counts(manifest, grid)
+    grid = eval_dataset(dataset, cfg).grid
+    counts = dataset.train_bins.array
     preds, labels = _arrays(test)
     val_preds, val_labels = _arrays(val)
     groups = grid.assign_groups(labels, counts)
@@ -139,11 +119,11 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, manifest: dict, cfg: 
         "n_subjects": int(test[PredCol.SUBJECT_ID.value].nunique()),
         "operating_point_split": "val",
         "config": cfg.model_dump(mode="json"),
-        "shots": _shots_record(grid, counts, groups, "override" if cfg.overrides_shots else "manifest"),
+        "shots": _shots_record(grid, dataset.train_bins, groups, "override" if cfg.overrides_shots else "manifest"),
         "regression": shot_metrics_from_counts(preds, labels, counts, grid),
         "clinical": clinical,
         "figures": _figure_aggregates(preds, labels, groups, grid),
-        "dataset": dataset_summary(manifest),
+        "dataset": dataset.to_dict(),
     })
 
 
@@ -160,16 +140,19 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _provenance(run: dict, manifest: dict, cfg: EvalConfig) -> dict:
+def _provenance(run: dict, cfg: EvalConfig) -> dict:
+    return {"run": _clean({k: run.get(k) for k in RUN_KEYS if k in run}), "checkpoint": cfg.checkpoint}
+
+
+def _matches_training(run: dict, dataset: DatasetInfo) -> bool | None:
     trained_on = run.get("dataset_fingerprint")
-    return {"run": _clean({k: run.get(k) for k in RUN_KEYS if k in run}), "checkpoint": cfg.checkpoint,
-            "matches_training": None if trained_on is None else trained_on == manifest.get("fingerprint")}
+    return None if trained_on is None else trained_on == dataset.fingerprint
 
 
-def other_dataset(run: dict, manifest: dict, data_dir: Path, allow: bool) -> str | None:
-    """None when ``manifest`` is the run's training dataset (or the run does not say); else the other
+def other_dataset(run: dict, dataset: DatasetInfo, data_dir: Path, allow: bool) -> str | None:
+    """None when ``dataset`` is the run's training dataset (or the run does not say); else the other
     dataset's fingerprint, which names its eval folder; refused unless ``allow``."""
-    trained_on, fingerprint = run.get("dataset_fingerprint"), manifest.get("fingerprint")
+    trained_on, fingerprint = run.get("dataset_fingerprint"), dataset.fingerprint
     if trained_on is None or trained_on == fingerprint:
         return None
     if not allow:
@@ -178,8 +161,8 @@ def other_dataset(run: dict, manifest: dict, data_dir: Path, allow: bool) -> str
     return str(fingerprint)
 
 
-def _describe(run: RunDir, data: Path) -> dict:
-    """The dataset description of ``data`` (an ECG manifest, or an age split's) under the run's config."""
+def _describe(run: RunDir, data: Path) -> DatasetInfo:
+    """The description of ``data`` (its kind's: an ECG manifest, an age split's) under the run's config."""
     from ecgka.training.config import read_resolved_config
     from ecgka.training.sources import describe_dataset
 
@@ -198,22 +181,21 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
     run_dir, data = RunDir(run_dir), Path(data_dir)
-    run, manifest = run_dir.read_run(), _describe(run_dir, data)
-    other = other_dataset(run, manifest, data, allow_other_dataset)
-    eval_grid(manifest, cfg)  # a bad manifest or override fails before any prediction
+    run, dataset = run_dir.read_run(), _describe(run_dir, data)
+    other = other_dataset(run, dataset, data, allow_other_dataset)
+    dataset = dataset.with_changes(matches_training=_matches_training(run, dataset))
+    eval_dataset(dataset, cfg)  # a bad shot override fails before any prediction
     preds = {s: _predict(run_dir.path, data, s, cfg) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
         _write_parquet(df, run_dir.predictions_path(s, other))
-    metrics = compute_metrics(preds[split], preds["val"], manifest, cfg, split)
-    extra = _provenance(run, manifest, cfg)
-    metrics["dataset"]["matches_training"] = extra.pop("matches_training")
-    metrics.update(extra)
+    metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split)
+    metrics.update(_provenance(run, cfg))
     atomic_write_json(run_dir.metrics_path(split, other), metrics)
     return metrics
 
 
 def eval_dir_of(run_dir: str | Path, metrics: dict) -> Path:
     """Where ``evaluate_run`` wrote these metrics: ``eval/<split>`` or ``eval/<fingerprint>/<split>``."""
-    dataset = metrics.get("dataset", {})
-    other = dataset.get("fingerprint") if dataset.get("matches_training") is False else None
+    dataset = DatasetInfo.from_dict(metrics["dataset"], what=f"{run_dir} metrics")
+    other = dataset.fingerprint if dataset.matches_training is False else None
     return RunDir(run_dir).eval_dir(metrics["split"], other)

@@ -1,6 +1,8 @@
 """The method catalogue: name, paper name, typed parameters and (lazily imported) builder of each method.
 
-Light on purpose (no torch): configs are validated against it when they are loaded. The builders live in
+The one home of a method's display name (:func:`display_name`): run.json, the criteria and the report's
+tables all take it from here; :data:`PAPER_ORDER` is the order of the paper's tables. Light on purpose (no
+torch): configs are validated against it when they are loaded. The builders live in
 ``ecgka.losses.factory``.
 """
 
@@ -49,7 +51,15 @@ def list_losses() -> list[str]:
     return METHODS.names()
 
 
+# the baselines in the order of the paper's tables (each one's "+ Dist Loss" row follows it)
+PAPER_ORDER = ("vanilla", "lds", "fds", "ranksim", "conr", "balanced_mse")
+WITH_DIST_LOSS = " + Dist Loss"
+
+
 def display_name(name: str, with_dist_loss: bool = False) -> str:
-    """The paper's name of a method, e.g. ``display_name("lds", True) == "LDS + Dist Loss"``."""
-    spec = METHODS.get(name)
-    return spec.display_name + (" + Dist Loss" if with_dist_loss and not spec.is_dist_loss else "")
+    """The paper's name of a method, e.g. ``display_name("lds", True) == "LDS + Dist Loss"``; a name the
+    catalogue does not know (a run of another ecgka) is shown as it is."""
+    spec = METHODS.get(name) if name in METHODS else None
+    if spec is None:
+        return name + (WITH_DIST_LOSS if with_dist_loss else "")
+    return spec.display_name + (WITH_DIST_LOSS if with_dist_loss and not spec.is_dist_loss else "")

@@ -6,22 +6,24 @@ from pathlib import Path
 from typing import Any
 
 from ecgka import __version__
-from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog import RunDir
+from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
-from ecgka.labels import LabelGrid
-from ecgka.training.shard_loading import lead_indices
+from ecgka.training.shard_loading import ZSCORE_EPS, lead_indices
 
 CARD_SCHEMA_VERSION = 1
-ZSCORE_EPS = 1e-6  # ecgka.training.shard_loading.zscore_tensor's default
 
 
-def run_manifest(run: RunDir) -> tuple[dict, Path]:
-    """The manifest of the dataset the run was trained on (``run.json`` names its folder)."""
-    info = run.read_run()
-    data = info.get("dataset_dir")
+def run_dataset(run: RunDir) -> tuple[DatasetInfo, Path]:
+    """The description of the dataset the run was trained on (``run.json`` names its folder or file), read
+    by its kind under the run's config."""
+    from ecgka.training.prediction import run_config
+    from ecgka.training.sources import describe_dataset
+
+    data = run.read_run().get("dataset_dir")
     if not data:
         raise InputError(f"{run.run_json}: names no dataset_dir (retrain with this ecgka)")
-    return DatasetDir(data).read_manifest(), Path(data)
+    return describe_dataset(data, run_config(run.path)), Path(data)
 
 
 def operating_points(run: RunDir, split: str = "test") -> dict[str, Any]:
@@ -29,16 +31,14 @@ def operating_points(run: RunDir, split: str = "test") -> dict[str, Any]:
     path = run.metrics_path(split)
     if not path.is_file():
         return {}
-    conditions = run.read_metrics(split).get("clinical", {}).get("conditions", {})
+    conditions = (run.read_metrics(split).get("clinical") or {}).get("conditions", {})
     return {name: {k: c.get("operating_point", {}).get(k) for k in ("threshold", "rule", "target_sensitivity")}
             | {"definition": c.get("definition"), "fixed_on": "val"} for name, c in conditions.items()}
 
 
-def dataset_identity(manifest: dict) -> dict[str, Any]:
-    """The dataset's fingerprint and content digest (when the manifest carries one) and its parent."""
-    parent = manifest.get("parent")
-    return {"fingerprint": manifest.get("fingerprint"), "digest": manifest.get("digest") or manifest.get("fingerprint"),
-            "parent": parent if not isinstance(parent, dict) else {k: parent.get(k) for k in ("fingerprint", "digest", "path")}}
+def dataset_identity(dataset: DatasetInfo) -> dict[str, Any]:
+    """The dataset's fingerprint and content digest (the fingerprint when it has none) and its parent."""
+    return dataset.identity()
 
 
 def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str = "best") -> dict[str, Any]:
@@ -47,9 +47,10 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
     from ecgka.training.prediction import run_config
 
     run, cfg = RunDir(run_dir), run_config(run_dir)
-    manifest, data = run_manifest(run)
-    signal = manifest.get("signal") or {}
-    leads = [signal.get("leads", [])[i] for i in lead_indices(list(signal.get("leads", [])), cfg.data.leads)]
+    dataset, data = run_dataset(run)
+    signal = dict(dataset.signal or {})
+    available = list(signal.get("leads", []))
+    leads = [available[i] for i in lead_indices(available, cfg.data.leads)]
     return {
         "schema_version": CARD_SCHEMA_VERSION, "format": fmt, "ecgka_version": __version__,
         "run": {"path": str(run.path.resolve()), "name": cfg.name, "checkpoint": checkpoint},
@@ -59,12 +60,12 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
         "input": {"shape": ["batch", len(leads), "time"], "dtype": "float32", "unit": signal.get("unit", "mV"),
                   "leads": leads, "fs": signal.get("fs"), "n_samples": signal.get("n_samples"),
                   "time_axis": "dynamic (any length; trained at n_samples)"},
-        "output": {"shape": ["batch"], "quantity": "potassium", "unit": "mmol/L"},
+        "output": {"shape": ["batch"], "quantity": dataset.grid.name, "unit": dataset.unit},
         "preprocessing": {"in_model": {"zscore": {"per": "sample and lead", "std": "population",
                                                   "eps": ZSCORE_EPS} if cfg.data.zscore else None},
                           "before_model": {"cleaning": signal.get("cleaning"), "stored_dtype": signal.get("dtype"),
                                            "layout": signal.get("layout")}},
-        "label_grid": LabelGrid.from_manifest(manifest).to_dict(),
+        "label_grid": dataset.grid.to_dict(),
         "operating_points": operating_points(run),
-        "dataset": {**dataset_identity(manifest), "path": str(data)},
+        "dataset": {**dataset_identity(dataset), "path": str(data)},
     }

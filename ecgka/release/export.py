@@ -20,7 +20,8 @@ from ecgka.catalog import ExportDir, FolderKind, claim_folder
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json
 from ecgka.names import NameTable
-from ecgka.release.card import ZSCORE_EPS, build_card
+from ecgka.release.card import build_card
+from ecgka.training.shard_loading import ZSCORE_EPS
 
 EXPORTERS: NameTable[Callable[[nn.Module, Path, int], None]] = NameTable("export format")
 

@@ -78,7 +78,7 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
     configs = [(f"{r.display_name} ({r.name})", yaml.safe_dump(r.config, sort_keys=False)) for r in model.runs
                if r.config]
     return {"title": title or wording(model.main_dataset).title, "split": model.split, "n_runs": len(model.runs), "version": __version__,
-            "fingerprint": model.main_dataset.get("fingerprint", "unknown"), "glance": _glance(model),
+            "fingerprint": model.main_dataset.fingerprint or "unknown", "glance": _glance(model),
             "nav": [(s["id"], s["title"]) for s in sections] + [("model-card", "Model card")],
             "sections": sections, "card": card, "run_configs": configs,
             "dataset_config": yaml.safe_dump(card["dataset_config"], sort_keys=False)

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecgka.catalog import DatasetDir, RunDir
+from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
-
-METHOD_TITLES = {"vanilla": "Vanilla", "lds": "LDS", "fds": "FDS", "ranksim": "RankSim", "conr": "ConR",
-                 "balanced_mse": "Balanced MSE", "dist_loss": "Vanilla"}
-METHOD_ORDER = ("vanilla", "lds", "fds", "ranksim", "conr", "balanced_mse")
+from ecgka.losses.methods import PAPER_ORDER
+from ecgka.losses.methods import display_name as method_display_name
 
 
 @dataclass
@@ -39,12 +38,13 @@ class RunEntry:
     variant: str | None
     metrics: dict
     run: dict
+    dataset: DatasetInfo | None = None  # the evaluated dataset (metrics.json's ``dataset`` block)
     config: dict = field(default_factory=dict)
     epochs: list[dict] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str | None:
-        return self.metrics.get("dataset", {}).get("fingerprint")
+        return None if self.dataset is None else self.dataset.fingerprint
 
 
 @dataclass
@@ -53,16 +53,16 @@ class ReportModel:
 
     split: str
     runs: list[RunEntry]
-    datasets: dict[str, dict]  # fingerprint -> dataset summary (from metrics.json)
+    datasets: dict[str, DatasetInfo]  # fingerprint -> the dataset's description (from metrics.json)
 
     @property
     def main_runs(self) -> list[RunEntry]:
         return [r for r in self.runs if r.group == "main"]
 
     @property
-    def main_dataset(self) -> dict:
+    def main_dataset(self) -> DatasetInfo:
         runs = self.main_runs or self.runs
-        return runs[0].metrics.get("dataset", {})
+        return runs[0].dataset
 
     def groups(self, prefix: str) -> dict[str, list[RunEntry]]:
         out: dict[str, list[RunEntry]] = {}
@@ -89,9 +89,7 @@ def base_method(run: dict) -> tuple[str, bool]:
 def display_name(run: dict) -> str:
     if run.get("display_name"):
         return str(run["display_name"])
-    method, dist = base_method(run)
-    title = METHOD_TITLES.get(method, method)
-    return f"{title} + Dist Loss" if dist else title
+    return method_display_name(*base_method(run))
 
 
 def has_clinical(runs: list[RunEntry]) -> bool:
@@ -110,7 +108,8 @@ def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = Non
     group = str(run.get("group") or ("imbalance" if variant else "main"))
     return RunEntry(name=str(run.get("name") or rd.path.name), display_name=display_name(run), method=method,
                     dist_loss=dist, group=group, ablation=run.get("ablation"), variant=variant,
-                    metrics=metrics, run=run, config=rd.read_config(), epochs=rd.read_log())
+                    metrics=metrics, run=run, config=rd.read_config(), epochs=rd.read_log(),
+                    dataset=DatasetInfo.from_dict(metrics.get("dataset"), what=str(rd.metrics_path(split, dataset))))
 
 
 def _unique_names(runs: list[RunEntry]) -> None:
@@ -122,7 +121,7 @@ def _unique_names(runs: list[RunEntry]) -> None:
 
 
 def _order_key(r: RunEntry) -> tuple:
-    rank = METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER)
+    rank = PAPER_ORDER.index(r.method) if r.method in PAPER_ORDER else len(PAPER_ORDER)
     return (rank, r.method, r.dist_loss)
 
 
@@ -157,7 +156,7 @@ def collect(run_dirs, split: str = "test", dataset: str | None = None, one_datas
         check_one_dataset(runs)
     _unique_names(runs)
     runs.sort(key=lambda r: (r.group != "main", r.group, _order_key(r)))
-    datasets: dict[str, dict] = {}
+    datasets: dict[str, DatasetInfo] = {}
     for r in runs:
-        datasets.setdefault(r.fingerprint or "unknown", r.metrics.get("dataset", {}))
+        datasets.setdefault(r.fingerprint or "unknown", r.dataset)
     return ReportModel(split=split, runs=runs, datasets=datasets)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ecgka.catalog.info import DatasetInfo, LabelHistogram
 from ecgka.evaluation.aggregates import dense_counts
-from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.report.collect import ReportModel, RunEntry, has_clinical
 from ecgka.report.wording import grid_text, wording
@@ -61,22 +61,19 @@ def _grid(n: int, size=(3.4, 2.8)):
     return fig, list(axes.flat[:n])
 
 
-def label_histogram(ds: dict) -> Figure:
+def label_histogram(ds: DatasetInfo) -> Figure:
     """Training counts per label bin coloured by shot region, with val/test (paper Figures 1a, 3)."""
     plt = _plt()
     w_, cell = wording(ds), grid_text(ds)
-    grid = LabelGrid.from_manifest(ds)
-    counts = np.asarray(ds["train_bin_counts"]["counts"])
-    k, w = grid.centre(np.arange(counts.size)), grid.step
+    counts, k, w = ds.train_bins.array, ds.train_bins.centres(), ds.grid.step
     colour = np.full(counts.size, "#999999", dtype=object)
-    for group, bins in (ds.get("shot_groups") or {}).items():
+    for group, bins in ds.shot_groups.items():
         colour[np.asarray(bins, dtype=int)] = GROUP_COLOURS.get(group, "#999999")
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.bar(k, counts, width=w * 0.95, color=list(colour))
-    for split, h in (ds.get("label_histograms") or {}).items():
+    for split, h in ds.histograms.items():
         if split != "train":
-            hk = float(h["lo"]) + np.arange(len(h["counts"])) * float(h["step"])
-            ax.step(hk, h["counts"], where="mid", lw=1, label=split)
+            ax.step(h.centres(), h.array, where="mid", lw=1, label=split)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in GROUP_COLOURS.values()]
     ax.legend(handles + ax.get_legend_handles_labels()[0],
               [f"{g}-shot (train)" for g in GROUP_COLOURS] + ax.get_legend_handles_labels()[1], fontsize=8)
@@ -85,15 +82,16 @@ def label_histogram(ds: dict) -> Figure:
                   f"Training {w_.samples} per {cell} bin, coloured by shot region; lines: val/test (symlog scale).")
 
 
-def distribution_overlays(runs: list[RunEntry], ds: dict) -> Figure:
+def distribution_overlays(runs: list[RunEntry], ds: DatasetInfo) -> Figure:
     """Prediction vs label histograms per method (paper Figures 1b, 1c)."""
     w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
         d = r.metrics["figures"]["distributions"]
-        k = float(d["lo"]) + np.arange(len(d["labels"])) * float(d["step"])
-        ax.bar(k, d["labels"], width=d["step"], color="#dd8452", alpha=0.6, label="labels")
-        ax.bar(k, d["predictions"], width=d["step"], color="#4c72b0", alpha=0.6, label="predictions")
+        labels = LabelHistogram.from_dict(d, "figures.distributions", counts="labels")
+        k = labels.centres()
+        ax.bar(k, labels.array, width=labels.step, color="#dd8452", alpha=0.6, label="labels")
+        ax.bar(k, d["predictions"], width=labels.step, color="#4c72b0", alpha=0.6, label="predictions")
         ax.set_title(r.display_name, fontsize=9)
         ax.set_xlabel(f"{w_.symbol} ({w_.unit})", fontsize=8)
         ax.legend(fontsize=7)
@@ -101,7 +99,7 @@ def distribution_overlays(runs: list[RunEntry], ds: dict) -> Figure:
                   f"Histogram of test labels (orange) and predictions (blue), {grid_text(ds)} bins.")
 
 
-def few_shot_curves(runs: list[RunEntry], ds: dict) -> Figure:
+def few_shot_curves(runs: list[RunEntry], ds: DatasetInfo) -> Figure:
     """Sorted absolute errors in the few-shot region (paper Figure 5), as quantile curves."""
     plt = _plt()
     w_ = wording(ds)
@@ -122,7 +120,7 @@ def _density(ax, dens: dict, **kw) -> None:
     ax.imshow(np.ma.masked_equal(counts, 0), origin="lower", extent=extent, aspect="auto", cmap="viridis", **kw)
 
 
-def scatter_densities(runs: list[RunEntry], ds: dict) -> Figure:
+def scatter_densities(runs: list[RunEntry], ds: DatasetInfo) -> Figure:
     w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
@@ -137,7 +135,7 @@ def scatter_densities(runs: list[RunEntry], ds: dict) -> Figure:
                   "line: identity.")
 
 
-def bland_altman_plots(runs: list[RunEntry], ds: dict) -> Figure:
+def bland_altman_plots(runs: list[RunEntry], ds: DatasetInfo) -> Figure:
     w_ = wording(ds)
     fig, axes = _grid(len(runs))
     for ax, r in zip(axes, runs, strict=False):
@@ -184,18 +182,16 @@ def calibration_plot(runs: list[RunEntry]) -> Figure:
 
 def variant_histograms(runs: list[RunEntry]) -> Figure | None:
     """Training distributions of the imbalance variants (paper Figure 4)."""
-    seen: dict[str, dict] = {}
+    seen: dict[str, DatasetInfo] = {}
     for r in runs:
-        seen.setdefault(r.variant or "-", r.metrics.get("dataset", {}))
-    seen = {k: v for k, v in seen.items() if "train_bin_counts" in v}
+        if r.dataset is not None:
+            seen.setdefault(r.variant or "-", r.dataset)
     if not seen:
         return None
     fig, axes = _grid(len(seen))
     for ax, (name, ds) in zip(axes, seen.items(), strict=False):
-        tb = ds["train_bin_counts"]
-        k = float(tb["lo"]) + np.arange(len(tb["counts"])) * float(tb["step"])
-        ax.bar(k, tb["counts"], width=tb["step"], color="#4c72b0")
-        ax.set_title(f"{name} (n_max {ds.get('n_max', max(tb['counts']))})", fontsize=9)
+        ax.bar(ds.train_bins.centres(), ds.train_bins.array, width=ds.train_bins.step, color="#4c72b0")
+        ax.set_title(f"{name} (n_max {ds.n_max})", fontsize=9)
     return Figure("imbalance_variants", "Training distributions of the imbalance variants", _png(fig))
 
 

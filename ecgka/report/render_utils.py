@@ -27,19 +27,18 @@ def fmt(value, decimals: int = 3) -> str:
 def model_card(model) -> dict:
     """The model card's fields: data identity, configs, intended use and limits."""
     ds = model.main_dataset
-    label = ds.get("label", {})
+    grid = ds.grid
     words = wording(ds)
     return {
         "data": {
-            "dataset fingerprint": ds.get("fingerprint"),
-            "dataset schema version": ds.get("schema_version"),
-            "built with ecgka": ds.get("ecgka_version"),
-            "signal": ", ".join(f"{k}={v}" for k, v in (ds.get("signal") or {}).items()),
-            "label": f"{label.get('name', 'potassium')} ({label.get('unit', 'mmol/L')}), "
-                     f"{label.get('lo')} to {label.get('hi')}, bins of {label.get('step')}",
+            "dataset fingerprint": ds.fingerprint,
+            "dataset schema version": ds.schema_version,
+            "built with ecgka": ds.ecgka_version,
+            "signal": ", ".join(f"{k}={v}" for k, v in (ds.signal or {}).items()),
+            "label": f"{grid.name} ({grid.unit}), {grid.lo} to {grid.hi}, bins of {grid.step}",
             "evaluated split": model.split,
         },
         "intended_use": words.intended_use,
         "limits": list(words.limits),
-        "dataset_config": ds.get("config"),
+        "dataset_config": ds.details.get("config"),
     }

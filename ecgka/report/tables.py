@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ecgka.catalog.info import DatasetInfo
 from ecgka.labels import LabelGrid
 from ecgka.report.collect import ReportModel, RunEntry, has_clinical
 from ecgka.report.tidy import describe_k_range, describe_metric, describe_shot_column, tidy_frame
@@ -82,7 +83,7 @@ def results_table(runs: list[RunEntry], name: str, title: str, label=lambda r: r
     return Table(name, title, df, note, marks, describe=describe_shot_column)
 
 
-def results_title(ds: dict) -> str:
+def results_title(ds: DatasetInfo) -> str:
     """The main table's title; the unit is named for labels other than potassium (e.g. "in years")."""
     w = wording(ds)
     return "Results by shot region (Tables 1, 8)" + ("" if w.label == "potassium" else f", errors in {w.unit}")
@@ -106,23 +107,22 @@ def improvement_table(model: ReportModel) -> Table:
                  keys=("baseline", "with Dist Loss"), describe=describe_shot_column)
 
 
-def dataset_tables(ds: dict) -> list[Table]:
-    counts = ds.get("counts", {})
+def dataset_tables(ds: DatasetInfo) -> list[Table]:
+    counts = ds.counts
     t_counts = Table("dataset_counts", f"Dataset: {wording(ds).samples} per split",
                      pd.DataFrame([{"set": k, "n": v} for k, v in counts.items()], columns=["set", "n"]),
                      keys=("set",))
-    excl = [{"stage": "ECG excluded", "reason": k, "n": v} for k, v in ds.get("exclusions", {}).items()]
-    excl += [{"stage": "lab dropped", "reason": k, "n": v} for k, v in ds.get("labs_dropped", {}).items()]
+    excl = [{"stage": "ECG excluded", "reason": k, "n": v} for k, v in ds.details.get("exclusions", {}).items()]
+    excl += [{"stage": "lab dropped", "reason": k, "n": v} for k, v in ds.details.get("labs_dropped", {}).items()]
     t_excl = Table("exclusions", "Exclusions by reason", pd.DataFrame(excl, columns=["stage", "reason", "n"]),
                    keys=("stage", "reason"))
     return [t_counts, t_excl, shot_region_table(ds)]
 
 
-def shot_region_table(ds: dict) -> Table:
+def shot_region_table(ds: DatasetInfo) -> Table:
     """Bins of each shot region as K ranges (display) and one row per bin (tidy)."""
-    grid = LabelGrid.from_manifest(ds)
-    counts = np.asarray(ds.get("train_bin_counts", {}).get("counts", []), dtype=np.int64)
-    regions = {g: sorted(int(b) for b in bins) for g, bins in (ds.get("shot_groups") or {}).items()}
+    grid, counts = ds.grid, ds.train_bins.array
+    regions = {g: sorted(int(b) for b in bins) for g, bins in ds.shot_groups.items()}
     train_col = f"train {wording(ds).samples}"
     rows = [{"region": g, "bins": len(bins), f"ranges ({grid.unit})": _ranges(bins, grid),
              train_col: int(counts[bins].sum()) if bins else 0} for g, bins in regions.items()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ecgka.labels import LabelGrid
+from ecgka.catalog.info import DatasetInfo
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,15 @@ AGE = Wording(
 WORDINGS = {w.label: w for w in (POTASSIUM, AGE)}
 
 
-def wording(dataset: dict) -> Wording:
-    """The wording of a dataset description (its ``label`` block); neutral for an unknown label."""
-    grid = LabelGrid.from_manifest(dataset) if dataset.get("label") else LabelGrid.preset("potassium")
+def wording(dataset: DatasetInfo) -> Wording:
+    """The wording of a dataset's label (its grid's name); neutral for an unknown label."""
+    grid = dataset.grid
     return WORDINGS.get(grid.name) or Wording(grid.name, grid.unit, grid.name, "samples", "true",
                                               f"{grid.name} regression: evaluation report",
                                               "Research on imbalanced regression.")
 
 
-def grid_text(dataset: dict) -> str:
+def grid_text(dataset: DatasetInfo) -> str:
     """'0.1 mmol/L' or '1 years': the width of one label bin."""
-    grid = LabelGrid.from_manifest(dataset) if dataset.get("label") else LabelGrid.preset("potassium")
+    grid = dataset.grid
     return f"{grid.step:g} {grid.unit}"

@@ -18,10 +18,10 @@ import torch
 
 from ecgka import __version__
 from ecgka.catalog import RunDir
+from ecgka.catalog.info import DatasetInfo
 from ecgka.config import config_hash, config_to_dict, dump_yaml
 from ecgka.errors import InputError
 from ecgka.io import atomic_write_json, atomic_write_text, remove_stale_temps
-from ecgka.labels import LabelGrid
 from ecgka.models import count_parameters, model_kwargs
 from ecgka.training.build import (
     Runtime,
@@ -54,21 +54,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run_info(cfg: TrainConfig, data: Path, manifest: dict, status: str, **extra: Any) -> dict[str, Any]:
+def _run_info(cfg: TrainConfig, data: Path, dataset: DatasetInfo, status: str, **extra: Any) -> dict[str, Any]:
     return {"name": cfg.name, "method": cfg.method.name, "dist_loss": cfg.method.with_dist_loss,
             "display_name": cfg.method.display_name, "stage": 2 if cfg.init.path else 1,
             "init": cfg.init.path, "init_mode": cfg.init.mode if cfg.init.path else None,
-            "dataset_dir": str(data), "dataset_kind": manifest.get("kind"),
-            "dataset_fingerprint": manifest.get("fingerprint"),
+            "dataset_dir": str(data), "dataset_kind": dataset.kind, "dataset_fingerprint": dataset.fingerprint,
             "status": status, "selection_metric": cfg.selection_metric, "ecgka_version": __version__,
             "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
 
 
-def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, manifest: dict, info: DistInfo, *,
+def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, dataset: DatasetInfo, info: DistInfo, *,
                  force: bool, log: Callable[[str], None]) -> dict | None:
     """Decide what to do with the run folder (``resume.plan_run``), then (rank 0) clear a replaced run and
     write the marker, config.yaml and a ``running`` run.json. Returns the run.json of a complete run (skip)."""
-    plan = plan_run(run, cfg, manifest.get("fingerprint"), force=force)  # every rank: reads only
+    plan = plan_run(run, cfg, dataset.fingerprint, force=force)  # every rank: reads only
     barrier(info)  # nobody writes before every rank has read
     if plan.note and info.main:
         log(plan.note)
@@ -82,7 +81,7 @@ def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, manifest: dict, info
         remove_stale_temps(run.path)
         remove_stale_temps(run.checkpoints_dir)
         atomic_write_text(run.config_path, dump_yaml(config_to_dict(cfg)))
-        atomic_write_json(run.run_json, _run_info(cfg, data, manifest, RUN_RUNNING, best_epoch=None))
+        atomic_write_json(run.run_json, _run_info(cfg, data, dataset, RUN_RUNNING, best_epoch=None))
     barrier(info)
     return None
 
@@ -127,10 +126,10 @@ def _load_splits(cfg: TrainConfig, data: Path, run: RunDir, info: DistInfo) -> t
     return train, val
 
 
-def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitSource, val: SplitSource, runtime: Runtime,
+def _build_trainer(cfg: TrainConfig, dataset: DatasetInfo, train: SplitSource, val: SplitSource, runtime: Runtime,
                    info: DistInfo, hooks: list) -> Trainer:
-    """``manifest``: the dataset description (``sources.describe_dataset``): label grid and training counts."""
-    grid = LabelGrid.from_manifest(manifest)
+    """``dataset``: the dataset description (``sources.describe_dataset``): label grid and training counts."""
+    grid = dataset.grid
     model = build_model(cfg, train.in_channels)
     if cfg.init.path:
         apply_init(model, cfg.init.path, cfg.init.mode, cfg.init.checkpoint)
@@ -145,7 +144,7 @@ def _build_trainer(cfg: TrainConfig, manifest: dict, train: SplitSource, val: Sp
     return Trainer(cfg=cfg, model=model, net=wrap_network(model, criterion, runtime, info), criterion=criterion,
                    optimizer=build_optimizer(cfg, model, criterion), train=train, val=val,
                    runtime=runtime, info=info, grid=grid,
-                   train_counts=np.asarray(manifest["train_bin_counts"]["counts"]), hooks=hooks)
+                   train_counts=dataset.train_bins.array, hooks=hooks)
 
 
 def check_steps(n_train: int, batch_size: int, data: str | Path | None = None) -> None:
@@ -161,17 +160,16 @@ def check_steps(n_train: int, batch_size: int, data: str | Path | None = None) -
 
 def _train(cfg: TrainConfig, data: Path, run: RunDir, runtime: Runtime, info: DistInfo, *,
            force: bool, log: Callable[[str], None]) -> dict:
-    manifest = describe_dataset(data, cfg)
-    n_listed = manifest.get("counts", {}).get("train")
-    if isinstance(n_listed, int):  # before any file is written or read
-        check_steps(n_listed, cfg.batch_size, data)
-    done = _prepare_dir(run, cfg, data, manifest, info, force=force, log=log)
+    dataset = describe_dataset(data, cfg)
+    if dataset.n_train is not None:  # before any file is written or read
+        check_steps(dataset.n_train, cfg.batch_size, data)
+    done = _prepare_dir(run, cfg, data, dataset, info, force=force, log=log)
     if done is not None:
         if info.main:
             log(f"{run.path}: already complete ({done.get('epochs_done')} epochs); nothing to do")
         return done
     try:  # from here on the run is this command's: a failure is recorded in run.json
-        return _fit(cfg, data, manifest, run, runtime, info, log)
+        return _fit(cfg, data, dataset, run, runtime, info, log)
     except BaseException as exc:
         if info.main:
             record_failure(run, exc)
@@ -190,14 +188,14 @@ def write_bad_files(run: RunDir, sources: dict[str, SplitSource]) -> None:
                           .to_csv(index=False, lineterminator="\n"))
 
 
-def _fit(cfg: TrainConfig, data: Path, manifest: dict, run: RunDir, runtime: Runtime, info: DistInfo,
+def _fit(cfg: TrainConfig, data: Path, dataset: DatasetInfo, run: RunDir, runtime: Runtime, info: DistInfo,
          log: Callable[[str], None]) -> dict:
     seed_everything(cfg.seed)
     train, val = _load_splits(cfg, data, run, info)
     check_steps(len(train), cfg.batch_size, data)
     if info.main:
         write_bad_files(run, {"train": train, "val": val})
-    trainer = _build_trainer(cfg, manifest, train, val, runtime, info, _hooks(cfg, run, info))
+    trainer = _build_trainer(cfg, dataset, train, val, runtime, info, _hooks(cfg, run, info))
     if (state := load_last(run)) is not None:
         trainer.restore(state)
         if info.main:
@@ -206,7 +204,7 @@ def _fit(cfg: TrainConfig, data: Path, manifest: dict, run: RunDir, runtime: Run
     trainer.fit()
     if info.main:
         write_bad_files(run, {"train": train, "val": val})
-    summary = _run_info(cfg, data, manifest, RUN_COMPLETE, best_epoch=trainer.best.get("epoch"),
+    summary = _run_info(cfg, data, dataset, RUN_COMPLETE, best_epoch=trainer.best.get("epoch"),
                         best_value=trainer.best.get("value"), epochs_done=trainer.epoch,
                         n_parameters=count_parameters(trainer.model),
                         trainable_parameters=count_parameters(trainer.model, True), world_size=info.world,

@@ -138,7 +138,10 @@ def lead_indices(available: list[str], wanted: list[str] | None) -> list[int]:
     return [available.index(lead) for lead in wanted]
 
 
-def zscore(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+ZSCORE_EPS = 1e-6  # added to the standard deviation: a flat lead stays 0 (also inside exported models)
+
+
+def zscore(x: np.ndarray, eps: float = ZSCORE_EPS) -> np.ndarray:
     """Per-sample, per-lead z-score of [B, C, T] float32 (flat leads stay 0)."""
     mean = x.mean(axis=-1, keepdims=True)
     std = x.std(axis=-1, keepdims=True)
@@ -159,7 +162,7 @@ def read_batch(data: SplitData, indices: np.ndarray, leads: list[int], normalise
     return (zscore(x.astype(np.float32)) if normalise else np.ascontiguousarray(x)), data.labels[order]
 
 
-def zscore_tensor(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def zscore_tensor(x: torch.Tensor, eps: float = ZSCORE_EPS) -> torch.Tensor:
     """``zscore`` in torch on the tensor's device (float32 result)."""
     x = x.float()
     mean = x.mean(dim=-1, keepdim=True)

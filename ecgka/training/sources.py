@@ -1,10 +1,9 @@
-"""Where training, validation and prediction read their samples: a registry of dataset kinds.
+"""Where training, validation and prediction read their samples: the name table of dataset kinds.
 
 A kind is detected from ``--data`` (:func:`detect_kind`) and gives two things:
 
-- ``describe(path, cfg) -> dict``: the dataset description the trainer, ``ecgka evaluate`` and the report
-  read (the keys of an ECG-Ka-DIR manifest they use: ``fingerprint``, ``label``, ``counts``,
-  ``train_bin_counts``, ``n_max``, ``shot_groups``, ``label_histograms``); for ECG it is the manifest;
+- ``describe(path, cfg) -> DatasetInfo`` (``ecgka.catalog.info``): the dataset description the trainer,
+  ``ecgka evaluate``, the report and the model store read;
 - ``open(path, split, cfg, fallback_cache) -> SplitSource``: one split for batches.
 
 A :class:`SplitSource` has ``len``, ``labels`` (float32), ``sample_ids``, ``subject_ids``, ``in_channels``,
@@ -12,14 +11,14 @@ A :class:`SplitSource` has ``len``, ``labels`` (float32), ``sample_ids``, ``subj
 ``batch(indices, train, generator) -> (x, y)`` CPU tensors (augmentation drawn from ``generator``) and
 ``bad_files()`` (a table of files left out, or None when the kind has no files to skip).
 
-Kinds: ``ecg-ka-dir`` (a dataset folder of ``ecgka build``: the memory-mapped signal cache), ``age-csv``
-(a DIR split CSV ``age,path,split`` whose image root is ``data.image_root`` or the CSV's folder) and
-``age-images`` (a folder packed by ``ecgka age pack``).
+The kinds live beside their own code: ``ecg-ka-dir`` (``ecgka.data.kind``: a dataset folder of ``ecgka
+build``; its batches come from this package's memory-mapped signal cache), ``age-csv`` and ``age-images``
+(``ecgka.age.kind``: a DIR split CSV with ``data.image.root``, or a folder packed by ``ecgka age pack``).
+This module only fills the table.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ecgka.catalog import DatasetDir
-from ecgka.catalog.age import AGE_IMAGES_KIND, AgeImageDir
-from ecgka.keys import SPLITS
-from ecgka.labels import LabelGrid
+from ecgka.age import kind as age_kind
+from ecgka.catalog.info import DatasetInfo
+from ecgka.data import kind as ecg_kind
 from ecgka.names import NameTable
 
 
@@ -53,7 +51,7 @@ class DataKind:
     """One dataset kind: how to recognise it, describe it and open a split of it."""
 
     detects: Callable[[Path], bool]
-    describe: Callable[[Path, Any], dict]
+    describe: Callable[[Path, Any], DatasetInfo]
     open: Callable[[Path, str, Any, Path | None], SplitSource]
     fallback: bool = False  # tried after every other kind
 
@@ -68,10 +66,9 @@ def detect_kind(path: str | Path) -> str:
     return next(name for name in names if DATA_KINDS.get(name).detects(path))
 
 
-def describe_dataset(path: str | Path, cfg: Any) -> dict:
-    """The dataset description (see the module docstring) of ``path`` under training config ``cfg``."""
-    kind = detect_kind(path)
-    return {**DATA_KINDS.get(kind).describe(Path(path), cfg), "kind": kind}
+def describe_dataset(path: str | Path, cfg: Any) -> DatasetInfo:
+    """The description of the dataset at ``path`` under training config ``cfg`` (its kind's ``describe``)."""
+    return DATA_KINDS.get(detect_kind(path)).describe(Path(path), cfg)
 
 
 def open_split(path: str | Path, split: str, cfg: Any, fallback_cache: Path | None = None) -> SplitSource:
@@ -139,99 +136,13 @@ def _open_ecg(path: Path, split: str, cfg: Any, fallback: Path | None) -> EcgSpl
     return EcgSplit(data, lead_indices(data.leads, cfg.data.leads))
 
 
-# ---- face age ------------------------------------------------------------------------------------------
+# ---- the table ----------------------------------------------------------------------------------------
 
-@dataclass
-class AgeSplit(_SplitOf):
-    """A split of face images (``ecgka.age.AgeDataset``): float32 normalised images, no device z-score."""
-
-    data: Any  # ecgka.age.AgeDataset
-    in_channels = 3
-    device_zscore = False
-
-    def batch(self, indices: np.ndarray, train: bool = False, generator: Any = None):
-        return self.data.batch(np.sort(indices), train, generator)
-
-    def bad_files(self):
-        return self.data.bad_files()
-
-
-def _transform(cfg: Any):
-    from ecgka.age.transforms import AgeTransform
-
-    return AgeTransform(size=cfg.data.image_size, padding=cfg.data.image_padding)
-
-
-def image_root(csv: Path, cfg: Any) -> Path:
-    """``data.image_root``, or the folder of the split CSV."""
-    return Path(cfg.data.image_root) if cfg.data.image_root else csv.parent
-
-
-def _open_age_csv(path: Path, split: str, cfg: Any, fallback: Path | None) -> AgeSplit:
-    from ecgka.age.dataset import open_age_split
-
-    return AgeSplit(open_age_split(path, image_root(path, cfg), split, transform=_transform(cfg),
-                                   workers=cfg.data.workers))
-
-
-def _open_age_images(path: Path, split: str, cfg: Any, fallback: Path | None) -> AgeSplit:
-    from ecgka.age.shards import open_age_shards
-
-    return AgeSplit(open_age_shards(path, split, transform=_transform(cfg), workers=cfg.data.workers))
-
-
-def age_description(labels: dict[str, np.ndarray], fingerprint: str, source: dict) -> dict:
-    """The dataset description of age labels per split: the age grid (0-120, step 1, absolute shot rule),
-    training counts per integer age, shot groups and per-split histograms."""
-    grid = LabelGrid.preset("age")
-    counts = grid.counts(labels.get("train", np.zeros(0, np.float32)))
-    hist = {s: {"lo": grid.lo, "step": grid.step, "counts": grid.counts(v).tolist()} for s, v in labels.items()}
-    return {"fingerprint": fingerprint, "label": grid.to_dict(), "source": source,
-            "counts": {s: int(len(labels.get(s, ()))) for s in SPLITS},
-            "train_bin_counts": {"lo": grid.lo, "step": grid.step, "counts": counts.tolist()},
-            "n_max": int(counts.max(initial=0)), "shot_groups": grid.shot_groups(counts),
-            "label_histograms": hist}
-
-
-def _describe_age_csv(path: Path, cfg: Any) -> dict:
-    """Labels from the CSV's rows (every row, readable or not); fingerprint: a digest of the CSV's bytes."""
-    from ecgka.age.table import read_split_table
-    from ecgka.io import file_fingerprint
-
-    table = read_split_table(path)
-    labels = {s: table.loc[table["split"] == s, "age"].to_numpy(np.float32) for s in SPLITS}
-    digest = file_fingerprint(path)["sha256"]
-    return age_description(labels, digest[:16], {"csv": str(path), "image_root": str(image_root(path, cfg))})
-
-
-def _describe_age_images(path: Path, cfg: Any) -> dict:
-    """Labels from the packed shards; fingerprint: the packed CSV's digest (the pack's manifest)."""
-    import pyarrow.parquet as pq
-
-    folder = AgeImageDir(path)
-    manifest = folder.read_manifest()
-    labels = {s: np.concatenate([pq.read_table(p, columns=["age"]).column(0).to_numpy() for p in
-                                 folder.shards(s)]).astype(np.float32)
-              for s in SPLITS if manifest.get("counts", {}).get(s)}
-    digest = str(manifest.get("source", {}).get("sha256", ""))
-    return age_description(labels, digest[:16], {"packed": str(path), "csv": manifest.get("source", {}).get("csv")})
-
-
-def _is_age_pack(path: Path) -> bool:
-    manifest = AgeImageDir(path).manifest_path
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("kind") == AGE_IMAGES_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _describe_ecg(path: Path, cfg: Any) -> dict:
-    return DatasetDir(path).read_manifest()
-
-
-DATA_KINDS.register("age-csv")(DataKind(lambda p: p.suffix.lower() == ".csv" and not p.is_dir(),
-                                        _describe_age_csv, _open_age_csv))
-DATA_KINDS.register("age-images")(DataKind(_is_age_pack, _describe_age_images, _open_age_images))
-DATA_KINDS.register("ecg-ka-dir")(DataKind(lambda p: True, _describe_ecg, _open_ecg, fallback=True))
+DATA_KINDS.register(age_kind.CSV_KIND)(DataKind(
+    age_kind.is_split_csv, lambda p, cfg: age_kind.describe_csv(p, cfg.data.image),
+    lambda p, split, cfg, fallback: age_kind.open_csv(p, split, cfg.data.image)))
+DATA_KINDS.register(age_kind.IMAGES_KIND)(DataKind(
+    age_kind.is_pack, lambda p, cfg: age_kind.describe_pack(p, cfg.data.image),
+    lambda p, split, cfg, fallback: age_kind.open_pack(p, split, cfg.data.image)))
+DATA_KINDS.register(ecg_kind.KIND)(DataKind(ecg_kind.detects, lambda p, cfg: ecg_kind.describe(p), _open_ecg,
+                                            fallback=True))
