@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def promote(registry: str | Path, version: str, gate: GateConfig | str | Path | 
 
 
 def promote_registered(registry: str | Path, run: str | Path | None = None, gate: str | Path | None = None,
-                       gate_overrides: list[str] | None = None, data: str | Path | None = None,
+                       gate_overrides: Sequence[str] = (), data: str | Path | None = None,
                        out: str | Path | None = None) -> dict[str, Any]:
     """``ecgka registry promote`` and the ``promote`` stage: apply the gate (file ``gate`` with ``key=value``
     ``gate_overrides``) to a registered version against the champion.
@@ -76,7 +77,7 @@ def promote_registered(registry: str | Path, run: str | Path | None = None, gate
     ``registry`` is a version reference ``REGISTRY@v3`` (or ``@challenger``), or the registry folder when
     ``run`` names the run folder whose registered version is the candidate. With ``out`` the decision is
     also written to ``out/gate.json`` (a comparison folder)."""
-    cfg = load_gate(gate, gate_overrides)
+    cfg = load_gate(gate, list(gate_overrides))
     parsed = parse_ref(str(registry))
     if parsed is not None and run is not None:
         raise InputError(f"{registry}: give a version reference REGISTRY@v3 or the registry and a run folder, "
