@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ecgka.catalog import DATASET_SCHEMA_VERSION, DatasetDir
+from ecgka.catalog import DATASET_SCHEMA_VERSION, Claim, ClaimState, DatasetDir, FolderKind
 from ecgka.data.assemble import LEDGER_COLUMNS
 from ecgka.labels import LabelGrid
 
@@ -84,4 +84,5 @@ def write_dataset(out_dir: str | Path, n_train: int = 256, n_val: int = 64, n_te
     }
     ds.exclusions_path.write_text(",".join(LEDGER_COLUMNS) + "\n")  # nothing excluded
     ds.manifest_path.write_text(json.dumps(manifest, indent=2))
+    Claim(out, FolderKind.DATASET, ClaimState.NEW).write_marker(manifest["fingerprint"])
     return out

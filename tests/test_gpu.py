@@ -39,7 +39,7 @@ from ecgka.training.distributed import DistInfo
 from ecgka.training.hooks import CheckpointHook
 from ecgka.training.loader import epoch_batches, iterate_batches, to_device
 from ecgka.training.shard_loading import load_split
-from ecgka.training.sources import open_split
+from ecgka.training.sources import EcgSplit, open_split
 from ecgka.training.step import train_step
 
 pytestmark = [pytest.mark.gpu,
@@ -76,7 +76,7 @@ def test_steps_of_every_method_on_cuda(data_dir, name, with_dist, precision):
     for epoch in range(2):  # the second epoch uses the first one's statistics (FDS)
         criterion.on_epoch_start(epoch)
         feats = []
-        for x, y in iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=epoch)[:2], [0]):
+        for x, y in iterate_batches(EcgSplit(train, [0]), epoch_batches(len(train), 32, seed=0, epoch=epoch)[:2]):
             x, y = to_device(x, y, runtime.device, True)
             out = train_step(net, criterion, optimizer, x, y, epoch=epoch)
             assert torch.isfinite(out["loss"]) and out["pred"].dtype == torch.float32
@@ -170,7 +170,7 @@ def test_nccl_ddp_step_with_the_compiled_backbone(data_dir):
         runtime = Runtime(device, bf16=True, compile=True)
         net = wrap_network(model, criterion, runtime, DistInfo(rank=0, world=2))  # world>1: DDP-wrapped
         assert isinstance(net, torch.nn.parallel.DistributedDataParallel)
-        x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0]))
+        x, y = next(iterate_batches(EcgSplit(train, [0]), epoch_batches(len(train), 32, seed=0, epoch=0)))
         x, y = to_device(x, y, device, True)
         before = model.head.weight.detach().clone()
         out = train_step(net.train(), criterion, build_optimizer(cfg, model, criterion), x, y, epoch=0)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
 from ecgka.training.shard_loading import load_split, read_batch
+from ecgka.training.sources import EcgSplit
 
 
 class DropThenNorm(nn.Module):
@@ -39,13 +40,13 @@ def test_statistics_become_the_eval_mode_ones(tmp_path):
     want_mean = pre.mean(dim=(0, 2))
     want_var = pre.var(dim=(0, 2), unbiased=True)
     assert not torch.allclose(model.norm.running_var, want_var, rtol=0.05)  # the variance shift
-    recalibrate_batchnorm(model, data, [0], samples=len(data), batch_size=len(data), seed=0, epoch=0,
+    recalibrate_batchnorm(model, EcgSplit(data, [0]), samples=len(data), batch_size=len(data), seed=0, epoch=0,
                           device=torch.device("cpu"), normalise=True)
     assert torch.allclose(model.norm.running_mean, want_mean, atol=1e-5)
     assert torch.allclose(model.norm.running_var, want_var, rtol=1e-4)
     assert model.training and model.norm.momentum == 0.1  # state restored
     weights = model.conv.weight.clone()
-    recalibrate_batchnorm(model, data, [0], samples=len(data), batch_size=32, seed=0, epoch=1,
+    recalibrate_batchnorm(model, EcgSplit(data, [0]), samples=len(data), batch_size=32, seed=0, epoch=1,
                           device=torch.device("cpu"), normalise=True)
     assert torch.equal(model.conv.weight, weights)  # only statistics change
     assert torch.allclose(model.norm.running_mean, want_mean, atol=1e-5)  # batch size does not matter

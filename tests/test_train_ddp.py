@@ -129,10 +129,11 @@ def _minimal_trainer(rank: int, world: int):
     from ecgka.training.config import TrainConfig
     from ecgka.training.distributed import DistInfo
     from ecgka.training.loop import Trainer
+    from ecgka.training.sources import EcgSplit
 
     model = torch.nn.Linear(2, 1)
     return Trainer(cfg=TrainConfig(), model=model, net=model, criterion=torch.nn.Module(),
-                   optimizer=torch.optim.Adam(model.parameters()), train=None, val=None, leads=[0],
+                   optimizer=torch.optim.Adam(model.parameters()), train=EcgSplit(None, [0]), val=None,
                    runtime=Runtime(torch.device("cpu")), info=DistInfo(rank=rank, world=world), grid=None,
                    train_counts=None)
 

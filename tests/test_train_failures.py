@@ -18,6 +18,7 @@ import pytest
 import torch
 from shard_factory import write_dataset
 
+from ecgka.catalog import Claim, ClaimState, FolderKind
 from ecgka.errors import ConfigError, InputError
 from ecgka.training import load_train_config, train_run
 
@@ -149,10 +150,11 @@ def test_a_failed_run_with_the_same_config_starts_again(data_dir, tmp_path, monk
     assert info["status"] == "complete" and lines == [f"replacing the failed run in {run}"]
 
 
-def test_a_never_started_run_of_an_older_ecgka_is_replaced_without_ceremony(data_dir, tmp_path):
+def test_a_never_started_run_is_replaced_without_ceremony(data_dir, tmp_path):
     """``status: running`` and no last.pt: what the torch traceback of ``optim.lr=-0.1`` used to leave."""
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
+    Claim(run, FolderKind.RUN, ClaimState.NEW).write_marker("another config")
     (run / "config.yaml").write_text("name: run\noptim: {lr: -0.1}\n")
     (run / "run.json").write_text(json.dumps({"status": "running", "dataset_fingerprint": "x"}))
     lines = []

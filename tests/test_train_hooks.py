@@ -14,6 +14,7 @@ from shard_factory import write_dataset
 from ecgka.catalog import RunDir
 from ecgka.training import load_train_config, train_run
 from ecgka.training.meter import EpochMeter
+from ecgka.training.sources import EcgSplit
 
 FAST = ["model.preset=tiny", "batch_size=32", "threads=1", "epochs=2"]
 
@@ -91,7 +92,7 @@ def test_a_nan_or_infinite_validation_metric_is_never_selected_as_best():
 
     def best_epochs(values):
         trainer = ScriptedValidation(cfg=TrainConfig(), model=None, net=None, criterion=None, optimizer=None,
-                                     train=None, val=None, leads=[0], runtime=None, info=DistInfo(), grid=None,
+                                     train=EcgSplit(None, [0]), val=None, runtime=None, info=DistInfo(), grid=None,
                                      train_counts=None)
         trainer.script = list(values)
         sums = {"loss": 1.0, "terms": {}, "batches": 1, "samples": 4, "seconds": 1.0, "data_seconds": 0.0}

@@ -14,6 +14,7 @@ from ecgka.training.build import build_criterion, build_model, build_optimizer
 from ecgka.training.config import TrainConfig
 from ecgka.training.loader import epoch_batches, iterate_batches
 from ecgka.training.shard_loading import load_split
+from ecgka.training.sources import EcgSplit
 from ecgka.training.step import FeatureModel, train_step
 
 
@@ -45,7 +46,7 @@ def test_one_step_per_method(data_dir, name, with_dist):
     for epoch in range(2):  # the second epoch uses the statistics of the first (FDS)
         criterion.on_epoch_start(epoch)
         batches = epoch_batches(len(train), cfg.batch_size, seed=0, epoch=epoch)
-        for x, y in iterate_batches(train, batches, [0], normalise=True):
+        for x, y in iterate_batches(EcgSplit(train, [0], normalise=True), batches):
             out = train_step(net, criterion, optimizer, x, y, epoch=epoch)
             assert set(out) >= {"loss", "pred", "terms"}
             assert torch.isfinite(out["loss"]) and out["pred"].shape == (cfg.batch_size,)
@@ -65,7 +66,7 @@ def test_criterion_param_groups_reach_the_optimizer_unscheduled(data_dir):
     group = optimizer.param_groups[1]
     assert group["scheduled"] is False and group["lr"] == pytest.approx(extra[0]["lr"])
     sigma = [p.detach().clone() for p in group["params"]]
-    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
+    x, y = next(iterate_batches(EcgSplit(train, [0], normalise=True), epoch_batches(len(train), 32, seed=0, epoch=0)))
     train_step(FeatureModel(model).train(), criterion, optimizer, x, y, epoch=0)
     assert any(not torch.equal(a, b) for a, b in zip(sigma, group["params"], strict=True))
 
@@ -76,7 +77,7 @@ def test_conr_gets_two_noisy_views(data_dir):
     seen = []
     net = FeatureModel(model).train()
     net.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
-    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
+    x, y = next(iterate_batches(EcgSplit(train, [0], normalise=True), epoch_batches(len(train), 32, seed=0, epoch=0)))
     out = train_step(net, criterion, optimizer, x, y, epoch=0, views_std=0.1)
     assert seen == [64] and out["pred"].shape == (32,)
 
@@ -133,14 +134,14 @@ def test_bf16_autocast_keeps_the_head_and_predictions_in_float32(data_dir):
     from ecgka.training.build import Runtime
 
     train = load_split(data_dir, "val")
-    got = predict_arrays(model, train, [0], Runtime(torch.device("cpu"), bf16=True), batch_size=16)
+    got = predict_arrays(model, EcgSplit(train, [0]), Runtime(torch.device("cpu"), bf16=True), batch_size=16)
     assert not _bf16_rounded(torch.from_numpy(got)) and len(np.unique(got)) == len(train)
 
 
 def test_bf16_training_step_computes_the_loss_on_float32_predictions(data_dir):
     cfg, train, model, criterion, optimizer = _setup(data_dir, {"name": "vanilla"})
     net = FeatureModel(model, criterion.transform_features, amp_device="cpu").train()
-    x, y = next(iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=0), [0], normalise=True))
+    x, y = next(iterate_batches(EcgSplit(train, [0], normalise=True), epoch_batches(len(train), 32, seed=0, epoch=0)))
     out = train_step(net, criterion, optimizer, x, y, epoch=0)
     assert out["pred"].dtype == torch.float32 and not _bf16_rounded(out["pred"])
     assert torch.isfinite(out["loss"])
@@ -162,7 +163,7 @@ def test_compiled_backbone_is_compiled_once_across_epochs(data_dir, method):
     for epoch in range(3):
         criterion.on_epoch_start(epoch)
         feats = []
-        for x, y in iterate_batches(train, epoch_batches(len(train), 32, seed=0, epoch=epoch), [0], normalise=True):
+        for x, y in iterate_batches(EcgSplit(train, [0], normalise=True), epoch_batches(len(train), 32, seed=0, epoch=epoch)):
             out = train_step(net, criterion, optimizer, x, y, epoch=epoch)
             feats.append((out["features"], y))
         criterion.on_epoch_end(epoch, torch.cat([f for f, _ in feats]), torch.cat([t for _, t in feats]))

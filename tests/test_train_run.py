@@ -176,22 +176,21 @@ def test_extends_merges_and_overrides_win(tmp_path):
         load_train_config(tmp_path / "loop.yaml")
 
 
-def test_predict_is_callable_from_both_import_paths(stage1, data_dir):
+def test_predict_is_the_one_function_of_ecgka_training(stage1, data_dir):
     import ecgka.training
-    from ecgka.training.predict import predict as from_module
+    from ecgka.training.prediction import predict
 
-    assert callable(ecgka.training.predict) and callable(from_module)
-    a = ecgka.training.predict(stage1, data_dir, "test", checkpoint="last", device="cpu")
-    b = from_module(stage1, data_dir, "test", checkpoint="last", device="cpu")
-    assert a.equals(b) and len(a) == 32
+    assert ecgka.training.predict is predict
+    assert len(predict(stage1, data_dir, "test", checkpoint="last", device="cpu")) == 32
 
 
 def test_device_zscore_matches_the_numpy_one(data_dir):
     from ecgka.training.loader import epoch_batches, iterate_batches, to_device
+    from ecgka.training.sources import EcgSplit
 
     data = load_split(data_dir, "val")
     batches = epoch_batches(len(data), 16, seed=0, epoch=0)
-    (x16, y), = list(iterate_batches(data, batches[:1], [0, 1]))
+    (x16, y), = list(iterate_batches(EcgSplit(data, [0, 1]), batches[:1]))
     assert x16.dtype == torch.float16
     x, y2 = to_device(x16, y, torch.device("cpu"))
     ref, ref_y = read_batch(data, batches[0], [0, 1], normalise=True)
@@ -301,6 +300,7 @@ def test_prediction_runs_with_tf32_off_and_restores_the_flags(data_dir):
     """Predictions (validation, evaluate) are float32-exact on CUDA: TF32 off inside, the user's flags after."""
     from ecgka.training.build import Runtime
     from ecgka.training.prediction import predict_arrays
+    from ecgka.training.sources import EcgSplit
 
     model = create_model("net1d", preset="tiny", in_channels=2, num_outputs=1)
     seen = []
@@ -309,7 +309,7 @@ def test_prediction_runs_with_tf32_off_and_restores_the_flags(data_dir):
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
-        pred = predict_arrays(model, load_split(data_dir, "val"), [0, 1], Runtime(torch.device("cpu")),
+        pred = predict_arrays(model, EcgSplit(load_split(data_dir, "val"), [0, 1]), Runtime(torch.device("cpu")),
                               batch_size=16)
         assert seen and set(seen) == {(False, False)} and pred.dtype == np.float32 and len(pred) == 48
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32

@@ -38,9 +38,6 @@ class AgeDataset:
         self._labels = self.rows["age"].to_numpy(np.float32)
         self._pool: ThreadPoolExecutor | None = None
 
-    def __getstate__(self) -> dict:  # picklable for DataLoader worker processes (threads are not)
-        return {**self.__dict__, "_pool": None}
-
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -22,11 +22,11 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, data: SplitSource, leads: list[int] | None, *, samples: int, batch_size: int,
-                          seed: int, epoch: int, device: torch.device, normalise: bool, prefetch: int = 2) -> None:
+def recalibrate_batchnorm(model: nn.Module, data: SplitSource, *, samples: int, batch_size: int, seed: int,
+                          epoch: int, device: torch.device, normalise: bool, prefetch: int = 2) -> None:
     """Reset and re-estimate every BatchNorm's running mean/var (cumulative average) with dropout off.
 
-    ``data``: a split source (``leads`` None) or an ECG ``SplitData`` with ``leads``; eval transforms.
+    ``data``: a split source, read with eval transforms.
     The sample is a pure function of (seed, epoch) drawn from its own generator, and the same on every
     DDP rank, so resumed and distributed runs stay identical.
     """
@@ -42,7 +42,7 @@ def recalibrate_batchnorm(model: nn.Module, data: SplitSource, leads: list[int] 
     batches = epoch_batches(len(data), batch_size, seed=seed + 7919, epoch=epoch, drop_last=False)
     wanted = max(1, -(-min(samples, len(data)) // batch_size))
     try:
-        for x, y in iterate_batches(data, batches[:wanted], leads, prefetch=prefetch):
+        for x, y in iterate_batches(data, batches[:wanted], prefetch=prefetch):
             x, _ = to_device(x, y, device, normalise)
             model(x)
     finally:

@@ -115,11 +115,3 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, info: DistInfo):
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

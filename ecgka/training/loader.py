@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ecgka.training.shard_loading import zscore_tensor
-from ecgka.training.sources import EcgSplit, SplitSource
+from ecgka.training.sources import SplitSource
 
 T = TypeVar("T")
 
@@ -55,16 +55,12 @@ def _to_tensors(source: SplitSource, idx: np.ndarray, draws: tuple[int, int, int
     return xt, yt
 
 
-def iterate_batches(data, batches: list[np.ndarray], leads: list[int] | None = None, *, normalise: bool = False,
-                    prefetch: int = 2, pin_memory: bool = False, augment: tuple[int, int, int] | None = None
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (inputs, labels [B]) for each index array of a :class:`SplitSource`, prepared ``prefetch`` ahead.
-
-    ``leads``: ``data`` is an ECG ``SplitData`` read with these leads (float16 unless ``normalise``, then
-    float32 z-scored on the CPU); ``to_device`` does the rest on the training device. ``augment``: training
-    batches, ``(seed, epoch, index of the first batch)``: batch k draws from
-    ``augmentation_generator(seed, epoch, first + k)``; None: no augmentation (evaluation)."""
-    source = EcgSplit(data, leads, normalise) if leads is not None else data
+def iterate_batches(source: SplitSource, batches: list[np.ndarray], *, prefetch: int = 2, pin_memory: bool = False,
+                    augment: tuple[int, int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (inputs, labels [B]) for each index array of a :class:`SplitSource`, prepared ``prefetch`` ahead;
+    ``to_device`` does the rest on the training device. ``augment``: training batches,
+    ``(seed, epoch, index of the first batch)``: batch k draws from ``augmentation_generator(seed, epoch,
+    first + k)``; None: no augmentation (evaluation)."""
     keys = [None] * len(batches) if augment is None else [(augment[0], augment[1], augment[2] + k)
                                                           for k in range(len(batches))]
     tensors = (_to_tensors(source, idx, key, pin_memory) for idx, key in zip(batches, keys, strict=True))

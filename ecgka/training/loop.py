@@ -81,7 +81,6 @@ class Trainer:
     grid: LabelGrid  # the dataset's label grid and shot rule (selection metrics)
     train_counts: np.ndarray  # training samples per bin (shot groups)
     hooks: list = field(default_factory=list)
-    leads: list[int] | None = None  # channels of a trainer without data (tests); sources hold their own
     epoch: int = 0  # next epoch to run
     step: int = 0  # batches already done in ``epoch`` (mid-epoch resume)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -93,7 +92,7 @@ class Trainer:
     @property
     def in_channels(self) -> int:
         """The model's input channels (leads of an ECG, 3 for an image), recorded in every checkpoint."""
-        return self.train.in_channels if self.train is not None else len(self.leads or ())
+        return self.train.in_channels
 
     def emit(self, event: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -168,11 +167,11 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         if self.cfg.recalibrate_bn and not self.cfg.init.frozen_backbone_in_eval:  # fixed statistics stay
-            recalibrate_batchnorm(self.model, self.train, None, samples=self.cfg.recalibrate_bn_samples,
+            recalibrate_batchnorm(self.model, self.train, samples=self.cfg.recalibrate_bn_samples,
                                   batch_size=self.cfg.data.eval_batch_size, seed=self.cfg.seed,
                                   epoch=self.epoch, device=self.runtime.device,
                                   normalise=uses_device_zscore(self.train, self.cfg), prefetch=self.cfg.data.prefetch)
-        pred = predict_arrays(self.model, self.val, None, self.runtime,
+        pred = predict_arrays(self.model, self.val, self.runtime,
                               batch_size=self.cfg.data.eval_batch_size,
                               normalise=uses_device_zscore(self.val, self.cfg), prefetch=self.cfg.data.prefetch)
         return selection_metrics(pred, self.val.labels, self.grid, self.train_counts)

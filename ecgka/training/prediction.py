@@ -36,19 +36,18 @@ def full_fp32_matmul() -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_arrays(model: nn.Module, data: SplitSource, leads: list[int] | None, runtime: Runtime, *,
+def predict_arrays(model: nn.Module, data: SplitSource, runtime: Runtime, *,
                    batch_size: int = 1024, normalise: bool = True, prefetch: int = 2) -> np.ndarray:
     """Predictions [N] (float32) in the split's row order, model in eval mode (restored afterwards), TF32
     off; under ``runtime.bf16`` the backbone runs in bf16 and the head in float32 (``head_forward``).
-    ``data``: a split source (``leads`` None) or an ECG ``SplitData`` with ``leads``; ``normalise``: z-score
-    on the device."""
+    ``normalise``: z-score on the device."""
     was_training = model.training
     model.eval()
     batches = epoch_batches(len(data), batch_size, seed=0, epoch=0, shuffle=False, drop_last=False)
     out = []
     try:
         with full_fp32_matmul():
-            for x, y in iterate_batches(data, batches, leads, prefetch=prefetch, pin_memory=runtime.pin_memory):
+            for x, y in iterate_batches(data, batches, prefetch=prefetch, pin_memory=runtime.pin_memory):
                 x, _ = to_device(x, y, runtime.device, normalise)
                 out.append(head_forward(model, x, runtime.amp_device))  # on the device: one copy at the end
     finally:
@@ -89,7 +88,7 @@ def predict(run_dir: str | Path, data_dir: str | Path, split: str, checkpoint: s
     runtime = make_runtime(cfg, device)
     model = load_weights(run_dir, cfg, checkpoint, runtime.device)
     data = open_split(data_dir, split, cfg, fallback_cache=RunDir(run_dir).cache_dir)
-    pred = predict_arrays(model, data, None, runtime, batch_size=cfg.data.eval_batch_size,
+    pred = predict_arrays(model, data, runtime, batch_size=cfg.data.eval_batch_size,
                           normalise=uses_device_zscore(data, cfg))
     return pd.DataFrame({PredCol.SAMPLE_ID.value: data.sample_ids, PredCol.SUBJECT_ID.value: data.subject_ids,
                          PredCol.LABEL.value: data.labels.astype(np.float64),
