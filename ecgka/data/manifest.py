@@ -15,6 +15,7 @@ import numpy as np
 
 from ecgka import __version__
 from ecgka.catalog import DATASET_SCHEMA_VERSION
+from ecgka.catalog.info import LabelHistogram
 from ecgka.config import config_hash
 from ecgka.data.config import BuildConfig
 from ecgka.data.signal_qc import HIGHPASS_HZ
@@ -59,8 +60,7 @@ def read_shard_metadata(schema_metadata: dict[bytes, bytes] | None) -> dict[str,
 
 def _histograms(cfg: BuildConfig, labels: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     grid = cfg.label.grid
-    return {split: {"lo": grid.lo, "step": grid.step, "counts": grid.counts(labels[split]).astype(int).tolist()}
-            for split in SPLITS}
+    return {split: LabelHistogram.of(grid, labels[split]).to_dict() for split in SPLITS}
 
 
 def make_manifest(cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], labels: dict[str, np.ndarray],

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecgka.losses.base import Criterion, as_vector, per_sample
+from ecgka.losses.methods import METHODS
 from ecgka.names import NameTable
 
 ESTIMATORS: NameTable = NameTable("Balanced MSE estimator")
@@ -103,7 +104,7 @@ class BalancedMSE(Criterion):
     """Balanced MSE with a learnable noise sigma; ``prior`` holds the GAI mixture (gmm_means, gmm_variances,
     gmm_weights) or the BNI buckets (bucket_centers, bucket_weights) as named arrays."""
 
-    display_name = "Balanced MSE"
+    display_name = METHODS.get("balanced_mse").display_name
 
     def __init__(self, estimator: str, init_noise_sigma: float, sigma_lr: float,
                  prior: dict[str, np.ndarray] | None = None):

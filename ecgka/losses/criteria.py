@@ -12,6 +12,7 @@ from torch import Tensor
 from ecgka.labels import LabelGrid
 from ecgka.losses.base import Criterion, apply_weights, elementwise
 from ecgka.losses.distloss import DistLoss
+from ecgka.losses.methods import WITH_DIST_LOSS
 
 
 class Vanilla(Criterion):
@@ -68,7 +69,7 @@ class WithDistLoss(Criterion):
         self.method, self.dist = method, dist
         self.requires_features = method.requires_features
         self.requires_views = method.requires_views
-        self.display_name = f"{method.display_name} + Dist Loss"
+        self.display_name = method.display_name + WITH_DIST_LOSS
 
     def compute(self, pred, target, features, epoch) -> dict[str, Tensor]:
         terms = dict(self.method.compute(pred, target, features, epoch))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ecgka.losses.base import Criterion, elementwise
+from ecgka.losses.methods import METHODS
 
 
 def rank_normalised(seq: Tensor) -> Tensor:
@@ -70,7 +71,7 @@ class RankSimMethod(Criterion):
     """Sample loss + gamma * RankSim on the pooled features (gamma 100, lambda 2 as released)."""
 
     requires_features = True
-    display_name = "RankSim"
+    display_name = METHODS.get("ranksim").display_name
 
     def __init__(self, base: str, gamma: float, lambda_val: float):
         super().__init__()

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgka.catalog.info import DatasetInfo, LabelHistogram
 from ecgka.errors import InputError
 from ecgka.keys import PredCol
-from ecgka.labels import GROUPS, LabelGrid
+from ecgka.labels import GROUPS
 from ecgka.metrics.bootstrap import cluster_bootstrap_indices
 from ecgka.metrics.clinical import CONDITIONS, auroc, binary_stats
 from ecgka.metrics.regression import gm, mae, mse
@@ -55,8 +56,8 @@ class PairedPredictions:
         if len(merged) != len(a) or len(merged) != len(b):
             raise InputError(f"{base} and {cand}: not the same rows ({len(a)} and {len(b)}, {len(merged)} shared)")
         labels = merged[PredCol.LABEL.value].to_numpy(np.float64)
-        grid = LabelGrid.from_manifest(metrics["dataset"])
-        counts = np.asarray(metrics["shots"]["train_bin_counts"]["counts"], dtype=np.int64)
+        grid = DatasetInfo.from_dict(metrics["dataset"], what=f"{cand} metrics").grid
+        counts = LabelHistogram.from_dict(metrics["shots"]["train_bin_counts"], "shots.train_bin_counts").array
         return cls(labels, merged[PredCol.SUBJECT_ID.value].to_numpy(), grid.assign_groups(labels, counts),
                    merged[f"{PredCol.PREDICTION.value}_base"].to_numpy(np.float64),
                    merged[f"{PredCol.PREDICTION.value}_cand"].to_numpy(np.float64))
