@@ -1,8 +1,13 @@
-"""Atomic writes and input fingerprints: nothing a stage writes is visible before it is complete."""
+"""Atomic writes, input fingerprints and timestamps: nothing a stage writes is visible before it is complete.
+
+Every time ecgka writes (``log.jsonl``, ``run.json``, manifests, folder markers, the registry log) is
+:func:`utc_now`: ISO 8601, UTC, seconds, a trailing ``Z``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -62,14 +67,37 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def file_fingerprint(path: str | Path, chunk_size: int = 1 << 22) -> dict[str, Any]:
-    """Size and SHA-256 of a file, streamed (bounded memory for multi-GB lab exports)."""
-    path = Path(path)
+def utc_now() -> str:
+    r"""The current time as ecgka writes it: ISO 8601, UTC, seconds, trailing ``Z``.
+
+    >>> import re
+    >>> bool(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", utc_now()))
+    True
+    """
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, streamed in 1 MiB chunks (bounded memory for multi-GB lab exports).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = Path(d) / "x"
+    ...     _ = p.write_bytes(b"abc")
+    ...     sha256_file(p)[:16]
+    'ba7816bf8f01cfea'
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
-    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Path, size and SHA-256 of a file (:func:`sha256_file`)."""
+    path = Path(path)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def remove_stale_temps(directory: str | Path) -> int:

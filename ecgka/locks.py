@@ -18,7 +18,6 @@ True
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgka.errors import EcgkaError
+from ecgka.io import utc_now
 
 LOCK_FILE = ".ecgka-lock"
 # exit code of a command refused because another process writes the same folder
@@ -138,7 +138,7 @@ class FolderLock:
 
 def _write_holder(handle: Any) -> None:
     info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "since": utc_now(),
             "command": " ".join(["ecgka", *sys.argv[1:3]]) if sys.argv else "ecgka"}
     handle.seek(0)
     handle.truncate(0)

@@ -9,7 +9,6 @@ marker's ``content`` key); replacing other content needs ``force``. docs/build.m
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
 import shutil
@@ -70,12 +69,11 @@ class Claim:
         """Write the marker into ``root`` (default: the claimed folder; a temporary twin when written
         atomically)."""
         from ecgka import __version__
-        from ecgka.io import atomic_write_json
+        from ecgka.io import atomic_write_json, utc_now
 
         path = Path(root or self.path) / FOLDER_MARKER
         path.parent.mkdir(parents=True, exist_ok=True)
-        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(path, {"kind": self.kind.value, "ecgka_version": __version__, "created": created,
+        atomic_write_json(path, {"kind": self.kind.value, "ecgka_version": __version__, "created": utc_now(),
                                  "content": content})
         return path
 

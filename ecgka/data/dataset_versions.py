@@ -11,7 +11,6 @@ exports, parent, split salt, the content digest and the per-split changes.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ecgka.data.labs import LabTable
 from ecgka.data.manifest import data_config
 from ecgka.data.splits import NOT_SELECTED, assign_splits, assign_splits_stable
 from ecgka.errors import InputError
+from ecgka.io import utc_now
 from ecgka.keys import SPLITS, Col
 
 LAB_KEY = ("subject_id", "time_s", "itemid")  # the identity of a lab across exports
@@ -230,6 +230,6 @@ class Version:
         prev = self.previous
         parent = None if prev is None else {"path": str(prev.ds.path.resolve()), "digest": prev.digest,
                                             "fingerprint": prev.manifest["fingerprint"]}
-        return {"digest": digest, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        return {"digest": digest, "created": utc_now(),
                 "exports": self.exports, "parent": parent, "split_salt": self.salt,
                 "changes": split_changes(prev.pairs if prev else None, pairs), "lab_changes": self.lab_changes}

@@ -26,7 +26,7 @@ from ecgka import __version__
 from ecgka.catalog import FolderKind, PipelineDir, claim_folder
 from ecgka.config import validate_config
 from ecgka.errors import ConfigError, EcgkaError, InputError
-from ecgka.io import atomic_write_json, read_json
+from ecgka.io import atomic_write_json, read_json, sha256_file
 from ecgka.pipeline.spec import Order, PipelineSpec, StageSpec, references, resolve
 from ecgka.pipeline.stages import STAGE_KINDS, StageKind
 
@@ -50,7 +50,7 @@ def _file_digest(path: Path) -> str:
         return "dir"
     stat = path.stat()
     if stat.st_size <= _SMALL_FILE:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     return f"size={stat.st_size},mtime={stat.st_mtime_ns}"
 
 

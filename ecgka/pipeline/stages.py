@@ -161,10 +161,11 @@ def _run_register(o: RegisterOptions, out: Path) -> None:
 
 
 def _register_complete(o: RegisterOptions, out: Path) -> bool:
-    from ecgka.release.registry import ModelRegistry, file_sha256
+    from ecgka.io import sha256_file
+    from ecgka.release.registry import ModelRegistry
 
     weights = RunDir(o.run).checkpoint(o.checkpoint)
-    return weights.is_file() and ModelRegistry(o.registry).find_run(Path(o.run), file_sha256(weights)) is not None
+    return weights.is_file() and ModelRegistry(o.registry).find_run(Path(o.run), sha256_file(weights)) is not None
 
 
 def _gate(path: str | None, overrides: list[str]) -> Any:

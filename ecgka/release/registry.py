@@ -8,8 +8,6 @@ every registration, alias change, promotion and refusal with its reasons.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,21 +15,9 @@ from typing import Any
 
 from ecgka.catalog import ClaimState, FolderKind, RegistryDir, RunDir, claim_folder, resolve_weights
 from ecgka.errors import InputError
-from ecgka.io import atomic_write_json, read_json
+from ecgka.io import atomic_write_json, read_json, sha256_file, utc_now
 
 ALIASES = ("champion", "challenger")
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _summary(metrics: dict) -> dict:
@@ -76,7 +62,7 @@ class ModelRegistry:
 
     def log(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append one event to log.jsonl (append-only, flushed to disk)."""
-        entry = {"time": now(), "event": event, **fields}
+        entry = {"time": utc_now(), "event": event, **fields}
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.dir.log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry, sort_keys=False, default=str) + "\n")
@@ -131,7 +117,7 @@ class ModelRegistry:
         if claim.state is not ClaimState.SAME_KIND:
             claim.write_marker()
         run = RunDir(run_dir)
-        sha = file_sha256(resolve_weights(run.path, checkpoint))
+        sha = sha256_file(resolve_weights(run.path, checkpoint))
         existing = self.find_run(run.path, sha)
         if existing:
             return existing
@@ -139,7 +125,7 @@ class ModelRegistry:
         dataset, data = run_dataset(run)
         name = RegistryDir.version_name(len(self.versions()) + 1)
         export_run(run.path, self.dir.export_dir(name).path, "torchscript", checkpoint)
-        record = {"version": name, "created": now(), "note": note, "parent": self.aliases().get("champion"),
+        record = {"version": name, "created": utc_now(), "note": note, "parent": self.aliases().get("champion"),
                   "run": {"path": str(run.path.resolve()), "checkpoint": checkpoint, "checkpoint_sha256": sha,
                           **{k: run.read_run().get(k) for k in ("name", "method", "init", "status")}},
                   "dataset": {**dataset_identity(dataset), "path": str(data.resolve())},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ecgka.errors import InputError
+from ecgka.io import utc_now
 from ecgka.labels import LabelGrid
 from ecgka.training.bn_recalibration import recalibrate_batchnorm
 from ecgka.training.build import Runtime
@@ -181,7 +181,7 @@ class Trainer:
         val = self.validate()
         n = max(sums["batches"], 1)
         samples = sums["samples"] * self.info.world
-        record = {"epoch": epoch, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lr": lr,
+        record = {"epoch": epoch, "time": utc_now(), "lr": lr,
                   "train_loss": sums["loss"] / n, "train_terms": {k: v / n for k, v in sums["terms"].items()},
                   "seconds": sums["seconds"] + time.perf_counter() - t_val, "train_seconds": sums["seconds"],
                   "data_wait_seconds": sums["data_seconds"], "samples": samples,
