@@ -134,3 +134,35 @@ def test_split_csv_bad_value_named(tmp_path):
     bad.write_text("age,path,split\n3,a.jpg,train\nold,b.jpg,test\n")
     with pytest.raises(InputError, match=r"column age, row 3: 'old'"):
         read_split_table(bad)
+
+
+def test_age_writers_claim_their_folder(tmp_path):
+    """``ecgka age synth`` and ``ecgka age pack`` write a folder marker of their own kind; a non-empty
+    foreign folder is refused with one line and left as it was."""
+    from ecgka.age.shards import pack_age_shards
+    from ecgka.age.standin import CSV_NAME, generate_age_standin
+    from ecgka.catalog import FolderKind, folder_kind
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("x")
+    for write in (lambda: generate_age_standin(foreign, n=40, size=8),
+                  lambda: pack_age_shards(tmp_path / "x.csv", tmp_path, foreign)):
+        with pytest.raises(InputError, match="not written by ecgka") as info:
+            write()
+        assert len(str(info.value).splitlines()) == 1
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    standin = tmp_path / "standin"
+    generate_age_standin(standin, n=40, size=8)
+    assert folder_kind(standin) is FolderKind.AGE_STANDIN
+    generate_age_standin(standin, n=40, size=8)  # same kind, same content: written again
+    with pytest.raises(InputError, match="--force"):
+        generate_age_standin(standin, n=40, size=8, seed=1)
+    generate_age_standin(standin, n=40, size=8, seed=1, force=True)
+
+    packed = tmp_path / "packed"
+    pack_age_shards(standin / CSV_NAME, standin, packed)
+    assert folder_kind(packed) is FolderKind.AGE_IMAGES
+    with pytest.raises(InputError, match="is an ecgka age-images folder"):
+        generate_age_standin(packed, n=40, size=8)

@@ -18,8 +18,9 @@ from ecgka.age.dataset import SKIPPED_COLUMNS, AgeDataset, open_age_split
 from ecgka.age.images import ShardImages
 from ecgka.age.table import read_split_table
 from ecgka.age.transforms import AgeTransform
+from ecgka.catalog import FolderKind, claim_folder
 from ecgka.catalog.age import AGE_IMAGES_KIND, AGE_IMAGES_VERSION, AgeImageDir
-from ecgka.errors import InputError
+from ecgka.config import config_hash
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint
 from ecgka.keys import SPLITS
 from ecgka.labels import LabelGrid
@@ -30,12 +31,16 @@ COMPRESSION = {"sample_id": "zstd", "age": "zstd", "path": "zstd", "image": "non
 
 
 def pack_age_shards(csv: str | Path, image_root: str | Path, out: str | Path, *, rows_per_shard: int = 1024,
-                    workers: int = 1) -> dict:
-    """Pack every split of ``csv`` into ``out`` (missing or empty); returns the manifest. A split whose rows
-    are all unreadable is an InputError (as when reading it loose)."""
+                    workers: int = 1, force: bool = False) -> dict:
+    """Pack every split of ``csv`` into ``out`` (missing, empty or an ``age-images`` folder: one of another
+    CSV is replaced only with ``force``); returns the manifest. A split whose rows are all unreadable is an
+    InputError (as when reading it loose)."""
     folder = AgeImageDir(out)
-    if folder.path.exists() and any(folder.path.iterdir()):
-        raise InputError(f"{folder.path}: folder is not empty; choose a new or empty folder for --out")
+    claim = claim_folder(folder.path, FolderKind.AGE_IMAGES)
+    source = file_fingerprint(csv)
+    content = config_hash({"csv": source["sha256"], "image_root": str(Path(image_root).resolve()),
+                           "rows_per_shard": int(rows_per_shard)})
+    claim.check_replace(content, force=force, what=f"age images {claim.content}")
     present = set(read_split_table(csv)["split"])
     counts, skipped = dict.fromkeys(SPLITS, 0), []
     with atomic_path(folder.path) as tmp:  # the folder appears whole, or not at all
@@ -49,9 +54,10 @@ def pack_age_shards(csv: str | Path, image_root: str | Path, out: str | Path, *,
         table = pd.concat(skipped, ignore_index=True)[list(empty.columns)] if skipped else empty
         table.to_csv(work.skipped_path, index=False)
         manifest = {"kind": AGE_IMAGES_KIND, "version": AGE_IMAGES_VERSION, "ecgka_version": __version__,
-                    "source": {"csv": str(csv), **file_fingerprint(csv)}, "counts": counts,
+                    "source": {"csv": str(csv), **source}, "counts": counts,
                     "skipped": int(len(table)), "label": LabelGrid.preset("age").to_dict()}
         atomic_write_json(work.manifest_path, manifest)
+        claim.write_marker(content, root=tmp)
     return manifest
 
 

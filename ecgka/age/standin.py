@@ -15,7 +15,8 @@ import pandas as pd
 from PIL import Image
 
 from ecgka.age.split import balanced_split
-from ecgka.errors import ConfigError, InputError
+from ecgka.catalog import FolderKind, claim_folder
+from ecgka.errors import ConfigError
 from ecgka.io import atomic_path
 
 CSV_NAME = "age_dir.csv"
@@ -44,14 +45,16 @@ def render(age: float, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def generate_age_standin(out: str | Path, n: int = 1000, seed: int = 0, size: int = 32,
-                         cap: int | None = None) -> dict:
-    """Write ``out/age_dir.csv`` and ``out/images/*.png``; same seed, same bytes. ``out`` must be missing or
-    empty. ``cap``: val/test per age (default ``max(2, n // 250)``)."""
+                         cap: int | None = None, force: bool = False) -> dict:
+    """Write ``out/age_dir.csv`` and ``out/images/*.png``; same seed, same bytes. ``out`` must be missing,
+    empty or an age stand-in folder (one of other parameters is replaced only with ``force``).
+    ``cap``: val/test per age (default ``max(2, n // 250)``)."""
     out = Path(out)
     if n < 30 or size < 8:
         raise ConfigError(f"synth-age: --n must be >= 30 and the image size >= 8 (got {n}, {size})")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: exists and is not an empty folder; choose a new or empty folder for --out")
+    claim = claim_folder(out, FolderKind.AGE_STANDIN)
+    content = f"n={n},seed={seed},size={size},cap={cap}"
+    claim.check_replace(content, force=force, what=f"the age stand-in {claim.content}")
     rng = np.random.default_rng(seed)
     ages = rng.choice(MAX_AGE + 1, size=n, p=age_weights())
     paths = [f"{IMAGE_DIR}/{k:06d}.png" for k in range(n)]
@@ -63,6 +66,7 @@ def generate_age_standin(out: str | Path, n: int = 1000, seed: int = 0, size: in
         for age, path in zip(ages, paths, strict=True):
             Image.fromarray(render(float(age), rng, size)).save(tmp / path, format="PNG")
         table.to_csv(tmp / CSV_NAME, index=False, lineterminator="\n")
+        claim.write_marker(content, root=tmp)
     counts = table["split"].value_counts()
     return {"out": str(out), "csv": str(out / CSV_NAME), "image_root": str(out),
             **{s: int(counts.get(s, 0)) for s in ("train", "val", "test")}}

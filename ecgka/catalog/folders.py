@@ -30,6 +30,8 @@ class FolderKind(str, enum.Enum):
     REGISTRY = "registry"
     EXPORT = "export"
     COMPARISON = "comparison"
+    AGE_IMAGES = "age-images"  # ecgka age pack
+    AGE_STANDIN = "age-stand-in"  # ecgka age synth / synth-age
 
     def __str__(self) -> str:
         return self.value
