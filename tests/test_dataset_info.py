@@ -69,16 +69,14 @@ def test_the_ecg_kind_describes_a_dataset_folder(tmp_path):
     assert info.kind == kind.KIND and info.fingerprint == manifest["fingerprint"]
 
 
-def test_saved_configs_with_the_old_flat_image_keys_still_read(tmp_path):
-    from ecgka.config import dump_yaml
-    from ecgka.training.config import load_train_config, read_resolved_config
+def test_image_options_live_under_data_image():
+    from ecgka.errors import ConfigError
+    from ecgka.training.config import load_train_config
 
-    path = tmp_path / "config.yaml"
-    path.write_text(dump_yaml({"data": {"image_root": "/images", "image_size": 32, "workers": 2}}))
-    cfg = read_resolved_config(path)
-    assert (cfg.data.image.root, cfg.data.image.size, cfg.data.image.workers) == ("/images", 32, 2)
     cfg = load_train_config(None, ["data.image.root=/x", "data.image.padding=4"])
     assert (cfg.data.image.root, cfg.data.image.padding) == ("/x", 4)
+    with pytest.raises(ConfigError, match="image_root"):
+        load_train_config(None, ["data.image_root=/x"])
 
 
 def test_method_display_names_have_one_home():

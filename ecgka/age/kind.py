@@ -15,25 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
+from ecgka.age.options import ImageOptions  # noqa: F401 - re-exported: the kind's options
 from ecgka.catalog.age import AGE_IMAGES_KIND, AgeImageDir
 from ecgka.catalog.info import DatasetInfo
-from ecgka.config import ConfigModel
 from ecgka.keys import SPLITS
 from ecgka.labels import LabelGrid
 
 CSV_KIND = "age-csv"
 IMAGES_KIND = AGE_IMAGES_KIND
-
-
-class ImageOptions(ConfigModel):
-    """How face images are found and decoded (``data.image`` of a training config)."""
-
-    root: str | None = None  # the folder a split CSV's paths are relative to; None: the CSV's own folder
-    size: int = Field(224, ge=8)  # Resize((s, s)) and the crop side
-    padding: int = Field(16, ge=0)  # RandomCrop padding
-    workers: int = Field(1, ge=1)  # decoding threads per batch
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ecgka.age.kind import ImageOptions
+from ecgka.age.options import ImageOptions
 from ecgka.config import ConfigModel, load_validated, parse_override, read_yaml, validate_config
 from ecgka.errors import ConfigError
 from ecgka.losses.config import MethodConfig
@@ -53,7 +53,7 @@ class OptimConfig(ConfigModel):
 class DataConfig(ConfigModel):
     """What every dataset kind reads: which leads to feed (ECG; None: all leads of the dataset), the z-score,
     the signal cache, prefetching and the evaluation batch. Face images (``--data`` a DIR split CSV or a
-    packed folder) have their own options under ``image`` (``ecgka.age.kind.ImageOptions``)."""
+    packed folder) have their own options under ``image`` (``ecgka.age.options.ImageOptions``)."""
 
     leads: list[str] | None = None
     zscore: bool = True  # per-sample, per-lead z-score on the device (ECG; images are normalised when decoded)
@@ -61,21 +61,6 @@ class DataConfig(ConfigModel):
     prefetch: int = Field(2, ge=0)  # batches prepared ahead by a background thread
     eval_batch_size: int = Field(1024, ge=1)
     image: ImageOptions = Field(default_factory=ImageOptions)  # root, size, padding, workers
-
-
-# ``data.<old>`` of a run saved before the image options moved under ``data.image``
-_MOVED_IMAGE_KEYS = {"image_root": "root", "image_size": "size", "image_padding": "padding", "workers": "workers"}
-
-
-def _moved_image_keys(raw: dict[str, Any]) -> dict[str, Any]:
-    """A saved config with the old flat image keys (``data.image_root``, ...) in the ``data.image`` layout."""
-    data = raw.get("data")
-    if not isinstance(data, dict) or not any(k in data for k in _MOVED_IMAGE_KEYS):
-        return raw
-    data = dict(data)
-    image = {**{new: data.pop(old) for old, new in _MOVED_IMAGE_KEYS.items() if old in data},
-             **(data.get("image") or {})}
-    return {**raw, "data": {**data, "image": image}}
 
 
 class InitConfig(ConfigModel):
@@ -157,9 +142,8 @@ def read_config_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 
 def read_resolved_config(path: str | Path) -> TrainConfig:
     """A run's saved ``config.yaml`` (resolved: no ``extends``, no overrides), validated as written. Its
-    milestones are not checked against its epochs: a shortened run keeps the inherited ones. A run saved
-    with the flat image keys (``data.image_root``, ``data.image_size``, ...) is read as ``data.image``."""
-    return validate_config(TrainConfig, _moved_image_keys(read_yaml(path)), source=str(path))
+    milestones are not checked against its epochs: a shortened run keeps the inherited ones."""
+    return validate_config(TrainConfig, read_yaml(path), source=str(path))
 
 
 def check_milestones(milestones: list[int], epochs: int, source: str) -> None:
