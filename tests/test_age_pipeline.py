@@ -10,6 +10,8 @@ from age_factory import ecgka
 
 from ecgka.catalog import ReportDir, RunDir
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 
 def test_age_smoke_pipeline_end_to_end_then_skips(tmp_path):
     out = tmp_path / "age_smoke"

@@ -11,6 +11,8 @@ from age_factory import ecgka, make_standin, train
 
 from ecgka.catalog import ReportDir
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> ReportDir:

@@ -68,6 +68,7 @@ def test_learnable_from_mean_intensity(standin):
     assert np.corrcoef(slope * x_test + intercept, y_test)[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_tiny_resnet_learns_standin_through_the_batch_interface(standin):
     import torch
 

@@ -21,6 +21,8 @@ from ecgka.training.config import load_train_config
 from ecgka.training.loader import epoch_batches, iterate_batches
 from ecgka.training.sources import describe_dataset, detect_kind, open_split
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> Path:

@@ -17,6 +17,8 @@ from ecgka.catalog import DatasetDir
 from ecgka.cli import main
 from ecgka.keys import SPLITS
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 distributed = pytest.importorskip("distributed")
 DASK = Path(sys.executable).parent / "dask"
 ARGS = ["--quiet", "split.per_bin_cap=4", "shards.chunk_records=8", "shards.row_group_rows=16", "shards.part_rows=32"]

@@ -27,6 +27,8 @@ from ecgka.data.shards import signal_array
 from ecgka.keys import SPLITS, Col
 from ecgka.labels import LabelGrid
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 OVERRIDES = ["split.per_bin_cap=8", "shards.chunk_records=24", "shards.row_group_rows=64", "shards.part_rows=128"]
 
 

@@ -116,8 +116,13 @@ def _ecgka(args: list[str]) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-@pytest.mark.parametrize(("command", "code", "message", "absent"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+# cases that start training in a subprocess (a few seconds each): `make test-fast` skips them
+TRAINING_CASES = {"train_out_is_the_dataset", "train_out_is_foreign", "train_out_is_a_file", "train_batch_too_large"}
+
+
+@pytest.mark.parametrize(("command", "code", "message", "absent"),
+                         [pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] if c[0] in TRAINING_CASES else [])
+                          for c in CASES])
 def test_bad_input_is_one_line(tmp_path, command, code, message, absent):
     _inputs(tmp_path)
     result = _ecgka(command.format(tmp=tmp_path).split())

@@ -21,6 +21,8 @@ from ecgka.errors import InputError
 from ecgka.keys import SPLITS, Col
 from ecgka.training.shard_loading import load_split
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 
 def _build(standin, out, extra=()):  # noqa: F811
     return build_dataset(standin / "ecg", [standin / "hosp" / "labevents.csv.gz"], out, _cfg(list(extra)),

@@ -17,8 +17,8 @@ from ecgka.config import apply_overrides
 from ecgka.data import signal_stage
 from ecgka.data.build import build_dataset
 from ecgka.data.config import BuildConfig
-from ecgka.data.shards import read_ipc
 from ecgka.data.dataset_versions import NOT_READ, read_pairs
+from ecgka.data.shards import read_ipc
 from ecgka.keys import SPLITS, Col
 
 OVERRIDES = ["split.per_bin_cap=3", "shards.chunk_records=24"]

@@ -10,8 +10,8 @@ import pytest
 
 from ecgka.config import apply_overrides
 from ecgka.data.config import BuildConfig, LabsConfig
-from ecgka.data.labs import LabTable, extract_potassium, lab_file_columns, lab_format, select_items
 from ecgka.data.dataset_versions import merge_labs
+from ecgka.data.labs import LabTable, extract_potassium, lab_file_columns, lab_format, select_items
 from ecgka.errors import InputError
 
 ROWS = pd.DataFrame({

@@ -14,14 +14,16 @@ from shard_factory import write_dataset
 
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, evaluate_run
+from ecgka.release.export import export_run
 from ecgka.training import load_train_config, predict, train_run
 from ecgka.training.prediction import load_run_model
 from ecgka.training.shard_loading import load_split, zscore_tensor
-from ecgka.release.export import export_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1", "data.leads=[II]"]
 N_SAMPLES = 200
+
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
 
 FRESH = """
 import sys, json, numpy as np, torch

@@ -213,6 +213,7 @@ def test_distribution_term_and_apply_weights_check_shapes():
 BLOCK = "import sys\nsys.modules['torchsort'] = None  # import torchsort -> ImportError\n"
 
 
+@pytest.mark.slow
 def test_runs_without_torchsort(tmp_path):
     """With torchsort unimportable, the hard/auto tests of this file run and pass and only soft ones skip."""
     (tmp_path / "sitecustomize.py").write_text(BLOCK)

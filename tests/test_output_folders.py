@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -96,6 +97,7 @@ def test_report_out_is_a_file(runs, tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_report_regenerated_replaced_with_force(runs, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(["report", str(runs["a"]), "--out", str(out)]) == 0
@@ -115,6 +117,7 @@ def test_report_refuses_runs_of_different_datasets(runs, tmp_path, capsys):
     assert not (tmp_path / "mix").exists()
 
 
+@pytest.mark.slow
 def test_report_grouped_by_dataset_never_compares_across_datasets(runs, tmp_path, capsys):
     out = tmp_path / "grouped"
     assert main(["report", str(runs["a"]), str(runs["b"]), str(runs["x"]), "--out", str(out),
@@ -144,12 +147,12 @@ def test_report_into_a_dataset_folder_is_refused(runs, tmp_path, capsys):
 
 # --- evaluate on another dataset ---------------------------------------------------------------------
 def test_other_dataset_refused_unless_allowed(tmp_path):
-    run = {"dataset_fingerprint": "aaa"}
-    assert other_dataset(run, {"fingerprint": "aaa"}, tmp_path, False) is None
-    assert other_dataset({}, {"fingerprint": "bbb"}, tmp_path, False) is None
+    run, same, other = {"dataset_fingerprint": "aaa"}, SimpleNamespace(fingerprint="aaa"), SimpleNamespace(fingerprint="bbb")
+    assert other_dataset(run, same, tmp_path, False) is None
+    assert other_dataset({}, other, tmp_path, False) is None
     with pytest.raises(InputError, match="not the run's training dataset .*--allow-other-dataset"):
-        other_dataset(run, {"fingerprint": "bbb"}, tmp_path, False)
-    assert other_dataset(run, {"fingerprint": "bbb"}, tmp_path, True) == "bbb"
+        other_dataset(run, other, tmp_path, False)
+    assert other_dataset(run, other, tmp_path, True) == "bbb"
     assert RunDir(tmp_path).metrics_path("test", "bbb") == tmp_path / "eval" / "bbb" / "test" / "metrics.json"
     assert RunDir(tmp_path).metrics_path("test") == tmp_path / "eval" / "test" / "metrics.json"
 

@@ -10,6 +10,8 @@ import pytest
 
 from ecgka.catalog import DatasetDir, PipelineDir, ReportDir, RunDir
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 
 

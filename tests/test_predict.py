@@ -18,6 +18,8 @@ from ecgka.evaluation import EvalConfig, evaluate_run
 from ecgka.standin import generate_standin
 from ecgka.training import load_train_config, predict, train_run
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
 

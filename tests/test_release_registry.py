@@ -13,10 +13,10 @@ from shard_factory import write_dataset
 from ecgka.catalog import RegistryDir
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, evaluate_run
-from ecgka.training import load_train_config, train_run
 from ecgka.release.gate import GateConfig, apply_gate
 from ecgka.release.promote import promote
 from ecgka.release.registry import ModelRegistry, resolve_model
+from ecgka.training import load_train_config, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
@@ -93,6 +93,7 @@ def test_register_aliases_log_and_gate_both_ways(runs, tmp_path):
         resolve_model(f"{reg_dir}@v9")
 
 
+@pytest.mark.slow
 def test_registry_cli(runs, tmp_path):
     data, run = runs
     reg = tmp_path / "registry"

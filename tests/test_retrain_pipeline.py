@@ -14,6 +14,8 @@ import pytest
 from ecgka.catalog import ComparisonDir
 from ecgka.release.registry import ModelRegistry
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["epochs=1", "batch_size=32", "preset=tiny", "per_bin_cap=3", "n_boot=100", "workers=1"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ecgka.standin.generator as generator
-from ecgka.catalog import FOLDER_MARKER
+from ecgka.catalog import FOLDER_MARKER, FolderKind, claim_folder
 from ecgka.cli import main
 from ecgka.standin import generate_standin
 
@@ -189,13 +189,20 @@ def test_a_stand_in_is_replaced_only_with_force(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["standin"]  # no temporary leftovers
 
 
-@pytest.mark.parametrize(("kind_file", "message"), [
-    ("manifest.json", "is an ecgka dataset folder, not a stand-in folder"),
-    ("report.html", "is an ecgka report folder, not a stand-in folder"),
+@pytest.mark.parametrize(("kind", "message"), [
+    (FolderKind.DATASET, "is an ecgka dataset folder, not a stand-in folder"),
+    (FolderKind.REPORT, "is an ecgka report folder, not a stand-in folder"),
 ])
-def test_another_ecgka_folder_is_refused_even_with_force(tmp_path, capsys, kind_file, message):
+def test_another_ecgka_folder_is_refused_even_with_force(tmp_path, capsys, kind, message):
+    out = tmp_path / "other"
+    claim_folder(out, kind).write_marker("theirs")
+    assert message in _error(capsys, ["--out", str(out), "--subjects", "2", "--force"])
+    assert [p.name for p in out.iterdir()] == [FOLDER_MARKER]
+
+
+def test_a_folder_without_a_marker_is_not_adopted(tmp_path, capsys):
     out = tmp_path / "other"
     out.mkdir()
-    (out / kind_file).write_text("{}")
-    assert message in _error(capsys, ["--out", str(out), "--subjects", "2", "--force"])
-    assert [p.name for p in out.iterdir()] == [kind_file]
+    (out / "manifest.json").write_text("{}")
+    assert "was not written by ecgka" in _error(capsys, ["--out", str(out), "--subjects", "2", "--force"])
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]

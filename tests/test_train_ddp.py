@@ -15,6 +15,8 @@ from shard_factory import write_dataset
 from ecgka.training import load_train_config, train_run
 from ecgka.training.build import build_model
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -22,6 +22,8 @@ from ecgka.catalog import Claim, ClaimState, FolderKind
 from ecgka.errors import ConfigError, InputError
 from ecgka.training import load_train_config, train_run
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "tensorboard=false"]
 

@@ -56,6 +56,7 @@ def test_tensorboard_off_writes_nothing(data_dir, tmp_path):
     assert not run.tensorboard_dir.exists()
 
 
+@pytest.mark.slow
 def test_epoch_summary_counts_epochs_from_one(data_dir, tmp_path):
     cmd = [sys.executable, "-m", "ecgka", "train", "--data", str(data_dir), "--out", str(tmp_path / "run"), *FAST]
     err = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr

@@ -14,6 +14,8 @@ import pytest
 import torch
 from shard_factory import write_dataset
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=16"]
 

@@ -21,6 +21,8 @@ from ecgka.training import load_train_config, predict, train_run
 from ecgka.training.shard_loading import load_split, read_batch, zscore
 from ecgka.training.two_stage import frozen_backbone_eval
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1"]
 
