@@ -166,3 +166,20 @@ def test_age_writers_claim_their_folder(tmp_path):
     assert folder_kind(packed) is FolderKind.AGE_IMAGES
     with pytest.raises(InputError, match="is an ecgka age-images folder"):
         generate_age_standin(packed, n=40, size=8)
+
+
+def test_age_cli_passes_force_through(tmp_path, capsys):
+    from ecgka.cli import main
+
+    out = tmp_path / "standin"
+    assert main(["age", "synth", "--out", str(out), "--n", "40", "--size", "8"]) == 0
+    assert main(["age", "synth", "--out", str(out), "--n", "40", "--size", "8", "--seed", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["age", "synth", "--out", str(out), "--n", "40", "--size", "8", "--seed", "1", "--force"]) == 0
+    packed = tmp_path / "packed"
+    csv = next(out.glob("*.csv"))
+    assert main(["age", "pack", "--csv", str(csv), "--images", str(out), "--out", str(packed)]) == 0
+    other = tmp_path / "other.csv"
+    other.write_text("".join(csv.read_text().splitlines(keepends=True)[:-1]))
+    assert main(["age", "pack", "--csv", str(other), "--images", str(out), "--out", str(packed)]) == 2
+    assert main(["age", "pack", "--csv", str(other), "--images", str(out), "--out", str(packed), "--force"]) == 0

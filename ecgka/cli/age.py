@@ -23,7 +23,8 @@ def _prepare(o: AgePrepareOptions) -> int:
 def _pack(o: AgePackOptions) -> int:
     from ecgka.age.shards import pack_age_shards
 
-    manifest = pack_age_shards(o.csv, o.images, o.out, rows_per_shard=o.rows_per_shard, workers=o.workers)
+    manifest = pack_age_shards(o.csv, o.images, o.out, rows_per_shard=o.rows_per_shard, workers=o.workers,
+                               force=o.force)
     counts = manifest["counts"]
     print(f"packed {o.out}: train {counts['train']}, val {counts['val']}, test {counts['test']}, "
           f"skipped {manifest['skipped']} (listed in skipped.csv)")
@@ -31,7 +32,7 @@ def _pack(o: AgePackOptions) -> int:
 
 
 def _synth(o: AgeSynthCommand) -> int:
-    summary = o.execute(o.out)
+    summary = o.execute(o.out, force=o.force)
     print(f"stand-in written to {summary['out']}: train {summary['train']}, val {summary['val']}, "
           f"test {summary['test']}\n  use: --csv {summary['csv']} --images {summary['image_root']}")
     return 0

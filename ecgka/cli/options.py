@@ -496,6 +496,7 @@ class AgePackOptions(CommandOptions):
     out: str = option(..., "output folder", metavar="DIR")
     rows_per_shard: int = option(1024, "rows per shard", metavar="N")
     workers: int = option(4, "threads checking images", metavar="W")
+    force: bool = option(False, "replace a packed folder of another CSV or image folder")
 
 
 class AgeSynthOptions(CommandOptions):
@@ -507,14 +508,15 @@ class AgeSynthOptions(CommandOptions):
     seed: int = option(0, "random seed; same seed, same bytes", metavar="S")
     size: int = option(32, "image side in pixels", metavar="PX")
 
-    def execute(self, out: str | Path) -> dict:
+    def execute(self, out: str | Path, *, force: bool = False) -> dict:
         from ecgka.age.standin import generate_age_standin
 
-        return generate_age_standin(out, n=self.n, seed=self.seed, size=self.size)
+        return generate_age_standin(out, n=self.n, seed=self.seed, size=self.size, force=force)
 
 
 class AgeSynthCommand(AgeSynthOptions):
     out: str = option(..., "output folder (must not exist or be empty)", metavar="DIR")
+    force: bool = option(False, "replace an age stand-in written with other parameters")
 
 
 def api_function(model: type[CommandOptions]) -> Callable[..., Any] | None:
