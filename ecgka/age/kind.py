@@ -18,7 +18,7 @@ import numpy as np
 
 from ecgka.age.options import ImageOptions  # noqa: F401 - re-exported: the kind's options
 from ecgka.catalog.age import AGE_IMAGES_KIND, AgeImageDir
-from ecgka.catalog.info import DatasetInfo
+from ecgka.catalog.info import DatasetInfo, SplitOf
 from ecgka.keys import SPLITS
 from ecgka.labels import LabelGrid
 
@@ -27,27 +27,12 @@ IMAGES_KIND = AGE_IMAGES_KIND
 
 
 @dataclass
-class AgeSplit:
+class AgeSplit(SplitOf):
     """A split of face images (``ecgka.age.AgeDataset``): float32 normalised images, no device z-score."""
 
     data: Any  # ecgka.age.AgeDataset
     in_channels = 3
     device_zscore = False
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels
-
-    @property
-    def sample_ids(self) -> np.ndarray:
-        return self.data.sample_ids
-
-    @property
-    def subject_ids(self) -> np.ndarray:
-        return self.data.subject_ids
 
     def batch(self, indices: np.ndarray, train: bool = False, generator: Any = None):
         return self.data.batch(np.sort(indices), train, generator)

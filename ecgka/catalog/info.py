@@ -198,3 +198,25 @@ class DatasetInfo:
             parent = {k: parent.get(k) for k in ("fingerprint", "digest", "path")}
         return {"fingerprint": self.fingerprint, "digest": self.details.get("digest") or self.fingerprint,
                 "parent": parent}
+
+
+class SplitOf:
+    """The part every split kind shares (ECG shards, face images): length, labels and ids read from the
+    data it wraps (``self.data``)."""
+
+    data: Any
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.labels
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        return self.data.sample_ids
+
+    @property
+    def subject_ids(self) -> np.ndarray:
+        return self.data.subject_ids

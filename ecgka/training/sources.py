@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ecgka.age import kind as age_kind
-from ecgka.catalog.info import DatasetInfo
+from ecgka.catalog.info import DatasetInfo, SplitOf
 from ecgka.data import kind as ecg_kind
 from ecgka.names import NameTable
 
@@ -81,31 +81,10 @@ def uses_device_zscore(source: SplitSource, cfg: Any) -> bool:
     return bool(cfg.data.zscore and source.device_zscore)
 
 
-class _SplitOf:
-    """What every split kind reads from the data it wraps (``self.data``): its length, labels and ids."""
-
-    data: Any
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels
-
-    @property
-    def sample_ids(self) -> np.ndarray:
-        return self.data.sample_ids
-
-    @property
-    def subject_ids(self) -> np.ndarray:
-        return self.data.subject_ids
-
-
 # ---- ECG-Ka-DIR ------------------------------------------------------------------------------------------
 
 @dataclass
-class EcgSplit(_SplitOf):
+class EcgSplit(SplitOf):
     """A split of an ECG dataset with its lead selection: float16 batches, z-scored on the device."""
 
     data: Any  # shard_loading.SplitData
