@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# the write lock file inside a folder (``ecgka.locks``); named here because a whole-folder swap carries it
+LOCK_FILE = ".ecgka-lock"
+
 
 def _temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -34,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and tmp.is_dir():
+            _carry_lock(path, tmp)
             old = _temp_sibling(path)
             os.replace(path, old)
             os.replace(tmp, path)
@@ -45,6 +49,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _carry_lock(old: Path, new: Path) -> None:
+    """Move the folder's write lock file into its replacement: the holder's open lock goes with it, so
+    the swapped-in folder is still locked (``ecgka.locks``)."""
+    if (old / LOCK_FILE).exists() and not (new / LOCK_FILE).exists():
+        os.replace(old / LOCK_FILE, new / LOCK_FILE)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

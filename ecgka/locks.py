@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from ecgka.errors import EcgkaError
-from ecgka.io import utc_now
+from ecgka.io import LOCK_FILE, utc_now
 
-LOCK_FILE = ".ecgka-lock"
 # exit code of a command refused because another process writes the same folder
 LOCKED_EXIT = 75  # EX_TEMPFAIL: try again when the other writer has finished
 

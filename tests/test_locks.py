@@ -82,3 +82,20 @@ with FolderLock(sys.argv[1], wait=60):
     assert len(marks) == 16
     for (kind_a, pid_a), (kind_b, pid_b) in zip(marks[0::2], marks[1::2], strict=True):
         assert (kind_a, kind_b) == ("start", "end") and pid_a == pid_b
+
+
+def test_a_whole_folder_swap_keeps_the_folder_locked(tmp_path: Path):
+    """A command that writes its folder atomically (a temporary twin renamed over it) keeps its lock."""
+    from ecgka.catalog import FolderKind, claim_folder
+    from ecgka.io import atomic_path
+
+    out = tmp_path / "report"
+    with FolderLock(out, "report folder"):
+        assert claim_folder(out, FolderKind.REPORT).state.value == "new"  # the lock file alone is empty
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            (tmp / "report.html").write_text("x")
+        child = subprocess.run([sys.executable, "-c", "import sys; from ecgka.locks import FolderLock; "
+                                "FolderLock(sys.argv[1]).acquire()", str(out)], capture_output=True, text=True)
+        assert child.returncode != 0 and "is being written by process" in child.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".ecgka-lock", "report.html"]

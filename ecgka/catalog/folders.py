@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgka.errors import InputError
+from ecgka.locks import LOCK_FILE
 
 FOLDER_MARKER = ".ecgka-folder.json"
 
@@ -81,7 +82,7 @@ class Claim:
 
     def clear(self) -> None:
         """Empty the folder (a replaced folder of this kind keeps no stale cache, variant or work file)."""
-        for entry in self.path.iterdir() if self.path.is_dir() else ():
+        for entry in _entries(self.path):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -117,17 +118,22 @@ def _check_place(path: Path) -> None:
         raise InputError(f"{parent}: is a file, cannot create {path} below it (choose another --out)")
 
 
+def _entries(path: Path) -> list[Path]:
+    """What a folder holds, its write lock aside (the lock of the command writing it: ``ecgka.locks``)."""
+    return [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+
+
 def claim_folder(path: str | Path, kind: FolderKind, *, option: str = "--out") -> Claim:
     """Check that ``kind`` output may go to ``path`` (missing, empty, or an ecgka ``kind`` folder); nothing
     is written. Any other folder or a file is a one-line InputError naming what it is and what to do."""
     path = Path(path)
     _check_place(path)
-    if not path.exists() or not any(path.iterdir()):
+    if not _entries(path):
         return Claim(path, kind, ClaimState.NEW)
     marker = read_marker(path)
     found = FolderKind(marker["kind"]) if marker else None
     if found is None:
-        example = sorted(p.name for p in path.iterdir())[0]
+        example = sorted(p.name for p in _entries(path))[0]
         raise InputError(f"{path}: folder is not empty and was not written by ecgka (it holds {example!r}); "
                          f"choose a new or empty folder for {option}")
     if found is not kind:
