@@ -9,13 +9,17 @@ model (``ecgka/cli/options.py``), imported only when the command runs, so ``ecgk
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ecgka import __version__
+from ecgka.console import say
 from ecgka.errors import EcgkaError
 from ecgka.names import look_up_option
 
@@ -137,10 +141,38 @@ def resolve_command(argv: list[str]) -> tuple[str, CommandInfo | None, list[str]
 # exit status of a command whose reader went away (``ecgka run --list | head``): 128 + SIGPIPE, as a Unix
 # tool killed by SIGPIPE reports it
 BROKEN_PIPE_EXIT = 141
+# exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM: Slurm, Kubernetes, `kill`)
+INTERRUPT_EXIT, TERMINATED_EXIT = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C: every path that stops cleanly after Ctrl-C (run.json
+    ``interrupted``, temporary folders removed, the folder lock released) runs for it too."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while cleaning up ends the process
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` (in the main thread only; elsewhere signals cannot be set)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """143 for SIGTERM, 130 for Ctrl-C."""
+    return TERMINATED_EXIT if isinstance(exc, Terminated) else INTERRUPT_EXIT
+
+
+def interrupt_word(exc: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a closed stdout (a pipe into ``head``) ends it quietly, like any Unix tool."""
+    """Run one command; a closed stdout (a pipe into ``head``) ends it quietly, like any Unix tool; a full
+    stdout (``> /dev/full``) loses the console output, never the work."""
     try:
         try:
             return _main(argv)
@@ -149,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE_EXIT
+    except OSError:  # stdout on a full disk: what was left in its buffer is lost, the work is done
+        _silence_stdout()
+        return 0
 
 
 def _silence_stdout() -> None:
@@ -179,12 +214,28 @@ def _main(argv: Sequence[str] | None) -> int:
 
     command = load_command(info)
     args = build_parser(prog, info).parse_intermixed_args(rest)
+    handle_sigterm()
     try:
         options = options_from_args(command.options, args)
         return int(command.run(options) or 0)
     except EcgkaError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        say(f"{prog}: error: {exc}", sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        say(f"{prog}: {interrupt_word(exc)}", sys.stderr)
+        return interrupt_exit_code(exc)
+    except OSError as exc:  # an output path that cannot be written (permission, a file in the way, disk full)
+        if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+            raise
+        say(f"{prog}: error: {os_error_line(exc)}", sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: permission denied``: the path and the reason of an OSError, in one line."""
+    reasons = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+               errno.ENOSPC: "no space left on device", errno.ENOTDIR: "a part of the path is a file, not a folder",
+               errno.EISDIR: "is a folder", errno.ENOENT: "not found", errno.EDQUOT: "disk quota exceeded"}
+    reason = reasons.get(exc.errno or -1) or (exc.strerror or type(exc).__name__).lower()
+    where = exc.filename if exc.filename is not None else None
+    return f"{where}: {reason}" if where is not None else reason

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
 from ecgka.cli.options import BuildCommand, Command
+from ecgka.console import say
 
 
 def run(o: BuildCommand) -> int:
@@ -12,14 +11,14 @@ def run(o: BuildCommand) -> int:
     from ecgka.data.manifest import format_summary
 
     cfg = o.load_config()
-    result = o.execute(o.out, cfg=cfg, force=o.force, progress=not o.quiet and sys.stderr.isatty(), log=print)
+    result = o.execute(o.out, cfg=cfg, force=o.force, progress=not o.quiet, log=say)
     if result["status"] == "skipped":
-        print(f"{o.out}: up to date (fingerprint {result['fingerprint']}), nothing to do")
+        say(f"{o.out}: up to date (fingerprint {result['fingerprint']}), nothing to do")
     else:
-        print(f"{o.out}: built (fingerprint {result['fingerprint']}, digest {result['digest']})")
+        say(f"{o.out}: built (fingerprint {result['fingerprint']}, digest {result['digest']})")
         if result.get("parent"):
-            print(version_summary(result))
-    print(format_summary(result, result.get("seconds")))
+            say(version_summary(result))
+    say(format_summary(result, result.get("seconds")))
     return 0
 
 

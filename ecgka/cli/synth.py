@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ecgka.cli.options import Command, SynthCommand
+from ecgka.console import say
 from ecgka.progress import progress_bar
 from ecgka.standin.generator import ECG_DIR, HOSP_DIR, LABEVENTS
 
@@ -25,7 +26,7 @@ def format_summary(summary: dict) -> str:
 
 
 def run(o: SynthCommand) -> int:
-    bar = progress_bar(total=0, unit="rec", desc="ECG records", leave=False)  # shown on a terminal only
+    bar = progress_bar(total=0, lines=True, unit="rec", desc="ECG records", leave=False)  # shown on a terminal only
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -35,7 +36,7 @@ def run(o: SynthCommand) -> int:
         summary = o.execute(o.out, force=o.force, progress=progress)
     finally:
         bar.close()
-    print(format_summary(summary))
+    say(format_summary(summary))
     return 0
 
 

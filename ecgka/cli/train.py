@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ecgka.cli.options import Command, TrainCommand
+from ecgka.console import say
 
 
 def _is_main() -> bool:
@@ -19,7 +20,7 @@ def _is_main() -> bool:
 
 
 def _note(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    say(line, sys.stderr)
 
 
 def ending(summary: dict[str, Any], run_dir: str, data_dir: str) -> list[str]:
@@ -40,12 +41,15 @@ def run(o: TrainCommand) -> int:
     cfg = o.load_config()
     try:  # the training API (torch) is imported only now: the config is known to be valid
         summary = o.execute(o.out, cfg=cfg, force=o.force, log=_note)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (ecgka.cli.Terminated: Slurm, Kubernetes)
+        from ecgka.cli import interrupt_exit_code, interrupt_word
+
         if _is_main():
-            _note(f"ecgka train: interrupted; {o.out} keeps its last saved epoch: resume with the same command")
-        return 130
+            _note(f"ecgka train: {interrupt_word(exc)}; {o.out} keeps its last saved epoch: resume with the same "
+                  "command")
+        return interrupt_exit_code(exc)
     if _is_main():
-        print("\n".join(ending(summary, o.out, o.data)))
+        say("\n".join(ending(summary, o.out, o.data)))
     return 0
 
 

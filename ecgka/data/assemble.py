@@ -88,7 +88,7 @@ def _write_splits(ds: DatasetDir, part_dirs: list[Path], split_of: pd.Series, cf
     with contextlib.ExitStack() as stack:
         tmps = {s: stack.enter_context(atomic_path(ds.split_dir(s))) for s in SPLITS}
         writers = {s: SplitWriter(tmps[s], cfg.shards, schema) for s in SPLITS}
-        for part in progress_bar(part_dirs, progress=progress, desc="shards", unit=" part"):
+        for part in progress_bar(part_dirs, progress=progress, lines=True, desc="shards", unit=" part"):
             table = read_ipc(WorkDir.rows(part))
             labels = split_of.loc[table.column(Col.SAMPLE_ID.value).to_numpy()].to_numpy()
             for s in SPLITS:

@@ -188,7 +188,8 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
         return stats
     executor = make_executor(workers if len(todo) > 1 or dask_scheduler is not None else 1, dask_scheduler)
     try:
-        with progress_bar(progress=progress, total=sum(len(t.records) for t in todo), unit=" ecg", desc="signals") as bar:
+        with progress_bar(progress=progress, lines=True, total=sum(len(t.records) for t in todo), unit=" ecg",
+                          desc="signals") as bar:
             for result in executor.map_unordered(run_chunk, todo):
                 stats["seconds"] += result.get("seconds", 0.0)
                 stats["read"] += result.get("read", 0)

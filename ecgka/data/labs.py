@@ -327,7 +327,7 @@ def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, 
         columns = _read_columns(fmt, present, cfg)
         if "comments" not in columns:
             no_comments.append(Path(path).name)
-        bar = progress_bar(progress=progress, unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", leave=False)
+        bar = progress_bar(progress=progress, lines=True, unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", leave=False)
         try:
             for batch in iter_batches(Path(path), cfg, columns, dropped):
                 seen["rows"] += batch.num_rows

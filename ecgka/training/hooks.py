@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ecgka.catalog import RunDir
+from ecgka.console import say
 from ecgka.io import atomic_write_text
 from ecgka.progress import progress_bar
 from ecgka.training.checkpoint import model_state, save_checkpoint
@@ -55,9 +56,9 @@ class EpochSummaryHook(Hook):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         metric = trainer.cfg.selection_metric
-        print(f"epoch {record['epoch'] + 1}/{trainer.cfg.epochs}: loss {record['train_loss']:.4f}, "
-              f"val {metric} {record['val'][metric]:.4f}{' (best)' if record['is_best'] else ''}, "
-              f"{record['samples_per_s']:.0f} samples/s, {record['seconds']:.1f} s", file=sys.stderr, flush=True)
+        say(f"epoch {record['epoch'] + 1}/{trainer.cfg.epochs}: loss {record['train_loss']:.4f}, "
+            f"val {metric} {record['val'][metric]:.4f}{' (best)' if record['is_best'] else ''}, "
+            f"{record['samples_per_s']:.0f} samples/s, {record['seconds']:.1f} s", file=sys.stderr)
 
 
 class CheckpointHook(Hook):
