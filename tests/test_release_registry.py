@@ -20,7 +20,7 @@ from ecgka.training import load_train_config, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
-EVAL = EvalConfig(n_boot=50)
+EVAL = EvalConfig(n_boot=200)
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +71,13 @@ def test_register_aliases_log_and_gate_both_ways(runs, tmp_path):
     assert first["promote"] and reg.aliases() == {"champion": "v0001"}
     v2 = reg.register(run[1])
     assert reg.record(v2)["parent"] == "v0001"
-    refuse = GateConfig(rules=[_rule("regression.all.mae", False, 10.0)], n_boot=50)  # an impossible gain
+    refuse = GateConfig(rules=[_rule("regression.all.mae", False, 10.0)], n_boot=200)  # an impossible gain
     decision = promote(reg_dir, v2, refuse)
     assert not decision["promote"] and "regression.all.mae" in decision["failed"][0]
     assert reg.aliases() == {"champion": "v0001", "challenger": "v0002"}
-    accept = GateConfig(rules=[{**_rule("regression.all.mae", False, -10.0), "ci_excludes_loss": True}], n_boot=50)
+    accept = GateConfig(rules=[{**_rule("regression.all.mae", False, -10.0), "ci_excludes_loss": True}], n_boot=200)
     decision = promote(reg_dir, "challenger", accept)
-    assert decision["promote"] and decision["rules"][0]["ci"]["n_valid"] == 50
+    assert decision["promote"] and decision["rules"][0]["ci"]["n_valid"] == 200
     assert reg.aliases()["champion"] == "v0002"
     events = [e["event"] for e in reg.read_log()]
     assert events.count("register") == 2 and "refuse" in events and events.count("promote") == 2
@@ -87,8 +87,10 @@ def test_register_aliases_log_and_gate_both_ways(runs, tmp_path):
     record = json.loads((reg_dir / "versions" / "v0002" / "model.json").read_text())
     assert record["dataset"]["fingerprint"] and record["metrics"]["split"] == "test"
     assert (RegistryDir(reg_dir).export_dir("v0002").card_path).is_file()
-    assert resolve_model(f"{reg_dir}@champion")[0] == Path(run[1]).resolve()
-    assert resolve_model(f"{reg_dir}@v1")[0] == Path(run[0]).resolve()
+    # the registry's own frozen copies, never the origin run folders
+    assert resolve_model(f"{reg_dir}@champion")[0] == RegistryDir(reg_dir).run_dir("v0002")
+    assert resolve_model(f"{reg_dir}@v1")[0] == RegistryDir(reg_dir).run_dir("v0001")
+    assert record["run"]["path"] == str(Path(run[1]).resolve())  # the origin: informational
     with pytest.raises(InputError, match="no model version"):
         resolve_model(f"{reg_dir}@v9")
 

@@ -4,8 +4,15 @@ Registry folder (plain files, readable without ecgka)::
 
     REG/aliases.json                 {"champion": "v0002", "challenger": "v0003"}
     REG/log.jsonl                    append-only: every registration, promotion and refusal, with reasons
-    REG/versions/v0001/model.json    the version's record (run, dataset digest, config, metrics, parent, time)
+    REG/archived.json                {"v0001": {"time", "reason"}}: versions kept but never served
+    REG/versions/v0001/model.json    the version's record (run, dataset digest, config, metrics, parent, time,
+                                     ``files``: the SHA-256 of every file of the version folder)
+    REG/versions/v0001/run/          a frozen copy of the run: a run folder of its own (config.yaml, run.json,
+                                     checkpoints/best.pt = the registered checkpoint, eval/test/)
     REG/versions/v0001/export/       its portable model (an export folder)
+
+A version folder is built as a hidden temporary sibling (``versions/.v0001.tmp-*``) and renamed into place:
+only folders named ``vNNNN`` are versions.
 
 Export folder (``ecgka export``)::
 
@@ -18,6 +25,7 @@ Comparison folder (``compare`` stage)::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +56,13 @@ class RegistryDir:
     """A model registry folder."""
 
     ALIASES = "aliases.json"
+    ARCHIVED = "archived.json"
     LOG = "log.jsonl"
     VERSIONS = "versions"
     MODEL = "model.json"
     EXPORT = "export"
+    RUN = "run"
+    VERSION_PATTERN = re.compile(r"v(\d{4,})")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -62,6 +73,10 @@ class RegistryDir:
     @property
     def aliases_path(self) -> Path:
         return self.path / self.ALIASES
+
+    @property
+    def archived_path(self) -> Path:
+        return self.path / self.ARCHIVED
 
     @property
     def log_path(self) -> Path:
@@ -84,14 +99,45 @@ class RegistryDir:
     def export_dir(self, name: str) -> ExportDir:
         return ExportDir(self.version_dir(name) / self.EXPORT)
 
+    def run_dir(self, name: str) -> Path:
+        """The version's frozen copy of its run folder."""
+        return self.version_dir(name) / self.RUN
+
+    @classmethod
+    def version_number(cls, name: str) -> int | None:
+        match = cls.VERSION_PATTERN.fullmatch(name)
+        return int(match.group(1)) if match else None
+
     def version_names(self) -> list[str]:
-        """Registered versions (those with a model.json), oldest first."""
+        """Registered versions (folders ``vNNNN`` with a model.json), oldest first."""
         if not self.versions_dir.is_dir():
             return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if (p / self.MODEL).is_file())
+        names = [p.name for p in self.versions_dir.iterdir()
+                 if self.version_number(p.name) is not None and (p / self.MODEL).is_file()]
+        return sorted(names, key=lambda n: self.version_number(n) or 0)
+
+    def next_version_name(self) -> str:
+        """One past the highest ``vNNNN`` folder (with or without a model.json)."""
+        numbers = [self.version_number(p.name) for p in self.versions_dir.iterdir()] \
+            if self.versions_dir.is_dir() else []
+        return self.version_name(max([n for n in numbers if n is not None], default=0) + 1)
+
+    def read_model(self, name: str) -> dict[str, Any]:
+        return _read_json_file(self.model_json(name), "model.json", "a broken registry version; restore it from "
+                                                                     "a backup")
 
     def is_registry(self) -> bool:
         return self.versions_dir.is_dir() or self.aliases_path.is_file()
+
+    def read_aliases(self) -> dict[str, str]:
+        if not self.aliases_path.is_file():
+            return {}
+        return _read_json_file(self.aliases_path, "aliases.json", "restore it from a backup")
+
+    def read_archived(self) -> dict[str, Any]:
+        if not self.archived_path.is_file():
+            return {}
+        return _read_json_file(self.archived_path, "archived.json", "restore it from a backup")
 
 
 class ComparisonDir:

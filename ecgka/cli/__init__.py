@@ -70,6 +70,11 @@ COMMANDS: dict[str, CommandInfo] = {
                                 "register an evaluated run as a new version (with its TorchScript export)"),
         "promote": CommandInfo("ecgka.cli.registry:PROMOTE",
                                "apply the promotion gate to a version against the champion; promote it if it passes"),
+        "alias": CommandInfo("ecgka.cli.registry:ALIAS", "set or unset the challenger alias, with a reason (logged)"),
+        "rollback": CommandInfo("ecgka.cli.registry:ROLLBACK",
+                                "make an earlier version champion again, with a reason (logged)"),
+        "archive": CommandInfo("ecgka.cli.registry:ARCHIVE",
+                               "archive a version: kept in the registry, never served or made champion (logged)"),
     }),
     "export": CommandInfo("ecgka.cli.export:COMMAND",
                           "write a standalone model (the per-lead z-score inside; TorchScript via torch.jit.script, "

@@ -411,6 +411,65 @@ class RegisterOptions(CommandOptions):
 
         return ModelRegistry(self.registry).register(self.run, self.checkpoint, self.note)
 
+    def execute_reporting(self) -> tuple[str, bool]:
+        """(version, created): created False when this run and checkpoint were registered already."""
+        from ecgka.release.registry import ModelRegistry
+
+        return ModelRegistry(self.registry).register_run(self.run, self.checkpoint, self.note)
+
+
+class RegistryAliasOptions(CommandOptions):
+    """``ecgka registry alias REG set|unset challenger [VERSION] --reason TEXT``."""
+
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+    action: Literal["set", "unset"] = option(..., "set or unset the alias", positional=True, metavar="ACTION")
+    alias: Literal["challenger"] = option(..., "the alias (the champion changes only by promote or rollback)",
+                                         positional=True, metavar="ALIAS")
+    version: str | None = option(None, "the version to point it at (set only), e.g. v3", positional=True,
+                                 nargs="?", metavar="VERSION")
+    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
+
+    def execute(self) -> dict:
+        from ecgka.errors import InputError
+        from ecgka.release.registry import ModelRegistry
+
+        if (self.action == "set") != (self.version is not None):
+            raise InputError(f"ecgka registry alias {self.action}: "
+                             + ("give the VERSION to set" if self.version is None else "unset takes no VERSION"))
+        return ModelRegistry(self.registry).set_challenger(self.version, self.reason)
+
+
+class RegistryRollbackOptions(CommandOptions):
+    """``ecgka registry rollback REG VERSION --reason TEXT``."""
+
+    api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.rollback"
+
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+    version: str = option(..., "the earlier version to make champion again, e.g. v2", positional=True,
+                          metavar="VERSION")
+    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
+
+    def execute(self) -> dict:
+        from ecgka.release.registry import ModelRegistry
+
+        return ModelRegistry(self.registry).rollback(self.version, self.reason)
+
+
+class RegistryArchiveOptions(CommandOptions):
+    """``ecgka registry archive REG VERSION --reason TEXT``."""
+
+    api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.archive"
+
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+    version: str = option(..., "the version to archive (kept, never served), e.g. v1", positional=True,
+                          metavar="VERSION")
+    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
+
+    def execute(self) -> dict:
+        from ecgka.release.registry import ModelRegistry
+
+        return ModelRegistry(self.registry).archive(self.version, self.reason)
+
 
 class PromoteOptions(CommandOptions):
     """``ecgka registry promote`` and the ``promote`` stage: the gate applied to a registered version."""

@@ -5,6 +5,9 @@
     ecgka registry register REGISTRY RUN_DIR [--checkpoint best] [--note TEXT]
     ecgka registry promote REGISTRY@v3 [--gate configs/gate/default.yaml] [--data DIR] [key=value ...]
     ecgka registry promote REGISTRY --run RUN_DIR [...]
+    ecgka registry alias REGISTRY set|unset challenger [VERSION] --reason TEXT
+    ecgka registry rollback REGISTRY VERSION --reason TEXT
+    ecgka registry archive REGISTRY VERSION --reason TEXT
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from ecgka.cli.options import (
     Command,
     PromoteOptions,
     RegisterOptions,
+    RegistryAliasOptions,
+    RegistryArchiveOptions,
     RegistryListOptions,
+    RegistryRollbackOptions,
     RegistryShowOptions,
 )
 
@@ -27,9 +33,12 @@ def _list(o: RegistryListOptions) -> int:
     reg = ModelRegistry(o.registry)
     if not reg.dir.is_registry():
         raise InputError(f"{o.registry}: not a model registry (create one with `ecgka registry register`)")
+    reg.check()
     by_version: dict[str, list[str]] = {}
     for alias, version in reg.aliases().items():
         by_version.setdefault(version, []).append(alias)
+    for version in reg.archived():
+        by_version.setdefault(version, []).append("archived")
     for name in reg.versions():
         rec = reg.record(name)
         few = (rec["metrics"].get("regression", {}).get("few") or {}).get("mae")
@@ -46,13 +55,36 @@ def _show(o: RegistryShowOptions) -> int:
     if parsed is None:
         raise InputError(f"{o.ref}: give a version reference REGISTRY@champion or REGISTRY@v3")
     reg = ModelRegistry(parsed[0])
+    reg.check()
     print(json.dumps(reg.record(reg.resolve(parsed[1])), indent=2))
     return 0
 
 
 def _register(o: RegisterOptions) -> int:
-    name = o.execute()
-    print(f"registered {o.run} as {o.registry}@{name}")
+    name, created = o.execute_reporting()
+    print(f"registered {o.run} as {o.registry}@{name}" if created
+          else f"{o.run}: already registered as {o.registry}@{name}")
+    return 0
+
+
+def _event(entry: dict) -> str:
+    return (f"{entry['event']}: {entry.get('alias') or 'version'} {entry.get('previous') or '-'} -> "
+            f"{entry.get('version') or '-'} ({entry.get('reason')})")
+
+
+def _alias(o: RegistryAliasOptions) -> int:
+    print(_event(o.execute()))
+    return 0
+
+
+def _rollback(o: RegistryRollbackOptions) -> int:
+    print(_event(o.execute()))
+    return 0
+
+
+def _archive(o: RegistryArchiveOptions) -> int:
+    entry = o.execute()
+    print(f"archived {o.registry}@{entry['version']} ({entry['reason']}): kept, never served")
     return 0
 
 
@@ -79,3 +111,6 @@ LIST = Command(RegistryListOptions, _list)
 SHOW = Command(RegistryShowOptions, _show)
 REGISTER = Command(RegisterOptions, _register)
 PROMOTE = Command(PromoteOptions, _promote)
+ALIAS = Command(RegistryAliasOptions, _alias)
+ROLLBACK = Command(RegistryRollbackOptions, _rollback)
+ARCHIVE = Command(RegistryArchiveOptions, _archive)

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from ecgka import __version__
-from ecgka.catalog import RunDir
+from ecgka.catalog import RunDir, resolve_weights
 from ecgka.catalog.info import DatasetInfo, LabelHistogram
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
 from ecgka.evaluation.config import EvalConfig
-from ecgka.io import atomic_path, atomic_write_json
+from ecgka.io import atomic_path, atomic_write_json, sha256_file
 from ecgka.keys import SPLITS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
@@ -140,8 +140,11 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _provenance(run: dict, cfg: EvalConfig) -> dict:
-    return {"run": _clean({k: run.get(k) for k in RUN_KEYS if k in run}), "checkpoint": cfg.checkpoint}
+def _provenance(run: dict, cfg: EvalConfig, checkpoint_sha256: str) -> dict:
+    """The run, the checkpoint's name and ``model.checkpoint_sha256``: the SHA-256 of the weights evaluated
+    (the registry refuses metrics of other weights)."""
+    return {"run": _clean({k: run.get(k) for k in RUN_KEYS if k in run}), "checkpoint": cfg.checkpoint,
+            "model": {"checkpoint": cfg.checkpoint, "checkpoint_sha256": checkpoint_sha256}}
 
 
 def _matches_training(run: dict, dataset: DatasetInfo) -> bool | None:
@@ -185,11 +188,12 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     other = other_dataset(run, dataset, data, allow_other_dataset)
     dataset = dataset.with_changes(matches_training=_matches_training(run, dataset))
     eval_dataset(dataset, cfg)  # a bad shot override fails before any prediction
+    sha = sha256_file(resolve_weights(run_dir.path, cfg.checkpoint))  # the weights about to be evaluated
     preds = {s: _predict(run_dir.path, data, s, cfg) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
         _write_parquet(df, run_dir.predictions_path(s, other))
     metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split)
-    metrics.update(_provenance(run, cfg))
+    metrics.update(_provenance(run, cfg, sha))
     atomic_write_json(run_dir.metrics_path(split, other), metrics)
     return metrics
 

@@ -6,12 +6,22 @@ from pathlib import Path
 from typing import Any
 
 from ecgka import __version__
-from ecgka.catalog import RunDir
+from ecgka.catalog import RunDir, resolve_weights
 from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
+from ecgka.io import sha256_file
 from ecgka.training.shard_loading import ZSCORE_EPS, lead_indices
 
-CARD_SCHEMA_VERSION = 1
+CARD_SCHEMA_VERSION = 2  # 2: registry, model (SHA-256s), metrics, intended_use
+
+INTENDED_USE = {
+    "purpose": "research use only: estimate serum potassium (mmol/L) from a 12-lead ECG",
+    "not_for": "not a diagnostic device; not for clinical decisions. Every estimate must be confirmed by a "
+               "laboratory potassium measurement",
+    "population": "adults in the ECG-Ka-DIR population (MIMIC-IV-ECG ECGs paired with MIMIC-IV lab potassium); "
+                  "performance outside that population is unknown",
+    "input": "a 12-lead ECG cleaned as `preprocessing` says, leads in the order of `input.leads`",
+}
 
 
 def run_dataset(run: RunDir) -> tuple[DatasetInfo, Path]:
@@ -23,7 +33,10 @@ def run_dataset(run: RunDir) -> tuple[DatasetInfo, Path]:
     data = run.read_run().get("dataset_dir")
     if not data:
         raise InputError(f"{run.run_json}: names no dataset_dir (retrain with this ecgka)")
-    return describe_dataset(data, run_config(run.path)), Path(data)
+    path = Path(data)
+    if not path.is_absolute():  # a run of an older ecgka recorded the path as given to `ecgka train`
+        path = path.resolve()
+    return describe_dataset(path, run_config(run.path)), path
 
 
 def operating_points(run: RunDir, split: str = "test") -> dict[str, Any]:
@@ -36,13 +49,35 @@ def operating_points(run: RunDir, split: str = "test") -> dict[str, Any]:
             | {"definition": c.get("definition"), "fixed_on": "val"} for name, c in conditions.items()}
 
 
+def _get(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def test_metrics(run: RunDir) -> dict[str, Any] | None:
+    """The card's summary of the run's test evaluation: overall and few-shot MAE, and per condition the
+    sensitivity and specificity on test at the operating point fixed on validation (None: not evaluated)."""
+    if not run.metrics_path("test").is_file():
+        return None
+    metrics = run.read_metrics("test")
+    conditions = _get(metrics, "clinical.conditions") or {}
+    return {"split": "test", "n": metrics.get("n"), "n_subjects": metrics.get("n_subjects"),
+            "checkpoint_sha256": _get(metrics, "model.checkpoint_sha256"),
+            "mae": {group: _get(metrics, f"regression.{group}.mae") for group in ("all", "many", "median", "few")},
+            "clinical": {name: {k: _get(c, f"operating_point.test.{k}") for k in ("sensitivity", "specificity")}
+                         for name, c in conditions.items()}}
+
+
 def dataset_identity(dataset: DatasetInfo) -> dict[str, Any]:
     """The dataset's fingerprint and content digest (the fingerprint when it has none) and its parent."""
     return dataset.identity()
 
 
-def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str = "best") -> dict[str, Any]:
-    """The card of ``run_dir``'s model exported as ``fmt``."""
+def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str = "best", *,
+               registry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card of ``run_dir``'s model exported as ``fmt``; ``registry``: the registry version it belongs to
+    (``{"path", "version", "origin_run"}``). ``model.file_sha256`` is added by the exporter."""
     from ecgka.models import model_kwargs
     from ecgka.training.prediction import run_config
 
@@ -53,7 +88,11 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
     leads = [available[i] for i in lead_indices(available, cfg.data.leads)]
     return {
         "schema_version": CARD_SCHEMA_VERSION, "format": fmt, "ecgka_version": __version__,
+        "intended_use": INTENDED_USE,
+        "registry": registry,
         "run": {"path": str(run.path.resolve()), "name": cfg.name, "checkpoint": checkpoint},
+        "model": {"checkpoint_sha256": sha256_file(resolve_weights(run.path, checkpoint))},
+        "metrics": test_metrics(run),
         "architecture": {"name": cfg.model.name, "preset": cfg.model.preset, "in_channels": in_channels,
                          "num_outputs": 1, "settings": model_kwargs(cfg.model.name, cfg.model.preset,
                                                                      **cfg.model.overrides)},
@@ -67,5 +106,5 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
                                            "layout": signal.get("layout")}},
         "label_grid": dataset.grid.to_dict(),
         "operating_points": operating_points(run),
-        "dataset": {**dataset_identity(dataset), "path": str(data)},
+        "dataset": {**dataset_identity(dataset), "path": str(data.resolve())},
     }

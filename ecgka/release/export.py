@@ -18,7 +18,7 @@ from torch import nn
 
 from ecgka.catalog import ExportDir, FolderKind, claim_folder
 from ecgka.errors import InputError
-from ecgka.io import atomic_path, atomic_write_json
+from ecgka.io import atomic_path, atomic_write_json, sha256_file
 from ecgka.names import NameTable
 from ecgka.release.card import build_card
 from ecgka.training.shard_loading import ZSCORE_EPS
@@ -86,19 +86,20 @@ def portable_model(run_dir: str | Path, checkpoint: str = "best") -> tuple[Porta
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "torchscript", checkpoint: str = "best", *,
-               force: bool = False) -> Path:
+               force: bool = False, registry: dict | None = None) -> Path:
     """Write ``out/model.<ts|onnx>`` and ``out/card.json``; returns the model file. ``out`` holding another
-    model's export is refused unless ``force``."""
+    model's export is refused unless ``force``. ``registry``: the version it is exported for (in the card)."""
     exporter = EXPORTERS.get(fmt)
     claim = claim_folder(out, FolderKind.EXPORT)
     wrapper, in_channels = portable_model(run_dir, checkpoint)
-    card = build_card(run_dir, in_channels, fmt, checkpoint)
+    card = build_card(run_dir, in_channels, fmt, checkpoint, registry=registry)
     content = f"{card['run']['path']}:{checkpoint}:{fmt}"
     if claim.check_replace(content, force=force, what=f"the export of {claim.content}"):
         claim.clear()
     target = ExportDir(out).model_path(fmt)
     target.parent.mkdir(parents=True, exist_ok=True)
     exporter(wrapper, target, int(card["input"]["n_samples"] or 5000))
+    card["model"]["file"], card["model"]["file_sha256"] = target.name, sha256_file(target)
     atomic_write_json(ExportDir(out).card_path, card)
     claim.write_marker(content=content)
     return target

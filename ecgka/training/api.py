@@ -58,7 +58,7 @@ def _run_info(cfg: TrainConfig, data: Path, dataset: DatasetInfo, status: str, *
     return {"name": cfg.name, "method": cfg.method.name, "dist_loss": cfg.method.with_dist_loss,
             "display_name": cfg.method.display_name, "stage": 2 if cfg.init.path else 1,
             "init": cfg.init.path, "init_mode": cfg.init.mode if cfg.init.path else None,
-            "dataset_dir": str(data), "dataset_kind": dataset.kind, "dataset_fingerprint": dataset.fingerprint,
+            "dataset_dir": str(Path(data).resolve()), "dataset_kind": dataset.kind, "dataset_fingerprint": dataset.fingerprint,
             "status": status, "selection_metric": cfg.selection_metric, "ecgka_version": __version__,
             "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
 
