@@ -16,26 +16,78 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ecgka.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """int or float, alone or with None (``int | None``); not a type that also takes a boolean."""
+    args = typing.get_args(annotation)
+    if args and bool not in args:
+        return any(_is_number_type(a) for a in args if a is not type(None)) and all(
+            a is type(None) or _is_number_type(a) for a in args)
+    return annotation in (int, float)
+
+
 class ConfigModel(BaseModel):
-    """Base of every config: unknown keys are errors; values are validated on assignment too."""
+    """Base of every config: unknown keys are errors; values are validated on assignment too. A boolean is
+    never a number (YAML 1.1 reads ``epochs: yes`` as true, which pydantic would take for 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before", check_fields=False)
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _is_number_type(field.annotation):
+                raise ValueError(f"expected a number, got the boolean {str(value).lower()} (YAML reads yes/no/on/off "
+                                 "as booleans)")
+        return value
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names a key twice (PyYAML would keep the last value silently)."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark):
+        super().__init__(f"line {again.line + 1}: duplicate key {key!r} (first at line {first.line + 1})")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not key_node.start_mark:
+                raise DuplicateKeyError(key, first, key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML with :class:`StrictLoader` (duplicate keys are errors)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or non-mapping content is a one-line ConfigError."""
+    """Read a YAML mapping; a missing file, a duplicate key or non-mapping content is a one-line ConfigError."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
     if data is None:
@@ -63,7 +115,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw) if raw.strip() else None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"override {text!r}: {str(exc).split(': ', 1)[-1]}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value

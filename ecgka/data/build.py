@@ -44,7 +44,7 @@ from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
 from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
-from ecgka.errors import InputError
+from ecgka.errors import ConfigError, InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
 from ecgka.progress import progress_bar
 
@@ -215,6 +215,8 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     """
     start = time.perf_counter()
     log = log or (lambda line: None)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"--workers must be at least 1, got {workers!r}")  # before the folder is touched
     if dask_scheduler is not None:
         dask_client_class()  # Dask missing: the install hint before any work, not after the labs
     cfg = cfg or BuildConfig()

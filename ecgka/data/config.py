@@ -6,6 +6,8 @@ a rule re-runs the build.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator, model_validator
 
 from ecgka.config import ConfigModel
@@ -49,6 +51,15 @@ class LabsConfig(ConfigModel):
     parquet_batch_rows: int = Field(1 << 20, ge=1024)
     newlines_in_values: bool = True  # quoted comments may span lines
     csv_threads: bool = False  # True: parallel parse with read-ahead (faster on many cores, more memory)
+
+    @field_validator("label_pattern", "hemolysis_pattern", "hemolysis_negation_pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> LabsConfig:
@@ -102,7 +113,8 @@ class SplitConfig(ConfigModel):
     """Subject-disjoint splits: balanced val/test over label bins, natural train."""
 
     seed: int = 0  # label bins and shot groups: BuildConfig.label (ecgka.labels.LabelGrid)
-    per_bin_cap: int = Field(60, ge=0)  # per split and bin (the paper: 5,098 each over ~86 bins)
+    per_bin_cap: int = Field(60, ge=1)  # per split and bin (0 would leave val and test empty)
+    # (the paper: 5,098 each over ~86 bins)
     # at most this share of a bin's subjects goes to val+test, so train keeps every bin (1.0: a rare bin
     # may go wholly to val/test)
     holdout_max_fraction: float = Field(0.5, ge=0, le=1)

@@ -133,11 +133,24 @@ def _primary_category(path: Path, items: pd.DataFrame, cfg: LabsConfig) -> pd.Se
     return items["category"].fillna("").str.strip().str.lower().isin(wanted)
 
 
+def check_input_file(path: Path) -> None:
+    """A one-line InputError unless ``path`` is a regular file with content: not found, a folder, empty
+    (``/dev/null``, a zero-byte file) or not a regular file."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    if not path.is_file():
+        raise InputError(f"{path}: is empty (a device, not a file of lab rows)" if path.is_char_device()
+                         else f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: is empty (0 bytes)")
+
+
 def read_small_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Read a small table (d_labitems) as strings, checking its columns."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_input_file(path)
     df = pd.read_parquet(path) if _is_parquet(path) else pd.read_csv(path, dtype=str, keep_default_na=False)
     check_columns(path, list(df.columns), required)
     return df.astype(str)
@@ -199,8 +212,7 @@ def lab_file_columns(path: Path) -> list[str]:
     import zlib
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    check_input_file(path)
     try:
         if _is_parquet(path):
             return list(pq.read_schema(path).names)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ecgka.age.options import ImageOptions
 from ecgka.config import ConfigModel, load_validated, parse_override, read_yaml, validate_config
@@ -24,6 +24,22 @@ class ModelConfig(ConfigModel):
     name: str = "net1d"
     preset: str | None = None  # None: the model's default preset ("ecg" for net1d)
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _typed_overrides(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked against the model's typed options (``ecgka.models.options``) when the config loads."""
+        from ecgka.models.options import check_model_options
+
+        if "name" not in info.data or "preset" not in info.data:  # name or preset invalid: reported already
+            return v
+        try:
+            check_model_options(info.data["name"], info.data["preset"], v)
+        except ConfigError:  # an unknown model or preset: reported by name where the run starts
+            return v
+        except ValueError as exc:
+            raise ValueError(str(exc).removeprefix("overrides.")) from None
+        return v
 
 
 class OptimConfig(ConfigModel):
