@@ -44,7 +44,7 @@ def test_every_shipped_pipeline_resolves(name, tmp_path):
     if name == "ecg_ka_dir_paper":
         args += ["--set", *_mimic_stand_ins(tmp_path)]
     if name == "retrain":  # a user's registry, MIMIC root and new export
-        args += ["--set", *_mimic_stand_ins(tmp_path), f"registry={tmp_path / 'registry'}"]
+        args += ["--set", *_mimic_stand_ins(tmp_path), f"registry={tmp_path / 'registry'}", "new_registry=true"]
     if name in ("agedb_dir_paper", "imdb_wiki_dir_paper"):  # a user's split CSV and image root
         (tmp_path / "split.csv").write_text("age,path,split\n")
         args += ["--set", f"csv={tmp_path / 'split.csv'}", f"image_root={tmp_path}"]

@@ -28,14 +28,15 @@ Checkpoint = Literal["best", "last"]
 
 def option(default: Any = ..., help: str = "", *, flag: str | None = None, positional: bool = False,
            nargs: str | None = None, metavar: str | None = None, append: bool = False, group: str | None = None,
-           shown_default: str | None = None) -> Any:
+           shown_default: str | None = None, **bounds: Any) -> Any:
     """A field with its command-line spelling: ``--flag-name`` (or ``flag``), a positional, an appended list.
 
     ``shown_default``: how ``--help`` shows a None default (``all cores``); other defaults are shown as is.
+    ``bounds``: pydantic's ``ge``/``le``..., checked with the options (``ecgka run --check`` too).
     """
     cli = {"flag": flag, "positional": positional, "nargs": nargs, "metavar": metavar, "append": append,
            "group": group, "shown_default": shown_default}
-    return Field(default, description=help, json_schema_extra={"cli": cli})
+    return Field(default, description=help, json_schema_extra={"cli": cli}, **bounds)
 
 
 class CommandOptions(ConfigModel):
@@ -167,9 +168,10 @@ class SynthOptions(CommandOptions):
     api: ClassVar[str] = "ecgka.standin:generate_standin"
     api_names: ClassVar[dict[str, str]] = {"out": "out_dir"}
 
-    subjects: int = option(200, "subjects in the lab tables, ~92%% of them with ECGs", metavar="N")
-    seed: int = option(0, "random seed; same seed, same bytes", metavar="S")
-    workers: int | None = option(None, "worker processes", metavar="W", shown_default="all cores")
+    subjects: int = option(200, "subjects in the lab tables, ~92%% of them with ECGs", metavar="N", ge=1,
+                           le=1_000_000)
+    seed: int = option(0, "random seed; same seed, same bytes", metavar="S", ge=0)
+    workers: int | None = option(None, "worker processes", metavar="W", shown_default="all cores", ge=1, le=256)
 
     def execute(self, out: str | Path, *, force: bool = False, progress: Any = None) -> dict:
         from ecgka.standin import generate_standin
@@ -204,7 +206,7 @@ class BuildOptions(CommandOptions):
     overrides: list[str] = option([], "config overrides, e.g. signal.leads=[I,II]", positional=True, nargs="*",
                                   metavar="key=value")
     workers: int | None = option(None, "local worker processes for the signal stage", metavar="N", group="where",
-                                 shown_default="all cores")
+                                 shown_default="all cores", ge=1)
     dask_scheduler: str | None = option(None, "run the signal stage on a Dask cluster", metavar="ADDRESS",
                                         group="where")
 
@@ -378,9 +380,10 @@ class PredictOptions(CommandOptions):
     ecg_root: str = option(..., "root of the WFDB records", metavar="DIR")
     record_list: str | None = option(None, "records to score (subject_id, study_id, path)", metavar="CSV",
                                      shown_default="DIR/record_list.csv")
-    out: str = option(..., "the scores (Parquet)", metavar="FILE.parquet")
+    out: str = option(..., "the scores (Parquet; an existing file only with --force)", metavar="FILE.parquet")
     device: Literal["cpu", "cuda", "auto"] = option("cpu", "where the model runs")
-    batch_size: int = option(256, "ECGs per batch", metavar="N")
+    batch_size: int = option(256, "ECGs per batch (>= 1)", metavar="N")
+    force: bool = option(False, "replace an existing --out file")
 
 
 # ---- registry: list, show, register, promote (and the retraining stages) ------------------------------------------
@@ -479,16 +482,17 @@ class PromoteOptions(CommandOptions):
     registry: str = option(..., "a version reference REGISTRY@v3 (or REGISTRY@challenger), or the registry folder "
                            "with --run", positional=True, metavar="REGISTRY[@vN]")
     run: str | None = option(None, "promote the version registered from this run folder", metavar="RUN_DIR")
-    gate: str | None = option(None, "gate rules", metavar="FILE", shown_default="configs/gate/default.yaml")
-    data: str | None = option(None, "compare on this dataset's test split", metavar="DIR",
-                              shown_default="the candidate's own dataset")
-    gate_overrides: list[str] = option([], "gate overrides, e.g. n_boot=2000", positional=True, nargs="*",
-                                       metavar="key=value")
+    gate: str | None = option(None, "the gate file (changed only by a reviewed edit: no overrides)", metavar="FILE",
+                              shown_default="configs/gate/default.yaml")
+    data: str | None = option(None, "compare on this dataset's test split (no subject of either model's train or "
+                              "val split)", metavar="DIR", shown_default="the candidate's own dataset")
+    new_registry: bool = option(False, "allow a first champion in a registry that has none (else refused: a "
+                                "mistyped registry path never skips the gate)")
 
     def execute(self, out: str | Path | None = None) -> dict:
         from ecgka.release.promote import promote_registered
 
-        return promote_registered(self.registry, self.run, self.gate, self.gate_overrides, self.data, out=out)
+        return promote_registered(self.registry, self.run, self.gate, self.data, self.new_registry, out=out)
 
 
 class CompareOptions(CommandOptions):
@@ -501,13 +505,11 @@ class CompareOptions(CommandOptions):
     challenger: str
     datasets: list[str | None]
     gate: str | None = None
-    gate_overrides: list[str] = []
 
     def execute(self, out: str | Path) -> dict:
         from ecgka.release.compare import compare_with_champion
 
-        return compare_with_champion(self.registry, self.challenger, self.datasets, out, self.gate,
-                                     self.gate_overrides)
+        return compare_with_champion(self.registry, self.challenger, self.datasets, out, self.gate)
 
 
 class ChallengerOptions(CommandOptions):
@@ -521,17 +523,49 @@ class ChallengerOptions(CommandOptions):
     registry: str
     init: Literal["champion", "scratch"] = "champion"
     init_mode: Literal["full", "head"] = "full"  # full: fine-tune every weight; head: the two-stage scheme
+    # a registry without a champion is refused unless this says a new one starts here (a mistyped
+    # registry path would otherwise train from scratch and skip the gate as a "first registration")
+    new_registry: bool = False
     overrides: list[str] = TrainOptions.model_fields["overrides"]
 
     def train_options(self) -> TrainOptions:
         return TrainOptions(config=self.config, data=self.data,
                             overrides=[f"init.mode={self.init_mode}", *self.overrides])
 
-    def execute(self, out: str | Path, cfg: Any = None) -> dict:
-        from ecgka.release.registry import ModelRegistry
+    def champion(self) -> Path | None:
+        """The registry's frozen, verified copy of the champion to fine-tune (None: from scratch); a registry
+        path that is no registry, or one without a champion, is refused unless ``new_registry``."""
+        from ecgka.catalog import RegistryDir
+        from ecgka.errors import InputError
+        from ecgka.release.registry import ModelRegistry, resolve_model
 
-        init = ModelRegistry(self.registry).champion_run(exclude=out)[0] if self.init == "champion" else None
-        return self.train_options().execute(out, cfg=cfg, init=init)
+        check_registry_path(self.registry)
+        has = RegistryDir(self.registry).is_registry() and "champion" in ModelRegistry(self.registry).aliases()
+        if not has and not self.new_registry:
+            raise InputError(f"registry {self.registry}: has no champion (is the path right?); to start a new "
+                             f"registry set new_registry: true (retrain.yaml: --set new_registry=true)")
+        if not has or self.init != "champion":
+            return None
+        return resolve_model(f"{self.registry}@champion")[0]
+
+    def execute(self, out: str | Path, cfg: Any = None) -> dict:
+        return self.train_options().execute(out, cfg=cfg, init=self.champion())
+
+
+def check_registry_path(path: str | Path) -> None:
+    """A registry option names a registry folder, or a folder not yet there; a run folder, a dataset or any
+    other folder is refused in one line."""
+    from ecgka.catalog import DatasetDir, RegistryDir, RunDir
+    from ecgka.errors import InputError
+
+    folder = Path(path)
+    if not folder.exists() or RegistryDir(folder).is_registry():
+        return
+    what = ("a run folder" if RunDir(folder).is_run() else "a dataset folder" if DatasetDir(folder).manifest_path.is_file()
+            else "a file" if not folder.is_dir() else "an empty folder" if not any(folder.iterdir()) else "another folder")
+    if what == "an empty folder":
+        return
+    raise InputError(f"registry {path}: is {what}, not a model registry")
 
 
 # ---- age: prepare, pack, synth ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     ecgka registry list REGISTRY
     ecgka registry show REGISTRY@champion | REGISTRY@v3
     ecgka registry register REGISTRY RUN_DIR [--checkpoint best] [--note TEXT]
-    ecgka registry promote REGISTRY@v3 [--gate configs/gate/default.yaml] [--data DIR] [key=value ...]
+    ecgka registry promote REGISTRY@v3 [--gate configs/gate/default.yaml] [--data DIR] [--new-registry]
     ecgka registry promote REGISTRY --run RUN_DIR [...]
     ecgka registry alias REGISTRY set|unset challenger [VERSION] --reason TEXT
     ecgka registry rollback REGISTRY VERSION --reason TEXT
@@ -89,8 +89,14 @@ def _archive(o: RegistryArchiveOptions) -> int:
 
 
 def _promote(o: PromoteOptions) -> int:
-    print(format_decision(o.execute()))
-    return 0
+    """Exit 0: promoted (or already the champion); 3: refused by the gate (``GATE_REFUSED_EXIT``); 2: bad
+    input; 75: the registry is locked by another writer."""
+    from ecgka.release.promote import GATE_REFUSED_EXIT
+
+    decision = o.execute()
+    print(format_decision(decision))
+    refused = not decision["promote"] and decision["champion"] != decision["challenger"]
+    return GATE_REFUSED_EXIT if refused else 0
 
 
 def format_decision(decision: dict) -> str:
@@ -102,8 +108,9 @@ def format_decision(decision: dict) -> str:
              f"{'promoted to champion' if decision['promote'] else 'refused, the champion stays'}"]
     for rule in decision["rules"]:
         status = "pass" if rule["passed"] else "FAIL"
+        cases = f" on {rule['n']} case(s)" if rule.get("n") is not None else ""
         lines.append(f"  {status} {rule['metric']}: champion {rule['champion']}, challenger {rule['challenger']}"
-                     + ("" if rule["passed"] else f" ({'; '.join(rule['reasons'])})"))
+                     + cases + ("" if rule["passed"] else f" ({'; '.join(rule['reasons'])})"))
     return "\n".join(lines)
 
 

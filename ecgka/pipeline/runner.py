@@ -9,6 +9,11 @@ and its output is complete. The fingerprint covers the stage's resolved options,
 config files and inputs it names, and the fingerprints of the stages it reads from, so a changed config
 re-runs that stage and everything downstream. An interrupted stage has no marker and runs again; the
 stages themselves resume (build chunks, training checkpoints).
+
+A stage never removes a folder that a model registry version came from (its run folder or its dataset,
+for every registry a stage of the job names): a stage that must run again over such a folder writes a new
+attempt folder instead (``OUT/challenger.2``), recorded in its marker, so ``${challenger}`` references
+resolve to it on this run and the next ones.
 """
 
 from __future__ import annotations
@@ -136,7 +141,9 @@ def check_pipeline(spec: PipelineSpec, out_dir: Path, project_dir: Path, only: s
             check_inputs(stage, kind, raw)
         with _in_stage(stage.id):
             kind.resolved_config(options)
-        outputs[stage.id] = output
+            if only is None or stage.id in only:
+                kind.check(options)
+        outputs[stage.id] = _recorded_output(PipelineDir(out_dir), stage.id, output)
     return [stage.id for stage in spec.stages]
 
 
@@ -156,13 +163,18 @@ def run_pipeline(
     outputs: dict[str, Path] = {}
     fingerprints: dict[str, str] = {}
     results: list[StageResult] = []
+    registries = _registries(spec)
     for stage in spec.stages:
         kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
         upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
         fingerprint = stage_fingerprint(stage, kind, raw, options, upstream)
+        own_folder = output == folder.stage_dir(stage.id)
+        output = _recorded_output(folder, stage.id, output)
         outputs[stage.id], fingerprints[stage.id] = output, fingerprint
         marker = folder.marker(stage.id)
-        previous = read_json(marker).get("fingerprint") if marker.exists() else None
+        recorded = read_json(marker) if marker.exists() else {}
+        previous = recorded.get("fingerprint")
+        made_from = previous or recorded.get("pending")
         done = previous == fingerprint
         selected = only is None or stage.id in only
         if not selected or (done and not force and kind.is_complete(options, output)):
@@ -170,19 +182,76 @@ def run_pipeline(
                 log(f"[skip] {stage.id} ({stage.kind}): complete and unchanged")
             results.append(StageResult(stage.id, stage.kind, "skipped", 0.0, output))
             continue
+        fresh = force or (made_from is not None and made_from != fingerprint)
+        if own_folder and (fresh or made_from is None) and output.exists() and output.resolve() in _registered_origins(registries):
+            kept, output = output, _next_attempt(folder.stage_dir(stage.id))
+            outputs[stage.id] = output
+            kind, options, raw, _ = _prepare(stage, spec, outputs, out_dir, project_dir)
+            log(f"{kept}: a registry version came from it, so it stays; this attempt writes {output}")
         log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
-        if force or (previous is not None and previous != fingerprint):
+        if fresh:
             kind.reset(output)  # made from other inputs: start afresh instead of resuming
-        marker.unlink(missing_ok=True)
+        # no fingerprint until it finishes; the pending one and the attempt folder are remembered
+        atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": None, "pending": fingerprint,
+                                   "output": str(output)})
         start = time.perf_counter()
         kind.run(options, output)
         seconds = time.perf_counter() - start
         atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": fingerprint,
-                                   "seconds": round(seconds, 3), "ecgka_version": __version__})
+                                   "seconds": round(seconds, 3), "ecgka_version": __version__,
+                                   "output": str(output)})
         log(f"[done] {stage.id} in {seconds:.1f} s")
         results.append(StageResult(stage.id, stage.kind, "ran", seconds, output))
     _write_summary(spec, out_dir, results)
     return results
+
+
+def _recorded_output(folder: PipelineDir, stage_id: str, output: Path) -> Path:
+    """The attempt folder a stage's marker records (``OUT/challenger.2``), else ``output``."""
+    marker = folder.marker(stage_id)
+    if output != folder.stage_dir(stage_id) or not marker.is_file():
+        return output
+    recorded = read_json(marker).get("output")
+    return Path(recorded) if recorded else output
+
+
+def _next_attempt(default: Path) -> Path:
+    n = 2
+    while default.with_name(f"{default.name}.{n}").exists():
+        n += 1
+    return default.with_name(f"{default.name}.{n}")
+
+
+def _registries(spec: PipelineSpec) -> list[Path]:
+    """The registry folders the job's stages name (``registry:`` options that resolve without outputs)."""
+    found = []
+    for stage in spec.stages:
+        value = stage.options.get("registry")
+        try:
+            resolved = resolve(value, {}, spec.vars, f"stage {stage.id!r}")
+        except ConfigError:
+            continue
+        if isinstance(resolved, str) and resolved:
+            found.append(Path(resolved))
+    return found
+
+
+def _registered_origins(registries: list[Path]) -> set[Path]:
+    """Every run folder and dataset a version of these registries was made from (resolved paths)."""
+    from ecgka.catalog import RegistryDir
+    from ecgka.release.registry import ModelRegistry
+
+    origins: set[Path] = set()
+    for path in registries:
+        if not RegistryDir(path).is_registry():
+            continue
+        reg = ModelRegistry(path)
+        for name in reg.versions():
+            record = reg.record(name)
+            for origin in ((record.get("run") or {}).get("path"), (record.get("dataset") or {}).get("path")):
+                if origin:
+                    origins.add(Path(origin).resolve())
+    return origins
 
 
 def _claim(spec: PipelineSpec, out_dir: Path, force: bool, log: Callable[[str], None]) -> None:

@@ -53,6 +53,9 @@ class StageKind:
     # called before re-running a stage whose inputs or config changed (or with --force); stages that
     # resume by themselves must not resume work made from other inputs
     reset: Callable[[Path], None] = lambda out: None
+    # checks of the resolved options that ``ecgka run --check`` makes before anything runs (a registry
+    # path that is a run or dataset folder, a ``previous`` that is no dataset): raise a one-line error
+    check: Callable[[Any], None] = lambda options: None
 
 
 def _remove(out: Path) -> None:
@@ -129,11 +132,17 @@ def _report_complete(o: ReportOptions, out: Path) -> bool:
     return ReportDir(out).html.is_file()
 
 
+def _check_build(o: BuildOptions) -> None:
+    if o.previous and Path(o.previous).exists():  # made by an earlier stage: not there yet
+        DatasetDir(o.previous).read_manifest()  # a run folder, a registry or an old layout: one line
+
+
 STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _synth_complete))
 STAGE_KINDS.register("synth_age")(StageKind(AgeSynthOptions, _run_synth_age, _synth_age_complete))
 STAGE_KINDS.register("build")(
     StageKind(BuildOptions, _run_build, _build_complete, file_options=("labs", "d_labitems"),
               input_options=("ecg_root", "labs", "d_labitems", "config", "previous"), reset=_remove,
+              check=_check_build,
               resolved_config=lambda o: o.load_config("overrides").model_dump(mode="json"))
 )
 STAGE_KINDS.register("train")(
@@ -168,10 +177,10 @@ def _register_complete(o: RegisterOptions, out: Path) -> bool:
     return weights.is_file() and ModelRegistry(o.registry).find_run(Path(o.run), sha256_file(weights)) is not None
 
 
-def _gate(path: str | None, overrides: list[str]) -> Any:
+def _gate(path: str | None) -> Any:
     from ecgka.release.gate import load_gate
 
-    return load_gate(path, overrides)
+    return load_gate(path)
 
 
 def _run_compare(o: CompareOptions, out: Path) -> None:
@@ -179,26 +188,38 @@ def _run_compare(o: CompareOptions, out: Path) -> None:
 
 
 def _run_promote(o: PromoteOptions, out: Path) -> None:
-    o.execute(out)
+    from ecgka.cli.registry import format_decision
+
+    print(format_decision(o.execute(out)))  # the gate's decision: promoted, or refused with the failed rules
+
+
+def _check_registry(o: Any) -> None:
+    from ecgka.cli.options import check_registry_path
+
+    check_registry_path(o.registry)
+
+
+def _check_challenger(o: ChallengerOptions) -> None:
+    o.champion()  # the registry path, and a missing champion without new_registry, refused before training
 
 
 STAGE_KINDS.register("challenger")(
     StageKind(ChallengerOptions, _run_challenger, lambda o, out: _train_complete(o, out),
-              input_options=("config", "data"), reset=_remove,
+              input_options=("config", "data"), reset=_remove, check=_check_challenger,
               resolved_config=lambda o: {"train": o.train_options().load_config("overrides").model_dump(mode="json"),
                                          "init": o.init})
 )
 STAGE_KINDS.register("register")(
     StageKind(RegisterOptions, _run_register, _register_complete, input_options=("run",),
-              output_of=lambda o, default: Path(o.registry))
+              output_of=lambda o, default: Path(o.registry), check=_check_registry)
 )
 STAGE_KINDS.register("compare")(
     StageKind(CompareOptions, _run_compare, lambda o, out: ComparisonDir(out).json.is_file(),
-              input_options=("challenger", "datasets"), reset=_remove,
-              resolved_config=lambda o: _gate(o.gate, o.gate_overrides).model_dump(mode="json"))
+              input_options=("challenger", "datasets"), reset=_remove, check=_check_registry,
+              resolved_config=lambda o: _gate(o.gate).model_dump(mode="json"))
 )
 STAGE_KINDS.register("promote")(
     StageKind(PromoteOptions, _run_promote, lambda o, out: ComparisonDir(out).gate.is_file(),
-              input_options=("run",), reset=_remove,
-              resolved_config=lambda o: _gate(o.gate, o.gate_overrides).model_dump(mode="json"))
+              input_options=("run",), reset=_remove, check=_check_registry,
+              resolved_config=lambda o: _gate(o.gate).model_dump(mode="json"))
 )

@@ -15,11 +15,12 @@ import pandas as pd
 
 from ecgka.catalog import ComparisonDir, FolderKind, claim_folder
 from ecgka.catalog.info import DatasetInfo
+from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.labels import GROUPS
 from ecgka.release.gate import GateConfig, apply_gate
 from ecgka.release.paired import PairedPredictions, metric_value, paired_ci
-from ecgka.release.promote import evaluation
+from ecgka.release.promote import Model
 
 # (metric path, higher is better)
 COMPARED: tuple[tuple[str, bool], ...] = (
@@ -41,15 +42,15 @@ def lineage(dataset: str | Path) -> list[str]:
     return list(lineage_lines(dataset))
 
 
-def compare_on(champion: Path | None, challenger: Path, data: Path, split: str, n_boot: int,
+def compare_on(champion: Model | None, challenger: Model, data: Path, split: str, n_boot: int,
                seed: int) -> tuple[list[dict], dict, dict | None, PairedPredictions | None]:
     """Rows of one dataset (metric, champion, challenger, delta, CI), and both models' metrics."""
-    cand, cand_preds = evaluation(challenger, data, split)
+    cand, cand_preds = challenger.evaluate(data, split)
     base = paired = None
     if champion is not None:
-        base, base_preds = evaluation(champion, data, split)
+        base, base_preds = champion.evaluate(data, split)
         paired = PairedPredictions.from_files(base_preds, cand_preds, cand)
-    fingerprint = DatasetInfo.from_dict(cand["dataset"], what=f"{challenger} metrics").fingerprint
+    fingerprint = DatasetInfo.from_dict(cand["dataset"], what=f"{challenger.path} metrics").fingerprint
     rows = []
     for path, higher in COMPARED:
         b = None if base is None else metric_value(base, path)
@@ -90,24 +91,30 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(challenger: str | Path, datasets: list[str | Path], out: str | Path,
-                     champion: str | Path | None = None, gate: GateConfig | None = None,
+def write_comparison(challenger: str | Path | Model, datasets: list[str | Path], out: str | Path,
+                     champion: str | Path | Model | None = None, gate: GateConfig | None = None,
                      names: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
-    """Evaluate both runs on each dataset's test split (the first dataset decides the gate) and write the
-    report into ``out``; ``names``: the (champion, challenger) labels, e.g. registry versions."""
+    """Evaluate both models (run folders, or registry copies) on each dataset's test split (the first
+    dataset decides the gate) and write the report into ``out``; ``names``: the (champion, challenger)
+    labels, e.g. registry versions. The same weights on both sides are refused."""
     from ecgka.release.gate import load_gate
 
     gate = gate or load_gate()
+    cand_model = challenger if isinstance(challenger, Model) else Model.of_run(challenger)
+    base_model = (champion if isinstance(champion, Model) or champion is None else Model.of_run(champion))
+    if base_model is not None and base_model.sha256 == cand_model.sha256:
+        raise InputError(f"{cand_model.path}: the same weights as the champion {names[0] or base_model.path} "
+                         f"(SHA-256 {cand_model.sha256[:16]}...): a model is never compared with itself")
     claim = claim_folder(out, FolderKind.COMPARISON)
     rows, decision = [], None
     for i, data in enumerate(datasets):
-        part, cand, base, paired = compare_on(Path(champion) if champion else None, Path(challenger), Path(data), gate.split,
-                                      gate.n_boot, gate.seed)
+        part, cand, base, paired = compare_on(base_model, cand_model, Path(data), gate.split, gate.n_boot, gate.seed)
         rows += part
         if i == 0:
             decision = (apply_gate(gate, base, cand, paired) if base is not None else
                         {"promote": True, "rules": [], "failed": [], "reason": "first registration: no champion"})
-    result = {"champion": names[0] or (str(champion) if champion else None), "challenger": names[1] or str(challenger),
+    result = {"champion": names[0] or (str(base_model.path) if base_model else None),
+              "challenger": names[1] or str(cand_model.path),
               "datasets": [str(d) for d in datasets], "rows": rows, "lineage": lineage(datasets[0]), "gate": decision}
     target = ComparisonDir(out)
     target.path.mkdir(parents=True, exist_ok=True)
@@ -121,16 +128,18 @@ def write_comparison(challenger: str | Path, datasets: list[str | Path], out: st
 
 
 def compare_with_champion(registry: str | Path, challenger: str | Path, datasets: list[str | Path | None],
-                          out: str | Path, gate: str | Path | None = None,
-                          gate_overrides: list[str] | None = None) -> dict[str, Any]:
-    """The ``compare`` stage: the registry's champion (none when it is ``challenger`` itself) against the
-    ``challenger`` run on each dataset's test split (empty entries, an unset optional variable, are
-    dropped; the first dataset decides the gate), written into ``out``."""
+                          out: str | Path, gate: str | Path | None = None) -> dict[str, Any]:
+    """The ``compare`` stage: the registry's champion against the ``challenger`` run (its registered
+    version's copy when registered), both from the registry's frozen copies, on each dataset's test split
+    (empty entries, an unset optional variable, are dropped; the first dataset decides the gate), written
+    into ``out``. No champion: the report has the challenger alone."""
     from ecgka.release.gate import load_gate
     from ecgka.release.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
-    champion, name = reg.champion_run(exclude=challenger)
-    version = reg.find_version_of(Path(challenger))
-    return write_comparison(challenger, [d for d in datasets if d], out, champion, load_gate(gate, gate_overrides),
+    name = reg.aliases().get("champion") if reg.dir.is_registry() else None
+    champion = Model.of_version(reg, name) if name else None
+    version = reg.find_version_of(Path(challenger)) if reg.dir.is_registry() else None
+    cand = Model.of_version(reg, version) if version else Model.of_run(challenger)
+    return write_comparison(cand, [d for d in datasets if d], out, champion, load_gate(gate),
                             names=(name, version))

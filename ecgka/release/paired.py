@@ -28,6 +28,53 @@ REGRESSION_STATS = {"mae": mae, "mse": mse, "gm": gm}
 BINARY_STATS = ("sensitivity", "specificity", "ppv", "npv")
 
 
+# The metric paths of metrics.json a gate rule may name (those with a paired bootstrap, below): the one
+# declared table that ``ecgka run --check`` and ``load_gate`` validate rule metrics against.
+GATE_METRICS: tuple[str, ...] = (
+    *(f"regression.{g}.{s}" for g in ("all", *GROUPS) for s in REGRESSION_STATS),
+    *(f"clinical.conditions.{c}.auroc" for c in CONDITIONS),
+    *(f"clinical.conditions.{c}.{where}.{s}" for c in CONDITIONS for where in ("at_threshold", "operating_point.test")
+      for s in BINARY_STATS),
+)
+# the confusion-table cells a binary statistic is computed on (its number of cases)
+_CASES = {"sensitivity": ("tp", "fn"), "specificity": ("tn", "fp"), "ppv": ("tp", "fp"), "npv": ("tn", "fn")}
+
+
+def check_metric_path(path: str) -> str:
+    """``path`` when a gate rule may name it; else a one-line error with the nearest known paths."""
+    import difflib
+
+    if path in GATE_METRICS:
+        return path
+    close = difflib.get_close_matches(path, GATE_METRICS, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"unknown metric {path!r} (not a path of metrics.json the gate can compare){hint} "
+                     f"(known: regression.<all|many|median|few>.<mae|mse|gm>, clinical.conditions.<"
+                     f"{'|'.join(CONDITIONS)}>.auroc|at_threshold.<stat>|operating_point.test.<stat>)")
+
+
+def metric_cases(metrics: dict, path: str) -> int | None:
+    """How many cases the metric at ``path`` is computed on (samples of a regression group, positives of a
+    sensitivity, negatives of a specificity, flagged cases of a PPV, ..., the rarer class of an AUROC)."""
+    parts = path.split(".")
+    node: object = metrics
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    if parts[0] == "regression":
+        n = node.get("n")
+    elif parts[-1] in _CASES:
+        cells = [node.get(c) for c in _CASES[parts[-1]]]
+        n = None if any(c is None for c in cells) else sum(cells)
+    elif parts[-1] == "auroc":
+        n, pos = node.get("n"), node.get("n_positive")
+        n = None if n is None or pos is None else min(pos, n - pos)
+    else:
+        n = None
+    return None if n is None else int(n)
+
+
 def metric_value(metrics: dict, path: str) -> float | None:
     """The value at a dotted path of metrics.json (None when absent or null)."""
     node = metrics

@@ -153,15 +153,37 @@ def score_records(scorer: Scorer, ecg_root: Path, records: pd.DataFrame, device:
     return out
 
 
+def check_out(out: str | Path, force: bool = False) -> None:
+    """Refuse, before anything is scored, an ``out`` that is a folder, or an existing file without ``force``."""
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"--out {out}: is a folder; give the scores' file name (e.g. {path / 'scores.parquet'})")
+    if path.exists() and not force:
+        raise InputError(f"--out {out}: exists; pass --force to replace it (or choose another file)")
+
+
+def drop_duplicates(records: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The records with each (subject_id, study_id, path) row once, and how many repeated rows were dropped."""
+    keep = ~records.astype(str).duplicated(subset=list(ID_COLUMNS))
+    return records[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def predict_ecgs(model: str, ecg_root: str | Path, out: str | Path, record_list: str | Path | None = None,
-                 device: str = "cpu", batch_size: int = 256) -> pd.DataFrame:
-    """Score every record of ``ecg_root`` (or of ``record_list``) and write ``out`` (Parquet, atomically)."""
+                 device: str = "cpu", batch_size: int = 256, force: bool = False) -> pd.DataFrame:
+    """Score every record of ``ecg_root`` (or of ``record_list``) and write ``out`` (Parquet, atomically).
+
+    An existing ``out`` file is replaced only with ``force``; a folder is refused. A record row given more
+    than once is scored once: the table's ``attrs["duplicates"]`` counts the rows dropped."""
     from ecgka.training.build import resolve_device
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be an integer >= 1")
+    check_out(out, force)
     dev = str(resolve_device(device))
+    records, duplicates = drop_duplicates(read_records(Path(ecg_root), Path(record_list) if record_list else None))
     scorer = load_scorer(model, dev)
-    table = score_records(scorer, Path(ecg_root), read_records(Path(ecg_root), Path(record_list) if record_list
-                                                               else None), dev, batch_size)
+    table = score_records(scorer, Path(ecg_root), records, dev, batch_size)
+    table.attrs["duplicates"] = duplicates
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)
