@@ -198,6 +198,7 @@ class ModelRegistry:
         """Append one event to log.jsonl (append-only, flushed to disk), under the lock."""
         entry = {"time": utc_now(), "event": event, **fields}
         with self.locked():
+            self.read_log()  # a corrupted log is refused, never appended to
             with open(self.dir.log_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry, sort_keys=False, default=str) + "\n")
                 handle.flush()
@@ -210,6 +211,7 @@ class ModelRegistry:
         if alias not in ALIASES:
             raise InputError(f"unknown alias {alias!r} (valid: {', '.join(ALIASES)})")
         with self.locked():
+            self.check()  # a corrupted registry file is refused before anything is written
             aliases = self.aliases()
             if version is not None:
                 self.record(version)
