@@ -49,7 +49,7 @@ class LineProgress:
         self.iterable, self.desc, self.unit, self.n = iterable, desc or "progress", unit.strip() or "it", initial
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
-        self.total, self._said, self._closed = total, -1, False
+        self.total, self._said, self._closed = total, 0, False
 
     def _say(self, text: str) -> None:
         say(f"{self.desc}: {text}", sys.stderr)

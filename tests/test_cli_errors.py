@@ -6,6 +6,8 @@ Table-driven: each case names its command line (with ``{tmp}`` for a scratch fol
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,14 +43,21 @@ def _inputs(tmp: Path) -> None:
     (tmp / "ecg").mkdir()
     (tmp / "ecg" / "record_list.csv").write_bytes(
         b"subject_id,study_id,ecg_time,path\n1,2,2180-01-01 00:00:00,files/a\n3,4,2180-01-01 00:00:00,files/\xffb\n")
+    (tmp / "ecg_ok").mkdir()
+    (tmp / "ecg_ok" / "record_list.csv").write_text("subject_id,study_id,ecg_time,path\n")
     (tmp / "labevents.csv").write_text("subject_id,itemid,charttime,valuenum\n")
     (tmp / "precious").mkdir()
     (tmp / "precious" / "notes.txt").write_text("mine")
     (tmp / "afile").write_text("mine")
     write_dataset(tmp / "ds", n_train=64, n_val=16, n_test=16, n_samples=64)
+    (tmp / "dup.yaml").write_text("epochs: 1\nseed: 3\nepochs: 5\n")
+    (tmp / "evaluated" / "eval" / "test").mkdir(parents=True)  # a run evaluated on test only
+    (tmp / "evaluated" / "run.json").write_text("{}")
+    (tmp / "evaluated" / "eval" / "test" / "metrics.json").write_text("{}")
 
 
 TRAIN = "train --data {tmp}/ds --out {tmp}/run model.preset=tiny batch_size=32"
+BUILD = "build --ecg-root {tmp}/ecg --labs {tmp}/labevents.csv --out {tmp}/out"
 CASES = [
     # (id, command line, exit code, message regex, paths that must not exist afterwards)
     ("set_unknown_variable", "run {tmp}/p.yaml --set nosuchvar=3 --out {tmp}/out", 2,
@@ -108,6 +117,31 @@ CASES = [
     ("train_bad_value", TRAIN + " epochs=abc", 2, r"command line: epochs=abc: ", ["run"]),
     ("train_batch_too_large", TRAIN + " batch_size=128", 2, r"64 samples, fewer than one batch of 128", ["run"]),
     ("evaluate_not_a_run", "evaluate {tmp}/precious --data {tmp}/ds", 2, r"precious", []),
+    # values that were accepted, or failed late or with a misleading cause (issue 19, section 5)
+    ("build_bad_regex", BUILD + " labs.hemolysis_pattern=[", 2,
+     r"command line: labs\.hemolysis_pattern=\[: not a valid regular expression", ["out"]),
+    ("build_negative_workers", BUILD + " --workers -1", 2, r"workers: Input should be greater than or equal to 1",
+     ["out"]),
+    ("build_labs_dev_null", "build --ecg-root {tmp}/ecg_ok --labs /dev/null --out {tmp}/out", 2,
+     r"^ecgka build: error: /dev/null: is empty", ["out"]),
+    ("build_per_bin_cap_zero", BUILD + " split.per_bin_cap=0", 2,
+     r"command line: split\.per_bin_cap=0: Input should be greater than or equal to 1", ["out"]),
+    ("synth_zero_subjects", "synth --out {tmp}/out --subjects 0", 2, r"subjects: .*greater than or equal to 1",
+     ["out"]),
+    ("train_model_dropout", TRAIN + " model.overrides.dropout=2", 2,
+     r"command line: model\.overrides\.dropout=2: (model\.overrides: )?dropout: Input should be less than 1", ["run"]),
+    ("train_model_kernel_size", TRAIN + " model.overrides.kernel_size=0", 2,
+     r"model\.overrides\.kernel_size=0: (model\.overrides: )?kernel_size: .*greater than or equal to 1", ["run"]),
+    ("train_model_unknown_option", TRAIN + " model.overrides.kernal_size=3", 2,
+     r"kernal_size: net1d has no option 'kernal_size'", ["run"]),
+    ("train_duplicate_yaml_key", TRAIN + " --config {tmp}/dup.yaml", 2,
+     r"dup\.yaml: line 3: duplicate key 'epochs' \(first at line 1\)$", ["run"]),
+    ("train_yaml_boolean_epochs", TRAIN + " epochs=yes", 2,
+     r"command line: epochs=yes: expected a number, got the boolean true", ["run"]),
+    ("run_check_validates_values", "run pipelines/demo.yaml --check --set subjects=0 --out {tmp}/out", 2,
+     r"stage 'standin': subjects: Input should be greater than or equal to 1", ["out"]),
+    ("report_split_not_evaluated", "report {tmp}/evaluated --split val --out {tmp}/rep", 2,
+     r"not evaluated on val, only on test; report it with --split test", ["rep"]),
 ]
 
 
@@ -168,3 +202,38 @@ def test_closed_stdout_on_help_ends_quietly():
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err
+
+
+# -- console output never fails the work (issue 19): real `> /dev/full` and `2> /dev/full` ---------------------
+
+def _ecgka_to(args: list[str], stdout: str | None = None, stderr: str | None = None) -> subprocess.CompletedProcess:
+    with open(stdout or os.devnull, "w") as out, open(stderr or os.devnull, "w") as err:
+        return subprocess.run([sys.executable, "-m", "ecgka", *args], cwd=REPO, timeout=300, stdout=out,
+                              stderr=err if stderr else subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_synth_and_build_to_a_full_stdout_write_their_output(tmp_path):
+    """The summary printed to a full stdout is lost; the stand-in and the dataset are written, exit 0."""
+    standin = _ecgka_to(["synth", "--out", str(tmp_path / "s"), "--subjects", "300", "--workers", "2"],
+                        stdout="/dev/full")
+    assert standin.returncode == 0 and "Traceback" not in standin.stderr, standin.stderr[-2000:]
+    build = _ecgka_to(["build", "--ecg-root", str(tmp_path / "s" / "ecg"), "--labs",
+                       str(tmp_path / "s" / "hosp" / "labevents.csv.gz"), "--out", str(tmp_path / "ds"),
+                       "--workers", "2"], stdout="/dev/full")
+    assert build.returncode == 0 and "Traceback" not in build.stderr, build.stderr[-2000:]
+    assert (tmp_path / "ds" / "manifest.json").is_file()
+    assert "signals: 100%" in build.stderr, "not on a terminal: progress lines on stderr"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_train_to_a_full_stderr_completes_the_run(tmp_path):
+    """The epoch lines written to a full stderr are lost; the run completes (it was marked failed)."""
+    write_dataset(tmp_path / "ds", n_train=64, n_val=16, n_test=16, n_samples=64)
+    res = _ecgka_to(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "model.preset=tiny",
+                     "batch_size=32", "epochs=2", "threads=1", "tensorboard=false"], stdout=None,
+                    stderr="/dev/full")
+    assert res.returncode == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"

@@ -21,6 +21,7 @@ from pathlib import Path
 from ecgka.catalog import DatasetDir, RunDir
 from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
+from ecgka.keys import SPLITS
 from ecgka.losses.methods import PAPER_ORDER
 from ecgka.losses.methods import display_name as method_display_name
 
@@ -102,6 +103,11 @@ def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = Non
     --allow-other-dataset``); a missing run.json or metrics.json is a one-line InputError."""
     rd = RunDir(run_dir)
     run = rd.read_run()
+    if not rd.metrics_path(split, dataset).is_file():
+        done = [s for s in SPLITS if s != split and rd.metrics_path(s, dataset).is_file()]
+        if done:  # evaluated, on another split: the fix is --split, not another evaluation
+            raise InputError(f"{rd.path}: not evaluated on {split}, only on {', '.join(done)}; report it with "
+                             f"--split {done[0]} (or run `ecgka evaluate {rd.path} --data DIR --split {split}`)")
     metrics = rd.read_metrics(split, dataset)
     method, dist = base_method(run)
     variant = _variant_of(run)
