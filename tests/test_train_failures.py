@@ -318,7 +318,7 @@ def test_cli_train_ends_with_the_run_the_best_checkpoint_and_the_next_command(da
     run = tmp_path / "r"
     res = _cli("--data", str(data_dir), "--out", str(run), *FAST, "epochs=2")
     assert res.returncode == 0, res.stderr[-2000:]
-    best = _status(run)["best_epoch"] + 1
+    best = _status(run)["best_epoch"]  # counted from 1, as the console counts
     lines = res.stdout.strip().splitlines()
     assert re.fullmatch(rf"trained Vanilla in {re.escape(str(run))}: best epoch {best}/2 \(balanced_mae "
                         r"\d+\.\d{4} on val\)", lines[0]), lines

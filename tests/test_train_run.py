@@ -65,7 +65,7 @@ def test_run_directory_layout(stage1, data_dir):
     assert {"lr", "train_loss", "train_terms", "seconds", "samples_per_s", "val"} <= set(log[0])
     assert {"mae", "balanced_mae"} <= set(log[0]["val"])
     best = min(log, key=lambda r: r["val"]["balanced_mae"])["epoch"]
-    assert info["best_epoch"] == best
+    assert info["best_epoch"] == best + 1, "run.json counts epochs from 1 (log.jsonl's epoch is the 0-based index)"
     for name in ("best", "last"):
         state = torch.load(stage1 / "checkpoints" / f"{name}.pt", weights_only=True)
         assert "model" in state
@@ -77,7 +77,7 @@ def test_predict_matches_validation_metric(stage1, data_dir):
     assert list(df.columns) == ["sample_id", "subject_id", "label", "prediction"]
     assert len(df) == 48 and df["sample_id"].is_unique
     log = [json.loads(line) for line in (stage1 / "log.jsonl").read_text().splitlines()]
-    best = json.loads((stage1 / "run.json").read_text())["best_epoch"]
+    best = json.loads((stage1 / "run.json").read_text())["best_epoch"] - 1  # counted from 1
     mae = float(np.abs(df["prediction"] - df["label"]).mean())
     assert mae == pytest.approx(log[best]["val"]["mae"], rel=1e-5)
 

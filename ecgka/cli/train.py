@@ -30,7 +30,7 @@ def ending(summary: dict[str, Any], run_dir: str, data_dir: str) -> list[str]:
     run = RunDir(run_dir)
     best = summary.get("best_epoch")
     value = summary.get("best_value")
-    chosen = (f"best epoch {best + 1}/{summary.get('epochs_done')} ({summary.get('selection_metric')} "
+    chosen = (f"best epoch {best}/{summary.get('epochs_done')} ({summary.get('selection_metric')} "
               f"{value:.4f} on val)" if best is not None and value is not None else "no best epoch")
     return [f"trained {summary.get('display_name')} in {run.path}: {chosen}",
             f"  best checkpoint: {run.checkpoint('best')}",

@@ -204,7 +204,8 @@ def _fit(cfg: TrainConfig, data: Path, dataset: DatasetInfo, run: RunDir, runtim
     trainer.fit()
     if info.main:
         write_bad_files(run, {"train": train, "val": val})
-    summary = _run_info(cfg, data, dataset, RUN_COMPLETE, best_epoch=trainer.best.get("epoch"),
+    best_epoch = trainer.best.get("epoch")  # run.json counts epochs from 1, as the console does
+    summary = _run_info(cfg, data, dataset, RUN_COMPLETE, best_epoch=None if best_epoch is None else best_epoch + 1,
                         best_value=trainer.best.get("value"), epochs_done=trainer.epoch,
                         n_parameters=count_parameters(trainer.model),
                         trainable_parameters=count_parameters(trainer.model, True), world_size=info.world,
