@@ -105,7 +105,8 @@ def test_registry_cli(runs, tmp_path):
                               text=True)
 
     assert cli("register", str(reg), str(run[0])).returncode == 0
-    out = cli("promote", f"{reg}@v1")
+    assert cli("promote", f"{reg}@v1").returncode == 2  # no champion: a new registry must be said explicitly
+    out = cli("promote", f"{reg}@v1", "--new-registry")
     assert out.returncode == 0 and "champion" in out.stdout
     listed = cli("list", str(reg))
     assert "v0001" in listed.stdout and "champion" in listed.stdout
