@@ -238,6 +238,9 @@ class ModelRegistry:
         """Make an earlier version champion again (``ecgka registry rollback``)."""
         with self.locked():
             name = self.resolve(version)
+            if self.is_archived(name):
+                raise InputError(f"{self.path}@{name}: is archived ({self.archived()[name].get('reason')}); an "
+                                 f"archived version cannot be champion")
             current = self.aliases().get("champion")
             if current is None:
                 raise InputError(f"{self.path}: has no champion to roll back (promote a version first)")
