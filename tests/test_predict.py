@@ -73,9 +73,39 @@ def test_predict_with_the_registry_champion(trained, tmp_path):
 
     ecg_root, data, run = trained
     ModelRegistry(tmp_path / "registry").register(run)
-    assert promote(tmp_path / "registry", "v1")["promote"]  # the first version: no champion yet
+    assert promote(tmp_path / "registry", "v1", new_registry=True)["promote"]  # the first version: no champion yet
     by_run = predict_ecgs(str(run), ecg_root, tmp_path / "a.parquet")
     by_alias = predict_ecgs(f"{tmp_path / 'registry'}@champion", ecg_root, tmp_path / "b.parquet")
     assert (by_alias["model_version"] == "v0001").all()  # scored by the registry's TorchScript export
     np.testing.assert_allclose(by_alias["potassium_pred"], by_run["potassium_pred"], atol=1e-5)
     pd.testing.assert_series_equal(by_alias["excluded_reason"], by_run["excluded_reason"])
+
+
+def _predict_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecgka", "predict", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_predict_out_and_batch_size_are_checked_before_scoring(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    common = ["--model", str(tmp_path / "no-model"), "--ecg-root", str(tmp_path)]
+    out = _predict_cli(*common, "--out", str(notes))
+    assert out.returncode == 2 and "exists; pass --force" in out.stderr and notes.read_text() == "my notes"
+    out = _predict_cli(*common, "--out", str(tmp_path))
+    assert out.returncode == 2 and "is a folder" in out.stderr
+    out = _predict_cli(*common, "--out", str(tmp_path / "s.parquet"), "--batch-size", "0")
+    assert out.returncode == 2 and "--batch-size 0: must be an integer >= 1" in out.stderr
+
+
+def test_duplicate_rows_are_scored_once_and_an_existing_file_needs_force(trained, tmp_path):
+    ecg_root, data, run = trained
+    records = pd.read_csv(ecg_root / "record_list.csv").head(3)[["subject_id", "study_id", "path"]]
+    pd.concat([records, records.iloc[[0, 0]]], ignore_index=True).to_csv(tmp_path / "list.csv", index=False)
+    out = tmp_path / "scores.parquet"
+    args = ["--model", str(run), "--ecg-root", str(ecg_root), "--record-list", str(tmp_path / "list.csv"),
+            "--out", str(out)]
+    first = _predict_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "2 duplicate record row(s) scored once" in first.stdout and len(pd.read_parquet(out)) == 3
+    assert _predict_cli(*args).returncode == 2  # exists
+    assert _predict_cli(*args, "--force").returncode == 0
