@@ -56,6 +56,15 @@ def test_torchscript_export_reproduces_ecgka_in_a_fresh_process(run, tmp_path):
     assert card["input"]["leads"] == ["II"] and card["input"]["n_samples"] == N_SAMPLES
     assert card["operating_points"]["hyper"]["threshold"] is not None and card["label_grid"]["step"] > 0
     assert card["dataset"]["fingerprint"] and card["architecture"]["settings"]
+    # what the model is and what it is for: its SHA-256s, its test metrics, its intended use
+    from ecgka.io import sha256_file
+
+    assert card["model"]["file_sha256"] == sha256_file(path) and card["registry"] is None
+    assert card["model"]["checkpoint_sha256"] == sha256_file(run / "checkpoints" / "best.pt")
+    assert card["metrics"]["mae"]["few"] is not None or card["metrics"]["mae"]["all"] is not None
+    assert set(card["metrics"]["clinical"]["hyper"]) == {"sensitivity", "specificity"}
+    assert "not a diagnostic device" in card["intended_use"]["not_for"]
+    assert Path(card["dataset"]["path"]).is_absolute()
     split = load_split(data, "test")
     test_x = np.asarray(split.signals[:, [split.leads.index("II")]], dtype=np.float32)  # as ecgka stores them
     rng = np.random.default_rng(0)
