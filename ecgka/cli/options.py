@@ -21,6 +21,7 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from ecgka.config import ConfigModel, validate_config
+from ecgka.errors import ConfigError
 from ecgka.keys import SPLITS
 
 Checkpoint = Literal["best", "last"]
@@ -149,7 +150,14 @@ def options_from_args(model: type[ConfigModel], args: argparse.Namespace) -> Any
     """The typed options of a parsed command line (an appended flag not given takes the model's default)."""
     values = {name: getattr(args, name) for name in model.model_fields}
     values = {k: v for k, v in values.items() if v is not None or not cli_info(model.model_fields[k]).get("append")}
-    return validate_config(model, values, source="command line")
+    try:
+        return validate_config(model, values, source="command line")
+    except ConfigError as exc:  # name the option as typed: "--subjects", not "subjects"
+        text = str(exc)
+        for name, field in model.model_fields.items():
+            if text.startswith(f"command line: {name}: ") and not cli_info(field).get("positional"):
+                raise ConfigError(f"command line: {flag_of(name, field)}: {text[len(name) + 16:]}") from None
+        raise
 
 
 class Command(NamedTuple):
