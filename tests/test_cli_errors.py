@@ -237,3 +237,24 @@ def test_train_to_a_full_stderr_completes_the_run(tmp_path):
                     stderr="/dev/full")
     assert res.returncode == 0
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("command", ["build", "train", "report", "run", "evaluate"])
+def test_an_output_path_that_cannot_be_written_is_one_line(command, monkeypatch, capsys):
+    """PermissionError (root writes anywhere, so it is raised here) from any command: one line, exit 2."""
+    import ecgka.cli as cli
+
+    def denied(options):
+        raise PermissionError(13, "Permission denied", "/data/out/manifest.json")
+
+    real = cli.load_command
+    monkeypatch.setattr(cli, "load_command", lambda info: real(info)._replace(run=denied))
+    import ecgka.cli.options as options
+
+    monkeypatch.setattr(options, "options_from_args", lambda model, args: None)
+    argv = {"build": ["build", "--ecg-root", "e", "--labs", "l", "--out", "o"],
+            "train": ["train", "--data", "d", "--out", "o"], "report": ["report", "r", "--out", "o"],
+            "run": ["run", "p.yaml", "--out", "o"], "evaluate": ["evaluate", "r", "--data", "d"]}[command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"ecgka {command}: error: /data/out/manifest.json: permission denied\n"

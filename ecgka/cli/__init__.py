@@ -160,10 +160,12 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
-def handle_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated` (in the main thread only; elsewhere signals cannot be set)."""
+def handle_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` (in the main thread only; elsewhere signals cannot be set);
+    returns the previous handler (None when none was set)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
 
 
 def interrupt_exit_code(exc: BaseException) -> int:
@@ -219,7 +221,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     command = load_command(info)
     args = build_parser(prog, info).parse_intermixed_args(rest)
-    handle_sigterm()
+    previous = handle_sigterm()
     try:
         options = options_from_args(command.options, args)
         return int(command.run(options) or 0)
@@ -234,6 +236,9 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         say(f"{prog}: error: {os_error_line(exc)}", sys.stderr)
         return 2
+    finally:  # in-process callers (tests, a notebook) get their own SIGTERM handling back
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def os_error_line(exc: OSError) -> str:
