@@ -181,7 +181,7 @@ class ModelRegistry:
         """Hold the registry's write lock (re-entrant within a process; another process waits ``wait``
         seconds, then is refused in one line). The folder is claimed as a registry: a folder of anything
         else is refused before the lock file is made, a new one gets its marker under the lock."""
-        if self._entries():
+        if self._entries() and not (self.path / LOCK_FILE).exists():  # with a lock file: checked under it
             claim_folder(self.path, FolderKind.REGISTRY, option="registry")
         with FolderLock(self.path, "model registry", wait=wait):
             if not (self.path / FOLDER_MARKER).is_file():
