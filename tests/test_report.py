@@ -274,3 +274,16 @@ def test_dist_loss_runs_pair_with_the_baseline_of_the_same_ablation_label():
     table = results_table(runs, "abl", "abl")
     assert table.marks[(2, "MAE few")] == "better"  # 0.9 < 1.0 (B=256), not compared with 0.5 (B=512)
     assert table.marks[(3, "MAE few")] == "worse"  # 0.6 > 0.5 (B=512)
+
+
+def test_the_same_run_twice_is_refused_in_one_line(built, tmp_path, capsys, monkeypatch):
+    """Before: two identical rows (one bolded as best) and duplicate keys in the tidy CSVs."""
+    run = built["runs"][0]
+    with pytest.raises(InputError, match="given twice"):
+        write_report([run, run], tmp_path / "twice")
+    monkeypatch.chdir(run.parent)
+    other_spelling = Path("..") / run.parent.name / run.name  # the same folder, spelt another way
+    assert cli_main(["report", run.name, str(other_spelling), "--out", str(tmp_path / "spelt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "given twice" in err and "give each run once" in err
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "spelt").exists()

@@ -172,3 +172,45 @@ def test_evaluate_on_another_dataset_is_refused_then_kept_apart(trained, capsys,
     assert theirs["n"] == 16 and theirs["dataset"]["matches_training"] is False
     report = write_report([run_dir], tmp_path / "rep", dataset=fingerprint)  # reported on request only
     assert fingerprint in report.read_text()
+
+
+def _copy_run(trained, tmp_path, status: str | None = None) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    if status is not None:
+        info = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**info, "status": status}))
+    return run
+
+
+@pytest.mark.parametrize("status", ["running", "failed", "interrupted"])
+def test_evaluate_refuses_an_incomplete_run(trained, tmp_path, capsys, status):
+    """Before: exit 0 while `ecgka train` was still running, and the metrics of the epoch-1 model stayed."""
+    run = _copy_run(trained, tmp_path, status)
+    assert cli_main(["evaluate", str(run), "n_boot=10", "device=cpu", "--data", str(trained[1])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"is {status}, not complete" in err and "ecgka train" in err
+    assert not RunDir(run).eval_dir("test").exists()
+
+
+def test_report_refuses_metrics_of_a_changed_checkpoint_or_reevaluates(trained, tmp_path, capsys):
+    """Before: the report showed the metrics of weights the run no longer held (e.g. evaluated at epoch 1
+    while training went on)."""
+    run, data = _copy_run(trained, tmp_path), trained[1]
+    rd = RunDir(run)
+    evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu"))
+    sha = rd.read_metrics("test")["model"]["checkpoint_sha256"]
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "ok")]) == 0  # unchanged: reported
+    rd.checkpoint("best").write_bytes(rd.checkpoint("last").read_bytes())  # training went on
+    capsys.readouterr()
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checkpoint has changed" in err and "ecgka evaluate" in err
+    assert not (tmp_path / "rep").exists()
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "rep"), "--reevaluate"]) == 0
+    assert "evaluating it again" in capsys.readouterr().out
+    metrics = rd.read_metrics("test")
+    assert metrics["model"]["checkpoint_sha256"] != sha and metrics["config"]["n_boot"] == 10
+    assert (tmp_path / "rep" / "report.html").is_file()

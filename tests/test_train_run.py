@@ -317,3 +317,40 @@ def test_prediction_runs_with_tf32_off_and_restores_the_flags(data_dir):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def test_a_stage_2_config_without_its_stage_1_is_refused(data_dir, tmp_path):
+    """Before: configs/train/dist_loss.yaml without --init trained from scratch, labelled "Dist Loss"."""
+    cfg = load_train_config(REPO / "configs/train/dist_loss.yaml", [*FAST, "epochs=1"])
+    with pytest.raises(ConfigError, match="--init"):
+        train_run(cfg, data_dir, tmp_path / "dist")
+    assert not (tmp_path / "dist").exists()
+    out = _cli("--config", "configs/train/balanced_mse.yaml", "--data", data_dir,
+               "--out", tmp_path / "bmse", *FAST, "epochs=1")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "stage 2" in out.stderr and "--init" in out.stderr and not (tmp_path / "bmse").exists()
+    # end to end from scratch says so (init.mode full); a config that does not declare stage 2 needs no --init
+    for config in ("configs/train/dist_loss_e2e.yaml", "configs/train/vanilla.yaml"):
+        load_train_config(REPO / config, FAST).init.check_stage_1()
+    load_train_config(REPO / "configs/train/dist_loss.yaml", ["init.mode=full"]).init.check_stage_1()
+
+
+def test_init_from_a_run_of_another_dataset_is_refused_unless_allowed(stage1, data_dir, tmp_path):
+    """Before: a stage-1 run of dataset A was accepted silently as the init of a stage 2 on dataset B."""
+    other = write_dataset(tmp_path / "other", n_train=96, n_val=32, n_test=32, n_samples=300,
+                          leads=("I", "II"), shard_rows=50, seed=5)
+    fp_a, fp_b = (DatasetDir(d).read_manifest()["fingerprint"] for d in (data_dir, other))
+    assert fp_a != fp_b
+    config = REPO / "configs/train/dist_loss.yaml"
+    with pytest.raises(InputError, match=f"trained on dataset {fp_a}.*init.allow_other_dataset=true"):
+        train_run(load_train_config(config, [*FAST, "epochs=1"]), other, tmp_path / "refused", init=stage1)
+    assert not (tmp_path / "refused").exists()
+    with pytest.raises(InputError, match="allow_other_dataset"):  # its checkpoint file names the same run
+        train_run(load_train_config(config, [*FAST, "epochs=1"]), other, tmp_path / "refused",
+                  init=stage1 / "checkpoints" / "best.pt")
+    info = train_run(load_train_config(config, [*FAST, "epochs=1", "init.allow_other_dataset=true"]), other,
+                     tmp_path / "allowed", init=stage1)
+    assert info["init_dataset_fingerprint"] == fp_a and info["init_other_dataset"] is True
+    assert info["dataset_fingerprint"] == fp_b
+    same = train_run(load_train_config(config, [*FAST, "epochs=1"]), data_dir, tmp_path / "same", init=stage1)
+    assert same["init_dataset_fingerprint"] == fp_a and same["init_other_dataset"] is False

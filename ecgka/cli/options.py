@@ -332,12 +332,14 @@ class ReportOptions(CommandOptions):
                                     "(default: refused)")
     title: str | None = option(None, "the report's title", metavar="TEXT",
                                shown_default="ECG potassium regression: evaluation report")
+    reevaluate: bool = option(False, "evaluate again (on the run's own dataset, same options) a run whose "
+                              "checkpoint changed after its evaluation (default: refused)")
 
     def execute(self, out: str | Path, *, force: bool = False, log: Any = None) -> Path:
         from ecgka.report import write_report
 
         return write_report(self.runs, out, split=self.split, title=self.title, force=force, dataset=self.dataset,
-                            group_by_dataset=self.group_by_dataset, log=log)
+                            group_by_dataset=self.group_by_dataset, reevaluate=self.reevaluate, log=log)
 
 
 class ReportCommand(ReportOptions):
@@ -536,9 +538,11 @@ class ChallengerOptions(CommandOptions):
     new_registry: bool = False
     overrides: list[str] = TrainOptions.model_fields["overrides"]
 
-    def train_options(self) -> TrainOptions:
-        return TrainOptions(config=self.config, data=self.data,
-                            overrides=[f"init.mode={self.init_mode}", *self.overrides])
+    def train_options(self, from_champion: bool = True) -> TrainOptions:
+        """The champion was trained on an earlier dataset version: fine-tuning it on the new one is the point
+        (``init.allow_other_dataset``); from scratch, ``init_mode`` has nothing to apply to."""
+        init = [f"init.mode={self.init_mode}", "init.allow_other_dataset=true"] if from_champion else []
+        return TrainOptions(config=self.config, data=self.data, overrides=[*init, *self.overrides])
 
     def champion(self) -> Path | None:
         """The registry's frozen, verified copy of the champion to fine-tune (None: from scratch); a registry
@@ -557,7 +561,10 @@ class ChallengerOptions(CommandOptions):
         return resolve_model(f"{self.registry}@champion")[0]
 
     def execute(self, out: str | Path, cfg: Any = None) -> dict:
-        return self.train_options().execute(out, cfg=cfg, init=self.champion())
+        champion = self.champion()
+        if champion is None and cfg is not None:  # from scratch: without the champion's init overrides
+            cfg = self.train_options(False).load_config("overrides")
+        return self.train_options(champion is not None).execute(out, cfg=cfg, init=champion)
 
 
 def check_registry_path(path: str | Path) -> None:

@@ -34,6 +34,7 @@ SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributi
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
             "best_epoch", "selection_metric", "seed", "group", "ablation", "variant", "status")
+RUN_COMPLETE = "complete"  # run.json ``status`` of a finished run (``ecgka.training.resume``)
 BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid steps (3 mmol/L)
 
 
@@ -164,6 +165,17 @@ def other_dataset(run: dict, dataset: DatasetInfo, data_dir: Path, allow: bool) 
     return str(fingerprint)
 
 
+def check_complete(run_dir: RunDir, run: dict) -> None:
+    """Only a finished run is evaluated: a run still training (or stopped) would be evaluated with the
+    weights of whichever epoch was best so far, and its metrics would outlive them. One line otherwise."""
+    status = run.get("status")
+    if status is None or status == RUN_COMPLETE:  # None: a run.json written before statuses existed
+        return
+    fix = ("wait until `ecgka train` finishes (or resume it with the same command), then evaluate"
+           if status == "running" else "resume it with the same `ecgka train` command, then evaluate")
+    raise InputError(f"{run_dir.path}: the run is {status}, not complete: {fix}")
+
+
 def _describe(run: RunDir, data: Path) -> DatasetInfo:
     """The description of ``data`` (its kind's: an ECG manifest, an age split's) under the run's config."""
     from ecgka.training.config import read_resolved_config
@@ -184,7 +196,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (valid: {', '.join(SPLITS)})")
     run_dir, data = RunDir(run_dir), Path(data_dir)
-    run, dataset = run_dir.read_run(), _describe(run_dir, data)
+    run = run_dir.read_run()
+    check_complete(run_dir, run)
+    dataset = _describe(run_dir, data)
     other = other_dataset(run, dataset, data, allow_other_dataset)
     dataset = dataset.with_changes(matches_training=_matches_training(run, dataset))
     eval_dataset(dataset, cfg)  # a bad shot override fails before any prediction

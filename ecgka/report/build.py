@@ -15,10 +15,17 @@ import yaml
 
 from ecgka import __version__
 from ecgka.catalog import FolderKind, ReportDir, claim_folder
-from ecgka.config import config_hash
+from ecgka.config import config_hash, validate_config
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.report import html, index, markdown, privacy
-from ecgka.report.collect import ReportModel, by_dataset, collect, has_clinical
+from ecgka.report.collect import (
+    ReportModel,
+    by_dataset,
+    check_distinct,
+    checkpoint_changed,
+    collect,
+    has_clinical,
+)
 from ecgka.report.figures import all_figures
 from ecgka.report.render_utils import fmt, model_card
 from ecgka.report.tables import Table, all_tables
@@ -99,12 +106,47 @@ def report_content(run_dirs, split: str, dataset: str | None = None, grouped: bo
                         "dataset": dataset, "grouped": grouped})
 
 
+def reevaluate_changed(run_dirs, split: str, dataset: str | None = None, log=None) -> list[Path]:
+    """Evaluate again (on the run's own dataset, with the recorded options) every run whose evaluated
+    checkpoint has changed since; returns those runs. An evaluation on another dataset is not redone
+    (its folder is not recorded): refused in one line."""
+    from ecgka.catalog import RunDir
+    from ecgka.errors import InputError
+    from ecgka.evaluation.config import EvalConfig
+    from ecgka.evaluation.evaluate import evaluate_run
+
+    redone = []
+    for d in run_dirs:
+        rd = RunDir(d)
+        if not rd.metrics_path(split, dataset).is_file():
+            continue
+        metrics = rd.read_metrics(split, dataset)
+        why = checkpoint_changed(rd, metrics)
+        if why is None:
+            continue
+        data = rd.read_run().get("dataset_dir")
+        if dataset is not None or not data:
+            raise InputError(f"{rd.metrics_path(split, dataset)}: {why}; re-run `ecgka evaluate {d} --data DIR"
+                             f"{' --allow-other-dataset' if dataset else ''}`")
+        if log:
+            log(f"{d}: {why}: evaluating it again on {data}")
+        evaluate_run(d, data, split, validate_config(EvalConfig, metrics.get("config") or {},
+                                                     source=str(rd.metrics_path(split))))
+        redone.append(Path(d))
+    return redone
+
+
 def write_report(run_dirs, out_dir, split: str = "test", title: str | None = None, *, force: bool = False,
-                 dataset: str | None = None, group_by_dataset: bool = False, log=None) -> Path:
+                 dataset: str | None = None, group_by_dataset: bool = False, reevaluate: bool = False,
+                 log=None) -> Path:
     """Build the report of ``run_dirs`` (each evaluated on ``split``; on ``dataset``, a fingerprint, when
     given) into ``out_dir``; returns report.html. Runs evaluated on different datasets are refused, or with
-    ``group_by_dataset`` get one report each (``datasets/<fingerprint>/``) under an index page."""
+    ``group_by_dataset`` get one report each (``datasets/<fingerprint>/``) under an index page. A run whose
+    checkpoint changed after its evaluation is refused, or with ``reevaluate`` evaluated again first."""
     out_dir = Path(out_dir)
+    check_distinct(run_dirs)
+    if reevaluate:
+        reevaluate_changed(run_dirs, split, dataset, log)
     claim = claim_folder(out_dir, FolderKind.REPORT)
     content = report_content(run_dirs, split, dataset, group_by_dataset)
     replacing = claim.check_replace(content, force=force, what="a report of other runs")

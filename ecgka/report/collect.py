@@ -21,6 +21,7 @@ from pathlib import Path
 from ecgka.catalog import DatasetDir, RunDir
 from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
+from ecgka.io import sha256_file
 from ecgka.keys import SPLITS
 from ecgka.losses.methods import PAPER_ORDER
 from ecgka.losses.methods import display_name as method_display_name
@@ -109,6 +110,7 @@ def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = Non
             raise InputError(f"{rd.path}: not evaluated on {split}, only on {', '.join(done)}; report it with "
                              f"--split {done[0]} (or run `ecgka evaluate {rd.path} --data DIR --split {split}`)")
     metrics = rd.read_metrics(split, dataset)
+    check_checkpoint(rd, metrics, rd.metrics_path(split, dataset))
     method, dist = base_method(run)
     variant = _variant_of(run)
     group = str(run.get("group") or ("imbalance" if variant else "main"))
@@ -116,6 +118,46 @@ def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = Non
                     dist_loss=dist, group=group, ablation=run.get("ablation"), variant=variant,
                     metrics=metrics, run=run, config=rd.read_config(), epochs=rd.read_log(),
                     dataset=DatasetInfo.from_dict(metrics.get("dataset"), what=str(rd.metrics_path(split, dataset))))
+
+
+def evaluated_checkpoint(metrics: dict) -> tuple[str, str | None]:
+    """(checkpoint name, its SHA-256 when evaluated) as ``ecgka evaluate`` recorded them in metrics.json."""
+    model = metrics.get("model") if isinstance(metrics.get("model"), dict) else {}
+    return str(model.get("checkpoint") or metrics.get("checkpoint") or "best"), model.get("checkpoint_sha256")
+
+
+def checkpoint_changed(rd: RunDir, metrics: dict) -> str | None:
+    """Why the evaluated weights are no longer the run's (None when they are, or when the evaluation
+    predates recorded SHA-256s: nothing to compare with)."""
+    which, sha = evaluated_checkpoint(metrics)
+    if sha is None:
+        return None
+    path = rd.checkpoint(which)
+    if not path.is_file():
+        return f"its {which} checkpoint is gone"
+    if sha256_file(path) != sha:
+        return f"its {which} checkpoint has changed since it was evaluated"
+    return None
+
+
+def check_checkpoint(rd: RunDir, metrics: dict, where: Path) -> None:
+    """Refuse metrics of weights the run no longer holds (e.g. evaluated while training went on)."""
+    why = checkpoint_changed(rd, metrics)
+    if why:
+        raise InputError(f"{where}: {why}; re-run `ecgka evaluate {rd.path} --data DIR` (or pass "
+                         f"--reevaluate to `ecgka report`)")
+
+
+def check_distinct(run_dirs) -> None:
+    """Each run once: the same run given twice (however spelt) would be two identical rows, one bolded as
+    best, and duplicate keys in the tidy tables."""
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            spelt = f" (as {seen[key]} and {d})" if str(seen[key]) != str(d) else ""
+            raise InputError(f"run {d} is given twice{spelt}: give each run once")
+        seen[key] = str(d)
 
 
 def _unique_names(runs: list[RunEntry]) -> None:
@@ -157,6 +199,7 @@ def collect(run_dirs, split: str = "test", dataset: str | None = None, one_datas
     ``one_dataset``: refuse runs evaluated on different datasets (a grouped report splits them instead)."""
     if not run_dirs:
         raise InputError("no run directories given")
+    check_distinct(run_dirs)
     runs = [load_run(d, split, dataset) for d in run_dirs]
     if one_dataset:
         check_one_dataset(runs)

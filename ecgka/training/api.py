@@ -54,10 +54,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def init_dataset(cfg: TrainConfig, dataset: DatasetInfo) -> dict[str, Any]:
+    """The stage-1 run's training dataset (``init_dataset_fingerprint``; None for a bare checkpoint file,
+    whose origin is unknown); a run trained on another dataset is refused unless
+    ``init.allow_other_dataset``. Read-only: called before the run folder is touched."""
+    if not cfg.init.path:
+        return {}
+    path = Path(cfg.init.path)
+    stage1 = RunDir(path if path.is_dir() else path.parent.parent)  # a run, or RUN/checkpoints/X.pt
+    fingerprint = stage1.read_run().get("dataset_fingerprint") if stage1.run_json.is_file() else None
+    other = fingerprint is not None and fingerprint != dataset.fingerprint
+    if other and not cfg.init.allow_other_dataset:
+        raise InputError(f"--init {cfg.init.path}: that run was trained on dataset {fingerprint}, not on this "
+                         f"one ({dataset.fingerprint}); use a stage-1 run of this dataset, or pass "
+                         "init.allow_other_dataset=true to start from it anyway")
+    return {"init_dataset_fingerprint": fingerprint, "init_other_dataset": other}
+
+
 def _run_info(cfg: TrainConfig, data: Path, dataset: DatasetInfo, status: str, **extra: Any) -> dict[str, Any]:
     return {"name": cfg.name, "method": cfg.method.name, "dist_loss": cfg.method.with_dist_loss,
             "display_name": cfg.method.display_name, "stage": 2 if cfg.init.path else 1,
             "init": cfg.init.path, "init_mode": cfg.init.mode if cfg.init.path else None,
+            **init_dataset(cfg, dataset),
             "dataset_dir": str(Path(data).resolve()), "dataset_kind": dataset.kind, "dataset_fingerprint": dataset.fingerprint,
             "status": status, "selection_metric": cfg.selection_metric, "ecgka_version": __version__,
             "seed": cfg.seed, "group": cfg.group, "ablation": cfg.ablation, "variant": cfg.variant, **extra}
@@ -107,6 +125,7 @@ def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init:
     model_kwargs(cfg.model.name, cfg.model.preset)  # unknown model or preset: fail before any data is read
     if init is not None:
         cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"path": str(init)})})
+    cfg.init.check_stage_1(f"config {cfg.name!r}")  # before any data is read or any file written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(make_runtime(cfg).device.type)
@@ -163,6 +182,7 @@ def _train(cfg: TrainConfig, data: Path, run: RunDir, runtime: Runtime, info: Di
     dataset = describe_dataset(data, cfg)
     if dataset.n_train is not None:  # before any file is written or read
         check_steps(dataset.n_train, cfg.batch_size, data)
+    init_dataset(cfg, dataset)  # a stage-1 run of another dataset: refused before anything is written
     done = _prepare_dir(run, cfg, data, dataset, info, force=force, log=log)
     if done is not None:
         if info.main:

@@ -93,6 +93,21 @@ class InitConfig(ConfigModel):
     mode: Literal["head", "full"] = "head"
     backbone: Literal["eval", "train"] = "eval"
     checkpoint: Literal["best", "last"] = "best"
+    # A stage-1 run trained on another dataset (fingerprints differ) is refused unless this says so (e.g.
+    # fine-tuning a registry's champion on a new dataset version); run.json records both fingerprints.
+    allow_other_dataset: bool = False
+
+    @property
+    def declares_stage_2(self) -> bool:
+        """The config says ``init.mode: head`` itself (the paper's two-stage scheme: Dist Loss, Balanced MSE),
+        rather than inheriting the default: it needs its stage-1 run (``--init``)."""
+        return "mode" in self.model_fields_set and self.mode == "head"
+
+    def check_stage_1(self, source: str = "the config") -> None:
+        """A stage-2 config without its stage 1 would train from scratch under the stage-2 method's name."""
+        if self.path is None and self.declares_stage_2:
+            raise ConfigError(f"{source} is stage 2 of a two-stage method (init.mode: head): pass --init "
+                              "STAGE1_RUN (e.g. a vanilla run), or init.mode=full to train it end to end from scratch")
 
     @property
     def frozen_backbone_in_eval(self) -> bool:
