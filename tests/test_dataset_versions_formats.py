@@ -112,6 +112,22 @@ def test_merge_labs_rule():
                   [2, 100, 50971, 3.3],   # corrected: replaces 3.0
                   [3, 100, 50971, 5.0]])  # added
     merged, counts = merge_labs(old, new)
-    assert counts == {"added": 1, "repeated": 2, "changed": 1, "old_rows_replaced": 1}
+    assert counts == {"added": 1, "repeated": 2, "changed": 1, "old_rows_replaced": 1, "withdrawn_retracted": 0,
+                      "withdrawn_hemolysed": 0, "withdrawn_invalid_correction": 0, "withdrawn_rows": 0}
     got = sorted(zip(merged.subject_id.tolist(), merged.time_s.tolist(), np.round(merged.value.astype(np.float64), 2).tolist(), strict=True))
     assert got == [(1, 100, 4.0), (1, 200, 4.5), (1, 200, 4.9), (2, 100, 3.3), (3, 100, 5.0)]
+
+
+def test_merge_labs_withdrawals():
+    """A lab the new export retracts, flags haemolysed or corrects to an implausible value is removed (old rows
+    and the export's own rows alike), counted once per lab that had a value, by reason (retraction first)."""
+    old = _table([[1, 100, 50971, 4.3], [1, 200, 50971, 4.5], [1, 300, 50971, 5.6], [1, 400, 50971, 4.0]])
+    new = _table([[1, 400, 50971, 4.1], [2, 100, 50971, 4.2]])
+    withdrawn = pd.DataFrame({"subject_id": [1, 1, 1, 1, 1, 3], "time_s": [100, 200, 300, 300, 400, 100],
+                              "itemid": [50971] * 6,
+                              "reason": ["out_of_range", "hemolysed", "hemolysed", "retracted", "hemolysed", "hemolysed"]})
+    merged, counts = merge_labs(old, new, withdrawn)
+    assert list(zip(merged.subject_id.tolist(), merged.time_s.tolist(), strict=True)) == [(2, 100)]
+    assert counts["withdrawn_invalid_correction"] == 1 and counts["withdrawn_retracted"] == 1
+    assert counts["withdrawn_hemolysed"] == 2  # (1, 200) and (1, 400) with its new row; (3, 100) had no value
+    assert counts["withdrawn_rows"] == 5 and counts["added"] == 1

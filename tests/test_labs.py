@@ -76,11 +76,88 @@ def test_small_blocks_give_same_result(tmp_path):
 
 
 def test_malformed_rows_counted(tmp_path):
+    """Only malformed potassium rows count (their item field, by the header's position, is a potassium item):
+    before, every malformed row of any analyte was counted and the potassium sums no longer added up."""
     path = write_labs(tmp_path / "labs.csv", ROWS[:2])
     with open(path, "a") as fh:
-        fh.write("1,2,3\n")  # too few fields
-    table, dropped, _ = extract_potassium([path], LabsConfig(), ITEMS)
+        fh.write("1,2,3\n")  # too few fields, no item
+        fh.write("9,1,,,50912,,2150-01-01 08:00:00,,1.0,1.0,mg/dL,,,,,,extra\n")  # creatinine, one field too many
+        fh.write("9,1,,,50971,,2150-01-01 10:00:00,,4.0,4.0,mEq/L,,,,,,extra\n")  # potassium, one field too many
+    table, dropped, seen = extract_potassium([path], LabsConfig(), ITEMS)
     assert dropped["malformed_row"] == 1 and len(table) == 2
+    assert seen["potassium_rows"] == seen["kept"] + sum(dropped.values())
+
+
+def test_potassium_sums_add_up(tmp_path):
+    """rows of potassium items = kept + every drop reason (malformed rows included), in one export and two."""
+    a = write_labs(tmp_path / "a.csv", ROWS)
+    with open(a, "a") as fh:
+        fh.write("9,1,,,50971,,2150-01-05 10:00:00,,4.0,4.0,mEq/L,,,,,,extra\n")
+        fh.write("9,1,,,50983,,2150-01-05 10:00:00,,140,140,mEq/L,,,,,,extra\n")  # sodium: not counted
+    _, dropped, seen = extract_potassium([a], LabsConfig(), ITEMS)
+    assert seen["potassium_rows"] == len(ROWS) - 1 + 1 == seen["kept"] + sum(dropped.values())
+
+
+@pytest.mark.parametrize("itemid, subject, kept", [
+    ("50971.0", "1", True), (" 50971 ", "1.0", True), ("50971.00", "+1", True),
+    ("50971", "x.0", False), ("50971", "1.5", False), ("50971", "1e3", False), ("50971", "-1", False),
+])
+def test_one_numeric_id_rule(tmp_path, itemid, subject, kept):
+    """Every id column follows one rule: an integer, "50971.0" is 50971; "x.0", "1.5", "1e3" are refused
+    (before: itemid "50971.0" was not potassium while subject_id "1.5" was accepted)."""
+    rows = [{"subject_id": subject, "itemid": itemid, "charttime": T, "valuenum": 4.1}]
+    for path in (write_labs(tmp_path / "l.csv", rows), write_labs(tmp_path / "l.parquet", rows)):
+        table, dropped, _ = extract_potassium([path], LabsConfig(), ITEMS) if kept else (None, None, None)
+        if kept:
+            assert table.itemid.tolist() == [50971] and table.subject_id.tolist() == [1]
+        else:
+            rows2 = rows + [{"subject_id": 2, "itemid": 50971, "charttime": T, "valuenum": 4.0}]
+            table, dropped, _ = extract_potassium([write_labs(path, rows2)], LabsConfig(), ITEMS)
+            assert table.subject_id.tolist() == [2] and dropped["bad_subject_id"] == 1
+
+
+def test_time_zone_offsets_are_dropped(tmp_path):
+    """MIMIC times are naive (shifted): a charttime with a UTC offset is dropped as timezone_offset, whether all
+    rows or only some carry one (before: converted to UTC, or a pandas "Mixed timezones" traceback)."""
+    rows = [{"subject_id": 1, "itemid": 50971, "charttime": "2150-01-01 20:18:00-05:00", "valuenum": 4.1},
+            {"subject_id": 1, "itemid": 50971, "charttime": "2150-01-01T21:00:00Z", "valuenum": 4.2},
+            {"subject_id": 1, "itemid": 50971, "charttime": "2150-01-01 22:00:00+0100", "valuenum": 4.3},
+            {"subject_id": 1, "itemid": 50971, "charttime": "2150-01-01 23:00:00", "valuenum": 4.4}]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table, dropped, seen = extract_potassium([write_labs(tmp_path / "l.csv", rows)], LabsConfig(), ITEMS)
+    assert dropped["timezone_offset"] == 3 and np.allclose(table.value, [4.4])
+    assert table.time_s.tolist() == [np.datetime64("2150-01-01T23:00:00", "s").astype(np.int64)]
+    import pandas as pd
+
+    aware = lab_frame(rows[:1])
+    aware["charttime"] = pd.to_datetime(aware["charttime"])  # a time-zone-aware Parquet column
+    aware.to_parquet(tmp_path / "aware.parquet")
+    with pytest.raises(InputError, match=r"aware.parquet: no usable potassium row: 1 of 1 potassium rows dropped "
+                                         r"timezone_offset"):
+        extract_potassium([tmp_path / "aware.parquet"], LabsConfig(), ITEMS)
+
+
+def test_export_with_no_usable_row_is_refused(tmp_path):
+    """An export that yields nothing is one line naming the main drop reason (before: a new version, '0 rows added')."""
+    day_first = [{"subject_id": 1, "itemid": 50971, "charttime": "31/01/2150 08:00:00", "valuenum": 4.1}] * 2
+    with pytest.raises(InputError, match=r"^d.csv: no usable potassium row: 2 of 2 potassium rows dropped bad_charttime"):
+        extract_potassium([write_labs(tmp_path / "d.csv", day_first)], LabsConfig(), ITEMS)
+    header = tmp_path / "h.csv"
+    header.write_text(",".join(lab_frame(ROWS[:1]).columns) + "\n")
+    with pytest.raises(InputError, match=r"^h.csv: no rows \(header only\)"):
+        extract_potassium([header], LabsConfig(), ITEMS)
+    other = [{"subject_id": 1, "itemid": 50912, "charttime": T, "valuenum": 1.0}]
+    with pytest.raises(InputError, match=r"^o.csv: no potassium row among 1 rows"):
+        extract_potassium([write_labs(tmp_path / "o.csv", other)], LabsConfig(), ITEMS)
+
+
+def test_retraction_pattern_is_a_validated_regex():
+    with pytest.raises(ValueError, match="regular expression"):
+        LabsConfig(retraction_pattern="(unclosed")
+    assert LabsConfig(retraction_pattern="").retraction_pattern == ""
 
 
 def test_missing_columns_one_line_error(tmp_path):

@@ -160,7 +160,7 @@ def _ledger(records: pd.DataFrame, no_lab_rows: np.ndarray, chunk_excl: pd.DataF
 
 def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, part_dirs: list[Path],
              cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], lab_stats: dict[str, Any],
-             version: Version, progress: bool = False) -> dict[str, Any]:
+             version: Version, progress: bool = False, build_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write splits, the ledger, variants, the potassium rows and the manifest; check the accounting."""
     ds.manifest_path.unlink(missing_ok=True)  # the old output is no longer complete
     shutil.rmtree(ds.cache_dir, ignore_errors=True)  # signal caches of the old shards
@@ -182,6 +182,8 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
              **version.manifest_block(cfg, meta[np.isin(split, SPLITS)].assign(split=split[np.isin(split, SPLITS)]))}
     manifest = make_manifest(cfg, fingerprint, inputs, labels, full_counts, reason_counts, lab_stats["dropped"], extra)
     manifest["variants"] = _variants(ds, manifest, meta, split, records, cfg)
+    if build_info is not None:  # read / reused / not_read ECGs, chunks, executor: in the file, not only returned
+        manifest["build"] = build_info
     with atomic_path(ds.labs_path) as tmp:
         version.labs.save(tmp)
     atomic_write_json(ds.manifest_path, manifest)

@@ -27,15 +27,15 @@ from ecgka.data.dataset_versions import (
     Previous,
     Version,
     export_entry,
+    inherit_config,
     load_previous,
-    merge_labs,
     reuse_plan,
 )
 from ecgka.data.executors import dask_client_class, default_workers, make_executor
 from ecgka.data.labs import (
     ItemSelection,
     LabTable,
-    extract_potassium,
+    extract_labs,
     lab_file_columns,
     lab_format,
     select_items,
@@ -88,13 +88,13 @@ def _add_stats(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def _extract(lab_files: list[Path], cfg: BuildConfig, items: ItemSelection, prev: Previous | None, progress: bool):
     """The potassium table and its stats: the exports' rows, merged into the previous version's rows."""
-    table, dropped, seen = extract_potassium(lab_files, cfg.labs, items, progress=progress)
+    out = extract_labs(lab_files, cfg.labs, items, base=prev.labs if prev is not None else None, progress=progress)
+    out.seen |= {k: v for k, v in out.changes.items() if k.startswith("withdrawn_")}  # labs withdrawn, by reason
     if prev is None:
-        return table, dropped, seen, {}
-    merged, changes = merge_labs(prev.labs, table)
+        return out.table, out.dropped, out.seen, out.changes
     old_rows = {k: v for k, v in prev.manifest.get("labs", {}).items() if k != "items"}
-    seen = _add_stats(old_rows, {k: v for k, v in seen.items() if k != "kept"}) | {"kept": len(merged)}
-    return merged, _add_stats(prev.manifest.get("labs_dropped", {}), dropped), seen, changes
+    seen = _add_stats(old_rows, {k: v for k, v in out.seen.items() if k != "kept"}) | {"kept": len(out.table)}
+    return out.table, _add_stats(prev.manifest.get("labs_dropped", {}), out.dropped), seen, out.changes
 
 
 def _labs(work: WorkDir, lab_files: list[Path], cfg: BuildConfig, d_labitems: Path | None, prev: Previous | None,
@@ -219,11 +219,17 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
         raise ConfigError(f"--workers must be at least 1, got {workers!r}")  # before the folder is touched
     if dask_scheduler is not None:
         dask_client_class()  # Dask missing: the install hint before any work, not after the labs
-    cfg = cfg or BuildConfig()
     ds = DatasetDir(out_dir)
     claim = claim_folder(ds.path, FolderKind.DATASET)  # before hashing inputs: a wrong --out fails at once
+    prev, config_changes = None, {}
+    if previous is not None:  # a version starts from its parent's resolved config; explicit keys override it
+        prev = load_previous(previous, ds.path)
+        cfg, config_changes = inherit_config(prev, cfg)
+        for key, change in config_changes.items():
+            log(f"config: {key}={change['child']} (the parent {prev.ds.path} has {change['parent']})")
+    cfg = cfg or BuildConfig()
     plan = _plan(Path(ecg_root), [Path(p) for p in lab_files], Path(d_labitems) if d_labitems else None,
-                 previous, ds.path, cfg)
+                 prev, ds.path, cfg, config_changes)
     _take_folder(ds, claim, plan.fingerprint, force, log)
     if ds.is_complete(plan.fingerprint):
         return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
@@ -243,19 +249,19 @@ class BuildPlan:
     exports: list[dict[str, Any]]
     fingerprint: str
     prev: Any  # ecgka.data.dataset_versions.Previous or None
+    config_changes: dict[str, Any]  # overrides of the parent's config (dataset_versions.inherit_config)
 
 
-def _plan(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None, previous: str | Path | None,
-          out_dir: Path, cfg: BuildConfig) -> BuildPlan:
+def _plan(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None, prev: Previous | None,
+          out_dir: Path, cfg: BuildConfig, config_changes: dict[str, Any]) -> BuildPlan:
     """Check the inputs (one-line errors) and fingerprint them."""
-    prev = load_previous(previous, out_dir) if previous is not None else None
     records = _check_inputs(ecg_root, lab_files, cfg)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
     if prev is not None:
         inputs["previous"] = {"path": str(prev.ds.path.resolve()), "digest": prev.digest}
     new_files, exports = _new_exports(lab_files, inputs, prev)
     return BuildPlan(ecg_root, records, d_labitems, inputs, new_files, exports, dataset_fingerprint(cfg, inputs),
-                     prev)
+                     prev, config_changes)
 
 
 def _drop_work(ds: DatasetDir, cfg: BuildConfig) -> None:
@@ -276,22 +282,39 @@ def _build(ds: DatasetDir, plan: BuildPlan, cfg: BuildConfig, workers: int | Non
            progress: bool, log: Any) -> dict[str, Any]:
     """Labs, pairs, the signal stage and the assembly into the folder; the work folder is removed after."""
     work, prev = _prepare(ds, plan.fingerprint), plan.prev
-    labs, lab_stats, items = _labs(work, plan.new_files, cfg, plan.d_labitems, prev, progress)
+    try:
+        labs, lab_stats, items = _labs(work, plan.new_files, cfg, plan.d_labitems, prev, progress)
+    except InputError:  # an export that yields nothing: no version (the folder keeps only its marker)
+        shutil.rmtree(ds.work_root, ignore_errors=True)
+        raise
     candidates = plan.records[plan.records["reason"] == ""]
     paired = pair_labs(candidates, labs, items.primary, items.secondary, cfg.pairing)
     has_lab = paired["lab_time_s"].notna().to_numpy()
     tasks = _tasks(paired[has_lab], plan.ecg_root, work, cfg, prev, log)
     stage = _run_signal_stage(tasks, workers, dask_scheduler, progress)
+    stage |= _reuse_counts(tasks)
     no_lab = paired.loc[~has_lab, "row"].to_numpy(np.int64)
     salt = prev.manifest["split_salt"] if prev else plan.fingerprint
-    version = Version(plan.exports, salt, labs, prev, lab_stats.get("changes", {}))
+    version = Version(plan.exports, salt, labs, prev, lab_stats.get("changes", {}), plan.config_changes)
+    n_workers = workers if workers is not None else default_workers()
+    build_info = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
     try:
         manifest = assemble(ds, plan.records, no_lab, [t.part_dir for t in tasks], cfg, plan.fingerprint,
-                            plan.inputs, lab_stats, version, progress)
+                            plan.inputs, lab_stats, version, progress, build_info)
     except EmptyBuildError:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
         _drop_work(ds, cfg)
         raise
     _drop_work(ds, cfg)  # any other failure keeps the work folder: the next run resumes from it
-    n_workers = workers if workers is not None else default_workers()
-    manifest["build"] = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
     return manifest
+
+
+def _reuse_counts(tasks: list[ChunkTask]) -> dict[str, int]:
+    """``reused``: ECGs whose signal was taken from the previous version's shards; ``not_read``: records whose
+    previous exclusion (a signal reason, or a held-out subject's other ECG) was kept without reading them."""
+    reused = not_read = 0
+    for t in tasks:
+        if "prev_sample_id" in t.records:
+            carried = t.records["prev_reason"].to_numpy() != ""
+            reused += int(((t.records["prev_sample_id"].to_numpy() >= 0) & ~carried).sum())
+            not_read += int(carried.sum())
+    return {"reused": reused, "not_read": not_read}

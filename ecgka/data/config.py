@@ -46,13 +46,19 @@ class LabsConfig(ConfigModel):
         r"(?:(?:evidence|signs?|any|visible|apparent|significant|detectable|of|for)\s+)*ha?emoly\w*"
         r"|ha?emoly\w*\s*[:=-]?\s*(?:none|absent|negative|not\s+(?:present|detected|seen|noted))\b"
     )
+    # a retraction: a comment like these on a row without a numeric value withdraws the lab (any earlier value of
+    # the same subject, charttime and item pairs with nothing); "" switches the rule off
+    retraction_pattern: str = (
+        r"\berror\b.*\bpreviously\s+reported\b|\bresult\s+removed\b|\bsee\s+correct(?:ed|ion)\b"
+        r"|\bretracted\b|\bcorrected\s+report\b"
+    )
     drop_duplicates: bool = True  # same subject, time, item and value
     csv_block_bytes: int = Field(16 << 20, ge=1 << 16)  # streamed CSV block size (bounds memory)
     parquet_batch_rows: int = Field(1 << 20, ge=1024)
     newlines_in_values: bool = True  # quoted comments may span lines
     csv_threads: bool = False  # True: parallel parse with read-ahead (faster on many cores, more memory)
 
-    @field_validator("label_pattern", "hemolysis_pattern", "hemolysis_negation_pattern")
+    @field_validator("label_pattern", "hemolysis_pattern", "hemolysis_negation_pattern", "retraction_pattern")
     @classmethod
     def _regex(cls, v: str) -> str:
         try:

@@ -22,14 +22,13 @@ import pyarrow.parquet as pq
 from ecgka.catalog import DatasetDir
 from ecgka.config import config_hash
 from ecgka.data.config import BuildConfig
-from ecgka.data.labs import LabTable
+from ecgka.data.labs import LAB_KEY, LabTable, merge_labs  # noqa: F401 (merge_labs: the merge rule, re-exported)
 from ecgka.data.manifest import data_config
 from ecgka.data.splits import NOT_SELECTED, assign_splits, assign_splits_stable
 from ecgka.errors import InputError
 from ecgka.io import utc_now
 from ecgka.keys import SPLITS, Col
 
-LAB_KEY = ("subject_id", "time_s", "itemid")  # the identity of a lab across exports
 # ledger reasons that do not come from reading the record: never reused (recomputed by the new build)
 NOT_SIGNAL_REASONS = frozenset({"bad_row", "bad_ecg_time", "duplicate_record", "no_lab_in_window", NOT_SELECTED,
                                 "not_selected_for_variant"})
@@ -94,33 +93,66 @@ def load_previous(path: str | Path, out_dir: Path) -> Previous:
     return Previous(ds, manifest, labs, read_pairs(ds), ledger)
 
 
-def _frame(table: LabTable) -> pd.DataFrame:
-    return pd.DataFrame({"subject_id": table.subject_id, "time_s": table.time_s, "itemid": table.itemid,
-                         "value": table.value})
+def _explicit(model: Any, prefix: str = "") -> list[str]:
+    """Dotted keys set explicitly on a config (a config file's keys, ``key=value`` overrides, constructor
+    arguments), not left at their defaults."""
+    from pydantic import BaseModel
+
+    keys = []
+    for name in sorted(model.model_fields_set):
+        value = getattr(model, name)
+        if isinstance(value, BaseModel) and value.model_fields_set:
+            keys += _explicit(value, f"{prefix}{name}.")
+        elif not isinstance(value, BaseModel):
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
-def merge_labs(old: LabTable, new: LabTable) -> tuple[LabTable, dict[str, int]]:
-    """``old`` with the labs of ``new`` (both de-duplicated): a lab (subject, charttime, item) whose rows in
-    ``new`` are all in ``old`` is unchanged (the rows are ``repeated``: counted once); one with another value
-    takes exactly ``new``'s rows (``changed``; the old rows are ``old_rows_replaced``); a lab not in ``old``
-    is ``added`` (rows)."""
-    o, n = _frame(old), _frame(new)
-    keys = list(LAB_KEY)
-    n["in_old"] = n.merge(o[keys].drop_duplicates(), on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    n["same"] = n.merge(o, on=[*keys, "value"], how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    per_key = n[n["in_old"]].groupby(keys)["same"].all()
-    changed = per_key[~per_key].reset_index()[keys]
-    o_changed = o.merge(changed, on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    n_changed = n.merge(changed, on=keys, how="left", indicator=True)["_merge"].eq("both").to_numpy()
-    take = ~n["in_old"].to_numpy() | n_changed
+def _walk(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
 
-    def rows(t: LabTable, mask: np.ndarray) -> LabTable:
-        return LabTable(t.subject_id[mask], t.time_s[mask], t.itemid[mask], t.value[mask])
 
-    merged = LabTable.concat([rows(old, ~o_changed), rows(new, take)]).sorted()
-    counts = {"added": int((~n["in_old"]).sum()), "repeated": int(n["same"].sum()), "changed": len(changed),
-              "old_rows_replaced": int(o_changed.sum())}
-    return merged, counts
+def inherit_config(prev: Previous, cfg: BuildConfig | None) -> tuple[BuildConfig, dict[str, dict[str, Any]]]:
+    """The child's config: the parent's resolved config (its manifest), with the keys given explicitly in ``cfg``
+    as overrides. Returns it and ``config_changes`` ({dotted key: {parent, child}} for overrides that differ).
+    Another label grid or kind of label than the parent's is a one-line error."""
+    import copy
+
+    parent = prev.manifest.get("config") or {}
+    child = copy.deepcopy(parent)
+    given = cfg.model_dump(mode="json") if cfg is not None else {}
+    keys = _explicit(cfg) if cfg is not None else []
+    for key in keys:
+        if key == "keep_work":
+            continue
+        *path, last = key.split(".")
+        node = child
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(_walk(given, key))
+    if cfg is not None:
+        child["keep_work"] = cfg.keep_work
+    try:
+        out = BuildConfig.model_validate(child)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise InputError(f"--previous {prev.ds.path}: its config cannot be reused ({first[1] if len(first) > 1 else first[0]})"
+                         ) from None
+    mine, theirs = out.label.grid.to_dict(), prev.manifest.get("label") or {}
+    if theirs and mine != theirs:
+        what = (f"label {mine.get('name')} on a {theirs.get('name')} parent" if mine.get("name") != theirs.get("name")
+                else f"label grid {mine.get('lo')}-{mine.get('hi')} step {mine.get('step')} differs from the parent's "
+                     f"{theirs.get('lo')}-{theirs.get('hi')} step {theirs.get('step')}")
+        raise InputError(f"--previous {prev.ds.path}: {what}; a version keeps its parent's label (build a new dataset "
+                         "without --previous)")
+    resolved = data_config(out)
+    changes = {k: {"parent": _walk(parent, k), "child": _walk(resolved, k)} for k in keys
+               if k != "keep_work" and _walk(parent, k) != _walk(resolved, k)}
+    return out, changes
 
 
 def reuse_plan(records: pd.DataFrame, prev: Previous, same_signal: bool) -> pd.DataFrame:
@@ -214,6 +246,7 @@ class Version:
     labs: LabTable
     previous: Previous | None = None
     lab_changes: dict[str, int] = field(default_factory=dict)
+    config_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def assign(self, meta: pd.DataFrame, cfg: BuildConfig) -> np.ndarray:
         """Splits: the first version draws as always; a later one keeps every subject's split."""
@@ -232,4 +265,5 @@ class Version:
                                             "fingerprint": prev.manifest["fingerprint"]}
         return {"digest": digest, "created": utc_now(),
                 "exports": self.exports, "parent": parent, "split_salt": self.salt,
-                "changes": split_changes(prev.pairs if prev else None, pairs), "lab_changes": self.lab_changes}
+                "changes": split_changes(prev.pairs if prev else None, pairs), "lab_changes": self.lab_changes,
+                "config_changes": self.config_changes}

@@ -29,9 +29,17 @@ from ecgka.progress import progress_bar
 REQUIRED_COLUMNS = ("subject_id", "itemid", "charttime", "valuenum")
 OPTIONAL_COLUMNS = ("comments",)
 LAB_DROP_REASONS = (
-    "malformed_row", "bad_subject_id", "bad_charttime", "non_numeric_value", "out_of_range",
-    "not_blood", "hemolysed", "duplicate",
+    "malformed_row", "not_blood", "bad_subject_id", "bad_charttime", "timezone_offset", "retracted",
+    "non_numeric_value", "out_of_range", "hemolysed", "duplicate",
 )
+# a row dropped for one of these reasons names a lab (subject, charttime, item) and withdraws it: any value of that
+# lab, from an earlier export or the same one, pairs with nothing (counted per lab under the withdrawal reason)
+WITHDRAWALS = {"retracted": "withdrawn_retracted", "hemolysed": "withdrawn_hemolysed",
+               "out_of_range": "withdrawn_invalid_correction"}
+LAB_KEY = ("subject_id", "time_s", "itemid")  # the identity of a lab across exports
+_ID = re.compile(r"^\s*\+?(\d+)(?:\.0*)?\s*$")  # an integer id; "50971.0" is 50971, "x.0" and "1.5" are not
+# a time with a UTC offset or "Z" (MIMIC times are naive, on a shifted timeline: such rows are dropped)
+TZ_OFFSET = r"\d:\d{2}(?::\d{2}(?:\.\d*)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)\s*$"
 LAB_FIELDS = ("subject_id", "time_s", "itemid", "value")
 UNCHECKED = "hemolysis_unchecked"  # potassium rows of files without `comments`: the haemolysis rule was not applied
 
@@ -223,14 +231,18 @@ def lab_file_columns(path: Path) -> list[str]:
         raise InputError(f"{path}: cannot read as a lab table ({str(exc).splitlines()[0]})") from None
 
 
-def iter_batches(path: Path, cfg: LabsConfig, columns: list[str], bad_rows: Counter) -> Iterator[pa.RecordBatch]:
-    """Stream ``columns`` of a lab file as Arrow record batches (CSV values as strings)."""
+def iter_batches(path: Path, cfg: LabsConfig, columns: list[str], bad_rows: Counter,
+                 malformed_is_potassium: Any = None) -> Iterator[pa.RecordBatch]:
+    """Stream ``columns`` of a lab file as Arrow record batches (CSV values as strings). A row with the wrong
+    field count is counted as ``malformed_row`` when ``malformed_is_potassium(text)`` says it is a potassium row
+    (default: every malformed row)."""
     if _is_parquet(path):
         yield from pq.ParquetFile(path).iter_batches(batch_size=cfg.parquet_batch_rows, columns=columns)
         return
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        bad_rows["malformed_row"] += 1
+        if malformed_is_potassium is None or malformed_is_potassium(row.text or ""):
+            bad_rows["malformed_row"] += 1
         return "skip"
 
     reader = pacsv.open_csv(
@@ -244,9 +256,31 @@ def iter_batches(path: Path, cfg: LabsConfig, columns: list[str], bad_rows: Coun
     yield from reader
 
 
+def _malformed_matcher(present: list[str], fmt: str, cfg: LabsConfig, items: ItemSelection) -> Any:
+    """Whether a malformed CSV line is a potassium row: its field at the item column (by the header's position) is
+    a wanted item; a simple table without an item column holds potassium only."""
+    import csv
+
+    name = "itemid" if fmt == "labevents" else simple_mapping(cfg)["itemid"]
+    if name not in present:
+        return None
+    pos, wanted = present.index(name), {str(i) for i in items.wanted}
+
+    def is_potassium(text: str) -> bool:
+        fields = next(csv.reader([text]), [])
+        m = _ID.match(fields[pos]) if pos < len(fields) else None
+        return bool(m) and str(int(m.group(1))) in wanted
+
+    return is_potassium
+
+
 def _item_filter(column: pa.Array, wanted: tuple[int, ...]) -> pa.Array:
+    """Rows of ``wanted`` items; a text id follows the id rule (``50971.0`` is 50971)."""
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return pc.is_in(pc.utf8_trim_whitespace(column), value_set=pa.array([str(i) for i in wanted]))
+        text = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"^\+?0*(\d+?)(?:\.0*)?$", r"\1")
+        return pc.is_in(text, value_set=pa.array([str(i) for i in wanted]))
+    if pa.types.is_floating(column.type):
+        return pc.is_in(column, value_set=pa.array([float(i) for i in wanted], type=column.type))
     return pc.is_in(column, value_set=pa.array(wanted, type=column.type))
 
 
@@ -254,15 +288,40 @@ def _to_numeric(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce")
 
 
-def _to_seconds(values: pd.Series) -> np.ndarray:
-    """Times as int64 seconds; unparseable -> INT64_MIN (counted as bad_charttime)."""
+def parse_ids(values: pd.Series) -> pd.Series:
+    """The one rule for every id column (subject_id, itemid): a positive integer, written as digits, optionally with
+    a zero fraction (``"50971.0"`` is 50971); anything else (``"x.0"``, ``"1.5"``, ``"1e3"``, empty) is NaN."""
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype("float64").where(values > 0)
+    if pd.api.types.is_float_dtype(values):
+        return values.where((values > 0) & (values == np.floor(values)))
+    nums = pd.to_numeric(values.astype(str).str.extract(_ID, expand=False), errors="coerce")
+    return nums.where(nums > 0)
+
+
+def has_offset(values: pd.Series) -> np.ndarray:
+    """Times that carry a UTC offset (``...-05:00``, ``...Z``, or a time-zone-aware column)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return np.ones(len(values), dtype=bool)
     if pd.api.types.is_datetime64_any_dtype(values):
-        times = values
-    else:
-        times = pd.to_datetime(values.astype(str).str.strip(), errors="coerce", format="ISO8601")
+        return np.zeros(len(values), dtype=bool)
+    return values.astype(str).str.contains(TZ_OFFSET, regex=True).to_numpy(dtype=bool)
+
+
+def _to_seconds(values: pd.Series, skip: np.ndarray | None = None) -> np.ndarray:
+    """Naive times as int64 seconds; unparseable (or ``skip``) -> INT64_MIN."""
     out = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)
+    todo = np.ones(len(values), dtype=bool) if skip is None else ~skip
+    if not todo.any():
+        return out
+    sub = values[todo]
+    if pd.api.types.is_datetime64_any_dtype(sub) and not isinstance(sub.dtype, pd.DatetimeTZDtype):
+        times = sub
+    else:
+        times = pd.to_datetime(sub.astype(str).str.strip(), errors="coerce", format="ISO8601")
     ok = times.notna().to_numpy()
-    out[ok] = times[ok].to_numpy().astype("datetime64[s]").astype(np.int64)
+    idx = np.flatnonzero(todo)[ok]
+    out[idx] = times[ok].to_numpy().astype("datetime64[s]").astype(np.int64)
     return out
 
 
@@ -277,6 +336,7 @@ class _HemolysisMatcher:
     def __init__(self, cfg: LabsConfig):
         self.hit = re.compile(cfg.hemolysis_pattern, re.I)
         self.negated = re.compile(cfg.hemolysis_negation_pattern, re.I)
+        self.retracted = re.compile(cfg.retraction_pattern, re.I)
 
     def __call__(self, comments: pd.Series) -> np.ndarray:
         text = comments.fillna("").astype(str)
@@ -286,28 +346,38 @@ class _HemolysisMatcher:
             hit[hit] = left.str.contains(self.hit, regex=True).to_numpy(dtype=bool)
         return hit
 
+    def retraction(self, comments: pd.Series) -> np.ndarray:
+        return comments.fillna("").astype(str).str.contains(self.retracted, regex=True).to_numpy(dtype=bool)
+
 
 def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, hemolysed: _HemolysisMatcher,
-                 dropped: Counter) -> LabTable:
-    """Filter one batch to usable potassium rows, counting each drop under its reason."""
+                 dropped: Counter) -> tuple[LabTable, pd.DataFrame]:
+    """Filter one batch to usable potassium rows, counting each drop under its reason; also return the labs the
+    batch withdraws (``LAB_KEY`` + ``reason``: a retraction, a haemolysis flag or an implausible value)."""
     batch = batch.filter(_item_filter(batch.column("itemid"), items.wanted))
     if batch.num_rows == 0:
-        return LabTable.empty()
+        return LabTable.empty(), _no_withdrawals()
     df = batch.to_pandas()
-    itemid = _to_numeric(df["itemid"].astype(str).str.strip()).astype(np.int64)
-    subject = _to_numeric(df["subject_id"])
-    time_s = _to_seconds(df["charttime"])
+    itemid = parse_ids(df["itemid"]).fillna(-1).astype(np.int64)
+    subject = parse_ids(df["subject_id"])
+    offset = has_offset(df["charttime"])
+    time_s = _to_seconds(df["charttime"], offset)
     value = _to_numeric(df["valuenum"]).astype(np.float64).to_numpy()
+    comments = df["comments"] if "comments" in df else None
+    retracted = (hemolysed.retraction(comments) if comments is not None and cfg.retraction_pattern
+                 else np.zeros(len(df), dtype=bool))
     reasons = np.full(len(df), "", dtype=object)
     checks = [
         ("not_blood", np.isin(itemid.to_numpy(), items.other_fluid)),
-        ("bad_subject_id", ~(subject.notna().to_numpy() & (subject.fillna(-1).to_numpy() > 0))),
+        ("bad_subject_id", subject.isna().to_numpy()),
+        ("timezone_offset", offset),
         ("bad_charttime", time_s == np.iinfo(np.int64).min),
+        ("retracted", retracted & ~np.isfinite(value)),
         ("non_numeric_value", ~np.isfinite(value)),
         ("out_of_range", ~((value >= cfg.lo) & (value <= cfg.hi))),
     ]
-    if cfg.drop_hemolysed and "comments" in df:
-        checks.append(("hemolysed", hemolysed(df["comments"])))
+    if cfg.drop_hemolysed and comments is not None:
+        checks.append(("hemolysed", hemolysed(comments)))
     elif cfg.drop_hemolysed:  # the rule cannot be applied: counted, reported in the summary and manifest
         dropped[UNCHECKED] += int((~np.isin(itemid.to_numpy(), items.other_fluid)).sum())
     for reason, bad in checks:
@@ -316,50 +386,115 @@ def _parse_batch(batch: pa.RecordBatch, items: ItemSelection, cfg: LabsConfig, h
     for reason, n in Counter(reasons[reasons != ""]).items():
         dropped[reason] += int(n)
     keep = reasons == ""
-    return LabTable(subject.to_numpy()[keep].astype(np.int64), time_s[keep], itemid.to_numpy()[keep].astype(np.int32),
-                    value[keep].astype(np.float32))
+    sid = subject.fillna(0).to_numpy().astype(np.int64)
+    w = np.isin(reasons, list(WITHDRAWALS))
+    withdrawals = pd.DataFrame({"subject_id": sid[w], "time_s": time_s[w], "itemid": itemid.to_numpy()[w].astype(np.int32),
+                                "reason": reasons[w].astype(str)})
+    return LabTable(sid[keep], time_s[keep], itemid.to_numpy()[keep].astype(np.int32),
+                    value[keep].astype(np.float32)), withdrawals
 
 
-def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, progress: bool = False
-                      ) -> tuple[LabTable, dict[str, int], dict[str, Any]]:
-    """Stream every lab file; return the potassium table (sorted, de-duplicated), drop counts, row counts.
+def _no_withdrawals() -> pd.DataFrame:
+    return pd.DataFrame({"subject_id": pd.Series(dtype=np.int64), "time_s": pd.Series(dtype=np.int64),
+                         "itemid": pd.Series(dtype=np.int32), "reason": pd.Series(dtype=str)})
+
+
+@dataclass
+class LabExtract:
+    """The merged potassium rows of some exports and what happened to every row."""
+
+    table: LabTable
+    dropped: dict[str, int]  # potassium rows dropped, per reason (LAB_DROP_REASONS)
+    seen: dict[str, Any]  # rows, potassium_rows, kept (+ hemolysis_unchecked, hemolysis_unchecked_files)
+    changes: dict[str, int]  # the merge (merge_labs): added, repeated, changed, old_rows_replaced, withdrawn_*
+
+
+def _read_export(path: Path, cfg: LabsConfig, items: ItemSelection, hemolysed: _HemolysisMatcher, progress: bool
+                 ) -> tuple[LabTable, pd.DataFrame, Counter, Counter]:
+    """One export: its usable rows (sorted, de-duplicated), the labs it withdraws, drop counts and row counts."""
+    dropped: Counter = Counter()
+    seen: Counter = Counter()
+    parts, withdrawals = [], []
+    present = lab_file_columns(path)
+    fmt = lab_format(path, present, cfg)
+    columns = _read_columns(fmt, present, cfg)
+    bar = progress_bar(progress=progress, lines=True, unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", leave=False)
+    try:
+        for batch in iter_batches(Path(path), cfg, columns, dropped, _malformed_matcher(present, fmt, cfg, items)):
+            seen["rows"] += batch.num_rows
+            table, withdrawn = _parse_batch(_as_labevents(batch, fmt, cfg), items, cfg, hemolysed, dropped)
+            parts.append(table)
+            if len(withdrawn):
+                withdrawals.append(withdrawn)
+            bar.update(batch.num_rows)
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        raise InputError(f"{path}: unreadable lab file ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
+    finally:
+        bar.close()
+    table = LabTable.concat(parts).sorted()
+    unchecked = dropped.pop(UNCHECKED, 0)
+    if unchecked:
+        seen[UNCHECKED] = int(unchecked)
+    if "comments" not in columns and cfg.drop_hemolysed:
+        seen["no_comments"] = 1
+    if cfg.drop_duplicates and len(table):
+        table = _drop_duplicates(table, dropped)
+    seen["potassium_rows"] = len(table) + sum(dropped.values())
+    return table, (pd.concat(withdrawals, ignore_index=True) if withdrawals else _no_withdrawals()), dropped, seen
+
+
+def _refuse_empty(path: Path, table: LabTable, withdrawn: pd.DataFrame, dropped: Counter, seen: Counter) -> None:
+    """An export that yields no lab (no usable row, nothing it could withdraw) is an error, not a new version."""
+    if len(table) or len(withdrawn):
+        return
+    name = Path(path).name
+    if not seen["rows"]:
+        raise InputError(f"{name}: no rows (header only); nothing was built")
+    drops = {k: v for k, v in dropped.items() if v}
+    if not drops:
+        raise InputError(f"{name}: no potassium row among {seen['rows']:,} rows; nothing was built")
+    reason, n = max(drops.items(), key=lambda kv: kv[1])
+    raise InputError(f"{name}: no usable potassium row: {n:,} of {seen['potassium_rows']:,} potassium rows dropped "
+                     f"{reason}; nothing was built")
+
+
+def extract_labs(paths: list[Path], cfg: LabsConfig, items: ItemSelection, base: LabTable | None = None,
+                 progress: bool = False) -> LabExtract:
+    """Stream every export, in the order given, and merge each into the rows before it (``base``: a previous
+    version's rows): :func:`merge_labs`, so a later export's value of a lab replaces an earlier one and a
+    retraction, haemolysis flag or implausible correction withdraws the lab. An export with no usable row is
+    refused (one line naming the main drop reason).
 
     Files without a ``comments`` column cannot be checked for haemolysis: the row counts then say how many
     potassium rows went unchecked (``hemolysis_unchecked``) and in which files.
     """
-
     dropped: Counter = Counter()
-    seen = Counter()
-    parts: list[LabTable] = []
+    seen: Counter = Counter()
+    changes: Counter = Counter()
     hemolysed = _HemolysisMatcher(cfg)
     no_comments: list[str] = []
+    table = base if base is not None else LabTable.empty()
     for path in paths:
-        present = lab_file_columns(path)
-        fmt = lab_format(path, present, cfg)
-        columns = _read_columns(fmt, present, cfg)
-        if "comments" not in columns:
+        part, withdrawn, d, s = _read_export(Path(path), cfg, items, hemolysed, progress)
+        _refuse_empty(Path(path), part, withdrawn, d, s)
+        if s.pop("no_comments", 0):
             no_comments.append(Path(path).name)
-        bar = progress_bar(progress=progress, lines=True, unit=" rows", unit_scale=True, desc=f"labs {Path(path).name}", leave=False)
-        try:
-            for batch in iter_batches(Path(path), cfg, columns, dropped):
-                seen["rows"] += batch.num_rows
-                table = _parse_batch(_as_labevents(batch, fmt, cfg), items, cfg, hemolysed, dropped)
-                parts.append(table)
-                bar.update(batch.num_rows)
-        except (pa.ArrowInvalid, OSError, EOFError) as exc:
-            raise InputError(f"{path}: unreadable lab file ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
-        finally:
-            bar.close()
-    table = LabTable.concat(parts).sorted()
-    unchecked = dropped.pop(UNCHECKED, 0)
-    seen["potassium_rows"] = len(table) + sum(v for k, v in dropped.items() if k != "malformed_row")
-    if unchecked:
-        seen[UNCHECKED] = int(unchecked)
+        dropped.update(d)
+        seen.update(s)
+        table, c = merge_labs(table, part, withdrawn)
+        changes.update(c)
+    if no_comments and seen.get(UNCHECKED):
         seen[f"{UNCHECKED}_files"] = no_comments
-    if cfg.drop_duplicates and len(table):
-        table = _drop_duplicates(table, dropped)
     seen["kept"] = len(table)
-    return table, {r: int(dropped.get(r, 0)) for r in LAB_DROP_REASONS}, dict(seen)
+    out_changes = {k: int(changes.get(k, 0)) for k in CHANGE_KEYS}
+    return LabExtract(table, {r: int(dropped.get(r, 0)) for r in LAB_DROP_REASONS}, dict(seen), out_changes)
+
+
+def extract_potassium(paths: list[Path], cfg: LabsConfig, items: ItemSelection, progress: bool = False
+                      ) -> tuple[LabTable, dict[str, int], dict[str, Any]]:
+    """:func:`extract_labs` from nothing: the potassium table (sorted, de-duplicated), drop counts, row counts."""
+    out = extract_labs(paths, cfg, items, progress=progress)
+    return out.table, out.dropped, out.seen
 
 
 def _drop_duplicates(table: LabTable, dropped: Counter) -> LabTable:
@@ -371,3 +506,59 @@ def _drop_duplicates(table: LabTable, dropped: Counter) -> LabTable:
     dropped["duplicate"] += int(same.sum())
     keep = ~same
     return LabTable(table.subject_id[keep], table.time_s[keep], table.itemid[keep], table.value[keep])
+
+
+CHANGE_KEYS = ("added", "repeated", "changed", "old_rows_replaced", *WITHDRAWALS.values(), "withdrawn_rows")
+
+
+def _frame(table: LabTable) -> pd.DataFrame:
+    return pd.DataFrame({"subject_id": table.subject_id, "time_s": table.time_s, "itemid": table.itemid,
+                         "value": table.value})
+
+
+def _rows(t: LabTable, mask: np.ndarray) -> LabTable:
+    return LabTable(t.subject_id[mask], t.time_s[mask], t.itemid[mask], t.value[mask])
+
+
+def _in(frame: pd.DataFrame, keys: pd.DataFrame, on: list[str]) -> np.ndarray:
+    if frame.empty or keys.empty:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[on].merge(keys[on].drop_duplicates(), on=on, how="left", indicator=True)["_merge"].eq("both").to_numpy()
+
+
+def merge_labs(old: LabTable, new: LabTable, withdrawn: pd.DataFrame | None = None) -> tuple[LabTable, dict[str, int]]:
+    """``old`` with the labs of a later export ``new`` (both de-duplicated). A lab is (subject, charttime, item).
+
+    - a lab in ``withdrawn`` (the export retracted it, flagged it haemolysed, or corrected it to an implausible
+      value) is removed, old and new rows alike; counted per lab that had a value, by reason
+      (``withdrawn_retracted``, ``withdrawn_hemolysed``, ``withdrawn_invalid_correction``; ``withdrawn_rows``);
+    - a lab whose rows in ``new`` are all in ``old`` is unchanged (the rows are ``repeated``: counted once);
+    - one with another value takes exactly ``new``'s rows (``changed``; the old rows are ``old_rows_replaced``);
+    - a lab not in ``old`` is ``added`` (rows).
+    """
+    o, n = _frame(old), _frame(new)
+    keys = list(LAB_KEY)
+    counts = dict.fromkeys(CHANGE_KEYS, 0)
+    if withdrawn is not None and len(withdrawn):
+        rank = {r: i for i, r in enumerate(WITHDRAWALS)}  # a retraction first, then haemolysis, then the range
+        w = withdrawn.assign(rank=withdrawn["reason"].map(rank)).sort_values([*keys, "rank"], kind="stable")
+        w = w.drop_duplicates(keys)[[*keys, "reason"]]
+        o_w, n_w = _in(o, w, keys), _in(n, w, keys)
+        had = pd.concat([o.loc[o_w, keys], n.loc[n_w, keys]]).drop_duplicates()
+        hit = w.merge(had, on=keys, how="inner")
+        for reason, k in hit["reason"].value_counts().items():
+            counts[WITHDRAWALS[reason]] = int(k)
+        counts["withdrawn_rows"] = int(o_w.sum() + n_w.sum())
+        old, new = _rows(old, ~o_w), _rows(new, ~n_w)
+        o, n = _frame(old), _frame(new)
+    in_old = _in(n, o, keys)
+    same = _in(n, o, [*keys, "value"])
+    n = n.assign(in_old=in_old, same=same)
+    per_key = n[n["in_old"]].groupby(keys)["same"].all()
+    changed = per_key[~per_key].reset_index()[keys]
+    o_changed, n_changed = _in(o, changed, keys), _in(n, changed, keys)
+    take = ~in_old | n_changed
+    merged = LabTable.concat([_rows(old, ~o_changed), _rows(new, take)]).sorted()
+    counts |= {"added": int((~in_old).sum()), "repeated": int((in_old & ~n_changed).sum()), "changed": len(changed),
+               "old_rows_replaced": int(o_changed.sum())}
+    return merged, counts

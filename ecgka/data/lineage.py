@@ -45,10 +45,16 @@ def version_summary(manifest: dict[str, Any]) -> str:
     """The build's console lines about its parent and what changed."""
     labs = manifest.get("lab_changes") or {}
     parent = manifest["parent"]
+    withdrawn = ", ".join(f"{labs[k]:,} {k}" for k in ("withdrawn_retracted", "withdrawn_hemolysed",
+                                                         "withdrawn_invalid_correction") if labs.get(k))
+    build = manifest.get("build", {})
+    changes = "".join(f"\nconfig: {k}={c['child']} (parent {c['parent']})"
+                      for k, c in (manifest.get("config_changes") or {}).items())
     return (f"parent {parent['digest']} ({parent['path']}); labs: {labs.get('added', 0):,} rows added, "
-            f"{labs.get('changed', 0):,} corrected, {labs.get('repeated', 0):,} repeated rows counted once\n"
-            f"pairs: {_changes(manifest)}; ECGs reused {manifest.get('build', {}).get('reused', 0):,}, "
-            f"read {manifest.get('build', {}).get('read', 0):,}")
+            f"{labs.get('changed', 0):,} corrected, {labs.get('repeated', 0):,} repeated rows counted once"
+            f"{', withdrawn: ' + withdrawn if withdrawn else ''}\n"
+            f"pairs: {_changes(manifest)}; ECGs reused {build.get('reused', 0):,}, read {build.get('read', 0):,}, "
+            f"kept excluded without reading {build.get('not_read', 0):,}{changes}")
 
 
 def _parent(parent: dict[str, Any]) -> tuple[Path, dict[str, Any] | None, str | None]:

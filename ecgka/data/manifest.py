@@ -99,6 +99,8 @@ def format_summary(manifest: dict[str, Any], seconds: float | None = None) -> st
     rows += [(f"  {k}", v) for k, v in manifest["exclusions"].items() if v]
     rows += [("labs kept", manifest.get("labs", {}).get("kept", 0))]
     rows += [(f"  dropped {k}", v) for k, v in manifest["labs_dropped"].items() if v]
+    rows += [(f"  {k} (labs)", v) for k, v in manifest.get("lab_changes", {}).items() if k.startswith("withdrawn_")
+             and k != "withdrawn_rows" and v]
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
     lines.append(f"{'n_max':<{width}}  {manifest['n_max']:>10,}")
