@@ -36,7 +36,8 @@ def write_record(root: Path, rel: str, digital: np.ndarray, names: list[str] | N
     digital.astype("<i2").tofile(f"{base}.dat")
     lines = [f"{name} {digital.shape[1]} {fs} {digital.shape[0]} 12:04:00 22/09/2182"]
     for k, lead in enumerate(names):
-        lines.append(f"{name}.dat {fmt} {gain} 16 0 {int(digital[0, k])} 0 0 {lead}")
+        checksum = int(digital[:, k].astype(np.int64).sum() % 65536)  # the WFDB checksum, as real headers have
+        lines.append(f"{name}.dat {fmt} {gain} 16 0 {int(digital[0, k])} {checksum} 0 {lead}")
     lines.append("# <subject_id>: 1")
     Path(f"{base}.hea").write_text("\n".join(lines) + "\n")
     return base

@@ -69,6 +69,17 @@ def _bad_root(tmp: Path) -> tuple[Path, Path, dict[int, str]]:
     add(12, "unsafe_path", path=str(outside))
     add(13, "no_lab_in_window", ecg_digital(13), time=T - pd.Timedelta(hours=5))
     add(14, "bad_ecg_time", ecg_digital(14), time="yesterday")
+    # two leads named II: the second (really lead III) would be stored as "II"
+    add(16, "duplicate_lead", ecg_digital(16), names=["I", "II", "II", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4",
+                                                      "V5", "V6"])
+    add(17, "checksum_mismatch", ecg_digital(17))  # format-16 data behind a header saying 212: read as garbage
+    hea = root / f"{record_path(10000017, 17)}.hea"
+    hea.write_text(hea.read_text().replace(" 16 200.0(0)/mV", " 212 200.0(0)/mV"))
+    add(18, "checksum_mismatch", ecg_digital(18))  # one sample of lead II changed after the header was written
+    dat = root / f"{record_path(10000018, 18)}.dat"
+    raw = bytearray(dat.read_bytes())
+    raw[2 * 12 * 100 + 2] ^= 0x01  # sample 100, lead II (interleaved little-endian int16)
+    dat.write_bytes(bytes(raw))
     write_root(root, rows)
     with open(root / "record_list.csv", "a") as fh:  # duplicate of study 100, and a row with a bad id
         fh.write(f"10000100,100,100,{T},{record_path(10000100, 100)}\n")

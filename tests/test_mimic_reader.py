@@ -87,3 +87,85 @@ def test_corrupt_header(tmp_path):
     with pytest.raises(RecordError) as err:
         read_wfdb(rec)
     assert err.value.reason in {"header_corrupt", "read_error"}
+
+
+def _check(sig, leads=("II",)):
+    from ecgka.data.signal_qc import check_checksums, lead_index
+
+    check_checksums(sig, lead_index(sig.sig_name, list(leads)))
+
+
+def test_real_fixture_checksums_pass_and_equal_wfdb(wfdb_fixtures):
+    """Every real record's samples sum to its header checksums, by both readers; the sums equal wfdb's own."""
+    checked = 0
+    for record in _fixture_records(wfdb_fixtures):
+        try:
+            ref = wfdb.rdrecord(str(record), physical=False)
+        except Exception:
+            continue
+        for fast in (True, False):
+            sig = read_record(record, fast=fast, root=wfdb_fixtures)
+            if sig.checksums is None:  # multi-segment / multi-frequency: not checked
+                continue
+            header, data = sig.checksums
+            assert (header >= 0).all(), record
+            np.testing.assert_array_equal(header, data)
+            np.testing.assert_array_equal(data, ref.calc_checksum())
+            checked += 1
+    assert checked >= 12
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_checksum_signed_or_unsigned_and_mismatch(tmp_path, fast):
+    d = ecg_digital(7)
+    rec = write_record(tmp_path, "g/7", d)
+    hea = Path(f"{rec}.hea")
+    sig = read_record(rec, fast=fast)
+    assert sig.reader == ("fast" if fast else "wfdb")
+    _check(sig, ["I", "II", "V6"])
+    # the same checksum written as a signed 16-bit value passes too
+    lines = hea.read_text().splitlines()
+    fields = lines[2].split()
+    fields[6] = str(int(fields[6]) - 65536 if int(fields[6]) >= 32768 else int(fields[6]))
+    hea.write_text("\n".join([*lines[:2], " ".join(fields), *lines[3:]]) + "\n")
+    _check(read_record(rec, fast=fast))
+    fields[6] = str(int(fields[6]) + 1)  # off by one: lead II's data is not what the header describes
+    hea.write_text("\n".join([*lines[:2], " ".join(fields), *lines[3:]]) + "\n")
+    with pytest.raises(RecordError) as err:
+        _check(read_record(rec, fast=fast))
+    assert err.value.reason == "checksum_mismatch" and "lead II" in err.value.detail
+    _check(read_record(rec, fast=fast), ["I", "V6"])  # only the leads read are checked
+
+
+def test_header_without_checksums_is_not_checked(tmp_path):
+    rec = write_record(tmp_path, "h/8", ecg_digital(8, n_sig=2), names=["I", "II"])
+    hea = Path(f"{rec}.hea")
+    lines = hea.read_text().splitlines()
+    hea.write_text("\n".join([lines[0], *[" ".join(ln.split()[:5]) for ln in lines[1:3]]]) + "\n")
+    sig = read_record(rec)
+    assert sig.reader == "wfdb"  # the fast reader needs every field
+    header, _ = sig.checksums
+    assert (header == -1).all()
+
+
+def test_format_212_header_on_format_16_data_is_a_checksum_mismatch(tmp_path):
+    rec = write_record(tmp_path, "i/9", ecg_digital(9))
+    hea = Path(f"{rec}.hea")
+    hea.write_text(hea.read_text().replace(" 16 200.0(0)/mV", " 212 200.0(0)/mV"))
+    sig = read_record(rec)
+    assert sig.reader == "wfdb"
+    with pytest.raises(RecordError) as err:
+        _check(sig)
+    assert err.value.reason == "checksum_mismatch"
+
+
+@pytest.mark.parametrize("names", [["I", "II", "II"], ["I", "II", "ii"], ["I", "V1", "V 1"]])
+def test_duplicate_lead_names(tmp_path, names):
+    from ecgka.data.config import SignalConfig
+    from ecgka.data.signal_qc import process_signal
+
+    rec = write_record(tmp_path, "j/10", ecg_digital(10, n_sig=3), names=names)
+    cfg = SignalConfig.model_validate({"leads": ["I"], "expected_n_leads": 3})
+    with pytest.raises(RecordError) as err:
+        process_signal(read_record(rec), cfg)  # even a lead that is not duplicated: the header is wrong
+    assert err.value.reason == "duplicate_lead"

@@ -6,6 +6,11 @@ signals, no skew, byte offset or multiple samples per frame, explicit non-zero g
 ``.dat`` with numpy, converting exactly as wfdb does (float64: (d - baseline) / gain; -32768 -> NaN).
 Anything else goes to ``wfdb.rdrecord``. Failures are :class:`RecordError` with a reason code.
 
+Both readers keep each signal's WFDB checksum: the header's checksum field (a 16-bit checksum of all the
+stored samples of that signal) and the sum of the integer samples read, both modulo 65536, so that
+:func:`ecgka.data.signal_qc.process_signal` can reject a record whose data is not what its header
+describes (``checksum_mismatch``, e.g. format-16 data behind a header that says format 212).
+
 Header file names are untrusted input: before either reader runs, every file a header names must be a
 plain name in the record's folder that resolves inside the ECG root (``unsafe_path`` otherwise, unopened).
 """
@@ -41,6 +46,9 @@ class Signal:
     fs: float
     units: list[str]
     reader: str  # "fast" or "wfdb"
+    # per signal: (header checksum mod 65536, -1 where the header has none; sum of the samples mod 65536),
+    # None when the samples cannot be checked (multi-segment or multi-frequency records)
+    checksums: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -53,6 +61,7 @@ class _Header:
     baselines: list[int]
     units: list[str]
     names: list[str]
+    checksums: list[int]  # mod 65536 (-1: none in the header)
 
 
 def _parse_header(text: str) -> _Header | None:
@@ -70,7 +79,7 @@ def _parse_header(text: str) -> _Header | None:
     n_sig, n_samples = int(rec[1]), int(rec[3])
     if n_sig < 1 or len(lines) != n_sig + 1 or fs <= 0 or n_samples < 1:
         return None
-    files, gains, baselines, units, names = set(), [], [], [], []
+    files, gains, baselines, units, names, checksums = set(), [], [], [], [], []
     for line in lines[1:]:
         parts = line.split(maxsplit=8)
         if len(parts) != 9 or parts[1] != "16":
@@ -78,14 +87,28 @@ def _parse_header(text: str) -> _Header | None:
         match = _GAIN.match(parts[2])
         if match is None or float(match.group(1)) == 0 or match.group(3) is None or match.group(2) is None:
             return None
+        if not re.fullmatch(r"[-+]?\d+", parts[6]):
+            return None
         files.add(parts[0])
         gains.append(float(match.group(1)))
         baselines.append(int(match.group(2)))
         units.append(match.group(3))
         names.append(parts[8])
+        checksums.append(int(parts[6]) % 65536)
     if len(files) != 1:
         return None
-    return _Header(n_sig, fs, n_samples, files.pop(), gains, baselines, units, names)
+    return _Header(n_sig, fs, n_samples, files.pop(), gains, baselines, units, names, checksums)
+
+
+def sample_checksums(digital: np.ndarray) -> np.ndarray:
+    """WFDB checksum of every column of ``digital`` [samples, signals]: the sum of the stored integer samples
+    (invalid values included) modulo 65536, accumulated in int64 (no overflow below 2**47 samples)."""
+    return digital.sum(axis=0, dtype=np.int64) % 65536
+
+
+def _header_checksums(values) -> np.ndarray:
+    """A header's checksum fields modulo 65536 (signed or unsigned 16-bit in the file); -1 where absent."""
+    return np.array([-1 if v is None else int(v) % 65536 for v in values], dtype=np.int64)
 
 
 def _header_bytes(record: Path) -> bytes:
@@ -176,22 +199,40 @@ def read_fast(record: Path, header: _Header) -> Signal:
     np.subtract(p_signal, np.asarray(header.baselines), p_signal)
     np.divide(p_signal, np.asarray(header.gains, dtype=np.float64), p_signal)
     p_signal[nanlocs] = np.nan
-    return Signal(p_signal, header.names, header.fs, header.units, "fast")
+    checksums = (np.asarray(header.checksums, dtype=np.int64), sample_checksums(digital))
+    return Signal(p_signal, header.names, header.fs, header.units, "fast", checksums)
 
 
-def read_wfdb(record: Path) -> Signal:
-    """The reference path: ``wfdb.rdrecord`` (any WFDB format), errors mapped to reason codes."""
+def read_wfdb(record: Path, multi_segment: bool = False) -> Signal:
+    """The reference path: ``wfdb.rdrecord`` (any WFDB format), errors mapped to reason codes.
+
+    A single-segment record is read as digital samples (kept for the checksums), then converted with
+    wfdb's own ``dac``: the very steps of ``rdrecord(physical=True)``, so the signal is the same bits. A
+    multi-segment or multi-frequency record is read physical, without checksums."""
     import wfdb
 
+    checksums = None
     try:
-        rec = wfdb.rdrecord(str(record), physical=True)
+        rec = None
+        if not multi_segment:
+            rec = wfdb.rdrecord(str(record), physical=False)
+            if isinstance(rec, wfdb.Record) and rec.d_signal is not None and rec.n_sig > 0 \
+                    and all(int(n) == 1 for n in (rec.samps_per_frame or [1])):
+                checksums = (_header_checksums(rec.checksum or [None] * rec.n_sig),
+                             sample_checksums(rec.d_signal))
+                rec.dac(expanded=False, return_res=64, inplace=True)
+                rec.convert_dtype(True, 64, True)
+            else:
+                rec = None
+        if rec is None:
+            rec = wfdb.rdrecord(str(record), physical=True)
     except FileNotFoundError as exc:
         raise RecordError("file_missing", str(exc)) from None
     except Exception as exc:  # wfdb raises many types for bad headers and data
         raise RecordError(_classify_wfdb_error(record, exc), f"{type(exc).__name__}: {exc}"[:200]) from None
     if rec.p_signal is None:
         raise RecordError("unsupported_record", "multi-frequency or multi-segment record without a plain signal")
-    return Signal(rec.p_signal, list(rec.sig_name), float(rec.fs), list(rec.units), "wfdb")
+    return Signal(rec.p_signal, list(rec.sig_name), float(rec.fs), list(rec.units), "wfdb", checksums)
 
 
 def _classify_wfdb_error(record: Path, exc: Exception) -> str:
@@ -216,9 +257,10 @@ def read_record(record: Path, fast: bool = True, root: Path | None = None) -> Si
     check_inside(Path(f"{record}.hea"), root, "record")
     raw = _header_bytes(record)
     check_header_names(record, root, raw)
+    text = read_header_text(record, raw)
     if fast:
-        text = read_header_text(record, raw)
         header = _parse_header(text) if text is not None else None
         if header is not None:
             return read_fast(record, header)
-    return read_wfdb(record)
+    multi = header_file_names(text if text is not None else raw.decode("latin-1"))[0]
+    return read_wfdb(record, multi_segment=multi)

@@ -1,8 +1,9 @@
 """Lead selection by name, quality control with reason codes, resampling and cleaning of one record.
 
 :func:`process_signal` checks one :class:`~ecgka.data.mimic_reader.Signal` and returns its selected
-leads in mV or raises :class:`RecordError` with the reason: ``wrong_lead_count``, ``lead_missing``,
-``wrong_fs``, ``wrong_length``, ``nan_samples``, ``flat_lead``, ``saturated_lead``. :func:`clean_batch`
+leads in mV or raises :class:`RecordError` with the reason: ``wrong_lead_count``, ``duplicate_lead``
+(two signals with one name: which is the lead is unknown), ``lead_missing``, ``checksum_mismatch`` (a
+selected lead's samples do not sum to its header checksum), ``wrong_fs``, ``wrong_length``, ``nan_samples``, ``flat_lead``, ``saturated_lead``. :func:`clean_batch`
 then cleans a whole chunk at once (filters designed once), and :func:`to_stored` gives float16 mV.
 """
 
@@ -15,14 +16,38 @@ import numpy as np
 from ecgka.data.config import SignalConfig
 from ecgka.data.mimic_reader import RecordError, Signal
 
+VERIFY_CHECKSUMS = True  # benchmarks/bench_build.py turns it off to measure the check's cost
+
+
+def _norm(name: str) -> str:
+    return name.strip().replace(" ", "").lower()
+
 
 def lead_index(names: list[str], wanted: list[str]) -> list[int]:
-    """Positions of ``wanted`` leads in ``names``, matched by name (case and spaces ignored)."""
-    norm = {n.strip().replace(" ", "").lower(): i for i, n in enumerate(names)}
-    missing = [w for w in wanted if w.strip().replace(" ", "").lower() not in norm]
+    """Positions of ``wanted`` leads in ``names``, matched by name (case and spaces ignored).
+
+    Two signals with one name (``II`` twice, or ``II`` and ``ii``) are ``duplicate_lead``: the header is
+    wrong about at least one of them, so no lead of the record can be trusted to be what it says."""
+    norm: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if norm.setdefault(_norm(n), i) != i:
+            raise RecordError("duplicate_lead", f"two signals named {n!r} (signals {norm[_norm(n)] + 1} and {i + 1})")
+    missing = [w for w in wanted if _norm(w) not in norm]
     if missing:
         raise RecordError("lead_missing", f"no lead {', '.join(missing)} among {', '.join(names)}")
-    return [norm[w.strip().replace(" ", "").lower()] for w in wanted]
+    return [norm[_norm(w)] for w in wanted]
+
+
+def check_checksums(sig: Signal, idx: list[int]) -> None:
+    """``checksum_mismatch`` unless every selected signal's samples sum (mod 65536) to its header checksum
+    (signals without a checksum in the header, and records the reader could not check, pass)."""
+    if sig.checksums is None or not VERIFY_CHECKSUMS:
+        return
+    header, data = sig.checksums
+    for i in idx:
+        if header[i] >= 0 and header[i] != data[i]:
+            raise RecordError("checksum_mismatch", f"lead {sig.sig_name[i]}: header checksum {int(header[i])}, "
+                                                   f"samples sum to {int(data[i])} (mod 65536)")
 
 
 def _to_mv(values: np.ndarray, units: list[str]) -> np.ndarray:
@@ -104,6 +129,7 @@ def process_signal(sig: Signal, cfg: SignalConfig) -> np.ndarray:
     if cfg.expected_n_leads is not None and n_sig != cfg.expected_n_leads:
         raise RecordError("wrong_lead_count", f"{n_sig} leads, expected {cfg.expected_n_leads}")
     idx = lead_index(sig.sig_name, cfg.leads)
+    check_checksums(sig, idx)
     x = _to_mv(sig.p_signal[:, idx].T, [sig.units[i] for i in idx])
     if sig.fs != cfg.fs:
         if not cfg.resample:
