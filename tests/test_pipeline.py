@@ -300,3 +300,113 @@ def test_pipeline_folder_is_claimed(tmp_path):
     lines: list[str] = []
     run_pipeline(other, out, tmp_path, force=True, log=lines.append)
     assert any("replaced the outputs of pipeline 't'" in line for line in lines)
+
+
+# ---- fingerprints: content and location, never the spelling of a path or the working directory -------------
+
+
+class ReadOptions(ConfigModel):
+    input: str
+    config: str | None = None
+    tag: str = ""
+
+
+def _run_read(o: ReadOptions, out: Path) -> None:
+    """A stage with an external input file and a config file (both path options)."""
+    CALLS.append(out.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "out.txt").write_text(Path(o.input).read_text() + (Path(o.config).read_text() if o.config else ""))
+
+
+if "read_file" not in STAGE_KINDS:
+    STAGE_KINDS.register("read_file")(
+        StageKind(ReadOptions, _run_read, lambda o, out: (out / "out.txt").exists(), path_options=("input", "config"),
+                  config_options=("config",), input_options=("input", "config"),
+                  result=lambda o, out: f"{len((out / 'out.txt').read_text())} characters")
+    )
+
+LOCATED = """
+name: located
+vars: {data: null, cfg: null}
+stages:
+  - id: read
+    kind: read_file
+    input: ${vars.data}
+    config: ${vars.cfg}
+    tag: "${vars.data}"
+  - id: copy
+    kind: copy_text
+    text: "!"
+    source: ${read}
+  - id: again
+    kind: copy_text
+    text: "?"
+    source: "${copy}/../copy"
+"""
+
+
+def _located(project: Path, data: str, cfg: str):
+    return load_pipeline(project / "p.yaml", {"data": data, "cfg": cfg})
+
+
+def test_rerun_skips_whatever_the_spelling_the_working_directory_or_the_folder_place(tmp_path, monkeypatch):
+    """Relative and absolute --out alternating, another working directory (inputs spelled from there), and
+    the whole pipeline folder moved: every stage is skipped. A changed input re-runs its stage and those
+    downstream; a changed config file (not its place) likewise."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _write(project / "p.yaml", LOCATED)
+    _write(project / "data.txt", "data")
+    _write(project / "cfg.txt", "cfg")
+    monkeypatch.chdir(project)
+    CALLS.clear()
+    lines: list[str] = []
+    run_pipeline(_located(project, "data.txt", "cfg.txt"), Path("out"), project, log=lines.append)
+    assert CALLS == ["read", "copy", "again"] and "[done] read in" in lines[1] and lines[1].endswith(": 7 characters")
+    runs = [(project, Path("out"), "data.txt", "cfg.txt"),
+            (project, project / "out", str(project / "data.txt"), "./cfg.txt"),
+            (project, Path("out/"), "./data.txt", str(project / "cfg.txt")),
+            (tmp_path, Path("project/out"), "project/data.txt", "project/cfg.txt"),
+            (project / "out", Path("."), "../data.txt", "../cfg.txt")]
+    for cwd, out, data, cfg in runs:
+        monkeypatch.chdir(cwd)
+        CALLS.clear()
+        results = run_pipeline(_located(project, data, cfg), out, project, log=lambda s: None)
+        assert CALLS == [] and [r.status for r in results] == ["skipped"] * 3, (cwd, out)
+
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    (project / "out").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    CALLS.clear()
+    run_pipeline(_located(project, "project/data.txt", "project/cfg.txt"), Path("elsewhere/moved"), project,
+                 log=lambda s: None)
+    assert CALLS == []
+    assert read_json(PipelineDir(moved).marker("copy"))["output"] == "copy"  # relative to the pipeline folder
+
+    # the config file moved, same content: unchanged; an edited config or input: that stage and downstream
+    (project / "cfg.txt").rename(project / "cfg2.txt")
+    run_pipeline(_located(project, "project/data.txt", "project/cfg2.txt"), moved, project, log=lambda s: None)
+    assert CALLS == []
+    _write(project / "cfg2.txt", "cfg, edited")
+    run_pipeline(_located(project, "project/data.txt", "project/cfg2.txt"), moved, project, log=lambda s: None)
+    assert CALLS == ["read", "copy", "again"]
+    CALLS.clear()
+    _write(project / "data.txt", "new data")
+    run_pipeline(_located(project, "project/data.txt", "project/cfg2.txt"), moved, project, log=lambda s: None)
+    assert CALLS == ["read", "copy", "again"] and (moved / "again" / "out.txt").read_text() == "new datacfg, edited!?"
+
+
+def test_an_external_input_is_identified_by_its_resolved_location(tmp_path, monkeypatch):
+    """Another file with the same content at another place is another input (the docs: location + content)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    _write(project / "p.yaml", LOCATED)
+    _write(project / "data.txt", "data")
+    _write(project / "copy.txt", "data")
+    _write(project / "cfg.txt", "cfg")
+    monkeypatch.chdir(project)
+    run_pipeline(_located(project, "data.txt", "cfg.txt"), project / "out", project, log=lambda s: None)
+    CALLS.clear()
+    run_pipeline(_located(project, "copy.txt", "cfg.txt"), project / "out", project, log=lambda s: None)
+    assert CALLS == ["read", "copy", "again"]

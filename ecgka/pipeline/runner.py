@@ -18,6 +18,7 @@ resolve to it on this run and the next ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -32,10 +33,11 @@ from ecgka.catalog import FolderKind, PipelineDir, claim_folder
 from ecgka.config import validate_config
 from ecgka.errors import ConfigError, EcgkaError, InputError
 from ecgka.io import atomic_write_json, read_json, sha256_file
+from ecgka.locks import FolderLock
 from ecgka.pipeline.spec import Order, PipelineSpec, StageSpec, references, resolve
 from ecgka.pipeline.stages import STAGE_KINDS, StageKind
 
-_SMALL_FILE = 64 << 20
+_SMALL_FILE = 64 << 20  # larger input files are identified by size and mtime, not content
 
 
 @dataclass
@@ -47,36 +49,83 @@ class StageResult:
     output: Path
 
 
-def _file_digest(path: Path) -> str:
-    """Content hash for config-sized files, size + mtime for large inputs (a full build re-checks them)."""
-    if not path.exists():
-        return "missing"
-    if path.is_dir():
-        return "dir"
+def _file_digest(path: Path) -> dict[str, Any]:
+    """What identifies an input file's content: its SHA-256 up to 64 MiB, its size and mtime above (a lab
+    export of gigabytes is not re-read on every run; the build itself re-checks its inputs)."""
     stat = path.stat()
     if stat.st_size <= _SMALL_FILE:
-        return sha256_file(path)
-    return f"size={stat.st_size},mtime={stat.st_mtime_ns}"
+        return {"sha256": sha256_file(path)}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _named_files(kind: StageKind, options: dict[str, Any]) -> list[str]:
-    files: list[str] = []
-    for name in kind.file_options:
-        value = options.get(name)
-        files += value if isinstance(value, list) else [value] if value else []
-    return files
+def location(value: str, out_dir: Path) -> str:
+    """Where a path option points, whatever its spelling and the working directory: ``OUT/<relative>`` inside
+    the pipeline folder (so a moved pipeline folder keeps its fingerprints), else the resolved absolute path.
+    A registry reference keeps its ``@version`` (``REGISTRY@v3``)."""
+    path, ref = Path(value).expanduser(), ""
+    if "@" in value and not path.exists():
+        head, _, tail = value.rpartition("@")
+        path, ref = Path(head).expanduser(), "@" + tail
+    resolved = path.resolve()
+    try:
+        inside = resolved.relative_to(out_dir.resolve())
+    except ValueError:
+        return str(resolved) + ref
+    return ("OUT/" + inside.as_posix() if inside.parts else "OUT") + ref
 
 
-def stage_fingerprint(stage: StageSpec, kind: StageKind, options: dict[str, Any], typed: Any,
-                      upstream: dict[str, str]) -> str:
+def _identity(value: Any, out_dir: Path, config: bool) -> Any:
+    """A path option's value as the fingerprint sees it: a config file by its content alone; any other path by
+    its location, and a file also by its content (or size and time)."""
+    if isinstance(value, list):
+        return [_identity(v, out_dir, config) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if config:
+        return _file_digest(path) if path.is_file() else {"missing": location(value, out_dir)}
+    found = {"at": location(value, out_dir)}
+    return {**found, **_file_digest(path)} if path.is_file() else found
+
+
+def _portable_vars(variables: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Variables as the fingerprint sees them: one naming an existing path (``--set image_root=imgs``) by its
+    location, so an override built from it (``data.image.root=${vars.image_root}``) is the same however the
+    path was spelled."""
+    return {k: location(v, out_dir) if isinstance(v, str) and v and Path(v).expanduser().exists() else v
+            for k, v in variables.items()}
+
+
+def stage_fingerprint(stage: StageSpec, kind: StageKind, spec: PipelineSpec, outputs: dict[str, Path],
+                      raw: dict[str, Any], typed: Any, upstream: dict[str, str], out_dir: Path,
+                      project_dir: Path) -> str:
+    """The stage's fingerprint: its options with every ``${stage}`` reference as a location in the pipeline
+    folder and every path option by its identity (:func:`_identity`), its fully resolved config, and the
+    fingerprints of the stages it reads. Nothing in it depends on the spelling of ``--out`` or of an input
+    path, on the working directory, or on where the pipeline folder is."""
+    portable_outputs = {sid: location(str(path), out_dir) for sid, path in outputs.items()}
+    where = f"stage {stage.id!r}"
+    options = resolve(stage.options, portable_outputs, _portable_vars(spec.vars, out_dir), where)
+    for name in kind.path_options:
+        if name in raw:
+            options[name] = _identity(raw[name], out_dir, config=name in kind.config_options)
     payload = {
         "kind": stage.kind,
         "options": options,
-        "config": kind.resolved_config(typed),
-        "files": {f: _file_digest(Path(f)) for f in _named_files(kind, options)},
+        "config": _portable_config(kind, typed, options, raw),
         "upstream": upstream,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _portable_config(kind: StageKind, typed: Any, portable: dict[str, Any], raw: dict[str, Any]) -> Any:
+    """The stage's resolved config, read from options whose non-path strings are portable (an override
+    naming a path), the path options being the real ones (the config file is read from where it is)."""
+    mixed = {**portable, **{name: raw[name] for name in kind.path_options if name in raw}}
+    try:
+        return kind.resolved_config(validate_config(kind.options_model, mixed, source="fingerprint"))
+    except EcgkaError:  # a portable value the config refuses (it checks a path): the real one
+        return kind.resolved_config(typed)
 
 
 def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -155,8 +204,17 @@ def run_pipeline(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[StageResult]:
-    """Check the whole job, then execute ``spec`` into ``out_dir``; returns what ran and what was skipped."""
+    """Check the whole job, then execute ``spec`` into ``out_dir``; returns what ran and what was skipped.
+
+    The pipeline folder is locked for the whole run and each stage's folder while the stage runs
+    (``ecgka.locks``): a second writer of either is refused with one line naming the holder (exit 75)."""
     check_pipeline(spec, out_dir, project_dir, only)
+    with FolderLock(out_dir, f"pipeline folder ({spec.name})"):
+        return _run_locked(spec, out_dir, project_dir, only, force, log)
+
+
+def _run_locked(spec: PipelineSpec, out_dir: Path, project_dir: Path, only: set[str] | None, force: bool,
+                log: Callable[[str], None]) -> list[StageResult]:
     _claim(spec, out_dir, force, log)
     folder = PipelineDir(out_dir)
     folder.markers_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +225,7 @@ def run_pipeline(
     for stage in spec.stages:
         kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
         upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
-        fingerprint = stage_fingerprint(stage, kind, raw, options, upstream)
+        fingerprint = stage_fingerprint(stage, kind, spec, outputs, raw, options, upstream, out_dir, project_dir)
         own_folder = output == folder.stage_dir(stage.id)
         output = _recorded_output(folder, stage.id, output)
         outputs[stage.id], fingerprints[stage.id] = output, fingerprint
@@ -189,21 +247,41 @@ def run_pipeline(
             kind, options, raw, _ = _prepare(stage, spec, outputs, out_dir, project_dir)
             log(f"{kept}: a registry version came from it, so it stays; this attempt writes {output}")
         log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
-        if fresh:
-            kind.reset(output)  # made from other inputs: start afresh instead of resuming
-        # no fingerprint until it finishes; the pending one and the attempt folder are remembered
-        atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": None, "pending": fingerprint,
-                                   "output": str(output)})
-        start = time.perf_counter()
-        kind.run(options, output)
-        seconds = time.perf_counter() - start
-        atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": fingerprint,
-                                   "seconds": round(seconds, 3), "ecgka_version": __version__,
-                                   "output": str(output)})
-        log(f"[done] {stage.id} in {seconds:.1f} s")
+        lock_target = kind.lock_of(options, output)
+        with FolderLock(lock_target, f"stage {stage.id!r} output") if lock_target else contextlib.nullcontext():
+            if fresh:
+                kind.reset(output)  # made from other inputs: start afresh instead of resuming
+            # no fingerprint until it finishes; the pending one and the attempt folder are remembered
+            atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": None,
+                                       "pending": fingerprint, "output": _marker_output(output, out_dir)})
+            start = time.perf_counter()
+            kind.run(options, output)
+            seconds = time.perf_counter() - start
+            atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": fingerprint,
+                                       "seconds": round(seconds, 3), "ecgka_version": __version__,
+                                       "output": _marker_output(output, out_dir)})
+        log(f"[done] {stage.id} in {seconds:.1f} s" + _result_line(kind, options, output))
         results.append(StageResult(stage.id, stage.kind, "ran", seconds, output))
     _write_summary(spec, out_dir, results)
     return results
+
+
+def _result_line(kind: StageKind, options: Any, output: Path) -> str:
+    """``: <the stage's key result>`` (a run's best val epoch, a dataset's counts...), or nothing."""
+    try:
+        text = kind.result(options, output)
+    except (EcgkaError, OSError, ValueError, KeyError, TypeError):  # a summary never fails a finished stage
+        return ""
+    return f": {text}" if text else ""
+
+
+def _marker_output(output: Path, out_dir: Path) -> str:
+    """A stage's output as its marker records it: relative to the pipeline folder when inside (the folder
+    may move), else its absolute path."""
+    try:
+        return output.resolve().relative_to(out_dir.resolve()).as_posix()
+    except ValueError:
+        return str(output.resolve())
 
 
 def _recorded_output(folder: PipelineDir, stage_id: str, output: Path) -> Path:
@@ -212,7 +290,14 @@ def _recorded_output(folder: PipelineDir, stage_id: str, output: Path) -> Path:
     if output != folder.stage_dir(stage_id) or not marker.is_file():
         return output
     recorded = read_json(marker).get("output")
-    return Path(recorded) if recorded else output
+    if not recorded:
+        return output
+    inside = folder.path / recorded
+    if Path(recorded).exists() and (Path(recorded).is_absolute() or not inside.exists()):
+        return Path(recorded)  # outside the pipeline folder (or a marker of an older version: as spelled then)
+    if Path(recorded).is_absolute() and (folder.path / Path(recorded).name).exists():
+        return folder.path / Path(recorded).name  # an older marker's absolute path, the folder since moved
+    return inside
 
 
 def _next_attempt(default: Path) -> Path:

@@ -31,6 +31,7 @@ from ecgka.cli.options import (
     TrainOptions,
 )
 from ecgka.errors import InputError
+from ecgka.io import LOCK_FILE
 from ecgka.names import NameTable
 
 SynthAgeOptions = AgeSynthOptions  # the ``synth_age`` stage's options (``ecgka age synth``)
@@ -43,8 +44,12 @@ class StageKind:
     run: Callable[[Any, Path], None]
     is_complete: Callable[[Any, Path], bool]
     output_of: Callable[[Any, Path], Path] = lambda options, default: default
-    # option names whose values are external inputs (their size and time join the fingerprint)
-    file_options: tuple[str, ...] = ()
+    # option names whose values are paths: the fingerprint identifies each by its resolved location (relative
+    # to the pipeline folder when inside it), a file also by its content (size and time when large), never by
+    # how it was spelled; ``${stage}`` references anywhere are identified relative to the pipeline folder
+    path_options: tuple[str, ...] = ()
+    # path options whose files are configs: the fingerprint holds their content only, not where they are
+    config_options: tuple[str, ...] = ()
     # option names that name paths which must exist before the job starts, unless the value is an
     # earlier stage's output (a ``${stage}`` reference), which is made by the job itself
     input_options: tuple[str, ...] = ()
@@ -56,25 +61,36 @@ class StageKind:
     # checks of the resolved options that ``ecgka run --check`` makes before anything runs (a registry
     # path that is a run or dataset folder, a ``previous`` that is no dataset): raise a one-line error
     check: Callable[[Any], None] = lambda options: None
+    # the folder the runner locks while the stage runs (``ecgka.locks``): its output folder, the run folder
+    # an evaluation writes into; None when the stage's API locks what it writes itself (the registry)
+    lock_of: Callable[[Any, Path], Path | None] = lambda options, output: output
+    # the stage's key result, printed when it ends (a run's best val epoch, a dataset's counts, ...)
+    result: Callable[[Any, Path], str | None] = lambda options, output: None
 
 
 def _remove(out: Path) -> None:
-    if out.is_dir():
-        shutil.rmtree(out)
+    """Empty a stage's output folder, all but its write lock (held by the runner while the stage runs)."""
+    if not out.is_dir():
+        return
+    for entry in out.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 STAGE_KINDS: NameTable[StageKind] = NameTable("stage kind")
 
 
 def _run_synth(o: SynthOptions, out: Path) -> None:
-    if out.exists():  # a stand-in is written atomically: a leftover without a marker is redone
-        shutil.rmtree(out)
+    _remove(out)  # a stand-in is written atomically: a leftover without a marker is redone
     o.execute(out)
 
 
 def _run_synth_age(o: AgeSynthOptions, out: Path) -> None:
-    if out.exists():  # written atomically: a leftover without a marker is redone
-        shutil.rmtree(out)
+    _remove(out)  # written atomically: a leftover without a marker is redone
     o.execute(out)
 
 
@@ -132,6 +148,33 @@ def _report_complete(o: ReportOptions, out: Path) -> bool:
     return ReportDir(out).html.is_file()
 
 
+def _build_result(o: BuildOptions, out: Path) -> str:
+    counts = DatasetDir(out).read_manifest().get("counts") or {}
+    splits = ", ".join(f"{name} {counts[name]}" for name in ("train", "val", "test", "excluded") if name in counts)
+    return f"{splits} (of {counts['record_list']} records)" if "record_list" in counts else splits
+
+
+def _train_result(o: Any, out: Path) -> str:
+    run = RunDir(out).read_run()
+    best, value = run.get("best_epoch"), run.get("best_value")
+    if best is None or value is None:
+        return f"no best epoch in {run.get('epochs_done')} epoch(s)"
+    return f"best epoch {best}/{run.get('epochs_done')}: val {run.get('selection_metric')} {value:.4f}"
+
+
+def _evaluate_result(o: EvaluateOptions, out: Path) -> str:
+    metrics = RunDir(o.run).read_metrics(o.split)
+    regression = metrics.get("regression") or {}
+    few, everyone = regression.get("few") or {}, regression.get("all") or {}
+    parts = [f"few-shot MAE {few['mae']:.4f} (n={few.get('n')})"] if few.get("mae") is not None else []
+    parts += [f"MAE {everyone['mae']:.4f} (n={everyone.get('n')})"] if everyone.get("mae") is not None else []
+    return f"{o.split}: " + (", ".join(parts) or "no regression metrics")
+
+
+def _report_result(o: ReportOptions, out: Path) -> str:
+    return f"report: {ReportDir(out).html}"
+
+
 def _check_build(o: BuildOptions) -> None:
     if o.previous and Path(o.previous).exists():  # made by an earlier stage: not there yet
         DatasetDir(o.previous).read_manifest()  # a run folder, a registry or an old layout: one line
@@ -140,21 +183,26 @@ def _check_build(o: BuildOptions) -> None:
 STAGE_KINDS.register("synth")(StageKind(SynthOptions, _run_synth, _synth_complete))
 STAGE_KINDS.register("synth_age")(StageKind(AgeSynthOptions, _run_synth_age, _synth_age_complete))
 STAGE_KINDS.register("build")(
-    StageKind(BuildOptions, _run_build, _build_complete, file_options=("labs", "d_labitems"),
+    StageKind(BuildOptions, _run_build, _build_complete,
+              path_options=("ecg_root", "labs", "d_labitems", "config", "previous"), config_options=("config",),
               input_options=("ecg_root", "labs", "d_labitems", "config", "previous"), reset=_remove,
-              check=_check_build,
+              check=_check_build, result=_build_result,
               resolved_config=lambda o: o.load_config("overrides").model_dump(mode="json"))
 )
 STAGE_KINDS.register("train")(
     StageKind(TrainOptions, _run_train, _train_complete, input_options=("config", "data", "init"),
+              path_options=("config", "data", "init"), config_options=("config",), result=_train_result,
               resolved_config=lambda o: o.load_config("overrides").model_dump(mode="json"), reset=_remove)
 )
 STAGE_KINDS.register("evaluate")(
     StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete, input_options=("run", "data", "config"),
-              output_of=lambda o, default: RunDir(o.run).eval_dir(o.split), resolved_config=_evaluate_config)
+              path_options=("run", "data", "config"), config_options=("config",), result=_evaluate_result,
+              output_of=lambda o, default: RunDir(o.run).eval_dir(o.split), resolved_config=_evaluate_config,
+              lock_of=lambda o, output: Path(o.run))  # it writes into RUN/eval: the run folder is locked
 )
 STAGE_KINDS.register("report")(
-    StageKind(ReportOptions, _run_report, _report_complete, input_options=("runs",), reset=_remove)
+    StageKind(ReportOptions, _run_report, _report_complete, input_options=("runs",), path_options=("runs",),
+              reset=_remove, result=_report_result)
 )
 
 
@@ -206,20 +254,24 @@ def _check_challenger(o: ChallengerOptions) -> None:
 STAGE_KINDS.register("challenger")(
     StageKind(ChallengerOptions, _run_challenger, lambda o, out: _train_complete(o, out),
               input_options=("config", "data"), reset=_remove, check=_check_challenger,
+              path_options=("config", "data", "registry"), config_options=("config",), result=_train_result,
               resolved_config=lambda o: {"train": o.train_options().load_config("overrides").model_dump(mode="json"),
                                          "init": o.init})
 )
 STAGE_KINDS.register("register")(
     StageKind(RegisterOptions, _run_register, _register_complete, input_options=("run",),
+              path_options=("registry", "run"), lock_of=lambda o, output: None,  # the registry locks itself
               output_of=lambda o, default: Path(o.registry), check=_check_registry)
 )
 STAGE_KINDS.register("compare")(
     StageKind(CompareOptions, _run_compare, lambda o, out: ComparisonDir(out).json.is_file(),
               input_options=("challenger", "datasets"), reset=_remove, check=_check_registry,
+              path_options=("registry", "challenger", "datasets", "gate"), config_options=("gate",),
               resolved_config=lambda o: _gate(o.gate).model_dump(mode="json"))
 )
 STAGE_KINDS.register("promote")(
     StageKind(PromoteOptions, _run_promote, lambda o, out: ComparisonDir(out).gate.is_file(),
               input_options=("run",), reset=_remove, check=_check_registry,
+              path_options=("registry", "run", "gate", "data"), config_options=("gate",),
               resolved_config=lambda o: _gate(o.gate).model_dump(mode="json"))
 )
