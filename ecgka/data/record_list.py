@@ -1,7 +1,8 @@
 """Read and validate ``record_list.csv`` of a MIMIC-IV-ECG root.
 
 Every row gets ``row`` (its 0-based position, used as the dataset's ``sample_id``) and either stays a
-candidate or receives an exclusion reason: ``bad_row`` (ids not positive integers), ``bad_ecg_time``,
+candidate or receives an exclusion reason: ``bad_row`` (ids not positive integers), ``bad_ecg_time`` (unparseable,
+or carrying a UTC offset: MIMIC times are naive, on a shifted timeline),
 ``unsafe_path`` (absolute, ``..``, or otherwise escaping the root: rejected without opening anything)
 and ``duplicate_record`` (a study or path already listed above).
 """
@@ -72,7 +73,10 @@ def validate_records(df: pd.DataFrame) -> pd.DataFrame:
     """Typed columns + ``reason``/``detail`` ('' for candidates); one output row per input row."""
     out = pd.DataFrame({"row": np.arange(len(df), dtype=np.int64)})
     subject, study = _positive_ints(df["subject_id"]), _positive_ints(df["study_id"])
-    times = pd.to_datetime(df["ecg_time"].str.strip(), errors="coerce", format="ISO8601")
+    from ecgka.data.labs import has_offset
+
+    offset = has_offset(df["ecg_time"])  # MIMIC times are naive (shifted): a time with a UTC offset is excluded
+    times = pd.to_datetime(df["ecg_time"].str.strip().where(~offset, ""), errors="coerce", format="ISO8601")
     out["subject_id"] = subject.fillna(0).astype(np.int64).to_numpy()
     out["study_id"] = study.fillna(0).astype(np.int64).to_numpy()
     out["path"] = df["path"].astype(str).to_numpy()
@@ -87,6 +91,8 @@ def validate_records(df: pd.DataFrame) -> pd.DataFrame:
     bad_time = todo & ~ok_time
     reason[bad_time] = "bad_ecg_time"
     detail[bad_time] = df["ecg_time"].to_numpy()[bad_time]
+    tz = bad_time & offset
+    detail[tz] = [f"time zone offset in {t!r} (MIMIC times are naive)" for t in df["ecg_time"].to_numpy()[tz]]
     todo = reason == ""
     unsafe = todo & ~np.array([is_safe_relative(p) for p in out["path"]], dtype=bool)
     reason[unsafe], detail[unsafe] = "unsafe_path", "path is absolute or leaves the ECG root"
