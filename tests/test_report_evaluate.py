@@ -179,6 +179,7 @@ def _copy_run(trained, tmp_path, status: str | None = None) -> Path:
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
+    shutil.rmtree(RunDir(run).path / "eval", ignore_errors=True)  # the copy is not evaluated yet
     if status is not None:
         info = json.loads((run / "run.json").read_text())
         (run / "run.json").write_text(json.dumps({**info, "status": status}))
