@@ -141,13 +141,19 @@ def test_ranksim_keeps_one_sample_per_target_and_reaches_features():
 # ---------------------------------------------------------------- ConR
 
 
-def conr_by_loops(features, targets, preds, w, weights, t, e):
+def label_tol(values, w):
+    """The clean form's label-unit tolerance without a grid: 8 float32 ulps at the values' magnitude."""
+    return 8 * float(np.finfo(np.float32).eps) * max(float(np.abs(np.asarray(values, np.float64)).max()), w)
+
+
+def conr_by_loops(features, targets, preds, w, weights, t, e, tol=False):
     f = features.numpy() / np.linalg.norm(features.numpy(), axis=1, keepdims=True)
     s, y, p, n = f @ f.T / t, targets.numpy(), preds.numpy(), len(targets)
+    y_tol, p_tol = (label_tol(y, w), label_tol(p, w)) if tol else (0.0, 0.0)
     losses = []
     for i in range(n):
-        pos = [j for j in range(n) if j != i and abs(y[i] - y[j]) <= w]
-        neg = [j for j in range(n) if abs(y[i] - y[j]) > w and abs(p[i] - p[j]) <= w]
+        pos = [j for j in range(n) if j != i and abs(y[i] - y[j]) <= w + y_tol]
+        neg = [j for j in range(n) if abs(y[i] - y[j]) > w + y_tol and abs(p[i] - p[j]) <= w + p_tol]
         if not pos or not neg:
             losses.append(0.0)
             continue
@@ -168,11 +174,11 @@ def test_conr_matches_an_independent_transcription():
     features, targets, preds = conr_inputs()
     weights = np.linspace(0.5, 2.0, 8)
     value = conr_loss(features, targets, preds, w=0.1, weights=torch.tensor(weights), t=0.07, e=0.1)
-    expected = conr_by_loops(features, targets, preds, 0.1, weights, 0.07, 0.1)
+    expected = conr_by_loops(features, targets, preds, 0.1, weights, 0.07, 0.1, tol=True)
     assert math.isclose(value.item(), expected, rel_tol=1e-10)
     default = conr_loss(features, targets, preds, w=0.1, t=0.07, e=0.1)
-    assert math.isclose(default.item(), conr_by_loops(features, targets, preds, 0.1, np.ones(8), 0.07, 0.1),
-                        rel_tol=1e-10)
+    assert math.isclose(default.item(), conr_by_loops(features, targets, preds, 0.1, np.ones(8), 0.07, 0.1,
+                                                      tol=True), rel_tol=1e-10)
 
 
 def test_conr_without_negatives_is_zero_and_gradcheck():
@@ -239,8 +245,8 @@ def conr_released_by_loops(features, targets, preds, w, weights, t, e):
     f = features.numpy() / np.linalg.norm(features.numpy(), axis=1, keepdims=True)
     s, y, n = f @ f.T / t, targets.numpy(), len(targets)
     p, w_y = preds.numpy().astype(y.dtype), y.dtype.type(w)
-    vector = np.ndim(weights) > 0
-    wt = np.asarray(weights, dtype=np.float64) if vector else np.full(n, float(weights))
+    vector, column = np.ndim(weights) > 0, np.ndim(weights) == 2  # column [N, 1]: the anchor's weight
+    wt = np.asarray(weights, dtype=np.float64).reshape(-1) if vector else np.full(n, float(weights))
     per_anchor = []
     for i in range(n):
         pos = [j for j in range(n) if j != i and abs(y[i] - y[j]) <= w_y]
@@ -249,8 +255,12 @@ def conr_released_by_loops(features, targets, preds, w, weights, t, e):
             per_anchor.append(0.0)
             continue
         denom = sum(math.exp(s[i, j] if j in pos else 0.0) for j in range(n))  # non-positives add exp(0)
-        denom += sum(wt[j] * math.exp(e * float(abs(y[i] - y[j]))) * math.exp(s[i, j]) for j in neg)  # j's weight
+        push = wt[i] if column else None  # a column pushes with the anchor's weight, a vector with j's
+        denom += sum((push if column else wt[j]) * math.exp(e * float(abs(y[i] - y[j]))) * math.exp(s[i, j])
+                     for j in neg)
         per_anchor.append(np.mean([-math.log(math.exp(s[i, j]) / denom) for j in pos]))
+    if column:  # (weights [N, 1] * per_anchor [N, 1]).mean(): the weighted mean
+        return float(np.mean(wt * np.asarray(per_anchor)))
     return float(np.mean(wt)) * float(np.mean(per_anchor))  # (weights * per_anchor[:, None]).mean()
 
 
@@ -263,16 +273,19 @@ def random_conr_case(seed, n_half=10):
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("vector", [False, True], ids=["scalar", "vector"])
-def test_conr_released_form_matches_the_facts_sheet_transcription(seed, vector):
+@pytest.mark.parametrize("shape", ["scalar", "vector", "column"])
+def test_conr_released_form_matches_the_facts_sheet_transcription(seed, shape):
     features, targets, preds = random_conr_case(seed)
+    vector = shape != "scalar"
     weights = torch.linspace(0.5, 2.0, 20, dtype=torch.float64) if vector else 1.7
+    weights = weights[:, None] if shape == "column" else weights
     value = conr_loss(features, targets, preds, w=0.25, weights=weights, t=0.1, e=0.3, form="released")
     expected = conr_released_by_loops(features, targets, preds, 0.25, weights, 0.1, 0.3)
     assert expected != 0.0 and math.isclose(value.item(), expected, rel_tol=1e-10)
     clean = conr_loss(features, targets, preds, w=0.25, weights=weights, t=0.1, e=0.3)
-    wv = weights.numpy() if vector else np.full(20, weights)
-    assert math.isclose(clean.item(), conr_by_loops(features, targets, preds, 0.25, wv, 0.1, 0.3), rel_tol=1e-10)
+    wv = weights.numpy().reshape(-1) if vector else np.full(20, weights)
+    assert math.isclose(clean.item(), conr_by_loops(features, targets, preds, 0.25, wv, 0.1, 0.3, tol=True),
+                        rel_tol=1e-10)
     assert not math.isclose(clean.item(), value.item(), rel_tol=1e-6)  # the quirks change the number
 
 
@@ -291,10 +304,11 @@ def test_conr_released_form_with_anchors_without_negatives():
 def test_conr_weights_shape_is_checked():
     features, targets, preds = random_conr_case(0)
     column = torch.linspace(0.5, 2.0, 20, dtype=torch.float64)
+    flat = conr_loss(features, targets, preds, w=0.25, weights=column)
+    torch.testing.assert_close(conr_loss(features, targets, preds, w=0.25, weights=column[:, None]), flat)
+    released = [conr_loss(features, targets, preds, w=0.25, weights=x, form="released") for x in (column, column[:, None])]
+    assert not math.isclose(released[0].item(), released[1].item(), rel_tol=1e-6)  # released: the shape decides
     for form in ("clean", "released"):
-        flat = conr_loss(features, targets, preds, w=0.25, weights=column, form=form)
-        torch.testing.assert_close(conr_loss(features, targets, preds, w=0.25, weights=column[:, None], form=form),
-                                   flat)
         for bad in (column[None, :], column[:5], column[:, None].repeat(1, 2)):
             with pytest.raises(ValueError, match=r"weights must have the batch's shape \[20\]"):
                 conr_loss(features, targets, preds, w=0.25, weights=bad, form=form)

@@ -7,7 +7,8 @@ the normalised LDS kernel (reflect padding). Training features of bucket b are c
 
 Deviation: ``smooth`` returns a new tensor; the released code wrote into the feature tensor in place,
 which breaks autograd in other networks. ``alias_last_epoch=True`` (default) keeps the released aliasing
-of the "last epoch" running statistics to the live ones; False snapshots them.
+of the "last epoch" running statistics to the live ones; False snapshots them. Every buffer (kernel
+included) is created in torch's default dtype and follows ``.to(dtype)`` together.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class FDS(nn.Module):
         self.feature_dim, self.bucket_num, self.bucket_start = feature_dim, bucket_num, bucket_start
         self.start_update, self.start_smooth, self.momentum = start_update, start_smooth, momentum
         self.alias_last_epoch, self.half_ks = alias_last_epoch, (ks - 1) // 2
-        window = torch.as_tensor(lds_kernel_window(kernel, ks, sigma), dtype=torch.float32)
+        # every buffer in one dtype, torch's default (float32 unless set otherwise); ``.to(dtype)`` moves all
+        window = torch.as_tensor(lds_kernel_window(kernel, ks, sigma), dtype=torch.get_default_dtype())
         self.register_buffer("kernel_window", window / window.sum())
         n = bucket_num - bucket_start
         self.register_buffer("epoch", torch.tensor(float(start_update)))
@@ -43,7 +45,7 @@ class FDS(nn.Module):
     def _smoothed(self, stats: Tensor) -> Tensor:
         """Convolve each feature's bucket profile with the kernel (reflect padding)."""
         profile = F.pad(stats.t().unsqueeze(1), (self.half_ks, self.half_ks), mode="reflect")
-        return F.conv1d(profile, self.kernel_window.view(1, 1, -1)).squeeze(1).t()
+        return F.conv1d(profile, self.kernel_window.to(profile.dtype).view(1, 1, -1)).squeeze(1).t()
 
     def update_last_epoch_stats(self, epoch: int) -> None:
         """Freeze the statistics used for calibration (once per epoch, when ``epoch == self.epoch + 1``)."""
