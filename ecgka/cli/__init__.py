@@ -52,6 +52,8 @@ COMMANDS: dict[str, CommandInfo] = {
                           "report.md, tables/*.csv, figures/*.png and metrics.json"),
     "run": CommandInfo("ecgka.cli.run:COMMAND",
                        "run a pipeline of stages (pipelines/NAME.yaml) as one resumable batch job"),
+    "configs": CommandInfo("ecgka.cli.configs:COMMAND",
+                           "list the configs and pipelines that ship with ecgka (usable by name from any folder)"),
     "lineage": CommandInfo("ecgka.cli.lineage:COMMAND",
                            "print a dataset version's chain of parents back to the first version"),
     "age": CommandInfo("", "the face-age benchmarks (AgeDB-DIR, IMDB-WIKI-DIR): prepare a split, pack its images, "

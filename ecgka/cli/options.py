@@ -221,8 +221,10 @@ class BuildOptions(CommandOptions):
     def load_config(self, override_source: str = "command line") -> Any:
         from ecgka.config import load_config
         from ecgka.data.config import BuildConfig
+        from ecgka.resources import find_config
 
-        return load_config(BuildConfig, self.config, self.overrides, override_source=override_source)
+        path = find_config(self.config, "data") if self.config else None  # a file or a shipped name
+        return load_config(BuildConfig, path, self.overrides, override_source=override_source)
 
     def execute(self, out: str | Path, *, cfg: Any = None, force: bool = False, progress: bool = True,
                 log: Any = None) -> dict:
@@ -249,7 +251,8 @@ class TrainOptions(CommandOptions):
     api: ClassVar[str] = "ecgka.training.api:train_run"
     api_names: ClassVar[dict[str, str]] = {"data": "data_dir", "out": "run_dir"}
 
-    config: str | None = option(None, "training config YAML (configs/train/*.yaml)", metavar="FILE",
+    config: str | None = option(None, "training config: a YAML file, or a shipped config's name (vanilla, "
+                                "age/dist_loss: `ecgka configs` lists them)", metavar="FILE_OR_NAME",
                                 shown_default="built-in defaults")
     data: str = option(..., "dataset: a directory from `ecgka build`, an age split CSV (age,path,split; images "
                        "under data.image.root, default its folder) or an `ecgka age pack` folder", metavar="DIR")
@@ -354,7 +357,8 @@ class ReportCommand(ReportOptions):
 class RunOptions(CommandOptions):
     """``ecgka run`` (a pipeline is no stage of a pipeline)."""
 
-    pipeline: str | None = option(None, "pipeline file, e.g. pipelines/demo.yaml", positional=True, nargs="?",
+    pipeline: str | None = option(None, "pipeline file, or the name of a shipped pipeline (retrain, "
+                                  "pipelines/demo.yaml: from any folder)", positional=True, nargs="?",
                                   metavar="PIPELINE")
     out: str | None = option(None, "output folder", metavar="DIR", shown_default="outputs/NAME")
     variables: list[list[str]] = option([], "pipeline variables declared under 'vars:', e.g. --set ecg_root=DIR "
@@ -362,8 +366,20 @@ class RunOptions(CommandOptions):
                                         flag="--set", nargs="+", append=True, metavar="NAME=VALUE")
     only: list[str] | None = option(None, "run only these stages", nargs="*", metavar="STAGE")
     force: bool = option(False, "re-run stages even when complete")
-    list_stages: bool = option(False, "list the stages and exit", flag="--list")
+    list_stages: bool = option(False, "list the stages and exit (without a pipeline: the shipped pipelines)",
+                               flag="--list")
     check: bool = option(False, "resolve and validate every stage and config without running anything")
+
+
+class ConfigsOptions(CommandOptions):
+    """``ecgka configs``: the configs and pipelines that ship with ecgka (``ecgka.resources``)."""
+
+    api: ClassVar[str] = "ecgka.resources:shipped_configs"
+
+    kind: Literal["train", "data", "gate", "model"] | None = option(
+        None, "list only the configs of this kind", positional=True, nargs="?", metavar="KIND",
+        shown_default="every kind, and the pipelines")
+    paths: bool = option(False, "print each file's path too")
 
 
 class LineageOptions(CommandOptions):

@@ -1,4 +1,8 @@
-"""``ecgka run pipelines/NAME.yaml``: run a named batch job, resuming and skipping finished stages."""
+"""``ecgka run NAME|FILE``: run a named batch job, resuming and skipping finished stages.
+
+NAME is a shipped pipeline (``retrain``, ``pipelines/retrain.yaml``: ``ecgka.resources``), found from any
+folder; ``ecgka run --list`` lists them. A path to a pipeline file of one's own works as a path.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ def split_set_values(pipeline: Path | None, texts: list[str]) -> tuple[Path, dic
         keys, value = parse_override(text)
         variables[".".join(keys)] = value
     if pipeline is None:
-        raise ConfigError("no pipeline file given (usage: ecgka run pipelines/NAME.yaml [--set NAME=VALUE ...])")
+        raise ConfigError("no pipeline file given (usage: ecgka run NAME|FILE [--set NAME=VALUE ...]; "
+                          "`ecgka run --list` lists the shipped pipelines)")
     return pipeline, variables
 
 
@@ -43,11 +48,14 @@ def run(o: RunOptions) -> int:
     from ecgka.catalog import ReportDir
     from ecgka.pipeline import load_pipeline, run_pipeline
     from ecgka.pipeline.runner import check_only
+    from ecgka.resources import find_pipeline, shipped_pipelines
 
     pipeline, only = _file_after_only(Path(o.pipeline) if o.pipeline else None, o.only)
+    if pipeline is None and o.list_stages and not o.variables:  # `ecgka run --list`: what ships
+        print("\n".join(shipped_pipelines()))
+        return 0
     pipeline, variables = split_set_values(pipeline, [t for group in o.variables for t in group])
-    if not pipeline.is_file():
-        raise ConfigError(f"{pipeline}: pipeline file not found")
+    pipeline = find_pipeline(pipeline)  # a file, or a shipped pipeline's name (retrain), from any folder
     spec = load_pipeline(pipeline, variables)
     if o.list_stages:
         for stage in spec.stages:

@@ -34,7 +34,7 @@ from ecgka.config import validate_config
 from ecgka.errors import ConfigError, EcgkaError, InputError
 from ecgka.io import atomic_write_json, read_json, sha256_file
 from ecgka.locks import FolderLock
-from ecgka.pipeline.spec import Order, PipelineSpec, StageSpec, references, resolve
+from ecgka.pipeline.spec import Order, PipelineSpec, StageSpec, references, resolve, resolve_files
 from ecgka.pipeline.stages import STAGE_KINDS, StageKind
 
 _SMALL_FILE = 64 << 20  # larger input files are identified by size and mtime, not content
@@ -129,12 +129,9 @@ def _portable_config(kind: StageKind, typed: Any, portable: dict[str, Any], raw:
 
 
 def _resolve_paths(options: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A relative ``config`` path is taken from the working directory, else from the project folder."""
-    out = dict(options)
-    value = out.get("config")
-    if isinstance(value, str) and not Path(value).exists() and (base / value).exists():
-        out["config"] = str(base / value)
-    return out
+    """Relative file paths: from the working directory, else the project folder or the shipped files
+    (``spec.resolve_files``)."""
+    return resolve_files(options, base)
 
 
 def _prepare(stage: StageSpec, spec: PipelineSpec, outputs: dict[str, Path], out_dir: Path,

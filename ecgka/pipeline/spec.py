@@ -28,6 +28,7 @@ from pydantic import Field
 from ecgka.config import ConfigModel, read_yaml, validate_config
 from ecgka.errors import ConfigError
 from ecgka.names import look_up_option
+from ecgka.resources import shipped_file
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 
@@ -111,6 +112,28 @@ def _check_set_vars(set_vars: dict[str, Any], declared: dict[str, Any], path: st
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         names = ", ".join(declared) if declared else "none"
         raise ConfigError(f"--set {name}: {path} declares no variable {name!r}{hint} (declared: {names})")
+
+
+PROJECT_FILE_OPTIONS = ("config", "gate")  # relative paths also taken from the pipeline's project folder
+
+
+def _file_path(value: Any, key: str, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_file_path(v, key, base) for v in value]
+    if not isinstance(value, str) or not value or Path(value).is_absolute() or Path(value).exists():
+        return value
+    if key in PROJECT_FILE_OPTIONS and (base / value).exists():
+        return str(base / value)
+    shipped = shipped_file(value)  # configs/..., pipelines/...: the package's copy, from any folder
+    return str(shipped) if shipped is not None else value
+
+
+def resolve_files(options: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A stage's file options after ``${...}`` substitution: a relative path that names nothing from the
+    working directory is taken from the project folder (``config``, ``gate``: ``base``, the folder above
+    the pipeline file's), else from the shipped files when it names one (``configs/gate/default.yaml``:
+    ``ecgka.resources``), so a shipped pipeline runs from any folder. Anything else is left as written."""
+    return {key: _file_path(value, key, base) for key, value in options.items()}
 
 
 def references(value: Any) -> set[str]:

@@ -27,8 +27,9 @@ from ecgka.config import ConfigModel, load_config
 from ecgka.errors import ConfigError
 from ecgka.io import sha256_file
 from ecgka.release.paired import PairedPredictions, check_metric_path, metric_cases, metric_value, paired_ci
+from ecgka.resources import CONFIGS, find_config
 
-DEFAULT_GATE = Path(__file__).resolve().parents[2] / "configs" / "gate" / "default.yaml"
+DEFAULT_GATE = CONFIGS / "gate" / "default.yaml"  # shipped with the package (ecgka.resources)
 MIN_N_BOOT = 200  # the fewest paired bootstrap replicates a gate may use
 
 
@@ -74,8 +75,8 @@ class GateConfig(ConfigModel):
 
 
 def gate_path(path: str | Path | None = None) -> Path:
-    """The gate file: ``path`` or the default gate."""
-    return Path(path) if path else DEFAULT_GATE
+    """The gate file: ``path`` (a file, or a shipped gate's name: ``default``) or the default gate."""
+    return find_config(path, "gate") if path else DEFAULT_GATE
 
 
 def load_gate(path: str | Path | None = None) -> GateConfig:

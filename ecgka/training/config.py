@@ -16,6 +16,7 @@ from ecgka.age.options import ImageOptions
 from ecgka.config import ConfigModel, load_validated, parse_override, read_yaml, validate_config
 from ecgka.errors import ConfigError
 from ecgka.losses.config import MethodConfig
+from ecgka.resources import find_config
 
 
 class ModelConfig(ConfigModel):
@@ -208,12 +209,15 @@ def _names_milestones(override: str) -> bool:
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                       override_source: str = "command line") -> TrainConfig:
-    """Load a training config (with ``extends``), apply ``key=value`` overrides, validate.
+    """Load a training config (with ``extends``), apply ``key=value`` overrides, validate. ``path`` is a
+    file or the name of a shipped config (``ecgka.resources.find_config``).
 
     Milestones are checked against ``epochs`` where they are written: a config file's against the epochs
     that file sees (its own or inherited), milestones given as an override against the final ``epochs``. Shortening a run
     (``epochs=3`` on the paper's 10-epoch schedule) keeps the inherited milestones, which then never fire.
     """
+    if path is not None:
+        path = find_config(path, "train")  # a file, or a shipped config's name (``vanilla``, ``age/dist_loss``)
     source = str(path) if path else "train config"
     data = read_config_tree(path) if path is not None else {}  # also refuses an ``extends`` cycle
     if path is not None:
