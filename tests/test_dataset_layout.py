@@ -1,4 +1,4 @@
-"""The dataset folder as any tool reads it (schema 2): pyarrow, DuckDB, Polars and pandas see exactly the
+"""The dataset folder as any tool reads it (schema 3): pyarrow, DuckDB, Polars and pandas see exactly the
 shard rows with a hive ``split`` column, also with variants and a kept work folder; shards describe
 themselves; an old layout asks for a rebuild, and a build into it is refused."""
 
@@ -129,6 +129,19 @@ def test_old_layout_asks_for_a_rebuild(tmp_path):
             read()
         message = str(info.value)
         assert len(message.splitlines()) == 1 and "rebuild" in message and "version 1" in message
+
+
+def test_schema_2_dataset_asks_for_a_rebuild(tmp_path):
+    """Schema 2 has today's layout but the old split rule (and no checksum or duplicate-lead rule): a rebuild."""
+    folder = tmp_path / "v2"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"schema_version": 2, "fingerprint": "old"}))
+    assert DATASET_SCHEMA_VERSION == 3
+    with pytest.raises(InputError) as info:
+        DatasetDir(folder).read_manifest()
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and "rebuild" in message and "version 2" in message
+    assert "reads version 3" in message
 
 
 def test_build_into_an_old_layout_is_refused(standin, tmp_path):  # noqa: F811

@@ -9,7 +9,7 @@ from ecgka.catalog._files import _read_json_file
 from ecgka.errors import InputError
 from ecgka.keys import SPLITS
 
-DATASET_SCHEMA_VERSION = 2
+DATASET_SCHEMA_VERSION = 3  # 3: stable, fair splits (salted subject hashes, home bins); checksum and duplicate-lead rules
 SHARD_GLOB = "part-*.parquet"
 
 

@@ -1,16 +1,32 @@
 """Subject-disjoint splits and imbalance variants (pure functions on arrays; bins from ``LabelGrid``).
 
-Validation and test are balanced over label bins: for each bin (rarest first) subjects are drawn in a
-seeded random order and each drawn subject contributes one sample of that bin, until the split holds
-``per_bin_cap`` samples of the bin, or until the bin's holdout budget (``holdout_max_fraction`` of its
-subjects, counting every held-out subject with a sample in the bin) is spent: a rare bin gives what it
-can, split evenly between val and test. A subject drawn for
-val or test gives only that one sample; its other samples are excluded (``not_selected_for_split``), so
-balance is exact and subjects never cross splits. All other subjects form train with every sample.
+Validation and test are balanced over label bins, and a subject's split depends only on itself: its id,
+the salt (``split.seed``) and its own labels, never on the order or presence of other subjects, so
+fixing, losing or adding one subject's records never reshuffles the dataset.
+
+- Every subject has a *priority*, an *eligibility* and a *side*, from the SHA-256 of
+  ``"<salt>:<subject_id>"``: the priority is its first 8 bytes (lower first), the subject is eligible for
+  val/test when priority / 2**64 < ``holdout_max_fraction``, and the lowest bit of the 9th byte is its
+  side (val or test).
+- Every subject competes in one bin only, its *home bin*: the bin of its own labels farthest from the
+  label's reference value (potassium: 4.2 mmol/L, the middle of the normal range; other labels: the
+  middle of the grid), i.e. the rarest of its labels (ties: the higher bin). Its candidate sample is its
+  lowest ``sample_id`` in that bin.
+- In each bin, val takes the eligible val-side home subjects in priority order and test the eligible
+  test-side ones, ``m = min(per_bin_cap, eligible val-side, eligible test-side)`` each: val and test hold
+  the same number of samples of every bin, and at most the eligible share (``holdout_max_fraction`` of
+  the subjects, in expectation) of a bin's home subjects leaves train.
+- A held-out subject gives only its candidate sample; its other samples are excluded
+  (``not_selected_for_split``). Every other subject is train, with every sample.
+
+So a subject's place depends only on itself and on the eligible home subjects of its bin with a higher
+priority: losing one subject moves at most one other subject (the next one of its bin and side, or the
+last one of the other side when the bin's ``m`` drops by one); losing an ineligible subject moves none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -20,6 +36,8 @@ from ecgka.data.config import SplitConfig
 from ecgka.labels import LabelGrid
 
 NOT_SELECTED = "not_selected_for_split"
+SIDES = ("val", "test")  # side 0, side 1 of a subject's hash
+REFERENCE = {"potassium": 4.2}  # the label value nearest which bins are commonest (home bins: farthest first)
 
 
 def _budgets(cand: pd.DataFrame, cfg: SplitConfig, size: int) -> np.ndarray:
@@ -28,47 +46,57 @@ def _budgets(cand: pd.DataFrame, cfg: SplitConfig, size: int) -> np.ndarray:
     return np.floor(n_subj * cfg.holdout_max_fraction + 1e-9).astype(np.int64)
 
 
+def subject_hashes(subjects, salt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per subject: the priority (uint64, lower first) and the side (0: val, 1: test) of its salted hash."""
+    digests = [hashlib.sha256(f"{salt}:{int(s)}".encode()).digest() for s in subjects]
+    priority = np.array([int.from_bytes(d[:8], "big") for d in digests], dtype=np.uint64)
+    side = np.array([d[8] & 1 for d in digests], dtype=np.int8)
+    return priority, side
+
+
+def eligible(priority: np.ndarray, fraction: float) -> np.ndarray:
+    """Subjects that may be held out: priority / 2**64 < ``fraction`` (all of them for 1.0)."""
+    if fraction >= 1:
+        return np.ones(len(priority), dtype=bool)
+    return priority < np.uint64(min(int(fraction * 2**64), 2**64 - 1))
+
+
+def bin_rarity(grid: LabelGrid) -> np.ndarray:
+    """Per bin: the distance of its centre from the label's reference value (larger: rarer), a fixed order."""
+    centres = np.asarray(grid.centres, dtype=np.float64)
+    ref = REFERENCE.get(grid.name, (grid.lo + grid.hi) / 2)
+    return np.abs(centres - ref)
+
+
+def _home_candidates(df: pd.DataFrame, grid: LabelGrid) -> pd.DataFrame:
+    """One row per subject: its home bin (rarest of its own bins, ties the higher) and its lowest sample there."""
+    rarity = bin_rarity(grid)
+    order = df.assign(rarity=rarity[np.minimum(df["bin"].to_numpy(), len(rarity) - 1)])
+    order = order.sort_values(["subject_id", "rarity", "bin", "sample_id"], ascending=[True, False, False, True])
+    return order.drop_duplicates("subject_id", keep="first")
+
+
 def assign_splits(meta: pd.DataFrame, cfg: SplitConfig, grid: LabelGrid) -> np.ndarray:
     """Split name per row of ``meta`` (``sample_id, subject_id, potassium``); NOT_SELECTED for dropped rows.
 
-    A held-out subject removes all its samples from train, so every bin it touches pays from that bin's
-    budget: train keeps at least ``1 - holdout_max_fraction`` of the subjects of every bin.
+    See the module docstring: salted subject hashes, one home bin per subject, ``m`` per split and bin.
     """
-    df = pd.DataFrame({"sample_id": meta["sample_id"].to_numpy(np.int64),
-                       "subject_id": meta["subject_id"].to_numpy(np.int64),
-                       "bin": grid.clipped_index(meta["potassium"].to_numpy())})
+    df = _frame(meta, grid)
     out = np.full(len(df), "train", dtype=object)
     if df.empty:
         return out
-    subjects = np.unique(df["subject_id"].to_numpy())
-    rank = pd.Series(np.random.default_rng(cfg.seed).permutation(len(subjects)), index=subjects)
-    df["rank"] = rank.loc[df["subject_id"]].to_numpy()
-    # one candidate sample per (bin, subject): the lowest sample_id
-    cand = df.sort_values(["bin", "rank", "sample_id"]).drop_duplicates(["bin", "subject_id"], keep="first")
-    size = int(df["bin"].max()) + 1
-    budget, held = _budgets(cand, cfg, size), np.zeros(size, np.int64)
-    subject_bins = {int(s): g.to_numpy() for s, g in cand.groupby("subject_id")["bin"]}
-    groups = {int(b): g for b, g in cand.groupby("bin")}
-    order = sorted(groups, key=lambda b: (len(groups[b]), b))
-    holdout: dict[int, str] = {}  # subject -> split
-    chosen: dict[int, str] = {}  # sample_id -> split
-    for b in order:
-        need = {"val": min(cfg.per_bin_cap, (budget[b] + 1) // 2), "test": min(cfg.per_bin_cap, budget[b] // 2)}
-        got = {"val": 0, "test": 0}
-        for subject, sample in zip(groups[b]["subject_id"], groups[b]["sample_id"], strict=True):
-            if need["val"] == 0 and need["test"] == 0:
-                break
-            bins = subject_bins[int(subject)]
-            if subject in holdout or (held[bins] >= budget[bins]).any():
-                continue
-            # alternate (the split with fewer so far, val first): equal counts whenever the bin runs out
-            split = "val" if need["val"] > 0 and (got["val"] <= got["test"] or need["test"] == 0) else "test"
-            need[split] -= 1
-            got[split] += 1
-            held[bins] += 1
-            holdout[int(subject)] = split
-            chosen[int(sample)] = split
-    out[df["subject_id"].isin(list(holdout)).to_numpy()] = NOT_SELECTED
+    cand = _home_candidates(df, grid)
+    priority, side = subject_hashes(cand["subject_id"].to_numpy(), str(cfg.seed))
+    cand = cand.assign(priority=priority, side=side)[eligible(priority, cfg.holdout_max_fraction)]
+    cand = cand.sort_values(["bin", "priority", "subject_id"])
+    chosen: dict[int, str] = {}
+    for _, group in cand.groupby("bin", sort=True):
+        queues = {split: group.loc[group["side"] == k, "sample_id"].to_numpy() for k, split in enumerate(SIDES)}
+        m = min(cfg.per_bin_cap, *(len(q) for q in queues.values()))
+        for split, queue in queues.items():
+            chosen.update((int(x), split) for x in queue[:m])
+    held = cand.loc[cand["sample_id"].isin(list(chosen)), "subject_id"]
+    out[df["subject_id"].isin(held).to_numpy()] = NOT_SELECTED
     picked = df["sample_id"].map(chosen)
     out[picked.notna().to_numpy()] = picked.dropna().to_numpy()
     return out
@@ -139,7 +167,8 @@ def assign_splits_stable(meta: pd.DataFrame, cfg: SplitConfig, grid: LabelGrid, 
             bins = subject_bins[int(subject)]
             if int(subject) in drawn or (held[bins] >= budget[bins]).any():
                 continue
-            split = min(open_, key=lambda s: (got[s][b], s == "test"))
+            # the emptier split; on a tie the subject's hash decides (neither split is favoured)
+            split = min(open_, key=lambda s, r=int(rank[subject]) & 1: (got[s][b], (s == "test") != bool(r)))
             got[split][b] += 1
             held[bins] += 1
             drawn[int(subject)] = (idx, split)
