@@ -9,13 +9,15 @@ model (``ecgka/cli/options.py``), imported only when the command runs, so ``ecgk
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from ecgka import __version__
@@ -226,7 +228,8 @@ def _main(argv: Sequence[str] | None) -> int:
     previous = handle_sigterm()
     try:
         options = options_from_args(command.options, args)
-        return int(command.run(options) or 0)
+        with writer_lock(command.options, options):
+            return int(command.run(options) or 0)
     except EcgkaError as exc:
         say(f"{prog}: error: {exc}", sys.stderr)
         return exc.exit_code
@@ -241,6 +244,64 @@ def _main(argv: Sequence[str] | None) -> int:
     finally:  # in-process callers (tests, a notebook) get their own SIGTERM handling back
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def writer_lock(model: Any, options: Any) -> Iterator[None]:
+    """Hold the lock of the folder a command writes (its options model's ``writes``) while it runs: one writer
+    per folder (``ecgka.locks``); a second one is refused with one line naming the holder (exit 75).
+
+    Not taken for a path the command refuses anyway without writing (a file, a folder below a file, a
+    non-empty folder ecgka did not write), nor by the ranks of a torchrun job other than 0 (rank 0 writes).
+    A folder that did not exist and that the command left empty (it stopped on an error) is removed again.
+    """
+    name = getattr(model, "writes", None)
+    folder = getattr(options, name, None) if name else None
+    if not folder or os.environ.get("RANK", "0") != "0" or not _lockable(Path(folder)):
+        yield
+        return
+    from ecgka.locks import FolderLock, lock_path
+
+    path = Path(folder)
+    created = _missing_folders(path)
+    try:
+        with FolderLock(path, model.writes_what):
+            try:
+                yield
+            finally:
+                if created and path.is_dir() and [p.name for p in path.iterdir()] == [lock_path(path).name]:
+                    lock_path(path).unlink()
+    finally:
+        for made in created:  # innermost first; stops at the first one that holds something
+            try:
+                made.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _lockable(path: Path) -> bool:
+    """Whether the command may write ``path`` at all: missing (below folders), empty but for a lock, or a
+    folder ecgka wrote (its kind is the command's to check)."""
+    from ecgka.catalog.folders import FOLDER_MARKER
+    from ecgka.locks import lock_path
+
+    try:
+        if not path.exists():
+            return _missing_folders(path)[-1].parent.is_dir()
+        if not path.is_dir():
+            return False
+        return (path / FOLDER_MARKER).is_file() or all(p.name == lock_path(path).name for p in path.iterdir())
+    except OSError:  # unreadable: the command says why, in its one line
+        return False
 
 
 def os_error_line(exc: OSError) -> str:

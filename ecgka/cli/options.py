@@ -46,6 +46,11 @@ class CommandOptions(ConfigModel):
 
     api: ClassVar[str | None] = None
     api_names: ClassVar[dict[str, str]] = {}
+    # the option naming the folder the command writes, and what that folder is: ``ecgka COMMAND`` holds the
+    # folder's lock for the whole command (``ecgka.cli``, ``ecgka.locks``): a second writer gets one line
+    # naming the holder and exit 75. None: the command writes no folder, or its API locks it itself
+    writes: ClassVar[str | None] = None
+    writes_what: ClassVar[str] = "folder"
 
 
 # ---- the command line generated from a model ------------------------------------------------------------------
@@ -189,6 +194,9 @@ class SynthOptions(CommandOptions):
 
 
 class SynthCommand(SynthOptions):
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "stand-in folder"
+
     out: str = option(..., "output folder (must not exist or be empty)", metavar="DIR")
     force: bool = option(False, "replace a stand-in folder written by ecgka synth")
 
@@ -236,6 +244,9 @@ class BuildOptions(CommandOptions):
 
 
 class BuildCommand(BuildOptions):
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "dataset folder"
+
     out: str = option(..., "dataset directory to write: new, empty, or a dataset folder (same inputs: resumed "
                       "or skipped)", metavar="DIR")
     force: bool = option(False, "replace a complete dataset in --out that was built from other inputs or config")
@@ -275,6 +286,9 @@ class TrainOptions(CommandOptions):
 
 
 class TrainCommand(TrainOptions):
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "run folder"
+
     out: str = option(..., "run directory: new, or continued/extended when it holds this config's run",
                       metavar="RUN_DIR")
     force: bool = option(False, "start over a complete or resumable run of another config in --out")
@@ -312,6 +326,9 @@ class EvaluateOptions(CommandOptions):
 
 
 class EvaluateCommand(EvaluateOptions):
+    writes: ClassVar[str] = "run"  # it writes RUN/eval/: the run folder is locked (not while it trains)
+    writes_what: ClassVar[str] = "run folder"
+
     allow_other_dataset: bool = option(False, "evaluate on a dataset the run was not trained on; written to "
                                        "RUN/eval/<fingerprint>/ (the run's own eval/ stays as it is)")
 
@@ -346,6 +363,9 @@ class ReportOptions(CommandOptions):
 
 
 class ReportCommand(ReportOptions):
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "report folder"
+
     out: str = option(..., "report directory: new, empty, or a report folder (regenerated as a whole)",
                       metavar="DIR")
     force: bool = option(False, "replace a report folder that reports other runs")
@@ -390,6 +410,8 @@ class LineageOptions(CommandOptions):
 
 class ExportOptions(CommandOptions):
     api: ClassVar[str] = "ecgka.release.export:export_run"
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "export folder"
     api_names: ClassVar[dict[str, str]] = {"run": "run_dir", "format": "fmt"}
 
     run: str = option(..., "a run folder, or REGISTRY@champion / REGISTRY@v3", positional=True, metavar="RUN")
@@ -613,6 +635,8 @@ class AgePrepareOptions(CommandOptions):
 
 class AgePackOptions(CommandOptions):
     api: ClassVar[str] = "ecgka.age.shards:pack_age_shards"
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "packed image folder"
     api_names: ClassVar[dict[str, str]] = {"images": "image_root"}
 
     csv: str = option(..., "the DIR split CSV (age,path,split)", metavar="CSV")
@@ -639,6 +663,9 @@ class AgeSynthOptions(CommandOptions):
 
 
 class AgeSynthCommand(AgeSynthOptions):
+    writes: ClassVar[str] = "out"
+    writes_what: ClassVar[str] = "age stand-in folder"
+
     out: str = option(..., "output folder (must not exist or be empty)", metavar="DIR")
     force: bool = option(False, "replace an age stand-in written with other parameters")
 
