@@ -34,7 +34,7 @@ from ecgka.io import LOCK_FILE, utc_now
 # exit code of a command refused because another process writes the same folder
 LOCKED_EXIT = 75  # EX_TEMPFAIL: try again when the other writer has finished
 
-# resolved folder -> [open lock file, depth] for the locks this process holds
+# resolved folder -> [open lock file, depth, whether the lock created the folder] for the locks held here
 _HELD: dict[Path, list[Any]] = {}
 
 
@@ -89,50 +89,75 @@ class FolderLock:
         self._key: Path | None = None
 
     def acquire(self) -> FolderLock:
+        created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.folder.resolve()
         if key in _HELD:
             _HELD[key][1] += 1
             self._key = key
             return self
-        handle = open(lock_path(key), "a+b")  # noqa: SIM115 - held until release()
         deadline = time.monotonic() + self.wait
         while True:
             try:
+                handle = open(lock_path(key), "a+b")  # noqa: SIM115 - held until release()
+            except FileNotFoundError:  # the previous holder removed the folder it had created
+                key.mkdir(parents=True, exist_ok=True)
+                continue
+            try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                handle.close()
                 if time.monotonic() >= deadline:
-                    info = _read_holder(lock_path(key))
-                    handle.close()
+                    self._remove_if_created(key, created)
                     raise FolderLockedError(
-                        f"{self.folder}: {self.what} is being written by {_describe(info)}; wait for it to "
-                        f"finish (a lock left by a process that died is taken over)") from None
+                        f"{self.folder}: {self.what} is being written by {_describe(_read_holder(lock_path(key)))}; "
+                        f"wait for it to finish (a lock left by a process that died is taken over)") from None
                 time.sleep(0.05)
+                continue
+            if _same_file(handle, lock_path(key)):
+                break
+            handle.close()  # the holder removed the lock file as we took its lock: take the new one
         _write_holder(handle)
-        _HELD[key] = [handle, 1]
+        _HELD[key] = [handle, 1, created]
         self._key = key
         return self
 
     def release(self) -> None:
+        """Remove the lock file (still holding it: a waiting writer then takes a new one), and the folder
+        when this lock created it and nothing was written; then unlock."""
         key, self._key = self._key, None
         if key is None or key not in _HELD:
             return
         _HELD[key][1] -= 1
         if _HELD[key][1] > 0:
             return
-        handle, _ = _HELD.pop(key)
+        handle, _, created = _HELD.pop(key)
         with contextlib.suppress(OSError):
-            handle.truncate(0)
-            handle.flush()
+            if _same_file(handle, lock_path(key)):
+                os.unlink(lock_path(key))
+        self._remove_if_created(key, created)
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+
+    @staticmethod
+    def _remove_if_created(folder: Path, created: bool) -> None:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a refused or failed command leaves no folder behind
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    """Whether ``path`` is still the file ``handle`` has open (not removed or replaced meanwhile)."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _write_holder(handle: Any) -> None:

@@ -98,4 +98,23 @@ def test_a_whole_folder_swap_keeps_the_folder_locked(tmp_path: Path):
         child = subprocess.run([sys.executable, "-c", "import sys; from ecgka.locks import FolderLock; "
                                 "FolderLock(sys.argv[1]).acquire()", str(out)], capture_output=True, text=True)
         assert child.returncode != 0 and "is being written by process" in child.stderr
-    assert sorted(p.name for p in out.iterdir()) == [".ecgka-lock", "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # the lock file goes with the lock
+
+
+def test_a_refused_writer_leaves_nothing_and_a_released_lock_no_file(tmp_path: Path):
+    folder = tmp_path / "new"
+    child = _hold_in_child(folder)
+    try:
+        with pytest.raises(FolderLockedError):
+            FolderLock(folder).acquire()
+        assert [p.name for p in folder.iterdir()] == [".ecgka-lock"]  # the holder's, nothing of ours
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with FolderLock(tmp_path / "made"):
+        assert (tmp_path / "made").is_dir()
+    assert not (tmp_path / "made").exists()  # created by the lock, nothing written: removed again
+    (tmp_path / "kept").mkdir()
+    with FolderLock(tmp_path / "kept"):
+        (tmp_path / "kept" / "out.txt").write_text("x")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["out.txt"]
