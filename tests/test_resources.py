@@ -97,3 +97,23 @@ def test_the_repository_keeps_its_layout_as_links_to_the_package_data():
         assert modes == {"configs": "120000", "pipelines": "120000"}  # git records links, not copies
     text = (REPO / "pyproject.toml").read_text()
     assert '"ecgka.resources" = ["configs/**/*.yaml", "pipelines/*.yaml"]' in text
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_every_shipped_file(tmp_path):
+    """The package data of pyproject.toml: every shipped config and pipeline is in the wheel."""
+    import sys
+    import zipfile
+
+    if not (REPO / ".git").exists():
+        pytest.skip("needs the git checkout (git archive gives the committed tree, links included)")
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path / "dist")], cwd=src, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = set(zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist())
+    shipped = {f"ecgka/resources/{p.relative_to(RESOURCES).as_posix()}" for p in RESOURCES.rglob("*.yaml")}
+    assert shipped and shipped <= names

@@ -30,7 +30,7 @@ def elsewhere(tmp_path):
 
 
 def test_train_by_name_and_by_repository_path(elsewhere):
-    data = write_dataset(elsewhere / "data", n_train=64, n_val=32, n_test=32, n_samples=200, leads=("I",))
+    write_dataset(elsewhere / "data", n_train=64, n_val=32, n_test=32, n_samples=200, leads=("I",))
     for spelling, out in (("vanilla", "v1"), ("configs/train/vanilla.yaml", "v2")):
         done = _ecgka(elsewhere, "train", "--config", spelling, "--data", "data", "--out", out, *FAST)
         assert done.returncode == 0, done.stderr
