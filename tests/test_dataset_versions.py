@@ -21,7 +21,8 @@ from ecgka.data.dataset_versions import NOT_READ, read_pairs
 from ecgka.data.shards import read_ipc
 from ecgka.keys import SPLITS, Col
 
-OVERRIDES = ["split.per_bin_cap=3", "shards.chunk_records=24"]
+# splits pair a val and a test subject within one label bin (schema 3): 0.5-wide bins for 28 subjects
+OVERRIDES = ["split.per_bin_cap=3", "shards.chunk_records=24", "label.step=0.5"]
 K_ITEMS = ("50971", "50822")
 N_CORRECTED = 5
 
