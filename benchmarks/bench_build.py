@@ -4,7 +4,9 @@ Generates a stand-in (or uses --standin DIR), then measures on one core:
   1. ``wfdb.rdrecord`` of every record the build reads (the reference);
   2. the fast MIMIC reader alone, and read + lead selection + QC per record;
   3. the whole build (labs, pairing, signal stage, splits, shards, manifest), workers=1, run twice: the
-     first includes one-off imports (cold), the second is the steady per-record cost (warm).
+     first includes one-off imports (cold), the second is the steady per-record cost (warm);
+  4. the WFDB checksum check: read + QC and the whole build again with the check off, in the same run
+     (printed as a ratio; it must stay under 10 % of the build).
 Prints ms/record and ratios to (1). Usage: python benchmarks/bench_build.py [--subjects 200] [--standin DIR]
 """
 
@@ -45,6 +47,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     import wfdb
 
     from ecgka.config import apply_overrides
+    from ecgka.data import signal_qc
     from ecgka.data.build import build_dataset
     from ecgka.data.config import BuildConfig
     from ecgka.data.mimic_reader import read_record
@@ -58,11 +61,16 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
 
     labs = [standin / "hosp" / "labevents.csv.gz"]
     t0 = time.perf_counter()
-    build_dataset(root, labs, tmp / "cold", cfg)  # first build in this process: includes imports
+    build_dataset(root, labs, tmp / "cold", cfg, workers=1)  # first build in this process: includes imports
     t_cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    m = build_dataset(root, labs, tmp / "out", cfg)
+    m = build_dataset(root, labs, tmp / "out", cfg, workers=1)
     t_build = time.perf_counter() - t0
+    signal_qc.VERIFY_CHECKSUMS = False  # the same build without the checksum check (workers=1: in process)
+    t0 = time.perf_counter()
+    build_dataset(root, labs, tmp / "nocheck", cfg, workers=1)
+    t_nocheck = time.perf_counter() - t0
+    signal_qc.VERIFY_CHECKSUMS = True
     t_wfdb = _time_per_record(lambda r: wfdb.rdrecord(str(r)), records)
     t_fast = _time_per_record(lambda r: read_record(r), records, repeat=3)
 
@@ -73,6 +81,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
             pass
 
     t_stage = _time_per_record(qc, records, repeat=2)
+    signal_qc.VERIFY_CHECKSUMS = False
+    t_stage_nocheck = _time_per_record(qc, records, repeat=2)
+    signal_qc.VERIFY_CHECKSUMS = True
     n_signal = m["counts"]["record_list"] - m["exclusions"].get("no_lab_in_window", 0)
     per_build = t_build / m["counts"]["record_list"] * 1e3
     per_signal_record = m["build"]["seconds"] / max(1, n_signal) * 1e3
@@ -84,6 +95,10 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{'whole build / record_list rows':<42} {per_build:8.3f} ms/record   {per_build / t_wfdb:.3f}x")
     per_cold = t_cold / m["counts"]["record_list"] * 1e3
     print(f"{'whole build, cold (first in process)':<42} {per_cold:8.3f} ms/record   {per_cold / t_wfdb:.3f}x")
+    print(f"checksum check: read + QC {t_stage:.3f} vs {t_stage_nocheck:.3f} ms/record without "
+          f"({t_stage / t_stage_nocheck - 1:+.1%}); whole build {t_build:.2f} s vs {t_nocheck:.2f} s without "
+          f"(ratio {t_build / t_nocheck:.3f}, {t_build / t_nocheck - 1:+.1%}; goal < +10 %: "
+          f"{t_build / t_nocheck < 1.10})")
     print(f"whole build: {t_build:.2f} s wall (cold {t_cold:.2f} s), one core; goal met (whole build cheaper per "
           f"record than wfdb.rdrecord alone): {per_build < t_wfdb}")
     paired_share = n_signal / m["counts"]["record_list"]
