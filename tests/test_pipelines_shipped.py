@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,25 @@ def test_smoke_pipeline_end_to_end_then_skips(tmp_path):
         assert RunDir(out / run).read_metrics("test")["split"] == "test"
         assert RunDir(out / run).read_run()["status"] == "complete"
     assert RunDir(out / "dist_loss").read_run()["init"] == str(out / "vanilla")
-    second = _ecgka("run", "pipelines/smoke.yaml", "--out", str(out))
-    assert second.returncode == 0 and "0 stage(s) ran, 7 skipped" in second.stdout
+    # each stage's key result as it ends: counts, the best val epoch, the few-shot MAE, the report
+    assert re.search(r"\[done\] dataset in [\d.]+ s: train \d+, val \d+, test \d+, excluded \d+ \(of \d+ records\)",
+                     first.stdout), first.stdout
+    assert re.search(r"\[done\] vanilla in [\d.]+ s: best epoch 1/1: val balanced_mae \d+\.\d{4}", first.stdout)
+    assert re.search(r"\[done\] eval_dist_loss in [\d.]+ s: test: few-shot MAE \d+\.\d{4} \(n=\d+\)", first.stdout)
+    assert "[done] report in" in first.stdout and f": report: {report}" in first.stdout
+    # re-runs skip everything, however --out is spelled, wherever the command starts, wherever the folder is
+    pipeline = str(REPO / "pipelines" / "smoke.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args, cwd in ((["--out", str(out)], REPO), (["--out", "smoke"], tmp_path), (["--out", str(out)], REPO),
+                      (["--out", "./smoke/"], tmp_path), (["--out", "../smoke"], elsewhere)):
+        again = _ecgka("run", pipeline, *args, cwd=cwd)
+        assert again.returncode == 0 and "0 stage(s) ran, 7 skipped" in again.stdout, (args, cwd, again.stdout)
+    moved = tmp_path / "moved" / "smoke"
+    moved.parent.mkdir()
+    out.rename(moved)
+    again = _ecgka("run", "pipelines/smoke.yaml", "--out", str(moved))
+    assert again.returncode == 0 and "0 stage(s) ran, 7 skipped" in again.stdout, again.stdout
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "pipelines").glob("*.yaml")))
@@ -92,8 +110,8 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = PipelineDir(out).marker("dataset")
     deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not _finished(marker) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # a marker is written when its stage starts (pending); it holds a fingerprint once done
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     report = ReportDir(out / "report").html
@@ -102,3 +120,12 @@ def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "[skip] standin" in resumed.stdout and "[skip] dataset" in resumed.stdout
     assert "[run ] report" in resumed.stdout and report.is_file()
+
+
+def _finished(marker: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads(marker.read_text()).get("fingerprint"))
+    except (OSError, ValueError):
+        return False
