@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     import wfdb
 
     from ecgka.config import apply_overrides
-    from ecgka.data import signal_qc
+    from ecgka.data import mimic_reader
     from ecgka.data.build import build_dataset
     from ecgka.data.config import BuildConfig
     from ecgka.data.mimic_reader import read_record
@@ -66,11 +66,16 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     t0 = time.perf_counter()
     m = build_dataset(root, labs, tmp / "out", cfg, workers=1)
     t_build = time.perf_counter() - t0
-    signal_qc.VERIFY_CHECKSUMS = False  # the same build without the checksum check (workers=1: in process)
-    t0 = time.perf_counter()
-    build_dataset(root, labs, tmp / "nocheck", cfg, workers=1)
-    t_nocheck = time.perf_counter() - t0
-    signal_qc.VERIFY_CHECKSUMS = True
+    # the same build with and without the checksum check, alternated, best of 3 each (workers=1: in process)
+    best = {True: t_build, False: float("inf")}
+    for i in range(3):
+        for check in (False, True):
+            mimic_reader.VERIFY_CHECKSUMS = check
+            t0 = time.perf_counter()
+            build_dataset(root, labs, tmp / f"check{int(check)}-{i}", cfg, workers=1)
+            best[check] = min(best[check], time.perf_counter() - t0)
+    mimic_reader.VERIFY_CHECKSUMS = True
+    t_build_check, t_nocheck = best[True], best[False]
     t_wfdb = _time_per_record(lambda r: wfdb.rdrecord(str(r)), records)
     t_fast = _time_per_record(lambda r: read_record(r), records, repeat=3)
 
@@ -81,9 +86,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
             pass
 
     t_stage = _time_per_record(qc, records, repeat=2)
-    signal_qc.VERIFY_CHECKSUMS = False
+    mimic_reader.VERIFY_CHECKSUMS = False
     t_stage_nocheck = _time_per_record(qc, records, repeat=2)
-    signal_qc.VERIFY_CHECKSUMS = True
+    mimic_reader.VERIFY_CHECKSUMS = True
     n_signal = m["counts"]["record_list"] - m["exclusions"].get("no_lab_in_window", 0)
     per_build = t_build / m["counts"]["record_list"] * 1e3
     per_signal_record = m["build"]["seconds"] / max(1, n_signal) * 1e3
@@ -96,9 +101,9 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     per_cold = t_cold / m["counts"]["record_list"] * 1e3
     print(f"{'whole build, cold (first in process)':<42} {per_cold:8.3f} ms/record   {per_cold / t_wfdb:.3f}x")
     print(f"checksum check: read + QC {t_stage:.3f} vs {t_stage_nocheck:.3f} ms/record without "
-          f"({t_stage / t_stage_nocheck - 1:+.1%}); whole build {t_build:.2f} s vs {t_nocheck:.2f} s without "
-          f"(ratio {t_build / t_nocheck:.3f}, {t_build / t_nocheck - 1:+.1%}; goal < +10 %: "
-          f"{t_build / t_nocheck < 1.10})")
+          f"({t_stage / t_stage_nocheck - 1:+.1%}); whole build (best of 3, alternated) {t_build_check:.2f} s vs "
+          f"{t_nocheck:.2f} s without (ratio {t_build_check / t_nocheck:.3f}, {t_build_check / t_nocheck - 1:+.1%}; "
+          f"goal < +10 %: {t_build_check / t_nocheck < 1.10})")
     print(f"whole build: {t_build:.2f} s wall (cold {t_cold:.2f} s), one core; goal met (whole build cheaper per "
           f"record than wfdb.rdrecord alone): {per_build < t_wfdb}")
     paired_share = n_signal / m["counts"]["record_list"]

@@ -16,8 +16,6 @@ import numpy as np
 from ecgka.data.config import SignalConfig
 from ecgka.data.mimic_reader import RecordError, Signal
 
-VERIFY_CHECKSUMS = True  # benchmarks/bench_build.py turns it off to measure the check's cost
-
 
 def _norm(name: str) -> str:
     return name.strip().replace(" ", "").lower()
@@ -41,7 +39,7 @@ def lead_index(names: list[str], wanted: list[str]) -> list[int]:
 def check_checksums(sig: Signal, idx: list[int]) -> None:
     """``checksum_mismatch`` unless every selected signal's samples sum (mod 65536) to its header checksum
     (signals without a checksum in the header, and records the reader could not check, pass)."""
-    if sig.checksums is None or not VERIFY_CHECKSUMS:
+    if sig.checksums is None:
         return
     header, data = sig.checksums
     for i in idx:
