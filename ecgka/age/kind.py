@@ -52,11 +52,16 @@ def _transform(options: ImageOptions):
     return AgeTransform(size=options.size, padding=options.padding)
 
 
-def describe_labels(kind: str, labels: dict[str, np.ndarray], fingerprint: str, source: dict) -> DatasetInfo:
-    """The description of age labels per split (a split without labels counts 0) on the age grid."""
+def describe_labels(kind: str, labels: dict[str, np.ndarray], fingerprint: str, source: dict,
+                    options: ImageOptions | None = None) -> DatasetInfo:
+    """The description of age labels per split (a split without labels counts 0) on the age grid; with
+    ``options.train_ages_above_grid: top_bin`` training ages above the grid count in its last bin."""
     empty = np.zeros(0, np.float32)
-    return DatasetInfo.from_labels(kind, LabelGrid.preset("age"), {s: labels.get(s, empty) for s in SPLITS},
-                                   fingerprint, source=source)
+    grid = LabelGrid.preset("age")
+    labels = {s: labels.get(s, empty) for s in SPLITS}
+    if options is not None and options.train_ages_above_grid == "top_bin":
+        labels["train"] = np.minimum(labels["train"], np.float32(grid.hi))
+    return DatasetInfo.from_labels(kind, grid, labels, fingerprint, source=source)
 
 
 # ---- age-csv ---------------------------------------------------------------------------------------------
@@ -74,7 +79,7 @@ def describe_csv(path: Path, options: ImageOptions) -> DatasetInfo:
     labels = {s: table.loc[table["split"] == s, "age"].to_numpy(np.float32) for s in SPLITS}
     digest = file_fingerprint(path)["sha256"]
     return describe_labels(CSV_KIND, labels, digest[:16],
-                           {"csv": str(path), "image_root": str(image_root(path, options))})
+                           {"csv": str(path), "image_root": str(image_root(path, options))}, options)
 
 
 def open_csv(path: Path, split: str, options: ImageOptions) -> AgeSplit:
@@ -107,7 +112,7 @@ def describe_pack(path: Path, options: ImageOptions) -> DatasetInfo:
               for s in SPLITS if manifest.get("counts", {}).get(s)}
     source = manifest.get("source", {})
     return describe_labels(IMAGES_KIND, labels, str(source.get("sha256", ""))[:16],
-                           {"packed": str(path), "csv": source.get("csv")})
+                           {"packed": str(path), "csv": source.get("csv")}, options)
 
 
 def open_pack(path: Path, split: str, options: ImageOptions) -> AgeSplit:

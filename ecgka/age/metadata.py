@@ -3,6 +3,14 @@
 - AgeDB: one row per image in ``AgeDB/``, **sorted by file name** (the released script used directory-
   listing order, which cannot be reproduced); the age is the third ``_`` field of the file name.
 - IMDB-WIKI: ``imdb_crop/imdb.mat`` then ``wiki_crop/wiki.mat`` with the released filters.
+
+Preparation rules (``RULES``, ``ecgka age prepare``'s Python API ``prepare_split(..., rules=...)``):
+
+- ``ecgka`` (default; the paper profile): a face score must be a number >= 1 (NaN is dropped), and rows
+  older than 120 (the last age of the balanced rule) get no split and are left out of the CSV;
+- ``released`` (the released ``imdb-wiki-dir`` script): a row is dropped only when its face score is
+  below 1 (``face_score < 1`` is False for NaN, so a NaN score is kept), and ages 121-200 stay in the
+  training split (the balanced rule assigns val/test for 0..120 only; every other row is train).
 - A CSV with ``age`` and ``path`` columns, in its row order (``--metadata``).
 """
 
@@ -20,6 +28,7 @@ from ecgka.names import NameTable
 SOURCES: NameTable = NameTable("age dataset")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMDB_WIKI_PARTS = (("imdb_crop", "imdb"), ("wiki_crop", "wiki"))
+RULES = ("ecgka", "released")
 
 
 def frame(ages, paths) -> pd.DataFrame:
@@ -47,13 +56,27 @@ def _agedb_age(name: str, folder: Path) -> int:
 
 
 @SOURCES.register("imdb-wiki")
-def imdb_wiki_metadata(images: Path) -> pd.DataFrame:
-    """IMDB rows then WIKI rows, kept by the released face-score, second-face and age filters."""
-    parts = [_mat_rows(images / folder / f"{name}.mat", name, folder) for folder, name in IMDB_WIKI_PARTS]
+def imdb_wiki_metadata(images: Path, rules: str = "ecgka") -> pd.DataFrame:
+    """IMDB rows then WIKI rows, kept by the face-score, second-face and age filters (``rules``: a NaN face
+    score is dropped by ``ecgka``, kept by ``released``)."""
+    check_rules(rules)
+    parts = [_mat_rows(images / folder / f"{name}.mat", name, folder, rules) for folder, name in IMDB_WIKI_PARTS]
     return pd.concat(parts, ignore_index=True)
 
 
-def _mat_rows(path: Path, key: str, prefix: str) -> pd.DataFrame:
+def check_rules(rules: str) -> str:
+    if rules not in RULES:
+        raise InputError(f"preparation rules {rules!r}: valid are {', '.join(RULES)}")
+    return rules
+
+
+def face_kept(face_score: np.ndarray, rules: str = "ecgka") -> np.ndarray:
+    """Rows whose face score passes: ``>= 1`` (ecgka: NaN fails) or ``not < 1`` (released: NaN passes)."""
+    score = np.asarray(face_score, dtype=float)
+    return ~(score < 1.0) if rules == "released" else score >= 1.0
+
+
+def _mat_rows(path: Path, key: str, prefix: str, rules: str = "ecgka") -> pd.DataFrame:
     from scipy.io import loadmat
 
     if not path.is_file():
@@ -66,7 +89,7 @@ def _mat_rows(path: Path, key: str, prefix: str) -> pd.DataFrame:
         raise InputError(f"{path}: not a {key}.mat metadata file ({exc})") from None
     ages = np.array([_age_or_invalid(d, t) for d, t in zip(fields["dob"], fields["photo_taken"], strict=True)])
     second = fields["second_face_score"].astype(float)
-    keep = ((fields["face_score"].astype(float) >= 1.0) & (np.isnan(second) | (second <= 0))
+    keep = (face_kept(fields["face_score"], rules) & (np.isnan(second) | (second <= 0))
             & (ages >= 0) & (ages <= 200))
     paths = [f"{prefix}/{np.ravel(p)[0]}" for p in fields["full_path"][keep]]
     return frame(ages[keep], paths)

@@ -150,6 +150,9 @@ class ConRMethod(Criterion):
     requires_features = True
     requires_views = True
     display_name = "ConR"
+    # True (``views: released``, set by the trainer): rows are [supervised view; view 1; view 2] in thirds;
+    # the sample loss covers the first third and ConR the other two (the released ConR training loop)
+    released_views = False
 
     def __init__(self, base: str, beta: float, w: int, t: float, e: float, grid: LabelGrid, form: str = "clean"):
         super().__init__()
@@ -158,5 +161,8 @@ class ConRMethod(Criterion):
         self.grid, self.form = grid, form
 
     def compute(self, pred, target, features, epoch) -> dict[str, Tensor]:
-        reg = conr_loss(features, target, pred, w=self.w, t=self.t, e=self.e, grid=self.grid, form=self.form)
-        return {"sample": self.loss_fn(pred, target), "conr": self.beta * reg}
+        s = pred.shape[0] // 3 if self.released_views else 0
+        reg = conr_loss(features[s:], target[s:], pred[s:], w=self.w, t=self.t, e=self.e, grid=self.grid,
+                        form=self.form)
+        supervised = slice(0, s) if s else slice(None)
+        return {"sample": self.loss_fn(pred[supervised], target[supervised]), "conr": self.beta * reg}

@@ -69,7 +69,7 @@ def _lds(ctx: LossContext, p: LDSParams, method: MethodConfig) -> Criterion:
 
 @BUILDERS.register("fds")
 def _fds(ctx: LossContext, p: FDSParams, method: MethodConfig) -> Criterion:
-    options = p.model_dump(exclude={"base", "feature_dim"})
+    options = p.model_dump(exclude={"base", "feature_dim", "statistics"})
     options["bucket_num"] = p.bucket_num or ctx.grid.n_bins
     return FDSMethod(ctx.grid, p.base, p.feature_dim, **options)
 

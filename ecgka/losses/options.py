@@ -72,6 +72,11 @@ class FDSParams(ConfigModel):
     sigma: float = Field(2.0, gt=0)
     momentum: float | None = 0.9
     alias_last_epoch: bool = True
+    # Where the per-epoch statistics come from (the trainer collects them): ``steps`` = the raw features of
+    # the epoch's training steps (ecgka: no extra pass); ``epoch_pass`` = the released code's, a full no-grad
+    # pass over the training set at the end of the epoch (train mode, fresh augmentation, last partial batch
+    # kept), taking the features the head sees, i.e. already calibrated (the released in-place write).
+    statistics: Literal["steps", "epoch_pass"] = "steps"
 
 
 class RankSimParams(ConfigModel):

@@ -4,6 +4,10 @@
 where the shape changes), ``avgpool``, ``fc``; He init (kaiming normal, fan_out, relu) on convolutions,
 BatchNorm weight 1 / bias 0, PyTorch's default Linear init (as torchvision). With 3 input channels and one
 output: 23,510,081 parameters. torchvision is not needed (its PyPI build does not import beside CPU torch).
+
+Released checkpoints load: the DIR, RankSim, ConR, Balanced MSE and Dist Loss code name the head ``linear``
+and save through ``DataParallel`` (keys prefixed ``module.``); :func:`released_keys` maps that layout to
+this one whenever a state dict is loaded into a :class:`ResNet` (stage-2 ``--init``, evaluation).
 """
 
 from __future__ import annotations
@@ -12,6 +16,23 @@ import torch
 from torch import nn
 
 EXPANSION = 4
+RELEASED_HEAD = "linear."  # the released code's name of the final linear layer
+RELEASED_FDS = "FDS."  # the released FDS statistics live in the model; ecgka keeps them in the criterion
+
+
+def released_keys(state: dict, prefix: str = "") -> None:
+    """Rename, in place, a released checkpoint's keys under ``prefix`` to ecgka's: drop a leading
+    ``module.`` (DataParallel), ``linear.*`` -> ``fc.*``, and leave out the released model's ``FDS.*``
+    buffers. A state dict already in ecgka's layout is left unchanged."""
+    wrapped = prefix + "module."
+    if any(k.startswith(wrapped) for k in state):
+        for key in [k for k in state if k.startswith(wrapped)]:
+            state[prefix + key[len(wrapped):]] = state.pop(key)
+    if not any(k.startswith(prefix + "fc.") for k in state):
+        for key in [k for k in state if k.startswith(prefix + RELEASED_HEAD)]:
+            state[prefix + "fc." + key[len(prefix + RELEASED_HEAD):]] = state.pop(key)
+    for key in [k for k in state if k.startswith(prefix + RELEASED_FDS)]:
+        del state[key]
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -57,6 +78,11 @@ class ResNet(nn.Module):
         self.feature_dim = cin
         self.fc = nn.Linear(cin, num_outputs)
         self._init_weights()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A released checkpoint's keys are renamed (:func:`released_keys`) before the layers load theirs."""
+        released_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_weights(self) -> None:
         for module in self.modules():

@@ -46,6 +46,7 @@ from ecgka.training.resume import (
 )
 from ecgka.training.sources import SplitSource, describe_dataset, open_split
 from ecgka.training.two_stage import apply_init
+from ecgka.training.views import training_views
 
 
 def seed_everything(seed: int) -> None:
@@ -163,7 +164,7 @@ def _build_trainer(cfg: TrainConfig, dataset: DatasetInfo, train: SplitSource, v
     return Trainer(cfg=cfg, model=model, net=wrap_network(model, criterion, runtime, info), criterion=criterion,
                    optimizer=build_optimizer(cfg, model, criterion), train=train, val=val,
                    runtime=runtime, info=info, grid=grid,
-                   train_counts=dataset.train_bins.array, hooks=hooks)
+                   train_counts=dataset.train_bins.array, hooks=hooks, views=training_views(cfg, criterion, train))
 
 
 def check_steps(n_train: int, batch_size: int, data: str | Path | None = None) -> None:

@@ -72,7 +72,9 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, criterion: torch.n
     """Adam over the trainable model parameters (scheduled) plus the criterion's own groups (not)."""
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.optim.lr,
                "base_lr": cfg.optim.lr, "scheduled": True}]
-    groups += [{**g, "base_lr": g.get("lr", cfg.optim.lr), "scheduled": False} for g in criterion.param_groups()]
+    decay = {} if cfg.optim.criterion_weight_decay is None else {"weight_decay": cfg.optim.criterion_weight_decay}
+    groups += [{**g, **decay, "base_lr": g.get("lr", cfg.optim.lr), "scheduled": False}
+               for g in criterion.param_groups()]
     return torch.optim.Adam(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
 

@@ -87,3 +87,14 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     bare = getattr(model, "_orig_mod", model)
     bare = getattr(bare, "module", bare)
     return {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
+
+
+def checkpoint_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The model weights of a loaded checkpoint: ecgka's ``model`` entry, the released code's
+    ``state_dict`` entry (its checkpoints are ``{"epoch", "state_dict", "optimizer", ...}``), or the dict itself
+    (a bare state dict). A released head name or ``module.`` prefix is mapped by the model when it loads
+    them (``ecgka.models.resnet.released_keys``)."""
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), dict):
+            return state[key]
+    return state

@@ -55,6 +55,9 @@ class OptimConfig(ConfigModel):
     weight_decay: float = Field(1e-5, ge=0)
     milestones: list[int] = Field(default_factory=lambda: [5, 8])
     gamma: float = Field(0.1, gt=0)
+    # Weight decay of the criterion's own parameter groups (the Balanced MSE noise sigma). None: the same as
+    # ``weight_decay`` (Adam's default for every group); 0: no decay on sigma, as the released README runs.
+    criterion_weight_decay: float | None = Field(None, ge=0)
 
     @field_validator("milestones")
     @classmethod
@@ -77,6 +80,10 @@ class DataConfig(ConfigModel):
     cache_dir: str | None = None  # None: DATA_DIR/.cache (falls back to RUN_DIR/cache if read-only)
     prefetch: int = Field(2, ge=0)  # batches prepared ahead by a background thread
     eval_batch_size: int = Field(1024, ge=1)
+    # Validation (model selection) on whole eval batches only: the last ``n % eval_batch_size`` validation
+    # rows (in split order) are left out of the selection metrics, as the released Dist Loss code's
+    # validation loader (drop_last at 512) does. ``ecgka evaluate`` always scores every row.
+    val_drop_last: bool = False
     image: ImageOptions = Field(default_factory=ImageOptions)  # root, size, padding, workers
 
 
@@ -128,6 +135,13 @@ class TrainConfig(ConfigModel):
     # A fresh head's bias starts at the mean training label ("default": PyTorch's init). Same optimum,
     # far fewer steps to leave the trivial region on small runs; see docs/training.md.
     head_bias_init: Literal["train_mean", "default"] = "train_mean"
+    # The last partial training batch of each epoch: dropped (ecgka, the Dist Loss code) or kept as a
+    # smaller step (false: the released DIR, RankSim, ConR and Balanced MSE code).
+    drop_last: bool = True
+    # ConR's two views (ecgka/training/views.py): ``noise`` = two Gaussian-noise copies of each (augmented)
+    # input, the sample loss on both (ECG as the paper); ``released`` (images only) = the released ConR: the
+    # sample loss on the usual augmented view, ConR on two further random crop + flip views (3B rows).
+    views: Literal["noise", "released"] = "noise"
     views_noise_std: float = Field(0.1, ge=0)  # Gaussian-noise views (ConR), in z-score units
     # Re-estimate BatchNorm statistics with dropout off before each validation (and so in every saved
     # checkpoint): removes the dropout/BatchNorm variance shift (ecgka/training/bn_recalibration.py).

@@ -47,23 +47,31 @@ def augmentation_generator(seed: int, epoch: int, batch: int) -> torch.Generator
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def _to_tensors(source: SplitSource, idx: np.ndarray, draws: tuple[int, int, int] | None, pin: bool):
+def _to_tensors(source: SplitSource, idx: np.ndarray, draws: tuple[int, int, int] | None, pin: bool,
+                views: int = 1):
     generator = augmentation_generator(*draws) if draws is not None else None
-    xt, yt = source.batch(idx, draws is not None, generator)
+    if views > 1 and draws is not None:  # ConR's released views: [view 0; view 1; ...] of the same rows
+        from ecgka.training.views import augmented_views
+
+        xt, yt = augmented_views(source, idx, generator, draws, views)
+    else:
+        xt, yt = source.batch(idx, draws is not None, generator)
     if pin:
         xt, yt = xt.pin_memory(), yt.pin_memory()
     return xt, yt
 
 
 def iterate_batches(source: SplitSource, batches: list[np.ndarray], *, prefetch: int = 2, pin_memory: bool = False,
-                    augment: tuple[int, int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                    augment: tuple[int, int, int] | None = None, views: int = 1
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs, labels [B]) for each index array of a :class:`SplitSource`, prepared ``prefetch`` ahead;
     ``to_device`` does the rest on the training device. ``augment``: training batches,
     ``(seed, epoch, index of the first batch)``: batch k draws from ``augmentation_generator(seed, epoch,
-    first + k)``; None: no augmentation (evaluation)."""
+    first + k)``; None: no augmentation (evaluation). ``views`` > 1 (training only): that many independently
+    augmented copies of each batch, stacked (``ecgka.training.views``)."""
     keys = [None] * len(batches) if augment is None else [(augment[0], augment[1], augment[2] + k)
                                                           for k in range(len(batches))]
-    tensors = (_to_tensors(source, idx, key, pin_memory) for idx, key in zip(batches, keys, strict=True))
+    tensors = (_to_tensors(source, idx, key, pin_memory, views) for idx, key in zip(batches, keys, strict=True))
     return prefetched(tensors, prefetch)
 
 

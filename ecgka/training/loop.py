@@ -88,6 +88,7 @@ class Trainer:
     partial: dict[str, Any] = field(default_factory=dict)
     meter: EpochMeter | None = None
     n_batches: int = 0
+    views: int = 1  # augmented views the loader stacks per batch (ConR's released views: 3)
 
     @property
     def in_channels(self) -> int:
@@ -106,7 +107,7 @@ class Trainer:
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         return epoch_batches(len(self.train), self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
-                             rank=self.info.rank, world=self.info.world)
+                             rank=self.info.rank, world=self.info.world, drop_last=self.cfg.drop_last)
 
     def fit(self) -> None:
         while self.epoch < self.cfg.epochs:
@@ -146,16 +147,19 @@ class Trainer:
 
     def _loader(self, batches: list[np.ndarray], epoch: int):
         return iterate_batches(self.train, batches, prefetch=self.cfg.data.prefetch,
-                               pin_memory=self.runtime.pin_memory, augment=(self.cfg.seed, epoch, self.step))
+                               pin_memory=self.runtime.pin_memory, augment=(self.cfg.seed, epoch, self.step),
+                               views=self.views)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> dict[str, Any]:
         x, y = to_device(x, y, self.runtime.device, uses_device_zscore(self.train, self.cfg))
         extra = [p for g in self.optimizer.param_groups if not g.get("scheduled", True) for p in g["params"]]
         return train_step(self.net, self.criterion, self.optimizer, x, y, epoch=epoch,
-                          views_std=self.cfg.views_noise_std,
+                          views_std=self.cfg.views_noise_std, views=self.cfg.views,
                           after_backward=lambda: average_gradients(extra, self.info))
 
     def _criterion_epoch_end(self, epoch: int, collector: FeatureCollector) -> None:
+        if collector.enabled and getattr(self.cfg.method.params, "statistics", "steps") == "epoch_pass":
+            collector = self._epoch_pass(epoch)
         tensors = collector.tensors()
         if tensors is None:
             return
@@ -164,6 +168,23 @@ class Trainer:
             device = self.runtime.device
             f, t = gather_tensor(f.to(device), self.info).cpu(), gather_tensor(t.to(device), self.info).cpu()
         self.criterion.on_epoch_end(epoch, f, t)
+
+    def _epoch_pass(self, epoch: int) -> FeatureCollector:
+        """The released FDS statistics: after the epoch's steps, one no-grad pass over the whole training set
+        in train mode (fresh augmentation, the last partial batch kept), collecting the features the head
+        sees, i.e. after the criterion's calibration (the released code smoothed them in place)."""
+        collector = FeatureCollector(True)
+        batches = epoch_batches(len(self.train), self.cfg.batch_size, seed=self.cfg.seed + 104729, epoch=epoch,
+                                rank=self.info.rank, world=self.info.world, drop_last=False)
+        normalise = uses_device_zscore(self.train, self.cfg)
+        with torch.no_grad():
+            for x, y in iterate_batches(self.train, batches, prefetch=self.cfg.data.prefetch,
+                                        pin_memory=self.runtime.pin_memory,
+                                        augment=(self.cfg.seed + 104729, epoch, 0)):
+                x, y = to_device(x, y, self.runtime.device, normalise)
+                _, features = self.net(x, y, epoch)
+                collector.add(self.criterion.transform_features(features, y, epoch), y)
+        return collector
 
     def validate(self) -> dict[str, float]:
         if self.cfg.recalibrate_bn and not self.cfg.init.frozen_backbone_in_eval:  # fixed statistics stay
@@ -174,7 +195,10 @@ class Trainer:
         pred = predict_arrays(self.model, self.val, self.runtime,
                               batch_size=self.cfg.data.eval_batch_size,
                               normalise=uses_device_zscore(self.val, self.cfg), prefetch=self.cfg.data.prefetch)
-        return selection_metrics(pred, self.val.labels, self.grid, self.train_counts)
+        keep = len(pred)
+        if self.cfg.data.val_drop_last:  # whole eval batches only, as the released validation loader
+            keep -= keep % self.cfg.data.eval_batch_size
+        return selection_metrics(pred[:keep], self.val.labels[:keep], self.grid, self.train_counts)
 
     def _record(self, epoch: int, lr: float, sums: dict[str, Any]) -> dict[str, Any]:
         t_val = time.perf_counter()

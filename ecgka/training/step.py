@@ -73,13 +73,16 @@ class FeatureModel(nn.Module):
 
 
 def train_step(net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-               x: torch.Tensor, y: torch.Tensor, *, epoch: int, views_std: float = 0.1,
+               x: torch.Tensor, y: torch.Tensor, *, epoch: int, views_std: float = 0.1, views: str = "noise",
                after_backward: Callable[[], None] | None = None) -> dict[str, Any]:
     """Forward, loss, backward, optimiser step. Returns ``{"loss", "pred", "terms", "features"}``
     (detached; ``features`` of the first view, for the criterion's epoch statistics). Precision is the
-    network's (``FeatureModel.amp_device``); the loss always runs in float32."""
-    rows = x.shape[0]
-    if getattr(criterion, "requires_views", False):
+    network's (``FeatureModel.amp_device``); the loss always runs in float32. ``views="released"``: ``x``
+    already holds the loader's stacked views (``ecgka.training.views``), ``y`` the labels of one view."""
+    rows = y.shape[0]
+    if views == "released" and x.shape[0] != rows:
+        y = y.repeat(x.shape[0] // rows)
+    elif getattr(criterion, "requires_views", False):
         x, y = gaussian_views(x, y, views_std)
     pred, features = net(x, y, epoch)
     feats = features if getattr(criterion, "requires_features", False) else None

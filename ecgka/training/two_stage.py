@@ -17,14 +17,14 @@ from torch import nn
 
 from ecgka.catalog import resolve_weights
 from ecgka.errors import InputError
-from ecgka.training.checkpoint import load_checkpoint
+from ecgka.training.checkpoint import checkpoint_weights, load_checkpoint
 
 
 def load_init(model: nn.Module, path: str | Path, which: str = "best") -> Path:
     """Load the weights of a run directory (its ``which`` checkpoint) or a checkpoint file."""
     file = resolve_weights(path, which)
     state = load_checkpoint(file)
-    weights = state.get("model", state)
+    weights = checkpoint_weights(state)  # ecgka's "model", or a released checkpoint's "state_dict"
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
