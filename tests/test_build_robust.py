@@ -203,8 +203,9 @@ def test_lab_file_without_comments_is_reported_in_summary_and_manifest(tmp_path,
     root, labs = small_dataset(tmp_path, n_subjects=4, per_subject=1)
     pd.read_csv(labs).drop(columns="comments").to_csv(labs, index=False)
     code = main(["build", "--ecg-root", str(root), "--labs", str(labs), "--out", str(tmp_path / "ds"), "--quiet",
-                 "--workers", "1", "split.per_bin_cap=1", "split.holdout_max_fraction=1.0", *ONE_BIN])
-    text = capsys.readouterr().out  # (4 subjects: every one eligible, so the bin gives a val/test pair)
+                 "--workers", "1", "split.per_bin_cap=1", "split.holdout_max_fraction=1.0",
+                 "split.seed=3", *ONE_BIN])
+    text = capsys.readouterr().out  # (4 subjects: all eligible; seed 3 gives both sides a subject)
     assert code == 0
     assert "WARNING: haemolysis rule not applied to 4 potassium rows (no comments column in labevents.csv)" in text
     labs_block = DatasetDir(tmp_path / "ds").read_manifest()["labs"]
