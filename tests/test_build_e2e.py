@@ -211,3 +211,36 @@ def test_cli_prints_summary(standin, tmp_path, capsys):
                  "--out", str(tmp_path / "cli"), "--quiet", "--workers", "1", *OVERRIDES])
     text = capsys.readouterr().out
     assert code == 0 and "record_list" in text and "train" in text and "no_lab_in_window" in text
+
+
+def _subject_splits(data_dir: Path) -> dict[int, str]:
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(data_dir, format="parquet", partitioning="hive", exclude_invalid_files=True).to_table(
+        columns=[Col.SUBJECT_ID.value, "split"])
+    frame = table.to_pandas().drop_duplicates()
+    assert not frame[Col.SUBJECT_ID.value].duplicated().any()  # splits are disjoint by subject
+    return dict(zip(frame[Col.SUBJECT_ID.value].astype(int), frame["split"].astype(str), strict=True))
+
+
+@pytest.mark.parametrize("lost_split", ["train", "test"])
+def test_losing_one_subjects_files_moves_at_most_one_other_subject(standin, built, tmp_path, lost_split):
+    """A subject's split depends on that subject: losing one subject's .dat files (a training subject, or a
+    held-out one, whose place a per-bin cap gives to the bin's next subject) moves at most one other."""
+    before = _subject_splits(built[0])
+    lost = sorted(s for s, split in before.items() if split == lost_split)[len(before) % 7]
+    dats = sorted((standin / "ecg" / "files").glob(f"p{str(lost)[:4]}/p{lost}/s*/*.dat"))
+    assert dats
+    for dat in dats:
+        dat.rename(dat.with_suffix(".gone"))
+    try:
+        build_dataset(standin / "ecg", [standin / "hosp" / "labevents.csv.gz"], tmp_path / "ds", _cfg(),
+                      d_labitems=standin / "hosp" / "d_labitems.csv.gz")
+    finally:
+        for dat in dats:
+            dat.with_suffix(".gone").rename(dat)
+    after = _subject_splits(tmp_path / "ds")
+    assert lost not in after
+    moved = sorted(s for s in before.keys() & after.keys() if before[s] != after[s])
+    assert len(moved) <= 1, moved
+    assert before.keys() - after.keys() == {lost}
