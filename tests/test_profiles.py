@@ -210,6 +210,9 @@ def test_released_conr_and_fds_train(standin, tmp_path):
     fds = {k: v for k, v in state["criterion"].items() if k.startswith("fds.")}
     assert fds["fds.running_mean"].shape[0] == 100 - 3  # released bucket count (bucket_start 3)
     assert int(fds["fds.epoch"]) == 1  # statistics updated at the end of each epoch (the extra pass)
+    _train("age/released/agedb/fds", standin, tmp_path / "fds_steps", "epochs=2", "method.params.statistics=steps")
+    steps = torch.load(RunDir(tmp_path / "fds_steps").checkpoint("last"), weights_only=True)["criterion"]
+    assert not torch.equal(steps["fds.running_mean"], fds["fds.running_mean"])  # another source of statistics
 
 
 def test_released_checkpoint_loads_and_trains_stage_two(standin, tmp_path):
