@@ -490,36 +490,38 @@ class RegistryAliasOptions(CommandOptions):
         return ModelRegistry(self.registry).set_challenger(self.version, self.reason)
 
 
-class RegistryRollbackOptions(CommandOptions):
+class _RegistryVersionAction(CommandOptions):
+    """A logged change of one version's standing: ``ecgka registry ACTION REG VERSION --reason TEXT``."""
+
+    action: ClassVar[str]
+
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
+
+    def execute(self) -> dict:
+        from ecgka.release.registry import ModelRegistry
+
+        return getattr(ModelRegistry(self.registry), self.action)(self.version, self.reason)
+
+
+class RegistryRollbackOptions(_RegistryVersionAction):
     """``ecgka registry rollback REG VERSION --reason TEXT``."""
 
     api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.rollback"
+    action: ClassVar[str] = "rollback"
 
-    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
     version: str = option(..., "the earlier version to make champion again, e.g. v2", positional=True,
                           metavar="VERSION")
-    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
-
-    def execute(self) -> dict:
-        from ecgka.release.registry import ModelRegistry
-
-        return ModelRegistry(self.registry).rollback(self.version, self.reason)
 
 
-class RegistryArchiveOptions(CommandOptions):
+class RegistryArchiveOptions(_RegistryVersionAction):
     """``ecgka registry archive REG VERSION --reason TEXT``."""
 
     api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.archive"
+    action: ClassVar[str] = "archive"
 
-    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
     version: str = option(..., "the version to archive (kept, never served), e.g. v1", positional=True,
                           metavar="VERSION")
-    reason: str = option(..., "why (kept in the registry log)", metavar="TEXT")
-
-    def execute(self) -> dict:
-        from ecgka.release.registry import ModelRegistry
-
-        return ModelRegistry(self.registry).archive(self.version, self.reason)
 
 
 class PromoteOptions(CommandOptions):
