@@ -19,6 +19,14 @@ class Col(str, Enum):
     LEADS = "leads"
     FS = "fs"
     SIGNAL = "signal"
+    # subgroups (``ecgka.data.subgroups``; "unknown" / null when the build had no patients/transfers/creatinine)
+    SEX = "sex"
+    AGE = "age"
+    CARE_SETTING = "care_setting"
+    EGFR_STAGE = "egfr_stage"
+
+
+SUBGROUP_COLS = (Col.SEX, Col.AGE, Col.CARE_SETTING, Col.EGFR_STAGE)
 
 
 SPLITS = ("train", "val", "test")

@@ -217,6 +217,10 @@ class BuildOptions(CommandOptions):
     previous: str | None = option(None, "a dataset version to extend: its labs join --labs, its ECGs are reused, its "
                                   "subjects keep their splits (docs/retraining.md)", metavar="DATASET_DIR")
     d_labitems: str | None = option(None, "optional d_labitems table: potassium items by label+fluid", metavar="FILE")
+    patients: str | None = option(None, "optional hosp/patients table: sex and age subgroups (docs/build.md)",
+                                  metavar="FILE", shown_default="patients.csv.gz beside the first --labs, if any")
+    transfers: str | None = option(None, "optional hosp/transfers table: care-setting subgroups (docs/build.md)",
+                                   metavar="FILE", shown_default="transfers.csv.gz beside the first --labs, if any")
     config: str | None = option(None, "build config YAML", metavar="FILE",
                                 shown_default="built-in defaults = configs/data/ecg_ka_dir.yaml")
     overrides: list[str] = option([], "config overrides, e.g. signal.leads=[I,II]", positional=True, nargs="*",
@@ -240,7 +244,8 @@ class BuildOptions(CommandOptions):
 
         return build_dataset(self.ecg_root, self.labs, out, cfg if cfg is not None else self.load_config(),
                              workers=self.workers, dask_scheduler=self.dask_scheduler, d_labitems=self.d_labitems,
-                             progress=progress, force=force, log=log, previous=self.previous)
+                             progress=progress, force=force, log=log, previous=self.previous,
+                             patients=self.patients, transfers=self.transfers)
 
 
 class BuildCommand(BuildOptions):

@@ -20,7 +20,7 @@ from ecgka.catalog import DatasetDir, WorkDir
 from ecgka.data.config import BuildConfig
 from ecgka.data.dataset_versions import Version
 from ecgka.data.manifest import make_manifest, shard_metadata
-from ecgka.data.shards import SplitWriter, read_ipc, shard_schema
+from ecgka.data.shards import SplitWriter, add_subgroups, read_ipc, shard_schema
 from ecgka.data.splits import NOT_SELECTED, variant_selection
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
@@ -82,14 +82,14 @@ def _read_parts(part_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _write_splits(ds: DatasetDir, part_dirs: list[Path], split_of: pd.Series, cfg: BuildConfig, fingerprint: str,
-                  progress: bool = False) -> dict[str, int]:
+                  progress: bool = False, subgroups: pd.DataFrame | None = None) -> dict[str, int]:
 
     schema = shard_schema(len(cfg.signal.leads) * cfg.signal.n_samples, shard_metadata(cfg, fingerprint))
     with contextlib.ExitStack() as stack:
         tmps = {s: stack.enter_context(atomic_path(ds.split_dir(s))) for s in SPLITS}
         writers = {s: SplitWriter(tmps[s], cfg.shards, schema) for s in SPLITS}
         for part in progress_bar(part_dirs, progress=progress, lines=True, desc="shards", unit=" part"):
-            table = read_ipc(WorkDir.rows(part))
+            table = add_subgroups(read_ipc(WorkDir.rows(part)), subgroups)
             labels = split_of.loc[table.column(Col.SAMPLE_ID.value).to_numpy()].to_numpy()
             for s in SPLITS:
                 writers[s].append(table.filter(pa.array(labels == s)))
@@ -160,8 +160,10 @@ def _ledger(records: pd.DataFrame, no_lab_rows: np.ndarray, chunk_excl: pd.DataF
 
 def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, part_dirs: list[Path],
              cfg: BuildConfig, fingerprint: str, inputs: dict[str, Any], lab_stats: dict[str, Any],
-             version: Version, progress: bool = False, build_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write splits, the ledger, variants, the potassium rows and the manifest; check the accounting."""
+             version: Version, progress: bool = False, build_info: dict[str, Any] | None = None,
+             subgroups: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Write splits, the ledger, variants, the potassium rows and the manifest; check the accounting.
+    ``subgroups``: the subgroup columns by ``sample_id`` (``ecgka.data.subgroups``; None: all unknown)."""
     ds.manifest_path.unlink(missing_ok=True)  # the old output is no longer complete
     shutil.rmtree(ds.cache_dir, ignore_errors=True)  # signal caches of the old shards
     meta, chunk_excl = _read_parts(part_dirs)
@@ -170,7 +172,8 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
     exclusions = _ledger(records, no_lab_rows, chunk_excl, not_sel)
     _check_not_empty(ds, records, exclusions, lab_stats, meta, split)
     split_of = pd.Series(split, index=meta["sample_id"].to_numpy())
-    counts = _write_splits(ds, part_dirs, split_of, cfg, fingerprint, progress)
+    counts = _write_splits(ds, part_dirs, split_of, cfg, fingerprint, progress,
+                           None if subgroups is None else subgroups.set_index("sample_id"))
     total = sum(counts.values()) + len(exclusions)
     if total != len(records) or exclusions["row"].duplicated().any():
         raise RuntimeError(f"accounting error: {len(records)} records but {total} in splits + exclusions")

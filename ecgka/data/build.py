@@ -44,6 +44,7 @@ from ecgka.data.manifest import dataset_fingerprint
 from ecgka.data.pairing import pair_labs
 from ecgka.data.record_list import RECORD_LIST, read_record_list
 from ecgka.data.signal_stage import TASK_COLUMNS, ChunkTask, run_chunk
+from ecgka.data.subgroups import SubgroupSources, subgroup_frame
 from ecgka.errors import ConfigError, InputError
 from ecgka.io import atomic_path, atomic_write_json, file_fingerprint, read_json, remove_stale_temps
 from ecgka.progress import progress_bar
@@ -203,7 +204,8 @@ def _run_signal_stage(tasks: list[ChunkTask], workers: int | None, dask_schedule
 def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: str | Path,
                   cfg: BuildConfig | None = None, workers: int | None = 1, dask_scheduler: Any = None,
                   d_labitems: str | Path | None = None, progress: bool = False, force: bool = False,
-                  log: Any = None, previous: str | Path | None = None) -> dict[str, Any]:
+                  log: Any = None, previous: str | Path | None = None, patients: str | Path | None = None,
+                  transfers: str | Path | None = None) -> dict[str, Any]:
     """Build (or resume, or skip) the dataset in ``out_dir``; return the manifest plus ``status``.
 
     ``workers``: local processes for the signal stage (None: every CPU); ``dask_scheduler``: a Dask scheduler
@@ -212,6 +214,8 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
     fingerprint is replaced only with ``force``. ``log`` (a callable) receives what was replaced.
     ``previous``: a dataset version this one extends (``ecgka.data.dataset_versions``): its potassium rows join the
     new exports', its ECGs are reused and its subjects keep their splits.
+    ``patients`` / ``transfers``: MIMIC-IV hosp tables for the subgroup columns (default: those beside the first lab
+    file, when present; ``ecgka.data.subgroups``).
     """
     start = time.perf_counter()
     log = log or (lambda line: None)
@@ -229,7 +233,9 @@ def build_dataset(ecg_root: str | Path, lab_files: list[str | Path], out_dir: st
             log(f"config: {key}={change['child']} (the parent {prev.ds.path} has {change['parent']})")
     cfg = cfg or BuildConfig()
     plan = _plan(Path(ecg_root), [Path(p) for p in lab_files], Path(d_labitems) if d_labitems else None,
-                 prev, ds.path, cfg, config_changes)
+                 prev, ds.path, cfg, config_changes,
+                 SubgroupSources.find([Path(p) for p in lab_files], patients and Path(patients),
+                                      transfers and Path(transfers)))
     _take_folder(ds, claim, plan.fingerprint, force, log)
     if ds.is_complete(plan.fingerprint):
         return {**ds.read_manifest(), "status": "skipped", "seconds": time.perf_counter() - start}
@@ -250,18 +256,25 @@ class BuildPlan:
     fingerprint: str
     prev: Any  # ecgka.data.dataset_versions.Previous or None
     config_changes: dict[str, Any]  # overrides of the parent's config (dataset_versions.inherit_config)
+    subgroups: SubgroupSources = SubgroupSources()  # patients / transfers tables (ecgka.data.subgroups)
+    lab_files: tuple[Path, ...] = ()  # every lab export given (creatinine for the eGFR stage)
 
 
 def _plan(ecg_root: Path, lab_files: list[Path], d_labitems: Path | None, prev: Previous | None,
-          out_dir: Path, cfg: BuildConfig, config_changes: dict[str, Any]) -> BuildPlan:
+          out_dir: Path, cfg: BuildConfig, config_changes: dict[str, Any],
+          subgroups: SubgroupSources = SubgroupSources()) -> BuildPlan:
     """Check the inputs (one-line errors) and fingerprint them."""
     records = _check_inputs(ecg_root, lab_files, cfg)
     inputs = fingerprint_inputs(ecg_root, lab_files, d_labitems)
     if prev is not None:
         inputs["previous"] = {"path": str(prev.ds.path.resolve()), "digest": prev.digest}
     new_files, exports = _new_exports(lab_files, inputs, prev)
+    tables = {k: file_fingerprint(p) for k, p in (("patients", subgroups.patients), ("transfers", subgroups.transfers))
+              if p is not None and p.is_file()}
+    if tables:  # only then: a build without the tables keeps its fingerprint
+        inputs["subgroups"] = tables
     return BuildPlan(ecg_root, records, d_labitems, inputs, new_files, exports, dataset_fingerprint(cfg, inputs),
-                     prev, config_changes)
+                     prev, config_changes, subgroups, tuple(lab_files))
 
 
 def _drop_work(ds: DatasetDir, cfg: BuildConfig) -> None:
@@ -298,9 +311,11 @@ def _build(ds: DatasetDir, plan: BuildPlan, cfg: BuildConfig, workers: int | Non
     version = Version(plan.exports, salt, labs, prev, lab_stats.get("changes", {}), plan.config_changes)
     n_workers = workers if workers is not None else default_workers()
     build_info = {**stage, "executor": "dask" if dask_scheduler is not None else f"process x{n_workers}"}
+    ecgs = paired.loc[has_lab, ["row", "subject_id", "time_s"]].rename(columns={"row": "sample_id"})
+    subgroups = subgroup_frame(ecgs, plan.subgroups, list(plan.lab_files))
     try:
         manifest = assemble(ds, plan.records, no_lab, [t.part_dir for t in tasks], cfg, plan.fingerprint,
-                            plan.inputs, lab_stats, version, progress, build_info)
+                            plan.inputs, lab_stats, version, progress, build_info, subgroups)
     except EmptyBuildError:  # left on disk: the marker and the ledger (exclusions.csv), no manifest
         _drop_work(ds, cfg)
         raise

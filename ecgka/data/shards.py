@@ -11,6 +11,7 @@ as key-value metadata (``ecgka.data.manifest.shard_metadata``); work parts are A
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,13 +22,19 @@ from ecgka.data.config import ShardConfig
 from ecgka.io import atomic_path
 from ecgka.keys import Col
 
+SUBGROUP_FIELDS = [(Col.SEX.value, pa.string()), (Col.AGE.value, pa.int16()), (Col.CARE_SETTING.value, pa.string()),
+                   (Col.EGFR_STAGE.value, pa.string())]
 
-def shard_schema(signal_len: int, metadata: dict[str, str] | None = None) -> pa.Schema:
+
+def shard_schema(signal_len: int, metadata: dict[str, str] | None = None, subgroups: bool = True) -> pa.Schema:
+    """The final shards' schema; ``subgroups=False``: that of work parts (subgroup columns are added at assembly,
+    before ``signal``)."""
     return pa.schema([
         (Col.SAMPLE_ID.value, pa.int64()), (Col.SUBJECT_ID.value, pa.int64()), (Col.STUDY_ID.value, pa.int64()),
         (Col.ECG_TIME.value, pa.timestamp("ms")), (Col.LAB_TIME.value, pa.timestamp("ms")),
         (Col.DELTA_MINUTES.value, pa.float32()), (Col.ITEMID.value, pa.int32()), (Col.POTASSIUM.value, pa.float32()),
         (Col.LEADS.value, pa.string()), (Col.FS.value, pa.int32()),
+        *(SUBGROUP_FIELDS if subgroups else []),
         (Col.SIGNAL.value, pa.list_(pa.float16(), signal_len)),
     ], metadata=metadata)
 
@@ -46,7 +53,28 @@ def make_table(meta: dict[str, np.ndarray], signals: np.ndarray, leads: str, fs:
         pa.array(np.full(n, fs, np.int32), pa.int32()),
         pa.FixedSizeListArray.from_arrays(flat, signal_len),
     ]
-    return pa.Table.from_arrays(arrays, schema=shard_schema(signal_len))
+    return pa.Table.from_arrays(arrays, schema=shard_schema(signal_len, subgroups=False))
+
+
+def add_subgroups(table: pa.Table, subgroups: Any) -> pa.Table:
+    """A work part with the subgroup columns (``ecgka.data.subgroups``) inserted before ``signal``, looked up by
+    ``sample_id`` in ``subgroups`` (indexed by sample_id); missing: "unknown" / null."""
+    import pandas as pd
+
+    ids = table.column(Col.SAMPLE_ID.value).to_numpy()
+    frame = (subgroups.reindex(ids) if subgroups is not None
+             else pd.DataFrame(index=ids, columns=[n for n, _ in SUBGROUP_FIELDS]))
+    pos = table.schema.get_field_index(Col.SIGNAL.value)
+    for name, typ in SUBGROUP_FIELDS:
+        values = frame[name]
+        if typ == pa.string():
+            arr = pa.array(values.fillna("unknown").astype(str).to_numpy(object), pa.string())
+        else:
+            num = pd.to_numeric(values, errors="coerce")
+            arr = pa.array(num.to_numpy(np.float64), pa.float64(), from_pandas=True).cast(typ)
+        table = table.add_column(pos, pa.field(name, typ), arr)
+        pos += 1
+    return table
 
 
 def write_table(table: pa.Table, path: Path, cfg: ShardConfig) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from ecgka.catalog import Claim, ClaimState, FolderKind, claim_folder
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, file_fingerprint
+from ecgka.standin.hosp import PATIENT_COLUMNS, TRANSFER_COLUMNS, subject_hosp_rows
 from ecgka.standin.ids import N_CARTS, Ids
 from ecgka.standin.labs import (
     D_LABITEMS_COLUMNS,
@@ -55,6 +56,8 @@ HOSP_DIR = "hosp"  # MIMIC-IV hosp tables
 RECORD_LIST = "record_list.csv"
 LABEVENTS = "labevents.csv.gz"
 D_LABITEMS = "d_labitems.csv.gz"
+PATIENTS = "patients.csv.gz"
+TRANSFERS = "transfers.csv.gz"
 
 
 def standin_complete(out_dir: str | Path) -> bool:
@@ -140,11 +143,15 @@ def _gzip_csv(path: Path) -> Iterator[csv.writer]:
 
 
 def _write_labs(hosp: Path, order: list[int], ids: Ids, seed: int, summary: dict, stop: threading.Event) -> None:
-    """Stream labevents one subject at a time (subject_id order) and write d_labitems; counts go to summary."""
+    """Stream labevents, patients and transfers one subject at a time (subject_id order) and write d_labitems;
+    counts go to summary."""
     hosp.mkdir()  # not parents=True: never re-create a temporary folder that is being cleaned up
-    n_rows = n_k = 0
-    with _gzip_csv(hosp / LABEVENTS) as writer:
+    n_rows = n_k = n_transfers = 0
+    with _gzip_csv(hosp / LABEVENTS) as writer, _gzip_csv(hosp / PATIENTS) as pat_w, \
+            _gzip_csv(hosp / TRANSFERS) as tr_w:
         writer.writerow(LAB_COLUMNS)
+        pat_w.writerow(PATIENT_COLUMNS)
+        tr_w.writerow(TRANSFER_COLUMNS)
         for index in order:
             if stop.is_set():
                 return
@@ -156,6 +163,12 @@ def _write_labs(hosp: Path, order: list[int], ids: Ids, seed: int, summary: dict
                 r[0] = n_rows
                 n_k += r[4] in (K_CHEM, K_GAS, K_CHEM_NEW)
             writer.writerows(rows)
+            patient, transfers = subject_hosp_rows(plan, ids.subject_id(index), hadm, seed)
+            for r in transfers:
+                n_transfers += 1
+                r[2] = 30_000_000 + n_transfers
+            pat_w.writerow(patient)
+            tr_w.writerows(transfers)
     with _gzip_csv(hosp / D_LABITEMS) as writer:
         writer.writerows([D_LABITEMS_COLUMNS, *d_labitems_rows()])
     summary.update(lab_rows=n_rows, potassium_labs=n_k)
