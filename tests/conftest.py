@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ECGKA_SHARED", REPO_ROOT.parent / "shared"))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("ECGKA_MIN_N_BOOT", "1")  # quick evaluations (n_boot=10); the default minimum is 200
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ SECTIONS = ("glance", "dataset", "results", "clinical", "distributions", "timing
 TABLES = ("dataset_counts", "exclusions", "shot_regions", "results", "dist_loss_improvement",
           "clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman", "training_time")
 FIGURES = ("label_histogram", "distributions", "few_shot_errors", "scatter", "bland_altman", "roc",
-           "calibration")
+           "calibration", "decision_curves")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_tidy_tables_are_long_snake_case_and_equal_metrics_json(built):
         tidy = pd.read_csv(out / "tables" / "tidy" / f"{name}.csv")
         assert all(re.fullmatch(r"[a-z][a-z0-9_]*", c) for c in tidy.columns), (name, list(tidy.columns))
     report = json.loads((out / "metrics.json").read_text())
-    results = pd.read_csv(out / "tables" / "tidy" / "results.csv")
+    results = pd.read_csv(out / "tables" / "tidy" / "results.csv", float_precision="round_trip")
     assert list(results.columns) == ["method", "metric", "shot_group", "value"]
     assert len(results) == 2 * (1 + 8)  # two runs x (n + MAE and GM of four groups)
     for run in report["runs"].values():
@@ -114,10 +114,15 @@ def test_table_numbers_equal_metrics_json(built):
                 assert fmt(value) in html_rows[i]
     clin = pd.read_csv(out / "tables" / "clinical_thresholds.csv", float_precision="round_trip")
     first = next(iter(report["runs"].values()))["metrics"]["clinical"]["conditions"]["hyper"]
-    row = clin[(clin["method"] == "Vanilla") & (clin["condition"] == "Hyperkalaemia")].iloc[0]
-    assert [row["AUROC"], row["CI lower"], row["CI upper"]] == pytest.approx(
+    assert len(clin) == len(report["runs"])  # one row per method, the conditions as columns
+    row = clin[clin["method"] == "Vanilla"].iloc[0]
+    assert [row["AUROC hyper"], row["CI lower hyper"], row["CI upper hyper"]] == pytest.approx(
         [first["auroc"], first["auroc_ci"]["lower"], first["auroc_ci"]["upper"]], rel=1e-12)
-    assert row["sensitivity"] == pytest.approx(first["at_threshold"]["sensitivity"], rel=1e-12)
+    assert row["sensitivity hyper"] == pytest.approx(first["at_threshold"]["sensitivity"], rel=1e-12)
+    tidy = pd.read_csv(out / "tables" / "tidy" / "clinical_thresholds.csv", float_precision="round_trip")
+    assert {"method", "condition", "definition", "metric", "value"} <= set(tidy.columns)  # long, as before
+    hit = tidy[(tidy["method"] == "Vanilla") & (tidy["condition"] == "Hyperkalaemia") & (tidy["metric"] == "auroc")]
+    assert float(hit["value"].iloc[0]) == pytest.approx(first["auroc"], rel=1e-12)
     timing = pd.read_csv(out / "tables" / "training_time.csv")
     assert timing["seconds per epoch"].tolist() == pytest.approx([np.mean([12.5, 11.0, 11.5]), 2.75])
 
@@ -180,7 +185,7 @@ def test_ablation_and_imbalance_tables(tmp_path, built):
                      extra={"dataset_dir": "data/variants/ratio_10"})]
     path = write_report(runs, tmp_path / "out")
     html = path.read_text()
-    assert 'data-name="ablation_sequence_loss"' in html and 'id="ablation"' in html
+    assert 'data-name="ablation_sequence_loss"' in html and 'id="ablation-loss"' in html
     abl = pd.read_csv(tmp_path / "out" / "tables" / "ablation_sequence_loss.csv")
     assert abl["method"].tolist() == ["Vanilla", "INV-L1", "INV-L2"]  # the main baseline heads the group
     base = json.loads((runs[0] / "eval" / "test" / "metrics.json").read_text())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
+
+from pydantic import field_validator
 
 from ecgka.config import ConfigModel, validate_config
 from ecgka.labels import ShotRule
@@ -21,6 +24,22 @@ class EvalConfig(ConfigModel):
     seed: int = 0
     calibration_width: float = 0.5
 
+    @field_validator("target_sensitivity")
+    @classmethod
+    def _sensitivity(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"target_sensitivity must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("n_boot")
+    @classmethod
+    def _n_boot(cls, value: int) -> int:
+        least = min_n_boot()
+        if value < least:
+            raise ValueError(f"n_boot must be at least {least} (fewer replicates give confidence limits that "
+                             f"move with the seed), got {value}")
+        return value
+
     @property
     def overrides_shots(self) -> bool:
         return any(v is not None for v in (self.shot_rule, self.many, self.few))
@@ -31,3 +50,13 @@ class EvalConfig(ConfigModel):
         base = manifest_rule.model_dump() if rule == manifest_rule.rule else {}
         cuts = {k: v for k, v in (("many", self.many), ("few", self.few)) if v is not None}
         return validate_config(ShotRule, {**base, "rule": rule, **cuts}, "evaluate shot rule override")
+
+
+MIN_N_BOOT = 200  # as ``ecgka.metrics.bootstrap.MIN_N_BOOT`` (not imported: numpy stays out of option checks)
+MIN_N_BOOT_ENV = "ECGKA_MIN_N_BOOT"  # lowers the minimum for the test suite's quick evaluations only
+
+
+def min_n_boot() -> int:
+    """The fewest bootstrap replicates ``ecgka evaluate`` accepts: 200, or ``$ECGKA_MIN_N_BOOT`` (tests)."""
+    raw = os.environ.get(MIN_N_BOOT_ENV)
+    return int(raw) if raw and raw.strip().isdigit() else MIN_N_BOOT

@@ -55,6 +55,8 @@ CONDITIONS: dict[str, Condition] = {
     )
 }
 
+MIN_POSITIVES = 10  # an AUROC (and its CI) on fewer positive or negative cases is reported as "too few"
+
 CLINICAL_LABEL = ("potassium", "mmol/L")  # the (name, unit) of the label these conditions are defined for
 
 
@@ -161,15 +163,19 @@ def condition_metrics(preds, labels, subjects, val_preds, val_labels, condition:
     """Prevalence, AUROC with a subject-bootstrap CI, stats at the clinical threshold and operating point."""
     truth = condition.positive(labels)
     score = condition.score(preds)
-    ci = bootstrap_ci(WeightedAuroc(score, truth), subjects, n_boot=n_boot, seed=seed)
+    value = auroc(score, truth)
+    ci = bootstrap_ci(WeightedAuroc(score, truth), subjects, n_boot=n_boot, seed=seed, estimate=value)
+    n_pos = int(truth.sum())
     return {
         "title": condition.title,
         "definition": condition.definition,
         "n": int(truth.size),
-        "n_positive": int(truth.sum()),
-        "prevalence": _ratio(int(truth.sum()), int(truth.size)),
-        "auroc": auroc(score, truth),
+        "n_positive": n_pos,
+        "prevalence": _ratio(n_pos, int(truth.size)),
+        "auroc": value,
         "auroc_ci": ci,
+        "min_positives": MIN_POSITIVES,
+        "too_few": min(n_pos, int(truth.size) - n_pos) < MIN_POSITIVES,
         "at_threshold": binary_stats(condition.positive(preds), truth),
         "operating_point": operating_point(preds, labels, val_preds, val_labels, condition, target_sensitivity),
     }

@@ -9,6 +9,7 @@ is regenerated freely; a report folder of other runs is replaced only with ``for
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from ecgka import __version__
 from ecgka.catalog import FolderKind, ReportDir, claim_folder
 from ecgka.config import config_hash, validate_config
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
+from ecgka.metrics.clinical import MIN_POSITIVES
 from ecgka.report import html, index, markdown, privacy
 from ecgka.report.collect import (
     ReportModel,
@@ -31,45 +33,99 @@ from ecgka.report.render_utils import fmt, model_card
 from ecgka.report.tables import Table, all_tables
 from ecgka.report.wording import grid_text, wording
 
-# section id, title, tables (CSV names), figures (names)
-SECTIONS = (
+# The page's sections, in order, mirroring the paper's tables: (section id, title, tables, figures). Tables are
+# CSV names or shell patterns (``ablation_*batch*``); a table goes to the first section that names it, and a
+# section without any table or figure is left out. To add a section, append an entry naming its tables and
+# figures (made by ``all_tables`` / ``all_figures``).
+SECTIONS = [
     ("dataset", "Dataset", ("dataset_counts", "exclusions", "shot_regions"), ("label_histogram",)),
-    ("results", "Results by shot region", ("results", "dist_loss_improvement"), ()),
+    ("results", "Main results by shot region (Tables 1, 8)", ("results",), ()),
+    ("dist-loss", "Each method + Dist Loss (Table 2)", ("dist_loss_improvement",), ()),
     ("clinical", "Clinical detection and agreement",
      ("clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman"), ("roc", "calibration")),
     ("distributions", "Predictions", (), ("distributions", "few_shot_errors", "scatter", "bland_altman")),
-    ("timing", "Training time", ("training_time",), ()),
-    ("ablation", "Ablations", ("ablation",), ()),
-    ("imbalance", "Imbalance ratios", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
-)
+    ("timing", "Training time (Table 3)", ("training_time",), ()),
+    ("ablation-batch", "Batch-size ablation", ("ablation*batch*",), ()),
+    ("ablation-loss", "Loss ablation (Table 12)", ("ablation*loss*",), ()),
+    ("ablation", "Other ablations", ("ablation*",), ()),
+    ("imbalance", "Imbalance ratios (Table 13)", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
+]
+
+
+def _disqualified(r) -> list[str]:
+    """Why a run may not be named best "at a glance": an AUROC below 0.5 (worse than chance: a sign flip or
+    a broken model) or an empty test shot group (its overall numbers leave out a region)."""
+    why = []
+    for c in (r.metrics.get("clinical") or {}).get("conditions", {}).values():
+        if c.get("auroc") is not None and c["auroc"] < 0.5 and not c.get("too_few"):
+            why.append(f"{c['title'].lower()} AUROC {fmt(c['auroc'])} is below 0.5 (worse than chance)")
+    empty = [g for g in ("many", "median", "few") if not r.metrics["regression"].get(g, {}).get("n")]
+    if empty:
+        why.append(f"no test {wording(r.dataset).samples if r.dataset else 'samples'} in the "
+                   f"{', '.join(empty)}-shot group")
+    return why
+
+
+def warnings(model: ReportModel) -> list[str]:
+    """What the page states first, in red: runs excluded from "at a glance" and conditions with no (or too
+    few) positive test cases (an empty hyperkalaemia test set is stated, not hidden)."""
+    runs = model.main_runs or model.runs
+    out = [f"{r.display_name}: {'; '.join(why)}; not named best at a glance." for r in runs
+           for why in [_disqualified(r)] if why]
+    if has_clinical(runs):
+        for name, c in runs[0].metrics["clinical"]["conditions"].items():
+            if c["n_positive"] == 0:
+                out.append(f"The {model.split} set holds no {c['title'].lower()} case ({c['definition']}): its "
+                           f"AUROC, sensitivity and PPV are undefined.")
+            elif c.get("too_few"):
+                out.append(f"The {model.split} set holds only {c['n_positive']} {c['title'].lower()} case(s) "
+                           f"({c['definition']}), fewer than {c.get('min_positives', MIN_POSITIVES)}: its AUROC "
+                           f"is shown as \"too few\".")
+    return out
 
 
 def _glance(model: ReportModel) -> list[dict]:
     runs = model.main_runs or model.runs
+    eligible = [r for r in runs if not _disqualified(r)]
     cards = []
     for label, key in (("Lowest few-shot MAE", ("few", "mae")), ("Lowest overall MAE", ("all", "mae"))):
-        vals = [(r.metrics["regression"][key[0]][key[1]], r.display_name) for r in runs]
+        vals = [(r.metrics["regression"][key[0]][key[1]], r.display_name) for r in eligible]
         vals = [v for v in vals if v[0] is not None]
         if vals:
             v, name = min(vals)
             cards.append({"label": label, "value": fmt(v), "detail": name})
     for cond in ("hyper", "hypo") if has_clinical(runs) else ():
-        vals = [(r.metrics["clinical"]["conditions"][cond]["auroc"], r.display_name) for r in runs]
+        vals = [(r.metrics["clinical"]["conditions"][cond]["auroc"], r.display_name) for r in eligible
+                if not r.metrics["clinical"]["conditions"][cond].get("too_few")]
         vals = [v for v in vals if v[0] is not None]
+        title = runs[0].metrics["clinical"]["conditions"][cond]["title"]
         if vals:
             v, name = max(vals)
-            title = runs[0].metrics["clinical"]["conditions"][cond]["title"]
             cards.append({"label": f"Best {title.lower()} AUROC", "value": fmt(v), "detail": name})
+        else:
+            cards.append({"label": f"Best {title.lower()} AUROC", "value": "none",
+                          "detail": "too few test cases or no eligible model"})
     m = runs[0].metrics
     samples = wording(model.main_dataset).samples
     cards.append({"label": f"{model.split} set", "value": f"{m['n']} {samples}", "detail": f"{m['n_subjects']} subjects"})
     return cards
 
 
-def _section_items(tables: dict[str, Table], figures: dict, names_t, names_f, render_t, render_f) -> list[str]:
-    chosen = [t for n in names_t for key, t in tables.items() if key == n or (n == "ablation" and
-                                                                          key.startswith("ablation"))]
-    return [render_t(t) for t in chosen] + [render_f(figures[n]) for n in names_f if n in figures]
+def place_tables(tables: dict[str, Table]) -> dict[str, list[Table]]:
+    """Section id -> its tables: each table in the first section whose names or patterns match it."""
+    placed: dict[str, list[Table]] = {sid: [] for sid, *_ in SECTIONS}
+    used: set[str] = set()
+    for sid, _, names_t, _ in SECTIONS:
+        for n in names_t:
+            for key, t in tables.items():
+                if key not in used and fnmatchcase(key, n):
+                    placed[sid].append(t)
+                    used.add(key)
+    return placed
+
+
+def _section_items(tables: list[Table], figures: dict, names_f, render_t, render_f) -> list[str]:
+    return [render_t(t) for t in tables] + [render_f(figures[n]) for n in names_f if n in figures]
 
 
 DEFAULT_TITLE = "ECG potassium regression: evaluation report"
@@ -77,8 +133,9 @@ DEFAULT_TITLE = "ECG potassium regression: evaluation report"
 
 def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, title: str | None = None) -> dict:
     sections = []
-    for sid, heading, names_t, names_f in SECTIONS:
-        items = _section_items(tables, figures, names_t, names_f, html.table_html, html.figure_html)
+    placed = place_tables(tables)
+    for sid, heading, _, names_f in SECTIONS:
+        items = _section_items(placed[sid], figures, names_f, html.table_html, html.figure_html)
         if items:
             sections.append({"id": sid, "title": heading, "text": "", "items": items})
     card = model_card(model)
@@ -86,6 +143,7 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
                if r.config]
     return {"title": title or wording(model.main_dataset).title, "split": model.split, "n_runs": len(model.runs), "version": __version__,
             "fingerprint": model.main_dataset.fingerprint or "unknown", "glance": _glance(model),
+            "warnings": warnings(model),
             "nav": [(s["id"], s["title"]) for s in sections] + [("model-card", "Model card")],
             "sections": sections, "card": card, "run_configs": configs,
             "dataset_config": yaml.safe_dump(card["dataset_config"], sort_keys=False)
@@ -168,8 +226,9 @@ def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     figures = {f.name: f for f in all_figures(model)}
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
-    sections_md = [(heading, _section_items(tables, figures, nt, nf, markdown.table_md, markdown.figure_md))
-                   for _, heading, nt, nf in SECTIONS]
+    placed = place_tables(tables)
+    sections_md = [(heading, _section_items(placed[sid], figures, nf, markdown.table_md, markdown.figure_md))
+                   for sid, heading, _, nf in SECTIONS]
     _write_contents(out, model, page, sections_md, tables, figures)
 
 

@@ -15,6 +15,7 @@ Grouping (documented in docs/report.md): ``run.json`` may carry
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ecgka.catalog.info import DatasetInfo
 from ecgka.errors import InputError
 from ecgka.io import sha256_file
 from ecgka.keys import SPLITS
+from ecgka.labels import ShotRule
 from ecgka.losses.methods import PAPER_ORDER
 from ecgka.losses.methods import display_name as method_display_name
 
@@ -113,11 +115,22 @@ def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = Non
     check_checkpoint(rd, metrics, rd.metrics_path(split, dataset))
     method, dist = base_method(run)
     variant = _variant_of(run)
+    info = evaluated_dataset(DatasetInfo.from_dict(metrics.get("dataset"),
+                                                   what=str(rd.metrics_path(split, dataset))), metrics)
     group = str(run.get("group") or ("imbalance" if variant else "main"))
     return RunEntry(name=str(run.get("name") or rd.path.name), display_name=display_name(run), method=method,
                     dist_loss=dist, group=group, ablation=run.get("ablation"), variant=variant,
                     metrics=metrics, run=run, config=rd.read_config(), epochs=rd.read_log(),
-                    dataset=DatasetInfo.from_dict(metrics.get("dataset"), what=str(rd.metrics_path(split, dataset))))
+                    dataset=info)
+
+
+def evaluated_dataset(ds: DatasetInfo, metrics: dict) -> DatasetInfo:
+    """The dataset grouped by the shot rule the run was evaluated with (``ecgka evaluate few=0`` overrides
+    the manifest's): the shot-region table then lists the regions the results are computed on."""
+    shots = metrics.get("shots") or {}
+    if shots.get("source") != "override":
+        return ds
+    return ds.with_shots(ShotRule.model_validate({k: shots[k] for k in ("rule", "many", "few") if k in shots}))
 
 
 def evaluated_checkpoint(metrics: dict) -> tuple[str, str | None]:
@@ -168,9 +181,18 @@ def _unique_names(runs: list[RunEntry]) -> None:
             r.name = f"{r.name}-{seen[r.name]}"
 
 
+def natural_key(text: str) -> tuple:
+    """``"Method 2"`` before ``"Method 10"``: digit runs compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+                 for part in re.split(r"(\d+)", str(text)) if part)
+
+
 def _order_key(r: RunEntry) -> tuple:
+    """The paper's order (Vanilla, then each baseline, each followed by its + Dist Loss); unknown methods after,
+    in natural order; within a method, runs by natural order of their ablation label and name."""
     rank = PAPER_ORDER.index(r.method) if r.method in PAPER_ORDER else len(PAPER_ORDER)
-    return (rank, r.method, r.dist_loss)
+    return (rank, natural_key(r.method), r.dist_loss, natural_key(r.ablation or ""), natural_key(r.display_name),
+            natural_key(r.name))
 
 
 def check_one_dataset(runs: list[RunEntry]) -> None:
@@ -204,7 +226,7 @@ def collect(run_dirs, split: str = "test", dataset: str | None = None, one_datas
     if one_dataset:
         check_one_dataset(runs)
     _unique_names(runs)
-    runs.sort(key=lambda r: (r.group != "main", r.group, _order_key(r)))
+    runs.sort(key=lambda r: (r.group != "main", natural_key(r.group), _order_key(r)))
     datasets: dict[str, DatasetInfo] = {}
     for r in runs:
         datasets.setdefault(r.fingerprint or "unknown", r.dataset)

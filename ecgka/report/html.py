@@ -17,9 +17,11 @@ h1{margin-bottom:0}h2{border-bottom:2px solid #4c72b0;padding-bottom:2px;margin-
 .sub{color:#666;margin-top:4px}nav a{margin-right:12px;font-size:14px}
 table{border-collapse:collapse;margin:8px 0 4px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#eef1f7}
-td.txt,th.txt{text-align:left}td.best{font-weight:bold;color:#b00}
+td.txt,th.txt{text-align:left}td.best{font-weight:bold;background:#fff3c4}
 td.better{font-weight:bold;color:#1a7f37;background:#eaf7ee}td.worse{font-weight:bold;color:#1f4fb0;background:#edf1fb}
-td.best.better,td.best.worse{color:#b00}
+td.best.better,td.best.worse{text-decoration:underline}
+.wide{overflow-x:auto}.alert{background:#fdecea;border:1px solid #c62828;color:#8e1b1b;padding:8px 12px}
+summary{cursor:pointer;font-weight:bold}
 .note{color:#555;font-size:12px;margin:0 0 14px 0}figure{margin:10px 0 24px 0}
 figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
 .glance{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ccd;border-radius:6px;padding:8px 14px;
@@ -34,6 +36,8 @@ TEMPLATE = """<!DOCTYPE html>
 <h1>{{ title }}</h1>
 <p class="sub">Split: <b>{{ split }}</b> · {{ n_runs }} run(s) · dataset {{ fingerprint }} · ecgka {{ version }}</p>
 <nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
+{% if warnings %}<div class="alert" id="warnings"><b>Check before reading:</b><ul>
+{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 <h2 id="glance">At a glance</h2><div class="glance">
 {% for card in glance %}<div class="card">{{ card.label }}<b>{{ card.value }}</b>{{ card.detail }}</div>{% endfor %}
 </div>
@@ -64,8 +68,12 @@ def privacy_note(grid: str = "0.1 mmol/L") -> str:
 PRIVACY_NOTE = privacy_note()
 
 
+COLLAPSE_ROWS = 15  # a table with more rows is folded (<details>), its title as the summary
+
+
 def table_html(table) -> str:
-    """One table with its title, number formatting, marks (best/better/worse) and note."""
+    """One table with its title, number formatting, marks (best/better/worse), shown texts and note; a
+    long table is folded under its title."""
     cols = list(table.df.columns)
     head = "".join(f'<th class="{"" if pd.api.types.is_numeric_dtype(table.df[c]) else "txt"}">{escape(c)}</th>'
                    for c in cols)
@@ -77,11 +85,16 @@ def table_html(table) -> str:
             mark = table.marks.get((i, c))
             if mark:
                 classes.append(mark)
-            cells.append(f'<td class="{" ".join(classes)}">{escape(fmt(row[c]))}</td>')
+            text = table.texts.get((i, c)) if getattr(table, "texts", None) else None
+            cells.append(f'<td class="{" ".join(classes)}">{escape(fmt(row[c]) if text is None else text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     note = f'<p class="note">{escape(table.note)}</p>' if table.note else ""
-    return (f'<h3 id="t-{table.name}">{escape(table.title)}</h3><table data-name="{table.name}">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}")
+    body = (f'<div class="wide"><table data-name="{table.name}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>{note}")
+    if len(rows) > COLLAPSE_ROWS:
+        return (f'<details id="t-{table.name}"><summary>{escape(table.title)} ({len(rows)} rows)</summary>'
+                f"{body}</details>")
+    return f'<h3 id="t-{table.name}">{escape(table.title)}</h3>{body}'
 
 
 def figure_html(fig) -> str:
@@ -93,4 +106,4 @@ def figure_html(fig) -> str:
 def render_html(page: dict) -> str:
     """Fill the template from the page model built by ``build.page_model``."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(TEMPLATE).render(css=CSS, **{"privacy": PRIVACY_NOTE, **page})
+    return env.from_string(TEMPLATE).render(css=CSS, **{"privacy": PRIVACY_NOTE, "warnings": [], **page})

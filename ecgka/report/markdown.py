@@ -16,7 +16,8 @@ def table_md(table) -> str:
     for i, (_, row) in enumerate(table.df.iterrows()):
         cells = []
         for c in cols:
-            text = _cell(row[c])
+            shown = table.texts.get((i, c)) if getattr(table, "texts", None) else None
+            text = _cell(row[c]) if shown is None else shown
             mark = table.marks.get((i, c))
             cells.append(f"**{text}**" if mark in ("best", "better") else (f"_{text}_" if mark else text))
         lines.append("| " + " | ".join(cells) + " |")
@@ -32,7 +33,10 @@ def figure_md(fig) -> str:
 def render_markdown(page: dict, sections_md: list[tuple[str, list[str]]], card: dict) -> str:
     out = [f"# {page['title']}", "",
            f"Split: **{page['split']}** · {page['n_runs']} run(s) · dataset {page['fingerprint']} · "
-           f"ecgka {page['version']}", "", "## At a glance", ""]
+           f"ecgka {page['version']}", ""]
+    if page.get("warnings"):
+        out += ["> **Check before reading:**"] + [f"> - {w}" for w in page["warnings"]] + [""]
+    out += ["## At a glance", ""]
     out += [f"- {c['label']}: **{c['value']}** {c['detail']}" for c in page["glance"]]
     for title, items in sections_md:
         out += ["", f"## {title}", ""] + items

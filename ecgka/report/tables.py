@@ -3,6 +3,8 @@
 Each table is written unrounded as a display CSV and as a tidy CSV (long format, snake_case:
 ``ecgka.report.tidy``), and shown rounded (3 decimals) in HTML and Markdown. ``marks`` flags cells for highlighting: "best" (lowest error of a column in the main table),
 "better"/"worse" (a "+ Dist Loss" run against the same method without it, the paper's Table 2).
+A display table has one row per run (method) and its metrics as columns; ``texts`` replaces a shown cell
+(e.g. "too few" for an AUROC on fewer than ``MIN_POSITIVES`` positives) while the CSVs keep the number.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 from ecgka.catalog.info import DatasetInfo
 from ecgka.labels import LabelGrid
+from ecgka.metrics.clinical import MIN_POSITIVES
 from ecgka.report.collect import ReportModel, RunEntry, has_clinical
 from ecgka.report.tidy import describe_k_range, describe_metric, describe_shot_column, tidy_frame
 from ecgka.report.wording import wording
@@ -32,6 +35,7 @@ class Table:
     keys: tuple[str, ...] = ("method",)  # the columns that identify an observation in the tidy table
     describe: Callable[[str], dict] = describe_metric  # a value column's title -> tidy variables
     tidy_df: pd.DataFrame | None = None  # a tidy frame of its own (else the long format of ``df``)
+    texts: dict[tuple[int, str], str] = field(default_factory=dict)  # (row, column) -> shown instead (HTML, MD)
 
     @property
     def tidy(self) -> pd.DataFrame:
@@ -153,28 +157,71 @@ def _ranges(bins: list[int], grid: LabelGrid) -> str:
     return ", ".join(text)
 
 
+CONDITION_SHORT = {"hypo": "hypo", "hyper": "hyper", "severe_hypo": "severe hypo", "severe_hyper": "severe hyper"}
+TOO_FEW = "too few"
+
+
+def _short(name: str) -> str:
+    return CONDITION_SHORT.get(name, name.replace("_", " "))
+
+
+def _mark_highest(df: pd.DataFrame, columns, marks: dict, skip: set) -> None:
+    """Mark "best" the highest value of each column (cells in ``skip`` do not count)."""
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce")
+        values = values[[i for i in range(len(df)) if (i, c) not in skip]] if len(df) else values
+        if values.notna().any():
+            marks[(int(values.idxmax()), c)] = "best"
+
+
 def clinical_tables(runs: list[RunEntry]) -> list[Table]:
-    thr, op = [], []
-    for r in runs:
-        for c in r.metrics["clinical"]["conditions"].values():
+    """Detection per run: one row per method, each condition's numbers as columns (tidy CSVs: one row per
+    method, condition and metric, as before). An AUROC and its CI on fewer than ``MIN_POSITIVES`` positive
+    (or negative) cases are shown as "too few"."""
+    thr_long, op_long, thr, op = [], [], [], []
+    texts: dict[tuple[int, str], str] = {}
+    for i, r in enumerate(runs):
+        row_t, row_o = {"method": r.display_name}, {"method": r.display_name}
+        for name, c in r.metrics["clinical"]["conditions"].items():
+            sh = _short(name)
             head = {"method": r.display_name, "condition": c["title"], "definition": c["definition"],
                     "positives": c["n_positive"], "prevalence": c["prevalence"], "AUROC": c["auroc"],
                     "CI lower": c["auroc_ci"]["lower"], "CI upper": c["auroc_ci"]["upper"]}
             s = c["at_threshold"]
-            thr.append({**head, **{k: s[k] for k in ("sensitivity", "specificity", "ppv", "npv")}})
+            thr_long.append({**head, **{k: s[k] for k in ("sensitivity", "specificity", "ppv", "npv")}})
             o = c["operating_point"]
             t = o["test"] or {}
-            op.append({"method": r.display_name, "condition": c["title"], "rule (fixed on val)": o["rule"],
-                       "val sensitivity": (o["val"] or {}).get("sensitivity"),
-                       **{k: t.get(k) for k in ("sensitivity", "specificity", "ppv", "npv")}})
-    target = runs[0].metrics["clinical"]["conditions"]["hypo"]["operating_point"]["target_sensitivity"]
+            op_long.append({"method": r.display_name, "condition": c["title"], "rule (fixed on val)": o["rule"],
+                            "val sensitivity": (o["val"] or {}).get("sensitivity"),
+                            **{k: t.get(k) for k in ("sensitivity", "specificity", "ppv", "npv")}})
+            row_t.update({f"positives {sh}": c["n_positive"], f"AUROC {sh}": c["auroc"],
+                          f"CI lower {sh}": c["auroc_ci"]["lower"], f"CI upper {sh}": c["auroc_ci"]["upper"],
+                          **{f"{k if k.startswith('s') else k.upper()} {sh}": s[k]
+                             for k in ("sensitivity", "specificity", "ppv", "npv")}})
+            too_few = c.get("too_few", min(c["n_positive"], c["n"] - c["n_positive"]) < MIN_POSITIVES)
+            if too_few:
+                texts.update({(i, f"{k} {sh}"): TOO_FEW for k in ("AUROC", "CI lower", "CI upper")})
+            row_o.update({f"rule {sh}": o["rule"], f"val sensitivity {sh}": (o["val"] or {}).get("sensitivity"),
+                          **{f"{k if k.startswith('s') else k.upper()} {sh}": t.get(k)
+                             for k in ("sensitivity", "specificity", "ppv", "npv")}})
+        thr.append(row_t)
+        op.append(row_o)
+    conditions = runs[0].metrics["clinical"]["conditions"]
+    target = conditions["hypo"]["operating_point"]["target_sensitivity"]
+    definitions = "; ".join(f"{_short(n)}: {c['definition']}" for n, c in conditions.items())
+    df_thr = pd.DataFrame(thr)
+    marks: dict[tuple[int, str], str] = {}
+    _mark_highest(df_thr, [c for c in df_thr.columns if c.startswith("AUROC ")], marks, set(texts))
+    keys_t, keys_o = ("method", "condition", "definition"), ("method", "condition", "rule (fixed on val)")
     return [
-        Table("clinical_thresholds", "Detection at the clinical thresholds (AUROC with 95 % CI)",
-              pd.DataFrame(thr), "CI: bootstrap over subjects. Detection: predicted K meets the definition.",
-              keys=("method", "condition", "definition")),
+        Table("clinical_thresholds", "Detection at the clinical thresholds (AUROC with 95 % CI)", df_thr,
+              f"{definitions}. CI: bootstrap over subjects. Detection: predicted K meets the definition. "
+              f"\"{TOO_FEW}\": fewer than {MIN_POSITIVES} positive (or negative) test cases, the AUROC is not "
+              "shown (the CSVs keep it). Bold: highest AUROC.",
+              marks, keys=keys_t, tidy_df=tidy_frame(pd.DataFrame(thr_long), keys_t), texts=texts),
         Table("clinical_operating_point", f"Detection at an operating point for {target:.0%} sensitivity",
               pd.DataFrame(op), "The cut-off on predicted K is chosen on the validation split.",
-              keys=("method", "condition", "rule (fixed on val)")),
+              keys=keys_o, tidy_df=tidy_frame(pd.DataFrame(op_long), keys_o)),
     ]
 
 
