@@ -302,3 +302,32 @@ def test_training_ages_above_the_grid(standin, tmp_path):
     assert list(desc.train_bins.counts) == np.bincount(ages, minlength=121).tolist()
     info = _train("age/released/imdb_wiki/vanilla", csv, tmp_path / "run")
     assert info["status"] == "complete"
+
+
+def test_every_profile_resolves_with_run_check(tmp_path):
+    """``ecgka run --check`` resolves and validates a job that trains every shipped profile (stage 2 ones
+    from their stage 1), without training anything."""
+    import subprocess
+    import sys
+
+    from ecgka.config import dump_yaml
+
+    def stage(name: str, data: str) -> dict:
+        sid = name.replace("/", "_")
+        out = {"id": sid, "kind": "train", "config": name, "data": data}
+        if cfg(name).init.declares_stage_2:
+            out["init"] = "${vanilla_" + name.rsplit("/", 2)[-2] + "}" if name.startswith("age/") else "${paper_vanilla}"
+        return out
+
+    stages = [{"id": "standin", "kind": "synth", "subjects": 20}, {"id": "ages", "kind": "synth_age", "n": 50},
+              {"id": "dataset", "kind": "build", "ecg_root": "${standin}/ecg", "labs": ["${standin}/hosp/labevents.csv.gz"]}]
+    for d in DATASETS:  # each dataset's stage 1 under a short name for the stage 2 references
+        stages.append({"id": f"vanilla_{d}", "kind": "train", "config": f"age/paper/{d}/vanilla",
+                       "data": "${ages}/age_dir.csv"})
+    stages += [stage(n, "${ages}/age_dir.csv") for n in AGE] + [stage(n, "${dataset}") for n in ECG]
+    pipeline = tmp_path / "profiles.yaml"
+    pipeline.write_text(dump_yaml({"name": "profiles", "stages": stages}))
+    result = subprocess.run([sys.executable, "-m", "ecgka", "run", str(pipeline), "--out", str(tmp_path / "out"),
+                             "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -28,7 +28,7 @@ from pydantic import Field
 from ecgka.config import ConfigModel, read_yaml, validate_config
 from ecgka.errors import ConfigError
 from ecgka.names import look_up_option
-from ecgka.resources import shipped_file
+from ecgka.resources import find_config, shipped_file
 
 _REF = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 
@@ -115,6 +115,8 @@ def _check_set_vars(set_vars: dict[str, Any], declared: dict[str, Any], path: st
 
 
 PROJECT_FILE_OPTIONS = ("config", "gate")  # relative paths also taken from the pipeline's project folder
+# a bare name in these options is a shipped config of these kinds (``config: vanilla``, ``gate: default``)
+NAMED_CONFIG_KINDS = {"config": ("train", "data"), "gate": ("gate",)}
 
 
 def _file_path(value: Any, key: str, base: Path) -> Any:
@@ -125,14 +127,28 @@ def _file_path(value: Any, key: str, base: Path) -> Any:
     if key in PROJECT_FILE_OPTIONS and (base / value).exists():
         return str(base / value)
     shipped = shipped_file(value)  # configs/..., pipelines/...: the package's copy, from any folder
+    if shipped is None:
+        shipped = _named_config(value, NAMED_CONFIG_KINDS.get(key, ()))
     return str(shipped) if shipped is not None else value
+
+
+def _named_config(name: str, kinds: tuple[str, ...]) -> Path | None:
+    """The shipped config a bare name stands for (``vanilla``, ``age/released/agedb/conr``), if any."""
+    for kind in kinds:
+        try:
+            return find_config(name, kind)
+        except ConfigError:
+            continue
+    return None
 
 
 def resolve_files(options: dict[str, Any], base: Path) -> dict[str, Any]:
     """A stage's file options after ``${...}`` substitution: a relative path that names nothing from the
     working directory is taken from the project folder (``config``, ``gate``: ``base``, the folder above
     the pipeline file's), else from the shipped files when it names one (``configs/gate/default.yaml``:
-    ``ecgka.resources``), so a shipped pipeline runs from any folder. Anything else is left as written."""
+    ``ecgka.resources``), and a bare ``config:``/``gate:`` name is a shipped config (``vanilla``), so a
+    shipped pipeline runs from any folder and the fingerprint hashes the file it found. Anything else is
+    left as written."""
     return {key: _file_path(value, key, base) for key, value in options.items()}
 
 
