@@ -25,7 +25,7 @@ SECTIONS = ("glance", "dataset", "results", "clinical", "distributions", "timing
 TABLES = ("dataset_counts", "exclusions", "shot_regions", "results", "dist_loss_improvement",
           "clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman", "training_time")
 FIGURES = ("label_histogram", "distributions", "few_shot_errors", "scatter", "bland_altman", "roc",
-           "calibration")
+           "calibration", "decision_curves")
 
 
 @pytest.fixture(scope="module")

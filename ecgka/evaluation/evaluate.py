@@ -21,6 +21,7 @@ import pandas as pd
 from ecgka import __version__
 from ecgka.catalog import RunDir, resolve_weights
 from ecgka.catalog.info import DatasetInfo, LabelHistogram
+from ecgka.data.subgroups import SUBGROUP_COLUMNS, with_subgroups
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
 from ecgka.evaluation.config import EvalConfig
@@ -29,6 +30,7 @@ from ecgka.keys import SPLITS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
+from ecgka.metrics.subgroups import prediction_subgroups
 
 SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
@@ -39,11 +41,12 @@ BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid 
 
 
 def check_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The ``PredCol`` columns, finite labels and predictions; a one-line InputError otherwise."""
+    """The ``PredCol`` columns (and the subgroup columns when present), finite labels and predictions; a one-line
+    InputError otherwise."""
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{source}: missing columns {', '.join(missing)}")
-    df = df.loc[:, list(PREDICTION_COLUMNS)].reset_index(drop=True)
+    df = df.loc[:, [*PREDICTION_COLUMNS, *(c for c in SUBGROUP_COLUMNS if c in df.columns)]].reset_index(drop=True)
     for col in (PredCol.LABEL, PredCol.PREDICTION):
         bad = ~np.isfinite(df[col.value].to_numpy(dtype=np.float64))
         if bad.any():
@@ -112,6 +115,8 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
     clinical = clinical_metrics(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
                                 grid, cfg.target_sensitivity, cfg.n_boot, cfg.seed, cfg.calibration_width) \
         if applies_to(grid) else None
+    extra = _utility_calibration(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
+                                 groups, dataset, clinical, cfg) if clinical is not None else {}
     return _clean({
         "schema_version": SCHEMA_VERSION,
         "ecgka_version": __version__,
@@ -123,9 +128,29 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
         "shots": _shots_record(grid, dataset.train_bins, groups, "override" if cfg.overrides_shots else "manifest"),
         "regression": shot_metrics_from_counts(preds, labels, counts, grid),
         "clinical": clinical,
+        "subgroups": prediction_subgroups(test, groups, clinical, cfg.n_boot, cfg.seed),  # ecgka.metrics.subgroups
         "figures": _figure_aggregates(preds, labels, groups, grid),
         "dataset": dataset.to_dict(),
+        **extra,
     })
+
+
+def _utility_calibration(preds, labels, subjects, val_preds, val_labels, groups, dataset: DatasetInfo,
+                         clinical: dict, cfg: EvalConfig) -> dict:
+    """metrics.json ``utility`` (PPV/NPV at deployment prevalences, decision curves) and ``calibration_fit``
+    (calibration line overall and per shot region, MAE per clinical range), potassium only."""
+    from ecgka.metrics.calibration import calibration_by_group, mae_by_clinical_range
+    from ecgka.metrics.utility import train_prevalence, utility_metrics
+
+    conds = {n: CONDITIONS[n] for n in ("hypo", "hyper")}
+    declared = {n: train_prevalence(dataset.train_bins.centres(), dataset.train_bins.array, c)
+                for n, c in conds.items()}
+    rules = {n: (clinical["conditions"][n].get("operating_point") or {}).get("threshold") for n in conds}
+    return {"utility": utility_metrics(preds, labels, subjects, val_preds, val_labels, conds, declared, rules,
+                                       cfg.n_boot, cfg.seed),
+            "calibration_fit": {**calibration_by_group(preds, labels, subjects, groups, n_boot=cfg.n_boot,
+                                                       seed=cfg.seed),
+                                "mae_by_range": mae_by_clinical_range(preds, labels, subjects, cfg.n_boot, cfg.seed)}}
 
 
 def _predict(run_dir: Path, data_dir: Path, split: str, cfg: EvalConfig) -> pd.DataFrame:
@@ -203,7 +228,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     dataset = dataset.with_changes(matches_training=_matches_training(run, dataset))
     eval_dataset(dataset, cfg)  # a bad shot override fails before any prediction
     sha = sha256_file(resolve_weights(run_dir.path, cfg.checkpoint))  # the weights about to be evaluated
-    preds = {s: _predict(run_dir.path, data, s, cfg) for s in dict.fromkeys(("val", split))}
+    preds = {s: with_subgroups(_predict(run_dir.path, data, s, cfg), data, s) for s in dict.fromkeys(("val", split))}
     for s, df in preds.items():
         _write_parquet(df, run_dir.predictions_path(s, other))
     metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split)

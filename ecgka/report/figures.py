@@ -171,13 +171,19 @@ def calibration_plot(runs: list[RunEntry]) -> Figure:
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in runs:
         rows = r.metrics["clinical"]["calibration"]
-        ax.plot([x["mean_predicted"] for x in rows], [x["mean_observed"] for x in rows], marker="o", ms=3,
-                lw=1, label=r.display_name)
+        line = ax.plot([x["mean_predicted"] for x in rows], [x["mean_observed"] for x in rows], marker="o", ms=3,
+                       lw=1, label=r.display_name)[0]
+        fit = (r.metrics.get("calibration_fit") or {}).get("all") or {}
+        if fit.get("slope") is not None and rows:
+            x = np.array([rows[0]["mean_predicted"], rows[-1]["mean_predicted"]])
+            ax.plot(x, fit["intercept"] + fit["slope"] * x, color=line.get_color(), ls="--", lw=0.8,
+                    label=f"fit: slope {fit['slope']:.2f}")
     lim = ax.get_xlim()
     ax.plot(lim, lim, color="#bbbbbb", lw=0.6)
     ax.set(xlabel="mean predicted K", ylabel="mean laboratory K")
     ax.legend(fontsize=7)
-    return Figure("calibration", "Calibration", _png(fig), "Mean laboratory K per 0.5 mmol/L bin of predicted K.")
+    return Figure("calibration", "Calibration", _png(fig), "Mean laboratory K per 0.5 mmol/L bin of predicted K; "
+                  "dashed: the fitted calibration line (OLS of laboratory on predicted K) over the predicted range.")
 
 
 def variant_histograms(runs: list[RunEntry]) -> Figure | None:

@@ -1,0 +1,140 @@
+"""Report sections "Deployment prevalence and clinical utility" and "Calibration and agreement".
+
+Read from metrics.json ``utility`` and ``calibration_fit`` (written by ``ecgka evaluate``, see
+``ecgka.metrics.utility`` and ``ecgka.metrics.calibration``); runs evaluated before these existed are left
+out of the tables (nothing is recomputed here: the report never sees predictions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ecgka.report.collect import ReportModel, RunEntry
+from ecgka.report.figures import Figure, _grid, _legend, _png
+from ecgka.report.tables import Table
+
+# SECTIONS entries of report/build.py: (section id, title, tables, figures)
+UTILITY_SECTION = ("utility", "Deployment prevalence and clinical utility (TRIPOD+AI 12e, 15)",
+                   ("deployment_ppv_npv", "event_model"), ("decision_curves",))
+CALIBRATION_SECTION = ("calibration-fit", "Calibration and agreement",
+                       ("calibration_fit", "mae_by_clinical_range"), ())
+
+UTILITY_NOTE = (
+    "The test split is balanced by design, so its own PPV and NPV describe no clinic. PPV and NPV here are "
+    "recomputed by Bayes' rule from the test sensitivity and specificity at a declared deployment prevalence "
+    "(declared: the training split's prevalence; also 1 %, 5 % and 20 %); the 95 % CIs carry the subject-"
+    "bootstrap replicates of sensitivity and specificity through the same formula.")
+EVENT_NOTE = (
+    "Probabilities for the decision curves: logit P(event) = a + b x predicted K, a logistic regression of the "
+    "event on the predicted K fitted on the run's validation predictions, its intercept then shifted by "
+    "logit(declared prevalence) - logit(validation prevalence). Net benefit is computed with dcurves at the "
+    "declared prevalence.")
+CALIBRATION_NOTE = (
+    "Calibration line: ordinary least squares of the laboratory K on the predicted K (intercept a, slope b; "
+    "ideal a = 0, b = 1), overall and per shot region, with subject-bootstrap 95 % CIs. A slope above 1 "
+    "means the predictions are squeezed toward the mean (extremes under-predicted), the imbalance Dist Loss "
+    "targets; a slope below 1 means they are spread too wide.")
+
+
+def _with(runs: list[RunEntry], key: str) -> list[RunEntry]:
+    return [r for r in runs if r.metrics.get(key)]
+
+
+def _ci(ci: dict | None, side: str):
+    return (ci or {}).get(side)
+
+
+def deployment_table(runs: list[RunEntry]) -> Table:
+    rows = []
+    for r in runs:
+        for c in r.metrics["utility"]["conditions"].values():
+            for x in c["ppv_npv"]:
+                rows.append({"method": r.display_name, "condition": c["title"], "point": x["point"],
+                             "prevalence": x["prevalence"], "declared": "yes" if x["declared"] else "",
+                             "sensitivity": x["sensitivity"], "specificity": x["specificity"],
+                             "PPV": x["ppv"], "PPV CI lower": _ci(x["ppv_ci"], "lower"),
+                             "PPV CI upper": _ci(x["ppv_ci"], "upper"),
+                             "NPV": x["npv"], "NPV CI lower": _ci(x["npv_ci"], "lower"),
+                             "NPV CI upper": _ci(x["npv_ci"], "upper")})
+    return Table("deployment_ppv_npv", "PPV and NPV at deployment prevalences", pd.DataFrame(rows), UTILITY_NOTE,
+                 keys=("method", "condition", "point", "prevalence", "declared"))
+
+
+def event_model_table(runs: list[RunEntry]) -> Table:
+    rows = []
+    for r in runs:
+        for c in r.metrics["utility"]["conditions"].values():
+            m = c.get("event_model") or {}
+            rows.append({"method": r.display_name, "condition": c["title"], "intercept a": m.get("intercept"),
+                         "slope b": m.get("slope"), "val prevalence": m.get("fit_prevalence"),
+                         "declared prevalence": c.get("declared_prevalence")})
+    return Table("event_model", "Event probability from predicted K (fitted on validation)", pd.DataFrame(rows),
+                 EVENT_NOTE, keys=("method", "condition"))
+
+
+def calibration_table(runs: list[RunEntry]) -> Table:
+    rows = []
+    for r in runs:
+        for g, f in r.metrics["calibration_fit"].items():
+            if g == "mae_by_range":
+                continue
+            rows.append({"method": r.display_name, "shot region": g, "n": f["n"], "intercept": f["intercept"],
+                         "intercept CI lower": _ci(f["intercept_ci"], "lower"),
+                         "intercept CI upper": _ci(f["intercept_ci"], "upper"), "slope": f["slope"],
+                         "slope CI lower": _ci(f["slope_ci"], "lower"), "slope CI upper": _ci(f["slope_ci"], "upper")})
+    return Table("calibration_fit", "Calibration line: observed K on predicted K", pd.DataFrame(rows),
+                 CALIBRATION_NOTE, keys=("method", "shot region"))
+
+
+def clinical_range_table(runs: list[RunEntry]) -> Table:
+    rows = [{"method": r.display_name, "K range": x["range"], "n": x["n"], "MAE": x["mae"],
+             "MAE CI lower": _ci(x["mae_ci"], "lower"), "MAE CI upper": _ci(x["mae_ci"], "upper"), "bias": x["bias"]}
+            for r in runs for x in r.metrics["calibration_fit"]["mae_by_range"]]
+    return Table("mae_by_clinical_range", "MAE by clinical K range (mmol/L, laboratory K) with 95 % CI",
+                 pd.DataFrame(rows), "Ranges: < 3.0, 3.0-3.5, 3.5-5.5, 5.5-6.0, >= 6.0 mmol/L (lower bound "
+                 "included); CIs from the subject bootstrap.", keys=("method", "K range"))
+
+
+def decision_curves(runs: list[RunEntry]) -> Figure | None:
+    names = [n for n in ("hypo", "hyper") if any(r.metrics["utility"]["conditions"].get(n, {}).get("decision_curve")
+                                                 for r in runs)]
+    if not names:
+        return None
+    fig, axes = _grid(len(names), size=(4.2, 3.4))
+    for ax, n in zip(axes, names, strict=False):
+        ref = None
+        for r in runs:
+            c = r.metrics["utility"]["conditions"].get(n) or {}
+            d = c.get("decision_curve")
+            if d:
+                ax.plot(d["thresholds"], d["model"], lw=1, label=r.display_name)
+                ref, title = d, c["title"]
+        t = np.asarray(ref["thresholds"])
+        ax.plot(t, ref["treat_all"], color="#888888", ls="--", lw=0.8, label="treat all")
+        ax.plot(t, ref["treat_none"], color="k", lw=0.8, label="treat none")
+        ax.set_ylim(-0.02, max(0.02, ref["prevalence"] * 1.1))
+        ax.set_title(f"{title} (prevalence {ref['prevalence']:.3f})", fontsize=8)
+        ax.set(xlabel="threshold probability", ylabel="net benefit")
+        _legend(ax, 6)
+    return Figure("decision_curves", "Decision curves", _png(fig),
+                  "Net benefit against threshold probability at the declared prevalence (training split's), "
+                  "with treat-all and treat-none; probabilities from the validation-fitted event model.")
+
+
+def report_tables(model: ReportModel) -> dict[str, Table]:
+    """The two sections' tables, for runs whose metrics.json has them."""
+    main = model.main_runs or model.runs
+    out = []
+    if u := _with(main, "utility"):
+        out += [deployment_table(u), event_model_table(u)]
+    if c := _with(main, "calibration_fit"):
+        out += [calibration_table(c), clinical_range_table(c)]
+    return {t.name: t for t in out}
+
+
+def report_figures(model: ReportModel) -> dict[str, Figure]:
+    main = (model.main_runs or model.runs)[:12]
+    u = _with(main, "utility")
+    fig = decision_curves(u) if u else None
+    return {fig.name: fig} if fig else {}
