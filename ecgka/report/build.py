@@ -20,7 +20,7 @@ from ecgka.catalog import FolderKind, ReportDir, claim_folder
 from ecgka.config import config_hash, validate_config
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.metrics.clinical import MIN_POSITIVES
-from ecgka.report import html, index, markdown, privacy
+from ecgka.report import html, index, markdown, privacy, tripod, utility
 from ecgka.report.collect import (
     ReportModel,
     by_dataset,
@@ -50,6 +50,8 @@ SECTIONS = [
     ("ablation-loss", "Loss ablation (Table 12)", ("ablation*loss*",), ()),
     ("ablation", "Other ablations", ("ablation*",), ()),
     ("imbalance", "Imbalance ratios (Table 13)", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
+    utility.CALIBRATION_SECTION,
+    utility.UTILITY_SECTION,
 ]
 
 
@@ -223,14 +225,15 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
 
 def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     """The report of runs evaluated on one dataset."""
-    tables = all_tables(model)
-    figures = {f.name: f for f in all_figures(model)}
+    tables = {**all_tables(model), **utility.report_tables(model)}
+    figures = {f.name: f for f in all_figures(model)} | utility.report_figures(model)
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
     placed = place_tables(tables)
     sections_md = [(heading, _section_items(placed[sid], figures, nf, markdown.table_md, markdown.figure_md))
                    for sid, heading, _, nf in SECTIONS]
     _write_contents(out, model, page, sections_md, tables, figures)
+    tripod.write_appendix(out.path, [s["id"] for s in page["sections"]])
 
 
 def _write_grouped(out: ReportDir, model: ReportModel, title: str | None) -> None:
