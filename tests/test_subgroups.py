@@ -160,3 +160,45 @@ def test_subgroup_metrics_give_n_cis_too_few_and_flags():
     assert ed["events"]["hyper"] == int((labels[:300] >= 5.5).sum())
     assert ed["ci"]["mae"]["lower"] <= ed["metrics"]["mae"] <= ed["ci"]["mae"]["upper"]
     assert "mae" in ward["worse"] and "mae" not in ed["worse"]
+
+
+def _with_subgroups(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(df)
+    setting = np.array(["ED", "ward", "outpatient/other"], dtype=object)[rng.integers(0, 3, n)]
+    setting[:12] = "ICU"  # under the minimum size: "too few"
+    return df.assign(sex=np.where(rng.random(n) < 0.5, "F", "M"), age=rng.integers(18, 92, n).astype("int16"),
+                     care_setting=setting, egfr_stage=UNKNOWN)
+
+
+def test_report_section_has_n_cis_and_too_few_rows(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_factory import fake_manifest, fake_predictions, make_run
+
+    from ecgka.catalog import RunDir
+    from ecgka.catalog.info import DatasetInfo
+    from ecgka.evaluation import EvalConfig, compute_metrics
+    from ecgka.report import write_report
+
+    manifest = fake_manifest(tmp_path / "data")
+    run = make_run(tmp_path, "vanilla", manifest, seed=1)
+    test = _with_subgroups(fake_predictions(1), 1)
+    val = fake_predictions(101)
+    metrics = compute_metrics(test, val, DatasetInfo.from_dict(manifest), EvalConfig(n_boot=200))
+    block = metrics["subgroups"]
+    assert set(block["factors"]) == {"sex", "age_band", "care_setting"}  # eGFR all unknown: left out
+    icu = next(r for r in block["factors"]["care_setting"] if r["level"] == "ICU")
+    assert icu["too_few"] and icu["n"] == 12 and "ci" not in icu
+    path = RunDir(run).metrics_path("test")
+    old = json.loads(path.read_text())
+    path.write_text(json.dumps({**metrics, "run": old["run"]}))
+    html = write_report([run], tmp_path / "out").read_text()
+    assert 'id="subgroups"' in html and 'data-name="subgroups"' in html
+    table = pd.read_csv(tmp_path / "out" / "tables" / "subgroups.csv")
+    assert "too few" in html
+    assert {"F", "M", "ICU", "ED"} <= set(table.astype(str).to_numpy().ravel())
+    ed_row = html[html.index(">ED<"):]
+    assert "(" in ed_row[:400]  # a value with its CI

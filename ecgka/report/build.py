@@ -9,7 +9,6 @@ is regenerated freely; a report folder of other runs is replaced only with ``for
 
 from __future__ import annotations
 
-import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from ecgka.report.collect import (
 )
 from ecgka.report.figures import all_figures
 from ecgka.report.render_utils import fmt, model_card
+from ecgka.report.subgroups import SECTION as SUBGROUP_SECTION
+from ecgka.report.subgroups import report_tables as subgroup_tables
 from ecgka.report.tables import Table, all_tables
 from ecgka.report.wording import grid_text, wording
 
@@ -52,6 +53,7 @@ SECTIONS = [
     ("imbalance", "Imbalance ratios (Table 13)", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
     utility.CALIBRATION_SECTION,
     utility.UTILITY_SECTION,
+    SUBGROUP_SECTION,
 ]
 
 
@@ -226,6 +228,7 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
 def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     """The report of runs evaluated on one dataset."""
     tables = {**all_tables(model), **utility.report_tables(model)}
+    tables |= subgroup_tables(model)  # ecgka.report.subgroups
     figures = {f.name: f for f in all_figures(model)} | utility.report_figures(model)
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
@@ -263,5 +266,4 @@ def _write_contents(out: ReportDir, model: ReportModel, page: dict, sections_md,
     for name, fig in figures.items():
         out.figure(name).parent.mkdir(exist_ok=True)
         out.figure(name).write_bytes(fig.png)
-    # compact (no indentation): about 100 runs' metrics would otherwise take most of the folder's size
-    atomic_write_text(out.metrics, json.dumps(report_metrics(model), separators=(",", ":"), default=str) + "\n")
+    atomic_write_json(out.metrics, report_metrics(model))
