@@ -150,3 +150,29 @@ def test_tripod_appendix(report):
     assert all(loc.startswith("report.html#") for i in data["items"] for loc in i["locations"])
     assert data["n_filled"] + data["n_to_write"] == len(tripod.ITEMS)
     assert "TRIPOD+AI appendix" in (folder / tripod.HTML_NAME).read_text()
+
+
+def test_report_of_a_comparison_folder(tmp_path):
+    from ecgka.catalog import ComparisonDir
+    from ecgka.report import write_report
+
+    comp = ComparisonDir(tmp_path / "compare")
+    comp.path.mkdir()
+    rows = [{"dataset": "data/v2", "fingerprint": "fp2", "split": "test", "metric": "regression.few.mae",
+             "higher_is_better": False, "champion": 0.8, "challenger": 0.7, "delta": -0.1,
+             "delta_ci_lower": -0.15, "delta_ci_upper": -0.05}]
+    gate = {"promote": True, "failed": [], "rules": [
+        {"metric": "regression.few.mae", "champion": 0.8, "challenger": 0.7, "change": -0.1, "gain": 0.1,
+         "relative_gain": 0.125, "ci": {"lower": 0.05, "upper": 0.15, "level": 0.95}, "n": 120, "passed": True,
+         "reasons": []}]}
+    comp.json.write_text(json.dumps({"champion": "v1", "challenger": "v2", "datasets": ["data/v2"], "rows": rows,
+                                     "lineage": ["data/v2: fp2 (parent fp1)", "data/v1: fp1"], "gate": gate}))
+    page = write_report([comp.path], tmp_path / "report")
+    text = page.read_text()
+    assert "Champion vs challenger" in text and "regression.few.mae" in text and "-0.1000" in text
+    assert "Gate decision: promote" in text and "data/v1: fp1" in text and "0.1250" in text
+    table = pd.read_csv(tmp_path / "report" / "tables" / "comparison_1.csv")
+    assert list(table.columns) == ["metric", "better", "champion", "challenger", "delta", "delta CI lower",
+                                   "delta CI upper"]
+    assert (tmp_path / "report" / "tables" / "gate_rules.csv").is_file()
+    assert write_report([comp.path], tmp_path / "report") == page  # regenerated freely

@@ -19,7 +19,7 @@ from ecgka.catalog import FolderKind, ReportDir, claim_folder
 from ecgka.config import config_hash, validate_config
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.metrics.clinical import MIN_POSITIVES
-from ecgka.report import html, index, markdown, privacy, tripod, utility
+from ecgka.report import comparison, html, index, markdown, privacy, tripod, utility
 from ecgka.report.collect import (
     ReportModel,
     by_dataset,
@@ -207,6 +207,8 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
     ``group_by_dataset`` get one report each (``datasets/<fingerprint>/``) under an index page. A run whose
     checkpoint changed after its evaluation is refused, or with ``reevaluate`` evaluated again first."""
     out_dir = Path(out_dir)
+    if len(run_dirs) == 1 and comparison.is_comparison(run_dirs[0]):  # a compare stage's folder (issue 22 §6)
+        return comparison.write_comparison_report(run_dirs[0], out_dir, force=force)
     check_distinct(run_dirs)
     if reevaluate:
         reevaluate_changed(run_dirs, split, dataset, log)
