@@ -202,3 +202,14 @@ def test_report_section_has_n_cis_and_too_few_rows(tmp_path):
     assert {"F", "M", "ICU", "ED"} <= set(table.astype(str).to_numpy().ravel())
     ed_row = html[html.index(">ED<"):]
     assert "(" in ed_row[:400]  # a value with its CI
+
+
+def test_predictions_of_a_dataset_without_subgroup_columns_read_as_unknown(tmp_path):
+    from ecgka.data.subgroups import with_subgroups
+
+    preds = pd.DataFrame({"sample_id": np.array([3, 1], np.int64), "subject_id": [7, 8], "label": [4.0, 5.0],
+                          "prediction": [4.1, 4.9]})
+    out = with_subgroups(preds, tmp_path / "no-dataset", "test")
+    assert list(out["sample_id"]) == [3, 1]
+    assert set(out["sex"]) == set(out["care_setting"]) == set(out["egfr_stage"]) == {UNKNOWN}
+    assert out["age"].isna().all()

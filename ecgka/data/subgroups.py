@@ -255,9 +255,10 @@ def with_subgroups(df: pd.DataFrame, data_dir: Path, split: str) -> pd.DataFrame
     """Predictions ``df`` (``sample_id``) with the subgroup columns of the split's shards; a dataset without them
     (built before they existed, or another kind of dataset) gives ``unknown`` / null."""
     from ecgka.catalog import DatasetDir
+    from ecgka.errors import EcgkaError
 
     cols = list(SUBGROUP_COLUMNS)
-    found = pd.DataFrame(columns=["sample_id", *cols])
+    found = pd.DataFrame({"sample_id": pd.Series(dtype=np.int64), **{c: pd.Series(dtype=object) for c in cols}})
     try:
         parts = []
         for path in DatasetDir(data_dir).shards(split):
@@ -265,8 +266,8 @@ def with_subgroups(df: pd.DataFrame, data_dir: Path, split: str) -> pd.DataFrame
             if all(c in names for c in cols):
                 parts.append(pq.read_table(path, columns=["sample_id", *cols]).to_pandas())
         if parts:
-            found = pd.concat(parts, ignore_index=True)
-    except (OSError, ValueError, KeyError):
+            found = pd.concat(parts, ignore_index=True).astype({"sample_id": np.int64})
+    except (OSError, ValueError, KeyError, EcgkaError):  # not an ECG dataset (an age split, ...): unknown
         pass
     out = df.drop(columns=[c for c in cols if c in df.columns]).merge(found, on="sample_id", how="left")
     for c in ("sex", "care_setting", "egfr_stage"):
