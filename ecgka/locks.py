@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ecgka.errors import EcgkaError
+from ecgka.errors import EcgkaError, InputError
 from ecgka.io import LOCK_FILE, utc_now
 
 # exit code of a command refused because another process writes the same folder
@@ -90,7 +90,11 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         created = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            raise InputError(f"{self.folder}: not writable by this user (cannot create it); choose another "
+                             f"folder") from None
         key = self.folder.resolve()
         if key in _HELD:
             _HELD[key][1] += 1
@@ -103,6 +107,8 @@ class FolderLock:
             except FileNotFoundError:  # the previous holder removed the folder it had created
                 key.mkdir(parents=True, exist_ok=True)
                 continue
+            except PermissionError:
+                raise InputError(f"{self.folder}: not writable by this user; choose another folder") from None
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
