@@ -119,11 +119,3 @@ def test_a_refused_writer_leaves_nothing_and_a_released_lock_no_file(tmp_path: P
         (tmp_path / "kept" / "out.txt").write_text("x")
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["out.txt"]
 
-
-def test_a_folder_that_cannot_be_created_is_one_line(tmp_path: Path):
-    from ecgka.errors import InputError
-
-    blocker = tmp_path / "afile"
-    blocker.write_text("x")
-    with pytest.raises((InputError, OSError)):
-        FolderLock(blocker / "out").acquire()
