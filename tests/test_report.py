@@ -77,7 +77,7 @@ def test_tidy_tables_are_long_snake_case_and_equal_metrics_json(built):
             for group in ("all", "many", "median", "few"):
                 assert mine[(metric, group)] == reg[group][metric]
     regions = pd.read_csv(out / "tables" / "tidy" / "shot_regions.csv")
-    dataset = next(iter(report["runs"].values()))["metrics"]["dataset"]
+    dataset = next(iter(report["datasets"].values()))
     for group, bins in dataset["shot_groups"].items():
         rows = regions[regions["shot_group"] == group]
         assert rows["bin"].tolist() == sorted(bins)
@@ -96,9 +96,11 @@ def test_self_contained_no_network_resources(built):
 def test_table_numbers_equal_metrics_json(built):
     out = built["out"]
     report = json.loads((out / "metrics.json").read_text())
-    for run_dir in built["runs"]:  # the report's metrics.json is the runs' metrics.json
+    for run_dir in built["runs"]:  # the report's metrics.json is the runs' metrics.json (less figures, dataset)
         own = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
-        assert report["runs"][run_dir.name]["metrics"] == own
+        assert report["runs"][run_dir.name]["metrics"] == {k: v for k, v in own.items()
+                                                          if k not in ("figures", "dataset")}
+        assert report["datasets"][report["runs"][run_dir.name]["dataset_fingerprint"]] == own["dataset"]
     # CSV floats read back exactly (round_trip) and compared within 1e-12 relative: robust to how numpy or
     # pandas prints a float (shortest repr or 17 digits), never to a rounded or wrong number
     results = pd.read_csv(out / "tables" / "results.csv", float_precision="round_trip")

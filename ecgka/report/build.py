@@ -9,6 +9,7 @@ is regenerated freely; a report folder of other runs is replaced only with ``for
 
 from __future__ import annotations
 
+import json
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -155,12 +156,22 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
             if card["dataset_config"] else ""}
 
 
+OMITTED_KEYS = ("figures", "dataset")  # per run: the figures' aggregates (in each run's own metrics.json) and
+# the dataset block (once per dataset under "datasets"): about 100 runs would otherwise take several MB
+
+
 def report_metrics(model: ReportModel) -> dict:
-    """metrics.json of the report: every run's metrics.json as read (the tables' and figures' source)."""
-    return {"schema_version": 1, "split": model.split, "ecgka_version": __version__,
+    """metrics.json of the report: every run's metrics.json as read (the tables' source) less
+    ``OMITTED_KEYS``; each evaluated dataset's block once, under its fingerprint."""
+    return {"schema_version": 2, "split": model.split, "ecgka_version": __version__,
+            "omitted_from_runs": list(OMITTED_KEYS),
+            "datasets": {fp: next((r.metrics.get("dataset") for r in model.runs if (r.fingerprint or "unknown") == fp),
+                                  None) for fp in model.datasets},
             "runs": {r.name: {"display_name": r.display_name, "method": r.method, "dist_loss": r.dist_loss,
                               "group": r.group, "ablation": r.ablation, "variant": r.variant,
-                              "metrics": r.metrics} for r in model.runs}}
+                              "dataset_fingerprint": r.fingerprint or "unknown",
+                              "metrics": {k: v for k, v in r.metrics.items() if k not in OMITTED_KEYS}}
+                     for r in model.runs}}
 
 
 def report_content(run_dirs, split: str, dataset: str | None = None, grouped: bool = False) -> str:
@@ -268,4 +279,5 @@ def _write_contents(out: ReportDir, model: ReportModel, page: dict, sections_md,
     for name, fig in figures.items():
         out.figure(name).parent.mkdir(exist_ok=True)
         out.figure(name).write_bytes(fig.png)
-    atomic_write_json(out.metrics, report_metrics(model))
+    # compact (no indentation): about 100 runs' metrics would otherwise take most of the folder's size
+    atomic_write_text(out.metrics, json.dumps(report_metrics(model), separators=(",", ":"), default=str) + "\n")
