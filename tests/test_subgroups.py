@@ -117,9 +117,11 @@ def test_standin_writes_patients_and_transfers_with_relations(standin):
 def test_build_with_the_hosp_tables_fills_the_subgroup_columns(standin, tmp_path):
     from ecgka.data.build import build_dataset
 
-    build_dataset(standin / "ecg", [standin / "hosp" / "labevents.csv.gz"], tmp_path / "ds", _cfg(),
-                  d_labitems=standin / "hosp" / "d_labitems.csv.gz")  # patients/transfers found beside the labs
+    m = build_dataset(standin / "ecg", [standin / "hosp" / "labevents.csv.gz"], tmp_path / "ds", _cfg(),
+                      d_labitems=standin / "hosp" / "d_labitems.csv.gz")  # patients/transfers found beside the labs
+    assert set(m["inputs"]["subgroups"]) == {"patients", "transfers"}
     rows = _subgroup_rows(tmp_path / "ds")
+    assert m["subgroups"]["sex"] == rows["sex"].value_counts().to_dict()
     assert set(rows["sex"]) == {"F", "M"}
     assert rows["age"].notna().all()
     assert {"ED", "ward", "outpatient/other"} <= set(rows["care_setting"])
@@ -132,7 +134,9 @@ def test_build_without_the_hosp_tables_gives_unknown(standin, tmp_path):
     labs = tmp_path / "labs" / "labevents.csv.gz"
     labs.parent.mkdir()
     shutil.copy(standin / "hosp" / "labevents.csv.gz", labs)
-    build_dataset(standin / "ecg", [labs], tmp_path / "ds", _cfg(), d_labitems=standin / "hosp" / "d_labitems.csv.gz")
+    m = build_dataset(standin / "ecg", [labs], tmp_path / "ds", _cfg(),
+                      d_labitems=standin / "hosp" / "d_labitems.csv.gz")
+    assert "subgroups" not in m["inputs"]
     rows = _subgroup_rows(tmp_path / "ds")
     assert len(rows)
     for col in ("sex", "care_setting", "egfr_stage"):
@@ -213,3 +217,19 @@ def test_predictions_of_a_dataset_without_subgroup_columns_read_as_unknown(tmp_p
     assert list(out["sample_id"]) == [3, 1]
     assert set(out["sex"]) == set(out["care_setting"]) == set(out["egfr_stage"]) == {UNKNOWN}
     assert out["age"].isna().all()
+
+
+def test_cli_build_takes_patients_and_transfers_options(standin, tmp_path, capsys):
+    from ecgka.cli import main
+
+    labs = tmp_path / "labs" / "labevents.csv.gz"
+    labs.parent.mkdir()
+    shutil.copy(standin / "hosp" / "labevents.csv.gz", labs)
+    code = main(["build", "--ecg-root", str(standin / "ecg"), "--labs", str(labs), "--out", str(tmp_path / "cli"),
+                 "--patients", str(standin / "hosp" / "patients.csv.gz"), "--quiet", "--workers", "1",
+                 "split.per_bin_cap=8", "shards.chunk_records=24", "shards.row_group_rows=64", "shards.part_rows=128"])
+    capsys.readouterr()
+    assert code == 0
+    rows = _subgroup_rows(tmp_path / "cli")
+    assert set(rows["sex"]) == {"F", "M"} and set(rows["care_setting"]) == {UNKNOWN}  # no transfers table
+    assert len(set(rows["egfr_stage"]) - {UNKNOWN}) >= 3  # creatinine from the labs, sex and age from patients

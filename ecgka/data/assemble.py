@@ -187,6 +187,10 @@ def assemble(ds: DatasetDir, records: pd.DataFrame, no_lab_rows: np.ndarray, par
     manifest["variants"] = _variants(ds, manifest, meta, split, records, cfg)
     if build_info is not None:  # read / reused / not_read ECGs, chunks, executor: in the file, not only returned
         manifest["build"] = build_info
+    if subgroups is not None:  # ECGs in the splits per subgroup level (docs/build.md, "Subgroups")
+        kept = subgroups[subgroups["sample_id"].isin(meta.loc[np.isin(split, SPLITS), "sample_id"])]
+        manifest["subgroups"] = {c: {str(k): int(v) for k, v in kept[c].value_counts().sort_index().items()}
+                                 for c in ("sex", "care_setting", "egfr_stage")}
     with atomic_path(ds.labs_path) as tmp:
         version.labs.save(tmp)
     atomic_write_json(ds.manifest_path, manifest)
