@@ -126,6 +126,10 @@ def test_build_with_the_hosp_tables_fills_the_subgroup_columns(standin, tmp_path
     assert rows["age"].notna().all()
     assert {"ED", "ward", "outpatient/other"} <= set(rows["care_setting"])
     assert len(set(rows["egfr_stage"]) - {UNKNOWN}) >= 4
+    hyper = rows["potassium"] >= 5.5  # the stand-in's relations: more hyperkalaemia in the ED / ICU and at low eGFR
+    acute = rows["care_setting"].isin(["ED", "ICU"]).to_numpy()
+    low = rows["egfr_stage"].isin(["<15", "15-29", "30-44"]).to_numpy()
+    assert hyper[acute].mean() > hyper[~acute].mean() and hyper[low].mean() > hyper[~low].mean()
 
 
 def test_build_without_the_hosp_tables_gives_unknown(standin, tmp_path):

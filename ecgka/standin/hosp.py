@@ -41,7 +41,8 @@ def subject_hosp_rows(plan: SubjectPlan, subject_id: int, hadm_ids: list, seed: 
     rows: list[list] = []
     for ep, hadm in zip(plan.episodes, hadm_ids, strict=True):
         t = ep.start
-        ed = rng.random() < (0.8 if ep.inpatient else 0.4)
+        # a potassium excursion (symptoms, an abnormal outside result) brings the patient to the ED
+        ed = rng.random() < (0.8 if ep.inpatient else 0.85 if abs(ep.excursion) > 0.6 else 0.3)
         if ed:  # the episode's first ECG (start + 0..60 min) falls in the ED stay
             t_in, t_out = t - rng.uniform(5, 40), t + rng.uniform(120, 480)
             rows.append([subject_id, hadm if ep.inpatient else "", None, "ED", "Emergency Department",
