@@ -25,12 +25,12 @@ from ecgka.data.subgroups import SUBGROUP_COLUMNS, with_subgroups
 from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
 from ecgka.evaluation.config import EvalConfig
+from ecgka.evaluation.subgroups import prediction_subgroups
 from ecgka.io import atomic_path, atomic_write_json, sha256_file
 from ecgka.keys import SPLITS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
-from ecgka.metrics.subgroups import prediction_subgroups
 
 SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
@@ -128,7 +128,7 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
         "shots": _shots_record(grid, dataset.train_bins, groups, "override" if cfg.overrides_shots else "manifest"),
         "regression": shot_metrics_from_counts(preds, labels, counts, grid),
         "clinical": clinical,
-        "subgroups": prediction_subgroups(test, groups, clinical, cfg.n_boot, cfg.seed),  # ecgka.metrics.subgroups
+        "subgroups": prediction_subgroups(test, groups, clinical, cfg.n_boot, cfg.seed),  # ecgka.evaluation.subgroups
         "figures": _figure_aggregates(preds, labels, groups, grid),
         "dataset": dataset.to_dict(),
         **extra,

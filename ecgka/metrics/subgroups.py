@@ -75,10 +75,12 @@ def _worse(metric: str, ci: dict | None, rest: float | None) -> bool:
 
 
 def subgroup_metrics(preds, labels, subjects, few, factors: dict[str, np.ndarray], cuts: dict[str, float | None],
-                     n_boot: int = 1000, seed: int = 0, level: float = 0.95, min_n: int = MIN_SUBGROUP) -> dict:
+                     n_boot: int = 1000, seed: int = 0, level: float = 0.95, min_n: int = MIN_SUBGROUP,
+                     orders: dict[str, tuple[str, ...]] | None = None) -> dict:
     """``{"min_n", "bootstrap", "factors": {factor: [{"level", "n", "n_subjects", "events", "too_few",
     "metrics", "ci", "rest", "worse"}]}}``. ``factors``: a label per ECG for each factor (``unknown`` included as
-    a level); ``cuts``: the operating-point cut-off on predicted K of ``hypo`` / ``hyper`` (None: not fixed)."""
+    a level); ``cuts``: the operating-point cut-off on predicted K of ``hypo`` / ``hyper`` (None: not fixed);
+    ``orders``: the display order of each factor's known levels (others follow, sorted)."""
     preds = np.asarray(preds, np.float64)
     labels = np.asarray(labels, np.float64)
     subjects = np.asarray(subjects)
@@ -88,7 +90,7 @@ def subgroup_metrics(preds, labels, subjects, few, factors: dict[str, np.ndarray
     for factor, values in factors.items():
         values = np.asarray(values, dtype=object).astype(str)
         rows = []
-        for lvl in sorted(set(values.tolist()), key=_order(factor)):
+        for lvl in sorted(set(values.tolist()), key=_order((orders or {}).get(factor, ()))):
             sel = values == lvl
             row = {"level": lvl, "n": int(sel.sum()), "n_subjects": int(len(np.unique(subjects[sel]))),
                    "events": _events(labels[sel]), "too_few": bool(sel.sum() < min_n)}
@@ -103,27 +105,5 @@ def subgroup_metrics(preds, labels, subjects, few, factors: dict[str, np.ndarray
     return out
 
 
-def _order(factor: str):
-    from ecgka.data.subgroups import AGE_BANDS, CARE_SETTINGS, EGFR_STAGES, SEXES
-
-    known = {"sex": SEXES, "age_band": AGE_BANDS, "care_setting": CARE_SETTINGS, "egfr_stage": EGFR_STAGES}.get(
-        factor, ())
+def _order(known: tuple[str, ...]):
     return lambda lvl: (known.index(lvl) if lvl in known else len(known), lvl)
-
-
-def prediction_subgroups(test, groups, clinical: dict | None, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """metrics.json ``subgroups`` from a predictions table with the subgroup columns (``ecgka.data.subgroups``)
-    and the shot group of each row; None without subgroup columns or when every factor is unknown."""
-    from ecgka.data.subgroups import UNKNOWN, age_band
-
-    if clinical is None or "sex" not in test:
-        return None
-    factors = {"sex": test["sex"].to_numpy(), "age_band": age_band(test["age"]),
-               "care_setting": test["care_setting"].to_numpy(), "egfr_stage": test["egfr_stage"].to_numpy()}
-    factors = {k: v for k, v in factors.items() if set(np.asarray(v, dtype=object).astype(str)) != {UNKNOWN}}
-    if not factors:
-        return None
-    cuts = {n: ((clinical.get("conditions", {}).get(n) or {}).get("operating_point") or {}).get("threshold")
-            for n in EVENTS}
-    return subgroup_metrics(test["prediction"].to_numpy(), test["label"].to_numpy(), test["subject_id"].to_numpy(),
-                            np.asarray(groups) == "few", factors, cuts, n_boot, seed)

@@ -79,7 +79,7 @@ def warnings(model: ReportModel) -> list[str]:
     out = [f"{r.display_name}: {'; '.join(why)}; not named best at a glance." for r in runs
            for why in [_disqualified(r)] if why]
     if has_clinical(runs):
-        for name, c in runs[0].metrics["clinical"]["conditions"].items():
+        for c in runs[0].metrics["clinical"]["conditions"].values():
             if c["n_positive"] == 0:
                 out.append(f"The {model.split} set holds no {c['title'].lower()} case ({c['definition']}): its "
                            f"AUROC, sensitivity and PPV are undefined.")
