@@ -121,7 +121,10 @@ def test_metrics_json_has_utility_and_calibration(report):
     hypo = metrics["utility"]["conditions"]["hypo"]
     assert hypo["event_model"]["fitted_on"] == "val"
     assert 0 < hypo["declared_prevalence"] < 0.5  # the training split's, not the balanced test's
-    assert hypo["decision_curve"]["source"] == "dcurves.dca"
+    # the curve is figure data: in the run's own metrics.json, left out of the report's (issue 22: size)
+    assert "decision_curve" not in hypo and metrics["figures"]["decision_curves"]["hypo"]["source"] == "dcurves.dca"
+    assert metrics["utility"]["prevalence"]["source"] == "training" and hypo["prevalence_source"] == "training"
+    assert metrics["utility"]["prevalence"]["training"]["hypo"] == hypo["declared_prevalence"]
     assert {r["prevalence"] for r in hypo["ppv_npv"]} >= {0.01, 0.05, 0.2}
     assert set(metrics["calibration_fit"]) >= {"all", "many", "median", "few", "mae_by_range"}
 
@@ -176,3 +179,40 @@ def test_report_of_a_comparison_folder(tmp_path):
                                    "delta CI upper"]
     assert (tmp_path / "report" / "tables" / "gate_rules.csv").is_file()
     assert write_report([comp.path], tmp_path / "report") == page  # regenerated freely
+
+
+def test_declared_deployment_prevalence_changes_ppv_as_bayes_says(tmp_path):
+    from ecgka.catalog.info import DatasetInfo
+    from ecgka.config import load_config
+    from ecgka.evaluation import EvalConfig, compute_metrics
+    from report_factory import fake_predictions
+
+    m = fake_manifest(tmp_path / "data")
+    test, val = fake_predictions(1, shrink=0.1, noise=0.8), fake_predictions(101, shrink=0.1, noise=0.8)
+    cfg = load_config(EvalConfig, overrides=["deployment_prevalence.hyper=0.02", "n_boot=200"])
+    ours = compute_metrics(test, val, DatasetInfo.from_dict(m), cfg)["utility"]
+    base = compute_metrics(test, val, DatasetInfo.from_dict(m), EvalConfig(n_boot=200))["utility"]
+    assert ours["prevalence"]["source"] == "declared" and base["prevalence"]["source"] == "training"
+    assert ours["prevalence"]["by_condition"] == {"hypo": "training", "hyper": "declared"}
+    hyper, hypo = ours["conditions"]["hyper"], ours["conditions"]["hypo"]
+    assert hyper["declared_prevalence"] == 0.02 and hyper["prevalence_source"] == "declared"
+    assert hypo["declared_prevalence"] == base["conditions"]["hypo"]["declared_prevalence"]  # left at training's
+    row = next(r for r in hyper["ppv_npv"] if r["declared"] and r["point"] == "clinical threshold")
+    ppv, npv = bayes_ppv_npv(row["sensitivity"], row["specificity"], 0.02)
+    assert row["prevalence"] == 0.02 and row["ppv"] == pytest.approx(float(ppv)) and row["npv"] == pytest.approx(float(npv))
+    old = next(r for r in base["conditions"]["hyper"]["ppv_npv"] if r["declared"] and r["point"] == "clinical threshold")
+    assert (row["sensitivity"], row["specificity"]) == (old["sensitivity"], old["specificity"])
+    assert 0 < row["specificity"] < 1 and row["ppv"] != pytest.approx(old["ppv"])  # same accuracy, another clinic
+    assert {r["prevalence"] for r in hyper["ppv_npv"]} >= {0.01, 0.05, 0.2}  # the fixed rows stay
+
+
+@pytest.mark.parametrize("override", ["deployment_prevalence.hyper=1.5", "deployment_prevalence.hypo=0",
+                                      "deployment_prevalence.kalaemia=0.1"])
+def test_deployment_prevalence_out_of_range_is_refused(override):
+    from ecgka.config import load_config
+    from ecgka.errors import ConfigError
+    from ecgka.evaluation import EvalConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config(EvalConfig, overrides=[override])
+    assert len(str(err.value).splitlines()) == 1 and "deployment_prevalence" in str(err.value)

@@ -23,12 +23,25 @@ class EvalConfig(ConfigModel):
     n_boot: int = 1000
     seed: int = 0
     calibration_width: float = 0.5
+    # per condition (hypo, hyper), each in (0, 1): PPV/NPV and decision curves at this prevalence; a condition
+    # left out (or None) takes the training split's prevalence (metrics.json utility.prevalence.source)
+    deployment_prevalence: dict[str, float] | None = None
 
     @field_validator("target_sensitivity")
     @classmethod
     def _sensitivity(cls, value: float) -> float:
         if not 0.0 < value <= 1.0:
             raise ValueError(f"target_sensitivity must be in (0, 1], got {value}")
+        return value
+
+    @field_validator("deployment_prevalence")
+    @classmethod
+    def _prevalence(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, p in (value or {}).items():
+            if name not in ("hypo", "hyper"):
+                raise ValueError(f"unknown condition {name!r} (hypo or hyper)")
+            if not 0.0 < p < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {p}")
         return value
 
     @field_validator("n_boot")

@@ -117,6 +117,9 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
         if applies_to(grid) else None
     extra = _utility_calibration(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
                                  groups, dataset, clinical, cfg) if clinical is not None else {}
+    figures = _figure_aggregates(preds, labels, groups, grid)
+    if extra:  # the decision curves are figure data: kept here, left out of the report's metrics.json
+        figures["decision_curves"] = {n: c.pop("decision_curve") for n, c in extra["utility"]["conditions"].items()}
     return _clean({
         "schema_version": SCHEMA_VERSION,
         "ecgka_version": __version__,
@@ -129,7 +132,7 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
         "regression": shot_metrics_from_counts(preds, labels, counts, grid),
         "clinical": clinical,
         "subgroups": prediction_subgroups(test, groups, clinical, cfg.n_boot, cfg.seed),  # ecgka.evaluation.subgroups
-        "figures": _figure_aggregates(preds, labels, groups, grid),
+        "figures": figures,
         "dataset": dataset.to_dict(),
         **extra,
     })
@@ -143,11 +146,14 @@ def _utility_calibration(preds, labels, subjects, val_preds, val_labels, groups,
     from ecgka.metrics.utility import train_prevalence, utility_metrics
 
     conds = {n: CONDITIONS[n] for n in ("hypo", "hyper")}
-    declared = {n: train_prevalence(dataset.train_bins.centres(), dataset.train_bins.array, c)
-                for n, c in conds.items()}
+    train = {n: train_prevalence(dataset.train_bins.centres(), dataset.train_bins.array, c)
+             for n, c in conds.items()}
+    user = cfg.deployment_prevalence or {}  # deployment_prevalence.<condition>=p; the training split's otherwise
+    declared = {n: user.get(n, train[n]) for n in conds}
+    sources = {n: "declared" if n in user else "training" for n in conds}
     rules = {n: (clinical["conditions"][n].get("operating_point") or {}).get("threshold") for n in conds}
     return {"utility": utility_metrics(preds, labels, subjects, val_preds, val_labels, conds, declared, rules,
-                                       cfg.n_boot, cfg.seed),
+                                       cfg.n_boot, cfg.seed, declared_source=sources, train_prevalence=train),
             "calibration_fit": {**calibration_by_group(preds, labels, subjects, groups, n_boot=cfg.n_boot,
                                                        seed=cfg.seed),
                                 "mae_by_range": mae_by_clinical_range(preds, labels, subjects, cfg.n_boot, cfg.seed)}}

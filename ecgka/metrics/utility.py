@@ -150,16 +150,27 @@ def train_prevalence(centres, counts, condition) -> float | None:
 
 def utility_metrics(preds, labels, subjects, val_preds, val_labels, conditions: dict, declared: float | dict | None,
                     op_rules: dict | None = None, n_boot: int = 1000, seed: int = 0,
-                    extra_prevalences=DEPLOYMENT_PREVALENCES, declared_source: str = "train") -> dict:
+                    extra_prevalences=DEPLOYMENT_PREVALENCES, declared_source: str | dict = "training",
+                    train_prevalence: dict | None = None) -> dict:
     """Per condition: PPV/NPV at the declared and fixed prevalences (clinical threshold and the val operating
     point), the val-fitted event model and the decision curve at the declared prevalence.
 
     ``declared`` is one prevalence, or one per condition name (the training split's, by default);
-    ``op_rules`` maps a condition to its operating-point cut-off on predicted K (or None)."""
-    out = {"declared_source": declared_source, "prevalences": [float(p) for p in extra_prevalences],
-           "conditions": {}}
+    ``op_rules`` maps a condition to its operating-point cut-off on predicted K (or None); ``declared_source``
+    says where each declared prevalence comes from ("training": the training split's; "declared": the user's,
+    ``EvalConfig.deployment_prevalence``), one for all or one per condition; ``train_prevalence`` (per
+    condition) is recorded beside it."""
+    def per(value, name):
+        return value.get(name) if isinstance(value, dict) else value
+
+    sources = {n: per(declared_source, n) for n in conditions}
+    out = {"prevalence": {"source": "declared" if "declared" in sources.values() else "training",
+                          "by_condition": sources,
+                          "declared": {n: per(declared, n) for n in conditions},
+                          "training": {n: (train_prevalence or {}).get(n) for n in conditions}},
+           "prevalences": [float(p) for p in extra_prevalences], "conditions": {}}
     for name, cond in conditions.items():
-        p_decl = declared.get(name) if isinstance(declared, dict) else declared
+        p_decl = per(declared, name)
         truth = cond.positive(labels)
         points = {"clinical threshold": cond.positive(preds)}
         cut = (op_rules or {}).get(name)
@@ -176,6 +187,7 @@ def utility_metrics(preds, labels, subjects, val_preds, val_labels, conditions: 
             shifted = shift_to_prevalence(model, p_decl)
             curve = decision_curve(event_probability(shifted, preds), truth, p_decl)
         out["conditions"][name] = {"title": cond.title, "definition": cond.definition,
-                                   "declared_prevalence": p_decl, "ppv_npv": rows, "event_model": model,
+                                   "declared_prevalence": p_decl, "prevalence_source": per(declared_source, name),
+                                   "ppv_npv": rows, "event_model": model,
                                    "decision_curve": curve}
     return out

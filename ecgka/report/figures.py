@@ -19,6 +19,7 @@ from ecgka.report.wording import grid_text, wording
 
 GROUP_COLOURS = {"many": "#4c72b0", "median": "#dd8452", "few": "#c44e52"}
 MAX_PANELS = 12
+DPI = 72  # each PNG is written once and embedded once: ~100 runs keep the folder under 3 MB
 
 
 @dataclass
@@ -41,7 +42,8 @@ def _plt():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None},
+                pil_kwargs={"optimize": True})
     _plt().close(fig)
     return buf.getvalue()
 
@@ -90,8 +92,11 @@ def distribution_overlays(runs: list[RunEntry], ds: DatasetInfo) -> Figure:
         d = r.metrics["figures"]["distributions"]
         labels = LabelHistogram.from_dict(d, "figures.distributions", counts="labels")
         k = labels.centres()
-        ax.bar(k, labels.array, width=labels.step, color="#dd8452", alpha=0.6, label="labels")
-        ax.bar(k, d["predictions"], width=labels.step, color="#4c72b0", alpha=0.6, label="predictions")
+        edges = np.append(k - labels.step / 2, k[-1] + labels.step / 2) if len(k) else np.zeros(1)
+        # one filled step outline per histogram (not one bar patch per bin: ~20x faster at 12 panels)
+        ax.stairs(labels.array, edges, fill=True, color="#dd8452", alpha=0.6, label="labels")
+        ax.stairs(np.asarray(d["predictions"], dtype=float), edges, fill=True, color="#4c72b0", alpha=0.6,
+                  label="predictions")
         ax.set_title(r.display_name, fontsize=9)
         ax.set_xlabel(f"{w_.symbol} ({w_.unit})", fontsize=8)
         ax.legend(fontsize=7)

@@ -23,7 +23,8 @@ CALIBRATION_SECTION = ("calibration-fit", "Calibration and agreement",
 UTILITY_NOTE = (
     "The test split is balanced by design, so its own PPV and NPV describe no clinic. PPV and NPV here are "
     "recomputed by Bayes' rule from the test sensitivity and specificity at a declared deployment prevalence "
-    "(declared: the training split's prevalence; also 1 %, 5 % and 20 %); the 95 % CIs carry the subject-"
+    "(declared: the training split's prevalence, or the user's deployment_prevalence option of ecgka evaluate, "
+    "\"declared by\" in the event-model table; also 1 %, 5 % and 20 %); the 95 % CIs carry the subject-"
     "bootstrap replicates of sensitivity and specificity through the same formula.")
 EVENT_NOTE = (
     "Probabilities for the decision curves: logit P(event) = a + b x predicted K, a logistic regression of the "
@@ -68,7 +69,8 @@ def event_model_table(runs: list[RunEntry]) -> Table:
             m = c.get("event_model") or {}
             rows.append({"method": r.display_name, "condition": c["title"], "intercept a": m.get("intercept"),
                          "slope b": m.get("slope"), "val prevalence": m.get("fit_prevalence"),
-                         "declared prevalence": c.get("declared_prevalence")})
+                         "declared prevalence": c.get("declared_prevalence"),
+                         "declared by": c.get("prevalence_source") or "training"})
     return Table("event_model", "Event probability from predicted K (fitted on validation)", pd.DataFrame(rows),
                  EVENT_NOTE, keys=("method", "condition"))
 
@@ -96,9 +98,23 @@ def clinical_range_table(runs: list[RunEntry]) -> Table:
                  "included); CIs from the subject bootstrap.", keys=("method", "K range"))
 
 
+def _curve(r: RunEntry, name: str) -> dict | None:
+    """A run's decision curve: under metrics.json ``figures.decision_curves`` (kept out of the report's
+    metrics.json), or ``utility.conditions.<name>.decision_curve`` in runs evaluated before."""
+    curve = ((r.metrics.get("figures") or {}).get("decision_curves") or {}).get(name)
+    return curve or (r.metrics["utility"]["conditions"].get(name) or {}).get("decision_curve")
+
+
+def _source(runs: list[RunEntry]) -> str:
+    """How the prevalence was declared, in words: the training split's, or the user's (deployment_prevalence)."""
+    found = {(r.metrics["utility"].get("prevalence") or {}).get("source", "training") for r in runs}
+    if found == {"training"}:
+        return "the training split's prevalence"
+    return "a user-declared deployment prevalence (deployment_prevalence) where set, else the training split's"
+
+
 def decision_curves(runs: list[RunEntry]) -> Figure | None:
-    names = [n for n in ("hypo", "hyper") if any(r.metrics["utility"]["conditions"].get(n, {}).get("decision_curve")
-                                                 for r in runs)]
+    names = [n for n in ("hypo", "hyper") if any(_curve(r, n) for r in runs)]
     if not names:
         return None
     fig, axes = _grid(len(names), size=(4.2, 3.4))
@@ -106,7 +122,7 @@ def decision_curves(runs: list[RunEntry]) -> Figure | None:
         ref = None
         for r in runs:
             c = r.metrics["utility"]["conditions"].get(n) or {}
-            d = c.get("decision_curve")
+            d = _curve(r, n)
             if d:
                 ax.plot(d["thresholds"], d["model"], lw=1, label=r.display_name)
                 ref, title = d, c["title"]
@@ -118,7 +134,7 @@ def decision_curves(runs: list[RunEntry]) -> Figure | None:
         ax.set(xlabel="threshold probability", ylabel="net benefit")
         _legend(ax, 6)
     return Figure("decision_curves", "Decision curves", _png(fig),
-                  "Net benefit against threshold probability at the declared prevalence (training split's), "
+                  f"Net benefit against threshold probability at the declared prevalence ({_source(runs)}), "
                   "with treat-all and treat-none; probabilities from the validation-fitted event model.")
 
 
