@@ -158,3 +158,19 @@ def test_shot_regions_follow_an_evaluate_override(tmp_path):
     assert regions.loc["few", "bins"] == 0  # as the results: no few-shot region
     tidy = pd.read_csv(tmp_path / "out" / "tables" / "tidy" / "shot_regions.csv")
     assert "few" not in set(tidy["shot_group"])
+
+
+def test_report_stays_small_at_scale(grid):
+    """Issue 22 (bench_report.py: 104 runs under 3 MB): the decision curves stay in each run's metrics.json
+    (under figures), not the report's; figures are 256-colour PNGs, each embedded once."""
+    from PIL import Image
+
+    report = json.loads((grid["out"] / "metrics.json").read_text())
+    for name, run in report["runs"].items():
+        assert "figures" not in run["metrics"]
+        assert all("decision_curve" not in c for c in run["metrics"]["utility"]["conditions"].values())
+        own = json.loads((grid["root"] / name / "eval" / "test" / "metrics.json").read_text())
+        assert set(own["figures"]["decision_curves"]) == {"hypo", "hyper"}
+    pngs = sorted((grid["out"] / "figures").glob("*.png"))
+    assert pngs and all(Image.open(p).mode == "P" for p in pngs)
+    assert grid["html"].count("data:image/png;base64,") == len(pngs)
