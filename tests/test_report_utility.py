@@ -216,3 +216,11 @@ def test_deployment_prevalence_out_of_range_is_refused(override):
     with pytest.raises(ConfigError) as err:
         load_config(EvalConfig, overrides=[override])
     assert len(str(err.value).splitlines()) == 1 and "deployment_prevalence" in str(err.value)
+
+
+def test_evaluate_cli_refuses_a_bad_deployment_prevalence_in_one_line(tmp_path, capsys):
+    from ecgka.cli import main as cli_main
+
+    assert cli_main(["evaluate", str(tmp_path), "deployment_prevalence.hyper=1", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "deployment_prevalence" in err and "(0, 1)" in err
