@@ -23,6 +23,8 @@ from ecgka.release.promote import GATE_REFUSED_EXIT, promote
 from ecgka.release.registry import ModelRegistry
 from ecgka.training import load_train_config, train_run
 
+pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
 MAE = "regression.few.mae"

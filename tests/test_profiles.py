@@ -304,6 +304,7 @@ def test_training_ages_above_the_grid(standin, tmp_path):
     assert info["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_every_profile_resolves_with_run_check(tmp_path):
     """``ecgka run --check`` resolves and validates a job that trains every shipped profile (stage 2 ones
     from their stage 1), without training anything."""

@@ -182,10 +182,11 @@ def test_report_of_a_comparison_folder(tmp_path):
 
 
 def test_declared_deployment_prevalence_changes_ppv_as_bayes_says(tmp_path):
+    from report_factory import fake_predictions
+
     from ecgka.catalog.info import DatasetInfo
     from ecgka.config import load_config
     from ecgka.evaluation import EvalConfig, compute_metrics
-    from report_factory import fake_predictions
 
     m = fake_manifest(tmp_path / "data")
     test, val = fake_predictions(1, shrink=0.1, noise=0.8), fake_predictions(101, shrink=0.1, noise=0.8)
