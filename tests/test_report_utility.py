@@ -153,6 +153,7 @@ def test_tripod_appendix(report):
     assert all(loc.startswith("report.html#") for i in data["items"] for loc in i["locations"])
     assert data["n_filled"] + data["n_to_write"] == len(tripod.ITEMS)
     assert "TRIPOD+AI appendix" in (folder / tripod.HTML_NAME).read_text()
+    assert f'<a href="{tripod.HTML_NAME}">TRIPOD+AI appendix</a>' in (folder / "report.html").read_text()
 
 
 def test_report_of_a_comparison_folder(tmp_path):

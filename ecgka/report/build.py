@@ -245,6 +245,7 @@ def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     figures = {f.name: f for f in all_figures(model)} | utility.report_figures(model)
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
+    page["appendix"] = tripod.HTML_NAME  # linked from the page's navigation
     placed = place_tables(tables)
     sections_md = [(heading, _section_items(placed[sid], figures, nf, markdown.table_md, markdown.figure_md))
                    for sid, heading, _, nf in SECTIONS]

@@ -35,7 +35,7 @@ TEMPLATE = """<!DOCTYPE html>
 <title>{{ title }}</title><style>{{ css }}</style></head><body>
 <h1>{{ title }}</h1>
 <p class="sub">Split: <b>{{ split }}</b> · {{ n_runs }} run(s) · dataset {{ fingerprint }} · ecgka {{ version }}</p>
-<nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
+<nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}{% if appendix %}<a href="{{ appendix }}">TRIPOD+AI appendix</a>{% endif %}</nav>
 {% if warnings %}<div class="alert" id="warnings"><b>Check before reading:</b><ul>
 {% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
 <h2 id="glance">At a glance</h2><div class="glance">
