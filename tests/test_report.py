@@ -15,7 +15,7 @@ import pytest
 
 from ecgka.cli import main as cli_main
 from ecgka.errors import InputError
-from ecgka.report import find_leaks, write_report
+from ecgka.report import find_leaks, tripod, write_report
 from ecgka.report.render_utils import fmt
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -89,7 +89,10 @@ def test_tidy_tables_are_long_snake_case_and_equal_metrics_json(built):
 
 def test_self_contained_no_network_resources(built):
     html = built["html"]
-    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', html)
+    assert not re.search(r'src\s*=\s*"(?!data:)', html)
+    # the only link out of the page is its TRIPOD+AI appendix, a sibling file written with it
+    outward = re.findall(r'href\s*=\s*"(?!data:|#)([^"]*)"', html)
+    assert outward == [tripod.HTML_NAME] and (built["out"] / tripod.HTML_NAME).is_file()
     assert "<script" not in html and "http://" not in html and "https://" not in html
 
 
