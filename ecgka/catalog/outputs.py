@@ -14,6 +14,8 @@ class ReportDir:
     TABLES = "tables"
     TIDY = "tidy"  # tidy snake_case CSVs, one observation per row, next to the display tables
     FIGURES = "figures"
+    TRIPOD_JSON = "tripod_ai.json"  # the TRIPOD+AI appendix, linked from the page's navigation
+    TRIPOD_HTML = "tripod_ai.html"
     DATASETS = "datasets"  # a report grouped by dataset: datasets/<fingerprint>/ holds one report each
 
     def __init__(self, path: str | Path):

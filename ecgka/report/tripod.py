@@ -73,8 +73,8 @@ ITEMS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("27c", "Usability: future research and implications", None),
 )
 
-JSON_NAME = "tripod_ai.json"
-HTML_NAME = "tripod_ai.html"
+JSON_NAME = ReportDir.TRIPOD_JSON
+HTML_NAME = ReportDir.TRIPOD_HTML
 
 
 def appendix(section_ids, page: str = ReportDir.HTML) -> dict:
