@@ -35,6 +35,7 @@ from ecgka.training.config import TrainConfig
 from ecgka.training.distributed import DistInfo, barrier, gather_with_grad, init_distributed, shutdown
 from ecgka.training.hooks import CheckpointHook, EpochSummaryHook, ProgressBarHook, make_tensorboard_hook
 from ecgka.training.loop import Trainer
+from ecgka.training.mlflow_mirror import make_mlflow_hook, require_mlflow
 from ecgka.training.resume import (
     RUN_COMPLETE,
     RUN_RUNNING,
@@ -105,7 +106,7 @@ def _prepare_dir(run: RunDir, cfg: TrainConfig, data: Path, dataset: DatasetInfo
     return None
 
 
-def _hooks(cfg: TrainConfig, run: RunDir, info: DistInfo) -> list:
+def _hooks(cfg: TrainConfig, run: RunDir, info: DistInfo, dataset: DatasetInfo) -> list:
     checkpoints = CheckpointHook(run, cfg.checkpoint_every_steps, write=info.main)  # every rank: RNG gather
     if not info.main:
         return [checkpoints]
@@ -113,7 +114,8 @@ def _hooks(cfg: TrainConfig, run: RunDir, info: DistInfo) -> list:
     if cfg.progress:
         hooks += [ProgressBarHook(), EpochSummaryHook()]
     tensorboard = make_tensorboard_hook(run) if cfg.tensorboard else None
-    return hooks + ([tensorboard] if tensorboard else [])
+    mirror = make_mlflow_hook(cfg, run, config_hash(comparable(cfg)), dataset.fingerprint)  # after the log
+    return hooks + [h for h in (tensorboard, mirror) if h is not None]
 
 
 def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init: str | Path | None = None, *,
@@ -127,6 +129,8 @@ def train_run(cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, init:
     if init is not None:
         cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"path": str(init)})})
     cfg.init.check_stage_1(f"config {cfg.name!r}")  # before any data is read or any file written
+    if cfg.mlflow.tracking_uri:
+        require_mlflow("mlflow.tracking_uri")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(make_runtime(cfg).device.type)
@@ -216,7 +220,7 @@ def _fit(cfg: TrainConfig, data: Path, dataset: DatasetInfo, run: RunDir, runtim
     check_steps(len(train), cfg.batch_size, data)
     if info.main:
         write_bad_files(run, {"train": train, "val": val})
-    trainer = _build_trainer(cfg, dataset, train, val, runtime, info, _hooks(cfg, run, info))
+    trainer = _build_trainer(cfg, dataset, train, val, runtime, info, _hooks(cfg, run, info, dataset))
     if (state := load_last(run)) is not None:
         trainer.restore(state)
         if info.main:

@@ -123,6 +123,16 @@ class InitConfig(ConfigModel):
         return self.path is not None and self.mode == "head" and self.backbone == "eval"
 
 
+class MlflowConfig(ConfigModel):
+    """The optional MLflow mirror of the run (``pip install 'ecgka[mlflow]'``; docs/training.md, "MLflow
+    mirror"): params, per-epoch metrics and the best epoch's validation metrics, logged to ``tracking_uri``
+    (None: no mirror). The run folder stays the source of truth: a mirror that fails warns and training goes on."""
+
+    tracking_uri: str | None = None  # e.g. sqlite:///mlflow.db, http://mlflow.hospital:5000
+    experiment: str = "ecgka"
+    run_name: str | None = None  # None: the config's ``name`` (a pipeline's training stage: the stage id)
+
+
 class TrainConfig(ConfigModel):
     name: str = "run"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -157,6 +167,7 @@ class TrainConfig(ConfigModel):
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: only at the end of each epoch
     progress: bool = True  # the epoch's progress bar (on a terminal only) and one summary line per epoch
     tensorboard: bool = True  # TensorBoard scalars in RUN/tensorboard/ when the tensorboard package is installed
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)  # mirror to MLflow (off unless tracking_uri)
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None: leave torch's default)
     # How the report groups this run (written to run.json; see docs/report.md): "main" (method comparison),
     # "ablation_<name>" (one ablation table, rows labelled by ``ablation``) or "imbalance" (``variant``).

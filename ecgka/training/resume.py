@@ -28,7 +28,7 @@ from ecgka.training.checkpoint import load_checkpoint
 from ecgka.training.config import TrainConfig
 
 # Keys that may differ when a run is continued (they do not change the result).
-VOLATILE_KEYS = ("progress", "threads", "tensorboard")
+VOLATILE_KEYS = ("progress", "threads", "tensorboard", "mlflow")
 
 RUN_FAILED, RUN_INTERRUPTED, RUN_RUNNING, RUN_COMPLETE = "failed", "interrupted", "running", "complete"
 
