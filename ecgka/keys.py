@@ -39,3 +39,17 @@ class PredCol(str, Enum):
     SUBJECT_ID = "subject_id"
     LABEL = "label"
     PREDICTION = "prediction"
+
+
+UNCERTAINTY_LEVELS = (0.80, 0.90, 0.95)  # nominal coverage of the conformal intervals (``ecgka.metrics.conformal``)
+
+
+def interval_columns(level: float) -> tuple[str, str]:
+    """The (lower, upper) interval columns at a nominal level: ``interval_columns(0.9) == ("k_lo_90", "k_hi_90")``."""
+    pct = round(float(level) * 100, 6)
+    tag = f"{pct:g}".replace(".", "_")
+    return f"k_lo_{tag}", f"k_hi_{tag}"
+
+
+PROBABILITY_COLUMNS = ("p_hypo", "p_hyper", "p_severe_hypo", "p_severe_hyper")  # p_<clinical condition name>
+UNCERTAINTY_COLUMNS = tuple(c for level in UNCERTAINTY_LEVELS for c in interval_columns(level)) + PROBABILITY_COLUMNS

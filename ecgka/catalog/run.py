@@ -24,6 +24,7 @@ class RunDir:
     CACHE = "cache"
     TENSORBOARD = "tensorboard"
     BAD_FILES = "bad_files.csv"  # image files left out of training (split, sample_id, path, reason)
+    UNCERTAINTY = "uncertainty.json"  # the conformal layer fitted on val (``ecgka.metrics.conformal``)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -63,6 +64,18 @@ class RunDir:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / self.TENSORBOARD
+
+    @property
+    def uncertainty(self) -> Path:
+        """``uncertainty.json``: the fitted conformal layer (``LabelConditionalCPS`` JSON; its ``source``
+        records the checkpoint SHA-256 and dataset fingerprint it was fitted from)."""
+        return self.path / self.UNCERTAINTY
+
+    def read_uncertainty(self) -> dict[str, Any] | None:
+        """The fitted conformal layer as JSON (None: the run has none yet; ``ecgka evaluate`` fits it)."""
+        if not self.uncertainty.is_file():
+            return None
+        return _read_json_file(self.uncertainty, "uncertainty.json", f"run `ecgka evaluate {self.path}` again")
 
     def eval_dir(self, split: str, dataset: str | None = None) -> Path:
         """``eval/<split>`` (the run's own dataset), or ``eval/<fingerprint>/<split>`` for an evaluation on

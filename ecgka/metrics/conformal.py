@@ -1,0 +1,461 @@
+"""Calibrated uncertainty per ECG: a label-conditional (Mondrian) conformal predictive system.
+
+Plain split conformal intervals cover well on average and badly where the model is weakest: a model that
+shrinks toward the mean misses the rare high and low K. Here the calibration residuals are grouped by the
+range of the TRUE label (Mondrian categories, :func:`mondrian_edges`), so coverage holds in each range:
+
+* **Intervals** (each nominal level ``1 - a``). Bin ``b`` holds the validation ECGs whose true K lies in
+  ``[lo_b, hi_b)``; its residuals ``r = y - yhat`` sorted, ``n_b`` of them. ``q_lo_b`` is the
+  ``floor(a/2 (n_b + 1))``-th smallest, ``q_hi_b`` the ``ceil((1 - a/2)(n_b + 1))``-th smallest (exact
+  rational arithmetic; crepes' ``lower_percentiles`` / ``higher_percentiles`` convention). A candidate K
+  ``y`` is accepted when it lies in a bin ``b`` and ``q_lo_b <= y - yhat <= q_hi_b``: the true K is accepted
+  with probability >= 1 - a conditionally on its bin. The interval is the hull of the accepted set,
+  ``[min_b max(lo_b, yhat + q_lo_b), max_b min(hi_b, yhat + q_hi_b)]`` over the bins whose piece is not
+  empty, clipped to the label grid's range; when no bin accepts anything (rare), ``[yhat, yhat]`` clipped.
+* **Merging.** A finite equal-tailed quantile needs ``n_b >= ceil(2/a) - 1`` (9 at 80 %, 19 at 90 %,
+  39 at 95 %); bins with fewer points at the strictest level are merged with their smaller neighbour
+  (smallest bin first), and every merge is recorded (``merged``). Only a calibration set too small as a
+  whole leaves a quantile unbounded (stored as null; the interval is then the whole label range).
+* **Probabilities.** A posterior over the label grid, ``post_j ∝ prior_j f_b(j)(yhat)``: ``prior`` the
+  training label histogram, ``f_b`` the density of the validation predictions of bin ``b`` (a histogram on a
+  fixed grid of cells, Gaussian-smoothed with Silverman's bandwidth, at least one cell, floored at 1e-9 of
+  its peak, summing to 1). ``P(condition) = sum of post_j over the grid values j where the condition holds``
+  (the conditions of ``ecgka.metrics.clinical``; the thresholds are Mondrian edges).
+
+Everything is deterministic (no random tie-breaking; ``seed`` is recorded). The fitted layer is a frozen
+pydantic model whose JSON (``model_dump(mode="json")``) is all a consumer needs: its ``formula`` spells
+the computation in plain words for someone reproducing it without ecgka.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.stats import beta
+
+from ecgka.errors import InputError
+from ecgka.keys import UNCERTAINTY_LEVELS, interval_columns
+from ecgka.labels import LabelGrid
+from ecgka.metrics.clinical import CONDITIONS, UNCERTAINTY_RANGES, applies_to
+
+LEVELS = UNCERTAINTY_LEVELS
+SCHEMA_VERSION = 1
+DENSITY_FLOOR = 1e-9  # relative to each bin's peak: no ECG gets probability 0 of any bin with prior mass
+DENSITY_PAD = 10  # cells beyond each end of the label grid in the prediction-density grid
+
+FORMULA = """\
+Label-conditional (Mondrian) conformal predictive system, fitted on the validation split.
+bins[b] = {lo, hi}: the true-label range lo <= K < hi (null: unbounded). levels[l] = nominal coverage 1-a.
+Interval at levels[l] for a prediction yhat (float64, then float32):
+  for each bin b whose q_lo[l] and q_hi[l] are not null (null means -inf / +inf):
+    left_b = max(lo_b, yhat + q_lo[l]_b), right_b = min(hi_b, yhat + q_hi[l]_b)   (lo_b null: -inf, hi_b null: +inf)
+  pieces with left_b <= right_b are kept; k_lo = min(left_b), k_hi = max(right_b) over them;
+  no piece kept: k_lo = k_hi = yhat; finally both are clipped to [label_lo, label_hi].
+  q_lo[l]_b is the floor(a/2 (n_b+1))-th and q_hi[l]_b the ceil((1-a/2)(n_b+1))-th smallest residual
+  y - yhat of the validation ECGs whose true K is in bin b.
+Probabilities: prior[j] is the training share of the label grid value g_j = prior_lo + j * prior_step
+  (rounded to 10 decimals); b(j) is the bin with lo <= g_j < hi; cell = floor((yhat - density_lo) /
+  density_step) clipped to [0, len(density) - 1]; w_j = prior[j] * bins[b(j)].density[cell];
+  P(condition) = sum(w_j over j where g_j `op` threshold) / sum(w_j) (op: lt <, ge >=, gt >).
+"""
+
+
+class ConformalBin(BaseModel):
+    """One Mondrian category of the true label (after merging) and its residual quantiles per level."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lo: float | None  # lo <= K (None: unbounded)
+    hi: float | None  # K < hi (None: unbounded)
+    n: int  # validation ECGs whose true K lies in the bin
+    merged_from: list[tuple[float | None, float | None]]  # the original categories it holds
+    q_lo: list[float | None]  # per level; None: unbounded (too few points)
+    q_hi: list[float | None]
+    density: list[float]  # the bin's prediction density per cell (sums to 1)
+
+
+class ConditionRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str
+    op: str  # "lt", "ge" or "gt"
+    threshold: float
+
+
+class LabelConditionalCPS(BaseModel):
+    """The fitted layer: Mondrian bins, residual quantiles, label prior and prediction densities."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    method: str = "label-conditional Mondrian conformal predictive system"
+    levels: list[float]
+    label_lo: float
+    label_hi: float
+    edges: list[float]  # the inner edges of the Mondrian categories before merging
+    min_points: int  # a bin with fewer calibration points was merged
+    bins: list[ConformalBin]
+    merged: list[str] = Field(default_factory=list)  # one note per merge
+    n_calibration: int
+    prior_lo: float
+    prior_step: float
+    prior: list[float]  # training share per label grid value
+    density_lo: float
+    density_step: float
+    conditions: dict[str, ConditionRule] = Field(default_factory=dict)
+    seed: int = 0
+    source: dict[str, Any] = Field(default_factory=dict)  # what it was fitted from (checkpoint, dataset, split)
+    formula: str = FORMULA
+
+    # ---- derived arrays (cached; the model is frozen) ----
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([-np.inf if b.lo is None else b.lo for b in self.bins])
+        hi = np.array([np.inf if b.hi is None else b.hi for b in self.bins])
+        return lo, hi
+
+    @cached_property
+    def _quantiles(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        def arr(values, fill):
+            return np.array([fill if v is None else v for v in values], dtype=np.float64)
+
+        return [(arr([b.q_lo[i] for b in self.bins], -np.inf), arr([b.q_hi[i] for b in self.bins], np.inf))
+                for i in range(len(self.levels))]
+
+    @cached_property
+    def _posterior_parts(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(density per bin and cell, prior mass per bin, prior mass per bin where each condition holds)."""
+        dens = np.array([b.density for b in self.bins], dtype=np.float64)
+        prior = np.asarray(self.prior, dtype=np.float64)
+        centres = np.round(self.prior_lo + self.prior_step * np.arange(prior.size), 10)
+        which = _category(centres, [b.hi for b in self.bins[:-1]])
+        mass = np.bincount(which, prior, minlength=len(self.bins))
+        cond = {name: np.bincount(which, prior * _holds(rule, centres), minlength=len(self.bins))
+                for name, rule in self.conditions.items()}
+        return dens, mass, cond
+
+    def intervals(self, predictions) -> dict[str, np.ndarray]:
+        """``k_lo_<level>``, ``k_hi_<level>`` per level (float32; NaN where the prediction is NaN)."""
+        yhat = np.asarray(predictions, dtype=np.float64).reshape(-1, 1)
+        lo_b, hi_b = self._bounds
+        out: dict[str, np.ndarray] = {}
+        for level, (q_lo, q_hi) in zip(self.levels, self._quantiles, strict=True):
+            left = np.maximum(lo_b, yhat + q_lo)
+            right = np.minimum(hi_b, yhat + q_hi)
+            keep = left <= right
+            lo = np.where(keep, left, np.inf).min(axis=1)
+            hi = np.where(keep, right, -np.inf).max(axis=1)
+            empty = ~keep.any(axis=1)
+            lo = np.where(empty, yhat[:, 0], lo)
+            hi = np.where(empty, yhat[:, 0], hi)
+            lo_name, hi_name = interval_columns(level)
+            out[lo_name] = np.clip(lo, self.label_lo, self.label_hi).astype(np.float32)
+            out[hi_name] = np.clip(hi, self.label_lo, self.label_hi).astype(np.float32)
+        return out
+
+    def probabilities(self, predictions) -> dict[str, np.ndarray]:
+        """``p_<condition>`` per clinical condition (float32 in [0, 1]; NaN where the prediction is NaN)."""
+        yhat = np.asarray(predictions, dtype=np.float64)
+        dens, mass, cond = self._posterior_parts
+        n_cells = dens.shape[1]
+        finite = np.isfinite(yhat)
+        cell = np.floor((np.where(finite, yhat, 0.0) - self.density_lo) / self.density_step)
+        cell = np.clip(cell, 0, n_cells - 1).astype(np.int64)
+        f = dens[:, cell]  # bins x ECGs
+        total = mass @ f
+        out = {}
+        for name, rule in self.conditions.items():
+            p = np.clip((cond[name] @ f) / total, 0.0, 1.0)
+            out[rule.column] = np.where(finite, p, np.nan).astype(np.float32)
+        return out
+
+    def columns(self, predictions) -> dict[str, np.ndarray]:
+        """The interval and probability columns (what ``ecgka predict`` and ``ecgka evaluate`` append)."""
+        return {**self.intervals(predictions), **self.probabilities(predictions)}
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for level in self.levels for c in interval_columns(level)) + tuple(
+            rule.column for rule in self.conditions.values())
+
+    def merge_note(self) -> str:
+        """One line for the card and the report: which ranges were merged (or that none were)."""
+        if not self.merged:
+            return f"no range merged (every range had >= {self.min_points} validation ECGs)"
+        return "; ".join(self.merged)
+
+
+def _holds(rule: ConditionRule, values: np.ndarray) -> np.ndarray:
+    return CONDITIONS_OPS[rule.op](np.round(values, 6), rule.threshold).astype(np.float64)
+
+
+CONDITIONS_OPS = {"lt": np.less, "ge": np.greater_equal, "gt": np.greater}
+
+
+def _category(values, inner_edges: Sequence[float | None]) -> np.ndarray:
+    """Mondrian category of each label: the number of inner edges ``<= value`` (values rounded to 6
+    decimals, as the clinical conditions compare them)."""
+    edges = np.asarray([e for e in inner_edges], dtype=np.float64)
+    return np.searchsorted(edges, np.round(np.asarray(values, dtype=np.float64), 6), side="right")
+
+
+def mondrian_edges(grid: LabelGrid, train_counts=None) -> list[float]:
+    """Inner edges of the Mondrian categories of the true label, inside the grid's range: for a potassium
+    grid the ``UNCERTAINTY_RANGES`` edges and the conditions' thresholds (2.5, 3.5, 5.5, 6.5), and, given the
+    training counts per grid bin, every boundary where the shot group changes (half-way between the two
+    grid values)."""
+    edges: set[float] = set()
+    if applies_to(grid):
+        edges |= {v for _, lo, hi in UNCERTAINTY_RANGES for v in (lo, hi) if v is not None}
+        edges |= {c.threshold for c in CONDITIONS.values()}
+    if train_counts is not None:
+        counts = np.asarray(train_counts)
+        if counts.size != grid.n_bins:
+            raise InputError(f"training counts have {counts.size} bins, the label grid {grid.n_bins}")
+        groups = grid.shots.group_of_counts(counts)
+        change = np.flatnonzero(groups[1:] != groups[:-1])
+        edges |= {round(grid.lo + (j + 0.5) * grid.step, 10) for j in change.tolist()}
+    return sorted(float(e) for e in edges if grid.lo < e <= grid.hi)
+
+
+def min_points(level: float) -> int:
+    """Fewest calibration points for finite equal-tailed quantiles at ``level``: ``ceil(2/a) - 1``."""
+    a = 1 - Fraction(str(level))
+    return math.ceil(2 / a) - 1
+
+
+def _ranks(level: float, n: int) -> tuple[int, int]:
+    """1-based ranks of the lower and upper residual quantiles among ``n`` (exact rational arithmetic)."""
+    half = (1 - Fraction(str(level))) / 2
+    return math.floor(half * (n + 1)), math.ceil((1 - half) * (n + 1))
+
+
+def _fmt(lo: float | None, hi: float | None) -> str:
+    if lo is None:
+        return f"< {hi:g}"
+    if hi is None:
+        return f">= {lo:g}"
+    return f"{lo:g} to < {hi:g}"
+
+
+def _merge(counts: list[int], need: int) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+    """Groups of adjacent categories, each with >= ``need`` points (the smallest first, into its smaller
+    neighbour; ties: the lower one), and each merge ``(group, into, n_group, n_into)`` in order."""
+    groups = [[i] for i in range(len(counts))]
+    sizes = list(counts)
+    notes: list[tuple[int, int, int, int]] = []
+    while len(groups) > 1 and min(sizes) < need:
+        i = int(np.argmin(sizes))
+        if i == 0:
+            j = 1
+        elif i == len(groups) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if sizes[i - 1] <= sizes[i + 1] else i + 1
+        notes.append((i, j, sizes[i], sizes[j]))
+        a, b = min(i, j), max(i, j)
+        groups[a:b + 1] = [groups[a] + groups[b]]
+        sizes[a:b + 1] = [sizes[a] + sizes[b]]
+    return groups, notes
+
+
+def _density(preds: np.ndarray, lo: float, step: float, n_cells: int) -> list[float]:
+    """Gaussian-smoothed histogram of ``preds`` on ``n_cells`` cells from ``lo`` (sums to 1)."""
+    if preds.size == 0:
+        return [1.0 / n_cells] * n_cells
+    cells = np.clip(np.floor((preds - lo) / step), 0, n_cells - 1).astype(np.int64)
+    hist = np.bincount(cells, minlength=n_cells).astype(np.float64)
+    sd = float(np.std(preds)) if preds.size > 1 else 0.0
+    bandwidth = max(step, 1.06 * sd * preds.size ** -0.2) / step  # in cells
+    half = int(math.ceil(4 * bandwidth))
+    kernel = np.exp(-0.5 * (np.arange(-half, half + 1) / bandwidth) ** 2)
+    smooth = np.convolve(hist, kernel / kernel.sum(), mode="full")[half:half + n_cells]
+    smooth = np.maximum(smooth, DENSITY_FLOOR * smooth.max())
+    return (smooth / smooth.sum()).tolist()
+
+
+def fit_label_conditional(labels, predictions, *, edges: Sequence[float], prior_counts, prior_lo: float,
+                          prior_step: float, levels: Sequence[float] = LEVELS, seed: int = 0,
+                          conditions: Sequence[str] | None = None) -> LabelConditionalCPS:
+    """Fit the layer on the VALIDATION split's labels and predictions. ``edges``: inner edges of the
+    Mondrian categories (:func:`mondrian_edges`); ``prior_counts``: the training label histogram on the
+    label grid ``prior_lo, prior_lo + prior_step, ...``; ``conditions``: the clinical conditions to give
+    probabilities for (default: all of ``CONDITIONS``; ``()`` for a label they do not apply to)."""
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    yhat = np.asarray(predictions, dtype=np.float64).ravel()
+    if y.shape != yhat.shape:
+        raise InputError(f"conformal calibration: {y.size} labels but {yhat.size} predictions")
+    ok = np.isfinite(y) & np.isfinite(yhat)
+    y, yhat = y[ok], yhat[ok]
+    if y.size == 0:
+        raise InputError("conformal calibration: no validation ECG with a finite label and prediction")
+    levels = [float(v) for v in levels]
+    if not levels or any(not 0 < v < 1 for v in levels):
+        raise InputError(f"conformal levels must lie strictly between 0 and 1, got {levels}")
+    prior = np.asarray(prior_counts, dtype=np.float64).ravel()
+    if prior.size == 0 or prior.min() < 0 or prior.sum() <= 0:
+        raise InputError("conformal calibration: the training label histogram is empty")
+    label_lo = float(prior_lo)
+    label_hi = float(round(prior_lo + prior_step * (prior.size - 1), 10))
+    inner = sorted({float(e) for e in edges})
+    bounds = [None, *inner, None]
+    cats = _category(y, inner)
+    counts = np.bincount(cats, minlength=len(inner) + 1).tolist()
+    need = max(min_points(v) for v in levels)
+    groups, merges = _merge(counts, need)
+
+    # the merge notes, by the ranges' names as they were when merged
+    notes = []
+    spans = [[i] for i in range(len(counts))]
+    sizes = list(counts)
+    for i, j, n_i, n_j in merges:
+        a, b = min(i, j), max(i, j)
+        notes.append(f"{_fmt(bounds[spans[i][0]], bounds[spans[i][-1] + 1])} (n={n_i}) merged with "
+                     f"{_fmt(bounds[spans[j][0]], bounds[spans[j][-1] + 1])} (n={n_j}): fewer than {need} "
+                     "validation ECGs")
+        spans[a:b + 1] = [spans[a] + spans[b]]
+        sizes[a:b + 1] = [sizes[a] + sizes[b]]
+
+    n_cells = prior.size + 2 * DENSITY_PAD
+    density_lo = float(round(label_lo - (DENSITY_PAD + 0.5) * prior_step, 10))
+    residuals = y - yhat
+    bins = []
+    for group in groups:
+        member = np.isin(cats, group)
+        r = np.sort(residuals[member])
+        n = int(r.size)
+        q_lo, q_hi = [], []
+        for level in levels:
+            k_lo, k_hi = _ranks(level, n)
+            q_lo.append(float(r[k_lo - 1]) if k_lo >= 1 else None)
+            q_hi.append(float(r[k_hi - 1]) if k_hi <= n else None)
+        bins.append(ConformalBin(lo=bounds[group[0]], hi=bounds[group[-1] + 1], n=n,
+                                 merged_from=[(bounds[g], bounds[g + 1]) for g in group], q_lo=q_lo, q_hi=q_hi,
+                                 density=_density(yhat[member], density_lo, float(prior_step), n_cells)))
+    names = tuple(CONDITIONS) if conditions is None else tuple(conditions)
+    rules = {name: ConditionRule(column=f"p_{name}", op=CONDITIONS[name].op, threshold=CONDITIONS[name].threshold)
+             for name in names}
+    return LabelConditionalCPS(
+        levels=levels, label_lo=label_lo, label_hi=label_hi, edges=inner, min_points=need, bins=bins,
+        merged=notes, n_calibration=int(y.size), prior_lo=float(prior_lo), prior_step=float(prior_step),
+        prior=(prior / prior.sum()).tolist(), density_lo=density_lo, density_step=float(prior_step),
+        conditions=rules, seed=int(seed))
+
+
+def fit_for_dataset(info, labels, predictions, *, levels: Sequence[float] = LEVELS, seed: int = 0,
+                    source: Mapping[str, Any] | None = None) -> LabelConditionalCPS:
+    """:func:`fit_label_conditional` with the edges, prior and conditions of a dataset description
+    (``ecgka.catalog.info.DatasetInfo``): shot-group and clinical edges, training prevalence."""
+    grid, counts = info.grid, info.train_bins.array
+    layer = fit_label_conditional(labels, predictions, edges=mondrian_edges(grid, counts), prior_counts=counts,
+                                  prior_lo=grid.lo, prior_step=grid.step, levels=levels, seed=seed,
+                                  conditions=None if applies_to(grid) else ())
+    return layer.model_copy(update={"source": dict(source or {})}) if source else layer
+
+
+# ---------------------------------------------------------------- metrics of the intervals and probabilities
+
+
+def coverage_groups(labels, grid: LabelGrid | None = None, train_counts=None) -> dict[str, np.ndarray]:
+    """Boolean masks of the ECGs to report coverage on: ``all``, the clinical ranges of the true K (potassium
+    grids, or no grid given) and, with ``train_counts``, the shot groups ``many``, ``median``, ``few``."""
+    y = np.asarray(labels, dtype=np.float64)
+    out = {"all": np.isfinite(y)}
+    if grid is None or applies_to(grid):
+        k = np.round(y, 6)
+        for name, lo, hi in UNCERTAINTY_RANGES:
+            out[name] = (k >= (-np.inf if lo is None else lo)) & (k < (np.inf if hi is None else hi))
+    if grid is not None and train_counts is not None:
+        shots = grid.assign_groups(y, np.asarray(train_counts))
+        for g in ("many", "median", "few"):
+            out[g] = shots == g
+    return out
+
+
+def _clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+    a = 1 - conf
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+def uncertainty_metrics(labels, predictions_columns: Mapping[str, np.ndarray], groups: Mapping[str, np.ndarray],
+                        levels: Sequence[float] = LEVELS) -> list[dict[str, Any]]:
+    """Coverage and mean width of the intervals per group of ECGs (name -> boolean mask) and level:
+    rows ``{range, level, n, coverage, mean_width, ci_lower, ci_upper}`` (exact 95 % Clopper-Pearson CI;
+    None on an empty group). A level whose columns are absent is skipped. Endpoints and labels are compared
+    after rounding to 6 decimals (float32 storage cannot turn a hit into a miss)."""
+    y = np.round(np.asarray(labels, dtype=np.float64), 6)
+    rows = []
+    for level in levels:
+        lo_name, hi_name = interval_columns(level)
+        if lo_name not in predictions_columns or hi_name not in predictions_columns:
+            continue
+        lo = np.round(np.asarray(predictions_columns[lo_name], dtype=np.float64), 6)
+        hi = np.round(np.asarray(predictions_columns[hi_name], dtype=np.float64), 6)
+        hit = (lo <= y) & (y <= hi)
+        width = hi - lo
+        for name, mask in groups.items():
+            mask = np.asarray(mask, dtype=bool) & np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+            n = int(mask.sum())
+            k = int(hit[mask].sum())
+            ci = _clopper_pearson(k, n) if n else (None, None)
+            rows.append({"range": name, "level": float(level), "n": n, "coverage": k / n if n else None,
+                         "mean_width": float(width[mask].mean()) if n else None,
+                         "ci_lower": ci[0], "ci_upper": ci[1]})
+    return rows
+
+
+def probability_metrics(labels, probabilities: Mapping[str, np.ndarray], n_bins: int = 10) -> dict[str, Any]:
+    """Per clinical condition with a probability column: Brier score, the Brier score of the constant
+    prevalence (the naive baseline), and the reliability curve on ``n_bins`` equal-width bins of the
+    predicted probability (``{lo, hi, n, mean_predicted, observed}``; empty bins left out)."""
+    y = np.asarray(labels, dtype=np.float64)
+    out: dict[str, Any] = {}
+    for name, condition in CONDITIONS.items():
+        column = f"p_{name}"
+        if column not in probabilities:
+            continue
+        p = np.asarray(probabilities[column], dtype=np.float64)
+        ok = np.isfinite(p) & np.isfinite(y)
+        p, truth = p[ok], condition.positive(y[ok]).astype(np.float64)
+        n = int(p.size)
+        if n == 0:
+            out[name] = {"column": column, "definition": condition.definition, "n": 0, "brier": None,
+                         "brier_baseline": None, "reliability": []}
+            continue
+        prevalence = float(truth.mean())
+        cells = np.clip(np.floor(p * n_bins), 0, n_bins - 1).astype(np.int64)
+        count = np.bincount(cells, minlength=n_bins)
+        mean_p = np.bincount(cells, p, minlength=n_bins)
+        observed = np.bincount(cells, truth, minlength=n_bins)
+        curve = [{"lo": i / n_bins, "hi": (i + 1) / n_bins, "n": int(count[i]),
+                  "mean_predicted": float(mean_p[i] / count[i]), "observed": float(observed[i] / count[i])}
+                 for i in range(n_bins) if count[i]]
+        out[name] = {"column": column, "definition": condition.definition, "n": n,
+                     "n_positive": int(truth.sum()), "prevalence": prevalence,
+                     "brier": float(np.mean((p - truth) ** 2)),
+                     "brier_baseline": float(np.mean((prevalence - truth) ** 2)), "reliability": curve}
+    return out
+
+
+def layer_from_json(data: Any, what: str = "uncertainty.json") -> LabelConditionalCPS:
+    """The layer from its JSON form, or a one-line InputError naming ``what``."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, Mapping):
+        raise InputError(f"{what}: not a conformal layer (a JSON object)")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{what}: conformal layer schema {data.get('schema_version')!r}, this ecgka reads "
+                         f"{SCHEMA_VERSION} (run `ecgka evaluate` again)")
+    try:
+        return LabelConditionalCPS.model_validate(dict(data))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"{what}: bad conformal layer ({'.'.join(map(str, first['loc']))}: {first['msg']})") from None

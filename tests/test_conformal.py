@@ -1,0 +1,243 @@
+"""The label-conditional conformal layer (``ecgka.metrics.conformal``): against a naive implementation and
+crepes on the same numbers, merging, determinism, JSON, probabilities, and the issue's simulation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgka.errors import InputError
+from ecgka.keys import PROBABILITY_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns
+from ecgka.labels import LabelGrid
+from ecgka.metrics.clinical import CONDITIONS
+from ecgka.metrics.conformal import (
+    LEVELS,
+    LabelConditionalCPS,
+    coverage_groups,
+    fit_label_conditional,
+    layer_from_json,
+    min_points,
+    mondrian_edges,
+    probability_metrics,
+    uncertainty_metrics,
+)
+
+GRID = LabelGrid.preset("potassium")
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conformal.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_conformal", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sim(n: int, seed: int):
+    return _bench().simulate(n, seed)
+
+
+def _fit(y, yhat, train=None, **kw):
+    counts = GRID.counts(y if train is None else train)
+    return fit_label_conditional(y, yhat, edges=mondrian_edges(GRID, counts), prior_counts=counts,
+                                 prior_lo=GRID.lo, prior_step=GRID.step, **kw)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    y_train, _ = _sim(20000, 1)
+    y, yhat = _sim(4000, 2)
+    return _fit(y, yhat, train=y_train), y, yhat
+
+
+def test_keys_and_edges():
+    assert interval_columns(0.9) == ("k_lo_90", "k_hi_90")
+    assert UNCERTAINTY_COLUMNS[-4:] == PROBABILITY_COLUMNS
+    assert PROBABILITY_COLUMNS == tuple(f"p_{name}" for name in CONDITIONS)
+    assert mondrian_edges(GRID) == [2.5, 3.0, 3.5, 5.5, 6.0, 6.5]
+    counts = np.zeros(GRID.n_bins)
+    counts[GRID.bin_index([4.0, 4.1, 4.2])] = 100  # many; 3.9 and 4.3 median; the rest few (empty)
+    counts[GRID.bin_index([3.9, 4.3])] = 30
+    edges = mondrian_edges(GRID, counts)
+    assert {3.85, 3.95, 4.25, 4.35} <= set(edges) and 4.05 not in edges
+    age = LabelGrid.preset("age")
+    assert mondrian_edges(age) == []  # clinical K edges do not apply to ages
+    assert min_points(0.8) == 9 and min_points(0.9) == 19 and min_points(0.95) == 39
+
+
+def _naive_interval(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=1e-3):
+    """Brute force: every candidate K on a fine grid, accepted when both conformal p-values of its
+    residual among its own bin's residuals exceed a/2; the interval is the hull of the accepted set."""
+    half = (1 - Fraction(str(level))) / 2  # exact: (m + 1)/(n + 1) > a/2 in floats misjudges 7/70 > 0.1
+    cats_cal = np.searchsorted(edges, np.round(y_cal, 6), side="right")
+    cand = np.round(np.arange(lo_grid, hi_grid + step / 2, step), 6)
+    cats = np.searchsorted(edges, cand, side="right")
+    accepted = np.zeros(cand.size, dtype=bool)
+    for b in np.unique(cats):
+        r = y_cal[cats_cal == b] - yhat_cal[cats_cal == b]
+        n = r.size
+        t = cand[cats == b] - yhat
+        below = (r[None, :] <= t[:, None]).sum(1)
+        above = (r[None, :] >= t[:, None]).sum(1)
+        thr = half * (n + 1)  # p-value (count + 1)/(n + 1) > a/2  <=>  (count + 1) * den > num
+        accepted[cats == b] = ((below + 1) * thr.denominator > thr.numerator) & (
+            (above + 1) * thr.denominator > thr.numerator)
+    if not accepted.any():
+        return None
+    return cand[accepted].min(), cand[accepted].max()
+
+
+def test_intervals_equal_brute_force_hull():
+    rng = np.random.default_rng(5)
+    y = np.round(rng.uniform(2.0, 7.5, 600), 1)
+    yhat = 4.2 + 0.6 * (y - 4.2) + rng.normal(0, 0.3, y.size)
+    layer = fit_label_conditional(y, yhat, edges=[3.0, 3.5, 5.5, 6.0], prior_counts=GRID.counts(y),
+                                  prior_lo=GRID.lo, prior_step=GRID.step, levels=(0.8, 0.9))
+    assert not layer.merged
+    queries = np.array([2.4, 3.1, 3.8, 4.2, 4.9, 5.6, 6.3])
+    cols = layer.intervals(queries)
+    for level in (0.8, 0.9):
+        lo_name, hi_name = interval_columns(level)
+        for i, q in enumerate(queries):
+            naive = _naive_interval(y, yhat, np.array(layer.edges), level, q, GRID.lo, GRID.hi)
+            assert naive is not None
+            # the hull's ends are bin edges (half-open bins: the naive grid stops one step short) or yhat + q
+            assert cols[lo_name][i] == pytest.approx(naive[0], abs=1.5e-3)
+            assert cols[hi_name][i] == pytest.approx(naive[1], abs=1.5e-3)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_quantiles_equal_crepes_mondrian(level):
+    """Our per-bin residual quantiles are crepes' Mondrian CPS percentiles on the same residuals: crepes'
+    ``lower_percentiles`` (floor rank) and ``higher_percentiles`` (ceil rank) at a/2 and 1-a/2, passed as
+    exact percentages (``predict_int`` computes them as (1-c)/2*100 in floating point, which can drop a rank
+    when a/2 (n+1) is a whole number). Bin sizes 39..80 cover whole and fractional ranks."""
+    crepes = pytest.importorskip("crepes")
+    rng = np.random.default_rng(11)
+    sizes = list(range(39, 81))
+    y = np.concatenate([np.full(n, 2.0 + 0.1 * i) for i, n in enumerate(sizes)])
+    yhat = y + rng.normal(0, 0.4, y.size).round(3)  # rounded: ties among residuals
+    edges = [round(2.05 + 0.1 * i, 6) for i in range(len(sizes) - 1)]
+    layer = fit_label_conditional(y, yhat, edges=edges, prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step, levels=(level,))
+    assert [b.n for b in layer.bins] == sizes
+    cats = np.searchsorted(edges, np.round(y, 6), side="right")
+    cps = crepes.ConformalPredictiveSystem().fit(y - yhat, bins=cats)
+    half = float((100 - round(level * 100, 6)) / 2)
+    queries = np.array([0.0, 3.3, 4.71])
+    for b, bin_ in enumerate(layer.bins):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = cps.predict(queries, bins=np.full(queries.size, b), lower_percentiles=half,
+                              higher_percentiles=100 - half)
+        np.testing.assert_array_equal(got[:, 0], queries + bin_.q_lo[0])
+        np.testing.assert_array_equal(got[:, 1], queries + bin_.q_hi[0])
+
+
+def test_small_bins_merged_and_recorded():
+    rng = np.random.default_rng(3)
+    y = np.concatenate([rng.uniform(3.6, 5.4, 400).round(1), np.full(12, 6.2), np.full(30, 5.7)])
+    yhat = y + rng.normal(0, 0.3, y.size)
+    layer = fit_label_conditional(y, yhat, edges=[3.5, 5.5, 6.0], prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step, levels=(0.9,))
+    assert layer.min_points == 19
+    # "< 3.5" (0 points) merges into 3.5-5.5; ">= 6.0" (12) merges with 5.5-6.0 (30)
+    assert [(b.lo, b.hi, b.n) for b in layer.bins] == [(None, 5.5, 400), (5.5, None, 42)]
+    assert layer.bins[1].merged_from == [(5.5, 6.0), (6.0, None)]
+    assert len(layer.merged) == 2 and "< 3.5 (n=0) merged with 3.5 to < 5.5 (n=400)" in layer.merged[0]
+    assert ">= 6 (n=12) merged with 5.5 to < 6 (n=30)" in layer.merged[1]
+    assert "fewer than 19" in layer.merge_note()
+    assert all(b.q_lo[0] is not None and b.q_hi[0] is not None for b in layer.bins)
+
+
+def test_tiny_calibration_set_gives_the_whole_range():
+    y, yhat = np.array([4.0, 4.5, 5.0]), np.array([4.1, 4.4, 5.2])
+    layer = fit_label_conditional(y, yhat, edges=[3.5, 5.5], prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step)
+    assert len(layer.bins) == 1 and layer.bins[0].q_lo == [None] * 3
+    cols = layer.intervals(np.array([4.3]))
+    assert cols["k_lo_90"][0] == np.float32(GRID.lo) and cols["k_hi_90"][0] == np.float32(GRID.hi)
+    assert json.loads(json.dumps(layer.model_dump(mode="json")))["bins"][0]["q_hi"] == [None] * 3
+
+
+def test_interval_properties_determinism_and_json(fitted):
+    layer, y, yhat = fitted
+    preds = np.concatenate([yhat, [np.nan, -3.0, 25.0]])
+    cols = layer.columns(preds)
+    assert tuple(cols) == UNCERTAINTY_COLUMNS == layer.column_names
+    for level in LEVELS:
+        lo, hi = (cols[c] for c in interval_columns(level))
+        assert lo.dtype == np.float32 and np.isnan(lo[-3]) and np.isnan(hi[-3])
+        assert np.all(lo[:-3] <= hi[:-3]) and lo[-2] >= GRID.lo and hi[-1] <= GRID.hi
+    # nested levels: a wider level's interval holds the narrower one's
+    assert np.all(cols["k_lo_95"][:-3] <= cols["k_lo_80"][:-3]) and np.all(cols["k_hi_95"][:-3] >= cols["k_hi_80"][:-3])
+    again = _fit(y, yhat, train=_sim(20000, 1)[0])
+    assert again.model_dump() == layer.model_dump()
+    text = json.dumps(layer.model_dump(mode="json"))
+    back = layer_from_json(json.loads(text))
+    assert back == layer and isinstance(back, LabelConditionalCPS)
+    for k, v in back.columns(preds).items():
+        np.testing.assert_array_equal(v, cols[k])
+    with pytest.raises(InputError, match="uncertainty.json: bad conformal layer"):
+        layer_from_json({**json.loads(text), "bins": "x"})
+    with pytest.raises(InputError, match="schema"):
+        layer_from_json({**json.loads(text), "schema_version": 99})
+
+
+def test_probabilities_in_range_monotone_and_calibrated(fitted):
+    layer, _, _ = fitted
+    y_test, yhat_test = _sim(20000, 3)
+    probs = layer.probabilities(yhat_test)
+    for p in probs.values():
+        assert p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
+    # monotone in the threshold: severe conditions are subsets of their milder ones
+    assert np.all(probs["p_severe_hypo"] <= probs["p_hypo"] + 1e-6)
+    assert np.all(probs["p_severe_hyper"] <= probs["p_hyper"] + 1e-6)
+    # monotone in the prediction: a higher predicted K never lowers P(hyper) much
+    grid = np.linspace(3.0, 6.5, 36)
+    p_hyper = layer.probabilities(grid)["p_hyper"]
+    assert p_hyper[-1] > 0.5 > p_hyper[0] and np.all(np.diff(p_hyper) > -0.05)
+    metrics = probability_metrics(y_test, probs)
+    for name in CONDITIONS:
+        m = metrics[name]
+        assert m["brier"] < m["brier_baseline"], name
+        big = [b for b in m["reliability"] if b["n"] >= 200]
+        assert big and all(abs(b["mean_predicted"] - b["observed"]) < 0.12 for b in big), (name, big)
+        # calibration in the large
+        assert abs(np.mean(probs[m["column"]]) - m["prevalence"]) < 0.02
+
+
+def test_uncertainty_metrics_rows():
+    y = np.array([2.8, 3.2, 4.0, 5.7, 6.5, 4.4])
+    cols = {"k_lo_90": np.array([2.5, 3.3, 3.5, 5.0, 6.0, 4.0], dtype=np.float32),
+            "k_hi_90": np.array([3.0, 3.6, 4.5, 6.0, 6.5, 4.4], dtype=np.float32)}
+    groups = coverage_groups(y)
+    rows = uncertainty_metrics(y, cols, groups)
+    assert [r["range"] for r in rows] == ["all", "< 3.0", "3.0 to < 3.5", "3.5 to < 5.5", "5.5 to < 6.0", ">= 6.0"]
+    by = {r["range"]: r for r in rows}
+    assert by["all"]["coverage"] == pytest.approx(5 / 6) and by["all"]["n"] == 6
+    assert by["3.0 to < 3.5"]["coverage"] == 0.0 and by[">= 6.0"]["coverage"] == 1.0  # 6.5 on the edge counts
+    assert by["< 3.0"]["mean_width"] == pytest.approx(0.5)
+    assert 0 <= by["all"]["ci_lower"] < 5 / 6 < by["all"]["ci_upper"] <= 1
+    shots = coverage_groups(y, GRID, GRID.counts(np.r_[np.full(50, 4.0), y]))
+    assert {"many", "median", "few"} <= set(shots) and shots["many"].sum() == 1
+
+
+def test_issue_simulation_plain_conformal_fails_ours_holds():
+    """The issue's simulation (potassium-like imbalance, a model shrinking toward the mean): plain split
+    conformal undercovers K >= 6.0 badly; label-conditional holds 0.85-0.95 in every range."""
+    table = _bench().compare(n_train=20000, n_cal=6000, n_test=20000, seed=0)
+    plain, ours = table["plain"], table["label_conditional"]
+    assert plain["all"]["coverage"] == pytest.approx(0.9, abs=0.02)
+    assert plain[">= 6.0"]["coverage"] < 0.5
+    assert table["by_prediction"][">= 6.0"]["coverage"] < 0.75
+    for name, row in ours.items():
+        if row["n"] >= 200:
+            assert 0.85 <= row["coverage"] <= 0.95, (name, row)
+    assert ours[">= 6.0"]["mean_width"] > ours["3.5 to < 5.5"]["mean_width"] * 0.7
