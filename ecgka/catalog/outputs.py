@@ -51,6 +51,8 @@ class PipelineDir:
 
     MARKERS = ".pipeline"
     SUMMARY = "pipeline.json"
+    LOG = "log.jsonl"  # one JSON line per stage that ran (``ecgka run --status``)
+    CONSOLE_SUFFIX = ".log"  # a stage process's console output, beside its marker (parallel runs)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -68,3 +70,10 @@ class PipelineDir:
     @property
     def summary(self) -> Path:
         return self.path / self.SUMMARY
+
+    @property
+    def log(self) -> Path:
+        return self.path / self.LOG
+
+    def console(self, stage_id: str) -> Path:
+        return self.markers_dir / f"{stage_id}{self.CONSOLE_SUFFIX}"

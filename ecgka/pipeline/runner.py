@@ -18,10 +18,8 @@ resolve to it on this run and the next ones.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,9 +42,11 @@ _SMALL_FILE = 64 << 20  # larger input files are identified by size and mtime, n
 class StageResult:
     id: str
     kind: str
-    status: str  # "ran" or "skipped"
+    status: str  # "ran", "skipped", "failed" or "not run" (downstream of a failure)
     seconds: float
     output: Path
+    error: str | None = None
+    exit_code: int = 0
 
 
 def _file_digest(path: Path) -> dict[str, Any]:
@@ -200,67 +200,177 @@ def run_pipeline(
     only: set[str] | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
+    executor: Any = None,
 ) -> list[StageResult]:
     """Check the whole job, then execute ``spec`` into ``out_dir``; returns what ran and what was skipped.
 
+    ``executor``: where the stages run (``ecgka.pipeline.executors``): in this process one after another
+    (default), or on Dask, each stage as soon as the stages it reads from are done. A failed stage stops
+    only the stages downstream of it; the others go on, and the run ends with :class:`PipelineFailed`.
+
     The pipeline folder is locked for the whole run and each stage's folder while the stage runs
     (``ecgka.locks``): a second writer of either is refused with one line naming the holder (exit 75)."""
+    from ecgka.pipeline.executors import InlineExecutor
+
     check_pipeline(spec, out_dir, project_dir, only)
     with FolderLock(out_dir, f"pipeline folder ({spec.name})"):
-        return _run_locked(spec, out_dir, project_dir, only, force, log)
+        executor = executor or InlineExecutor(log)
+        try:
+            results = _run_locked(spec, out_dir, project_dir, only, force, log, executor)
+        finally:
+            executor.close()  # after Ctrl-C or SIGTERM: the running stages end before the lock is released
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise PipelineFailed(results)
+    return results
+
+
+class PipelineFailed(EcgkaError):
+    """Some stages failed (and their downstream stages did not run); the others ran. The exit code is the
+    failed stages' own when they agree (2 for bad input, 75 for a locked folder), else 1."""
+
+    def __init__(self, results: list[StageResult]):
+        self.results = results
+        failed = [r for r in results if r.status == "failed"]
+        blocked = [r.id for r in results if r.status == "not run"]
+        codes = {r.exit_code for r in failed}
+        self.exit_code = codes.pop() if len(codes) == 1 else 1
+        parts = [f"stage {r.id!r} failed: {r.error}" for r in failed]
+        if blocked:
+            parts.append(f"not run, downstream of a failure: {', '.join(blocked)}")
+        super().__init__("; ".join(parts))
+
+
+class _Job:
+    """What the runner knows of the whole job while it runs: outputs, fingerprints, stage states."""
+
+    def __init__(self, spec: PipelineSpec, out_dir: Path):
+        self.folder = PipelineDir(out_dir)
+        self.outputs: dict[str, Path] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.results: dict[str, StageResult] = {}
+        self.reads = Order(spec.stages).reads
+
+
+def upstream_state(reads: set[str], results: dict[str, StageResult]) -> str:
+    """Whether a stage may start: "ready" (every stage it reads ran or was skipped), "blocked" (one failed
+    or did not run), else "waiting"."""
+    states = [results[name].status if name in results else None for name in reads]
+    if any(state in ("failed", "not run") for state in states):
+        return "blocked"
+    return "ready" if all(state in ("ran", "skipped") for state in states) else "waiting"
 
 
 def _run_locked(spec: PipelineSpec, out_dir: Path, project_dir: Path, only: set[str] | None, force: bool,
-                log: Callable[[str], None]) -> list[StageResult]:
+                log: Callable[[str], None], executor: Any) -> list[StageResult]:
+    """Start each stage once the stages it reads from are done (in file order among those ready), as many at
+    once as the executor takes; write its marker and ``log.jsonl`` line when it ends."""
     _claim(spec, out_dir, force, log)
-    folder = PipelineDir(out_dir)
-    folder.markers_dir.mkdir(parents=True, exist_ok=True)
-    outputs: dict[str, Path] = {}
-    fingerprints: dict[str, str] = {}
-    results: list[StageResult] = []
+    job = _Job(spec, out_dir)
+    job.folder.markers_dir.mkdir(parents=True, exist_ok=True)
     registries = _registries(spec)
-    for stage in spec.stages:
-        kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
-        upstream = {name: fingerprints[name] for name in sorted(references(stage.options)) if name in fingerprints}
-        fingerprint = stage_fingerprint(stage, kind, spec, outputs, raw, options, upstream, out_dir, project_dir)
-        own_folder = output == folder.stage_dir(stage.id)
-        output = _recorded_output(folder, stage.id, output)
-        outputs[stage.id], fingerprints[stage.id] = output, fingerprint
-        marker = folder.marker(stage.id)
-        recorded = read_json(marker) if marker.exists() else {}
-        previous = recorded.get("fingerprint")
-        made_from = previous or recorded.get("pending")
-        done = previous == fingerprint
-        selected = only is None or stage.id in only
-        if not selected or (done and not force and kind.is_complete(options, output)):
-            if selected:
-                log(f"[skip] {stage.id} ({stage.kind}): complete and unchanged")
-            results.append(StageResult(stage.id, stage.kind, "skipped", 0.0, output))
+    waiting = list(spec.stages)
+    running: dict[str, tuple[StageSpec, Any, str]] = {}
+    while waiting or running:
+        started = False
+        for stage in list(waiting):
+            if executor.capacity is not None and len(running) >= executor.capacity:
+                break
+            state = upstream_state(job.reads[stage.id], job.results)
+            if state == "waiting":
+                continue
+            waiting.remove(stage)
+            started = True
+            if state == "blocked":
+                log(f"[stop] {stage.id} ({stage.kind}): not run, a stage it reads from failed")
+                job.results[stage.id] = StageResult(stage.id, stage.kind, "not run", 0.0,
+                                                    job.folder.stage_dir(stage.id))
+                continue
+            planned = _plan(stage, spec, job, out_dir, project_dir, only, force, registries, log)
+            if planned is not None:
+                executor.submit(planned[0])
+                running[stage.id] = (stage, planned[0], planned[1])
+            break  # re-scan from the top: this stage may have made an earlier one ready (it was skipped)
+        if started:
             continue
-        fresh = force or (made_from is not None and made_from != fingerprint)
-        if own_folder and (fresh or made_from is None) and output.exists() and output.resolve() in _registered_origins(registries):
-            kept, output = output, _next_attempt(folder.stage_dir(stage.id))
-            outputs[stage.id] = output
-            kind, options, raw, _ = _prepare(stage, spec, outputs, out_dir, project_dir)
-            log(f"{kept}: a registry version came from it, so it stays; this attempt writes {output}")
-        log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
-        lock_target = kind.lock_of(options, output)
-        with FolderLock(lock_target, f"stage {stage.id!r} output") if lock_target else contextlib.nullcontext():
-            if fresh:
-                kind.reset(output)  # made from other inputs: start afresh instead of resuming
-            # no fingerprint until it finishes; the pending one and the attempt folder are remembered
-            atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": None,
-                                       "pending": fingerprint, "output": _marker_output(output, out_dir)})
-            start = time.perf_counter()
-            kind.run(options, output)
-            seconds = time.perf_counter() - start
-            atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": fingerprint,
-                                       "seconds": round(seconds, 3), "ecgka_version": __version__,
-                                       "output": _marker_output(output, out_dir)})
-        log(f"[done] {stage.id} in {seconds:.1f} s" + _result_line(kind, options, output))
-        results.append(StageResult(stage.id, stage.kind, "ran", seconds, output))
+        if not running:  # cannot happen: references name earlier stages only (check_pipeline)
+            raise RuntimeError(f"no stage can start: {', '.join(s.id for s in waiting)}")
+        for stage_job, outcome in executor.wait():
+            stage, _, fingerprint = running.pop(stage_job.stage_id)
+            _finish(stage, stage_job, outcome, outcome.seconds, fingerprint, job, out_dir, log)
+    results = [job.results[stage.id] for stage in spec.stages]
     _write_summary(spec, out_dir, results)
     return results
+
+
+def _plan(stage: StageSpec, spec: PipelineSpec, job: _Job, out_dir: Path, project_dir: Path,
+          only: set[str] | None, force: bool, registries: list[Path],
+          log: Callable[[str], None]) -> tuple[Any, str] | None:
+    """Decide a ready stage: skipped (recorded, None) or to run: (its StageJob, its fingerprint), its marker
+    then pending. Computed when its upstream stages are done, so input files they made are fingerprinted."""
+    from ecgka.pipeline.executors import StageJob
+
+    folder, outputs = job.folder, job.outputs
+    kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
+    upstream = {name: job.fingerprints[name] for name in sorted(references(stage.options))
+                if name in job.fingerprints}
+    fingerprint = stage_fingerprint(stage, kind, spec, outputs, raw, options, upstream, out_dir, project_dir)
+    own_folder = output == folder.stage_dir(stage.id)
+    output = _recorded_output(folder, stage.id, output)
+    outputs[stage.id], job.fingerprints[stage.id] = output, fingerprint
+    marker = folder.marker(stage.id)
+    recorded = read_json(marker) if marker.exists() else {}
+    previous = recorded.get("fingerprint")
+    made_from = previous or recorded.get("pending")
+    done = previous == fingerprint
+    selected = only is None or stage.id in only
+    if not selected or (done and not force and kind.is_complete(options, output)):
+        if selected:
+            log(f"[skip] {stage.id} ({stage.kind}): complete and unchanged")
+        job.results[stage.id] = StageResult(stage.id, stage.kind, "skipped", 0.0, output)
+        return None
+    fresh = force or (made_from is not None and made_from != fingerprint)
+    if own_folder and (fresh or made_from is None) and output.exists() and output.resolve() in _registered_origins(registries):
+        kept, output = output, _next_attempt(folder.stage_dir(stage.id))
+        outputs[stage.id] = output
+        kind, options, raw, _ = _prepare(stage, spec, outputs, out_dir, project_dir)
+        log(f"{kept}: a registry version came from it, so it stays; this attempt writes {output}")
+    log(f"[run ] {stage.id} ({stage.kind}) -> {output}")
+    # no fingerprint until it finishes; the pending one and the attempt folder are remembered
+    atomic_write_json(marker, {"id": stage.id, "kind": stage.kind, "fingerprint": None,
+                               "pending": fingerprint, "output": _marker_output(output, out_dir)})
+    return StageJob(stage.id, stage.kind, kind, options, raw, output, fresh, folder.console(stage.id)), fingerprint
+
+
+def _finish(stage: StageSpec, stage_job: Any, outcome: Any, seconds: float, fingerprint: str, job: _Job,
+            out_dir: Path, log: Callable[[str], None]) -> None:
+    """Record how a stage ended: its marker when done, its ``log.jsonl`` line, its result."""
+    output = stage_job.output
+    status = "ran" if outcome.ok else "failed"
+    if outcome.ok:
+        atomic_write_json(job.folder.marker(stage.id), {
+            "id": stage.id, "kind": stage.kind, "fingerprint": fingerprint, "seconds": round(seconds, 3),
+            "ecgka_version": __version__, "output": _marker_output(output, out_dir)})
+        log(f"[done] {stage.id} in {seconds:.1f} s" + _result_line(stage_job.kind, stage_job.options, output))
+    else:
+        log(f"[fail] {stage.id} after {seconds:.1f} s: {outcome.error}")
+    append_log(job.folder.log, {"stage": stage.id, "kind": stage.kind, "start": outcome.start,
+                                "end": outcome.end, "seconds": round(seconds, 3),
+                                "status": "done" if outcome.ok else "failed", "worker": outcome.worker,
+                                "gpu": outcome.gpu, "exit_code": outcome.exit_code, "error": outcome.error})
+    job.results[stage.id] = StageResult(stage.id, stage.kind, status, seconds, output,
+                                        error=outcome.error, exit_code=outcome.exit_code)
+
+
+def append_log(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line appended (and flushed to disk) to the pipeline's ``log.jsonl``; the runner alone writes
+    it."""
+    import os
+
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _result_line(kind: StageKind, options: Any, output: Path) -> str:
@@ -350,7 +460,7 @@ def _write_summary(spec: PipelineSpec, out_dir: Path, results: list[StageResult]
     atomic_write_json(PipelineDir(out_dir).summary, {
         "name": spec.name,
         "stages": [{"id": r.id, "kind": r.kind, "status": r.status, "seconds": round(r.seconds, 3),
-                    "output": str(r.output)} for r in results],
+                    "output": str(r.output), **({"error": r.error} if r.error else {})} for r in results],
     })
 
 

@@ -66,6 +66,9 @@ class StageKind:
     lock_of: Callable[[Any, Path], Path | None] = lambda options, output: output
     # the stage's key result, printed when it ends (a run's best val epoch, a dataset's counts, ...)
     result: Callable[[Any, Path], str | None] = lambda options, output: None
+    # the stage wants a GPU: on a cluster whose workers advertise one (``--resources GPU=1``), it runs on a
+    # worker with a free GPU, one such stage per GPU (``ecgka.pipeline.parallel``)
+    gpu: bool = False
 
 
 def _remove(out: Path) -> None:
@@ -191,13 +194,13 @@ STAGE_KINDS.register("build")(
 )
 STAGE_KINDS.register("train")(
     StageKind(TrainOptions, _run_train, _train_complete, input_options=("config", "data", "init"),
-              path_options=("config", "data", "init"), config_options=("config",), result=_train_result,
+              path_options=("config", "data", "init"), config_options=("config",), result=_train_result, gpu=True,
               resolved_config=lambda o: o.load_config("overrides").model_dump(mode="json"), reset=_remove)
 )
 STAGE_KINDS.register("evaluate")(
     StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete, input_options=("run", "data", "config"),
               path_options=("run", "data", "config"), config_options=("config",), result=_evaluate_result,
-              output_of=lambda o, default: RunDir(o.run).eval_dir(o.split), resolved_config=_evaluate_config,
+              output_of=lambda o, default: RunDir(o.run).eval_dir(o.split), resolved_config=_evaluate_config, gpu=True,
               lock_of=lambda o, output: Path(o.run))  # it writes into RUN/eval: the run folder is locked
 )
 STAGE_KINDS.register("report")(
@@ -254,7 +257,7 @@ def _check_challenger(o: ChallengerOptions) -> None:
 STAGE_KINDS.register("challenger")(
     StageKind(ChallengerOptions, _run_challenger, lambda o, out: _train_complete(o, out),
               input_options=("config", "data"), reset=_remove, check=_check_challenger,
-              path_options=("config", "data", "registry"), config_options=("config",), result=_train_result,
+              path_options=("config", "data", "registry"), config_options=("config",), result=_train_result, gpu=True,
               resolved_config=lambda o: {"train": o.train_options().load_config("overrides").model_dump(mode="json"),
                                          "init": o.init})
 )
@@ -266,7 +269,7 @@ STAGE_KINDS.register("register")(
 STAGE_KINDS.register("compare")(
     StageKind(CompareOptions, _run_compare, lambda o, out: ComparisonDir(out).json.is_file(),
               input_options=("challenger", "datasets"), reset=_remove, check=_check_registry,
-              path_options=("registry", "challenger", "datasets", "gate"), config_options=("gate",),
+              path_options=("registry", "challenger", "datasets", "gate"), config_options=("gate",), gpu=True,
               resolved_config=lambda o: _gate(o.gate).model_dump(mode="json"))
 )
 STAGE_KINDS.register("promote")(

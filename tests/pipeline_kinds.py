@@ -1,0 +1,39 @@
+"""Tiny real stage kinds for the pipeline tests (no torch): a stage process finds them through their module
+(``ecgka.pipeline.stage_process``: a kind defined outside ecgka names its module in the task)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ecgka.config import ConfigModel
+from ecgka.errors import InputError
+from ecgka.pipeline import STAGE_KINDS, StageKind
+
+
+class TextOptions(ConfigModel):
+    text: str
+    source: str | None = None
+    sleep: float = 0.0  # seconds the stage takes
+    fail: bool = False  # fail with a one-line input error after sleeping
+    gpu_note: bool = False  # write the CUDA_VISIBLE_DEVICES the stage saw
+
+
+def _run_text(o: TextOptions, out: Path) -> None:
+    """Write the text, after the upstream stage's text if any; record the process it ran in."""
+    time.sleep(o.sleep)
+    if o.fail:
+        raise InputError(f"{o.text}: refused on purpose")
+    out.mkdir(parents=True, exist_ok=True)
+    upstream = (Path(o.source) / "out.txt").read_text() if o.source else ""
+    (out / "out.txt").write_text(upstream + o.text)
+    (out / "pid").write_text(str(os.getpid()))
+    if o.gpu_note:
+        (out / "cuda").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+
+
+for name, gpu in (("text", False), ("gpu_text", True)):
+    if name not in STAGE_KINDS:
+        STAGE_KINDS.register(name)(StageKind(TextOptions, _run_text, lambda o, out: (out / "out.txt").is_file(),
+                                             path_options=("source",), gpu=gpu))
