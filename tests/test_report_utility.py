@@ -173,11 +173,11 @@ def test_report_of_a_comparison_folder(tmp_path):
                                      "lineage": ["data/v2: fp2 (parent fp1)", "data/v1: fp1"], "gate": gate}))
     page = write_report([comp.path], tmp_path / "report")
     text = page.read_text()
-    assert "Champion vs challenger" in text and "regression.few.mae" in text and "-0.1000" in text
-    assert "Gate decision: promote" in text and "data/v1: fp1" in text and "0.1250" in text
+    assert "Champion vs challenger" in text and "MAE few" in text and "-0.100" in text
+    assert "Gate decision: promote" in text and "data/v1: fp1" in text and "0.125" in text
     table = pd.read_csv(tmp_path / "report" / "tables" / "comparison_1.csv")
-    assert list(table.columns) == ["metric", "better", "champion", "challenger", "delta", "delta CI lower",
-                                   "delta CI upper"]
+    assert list(table.columns) == ["metric", "better", "n", "champion", "challenger", "delta", "CI lower",
+                                   "CI upper"]
     assert (tmp_path / "report" / "tables" / "gate_rules.csv").is_file()
     assert write_report([comp.path], tmp_path / "report") == page  # regenerated freely
 

@@ -347,7 +347,9 @@ class ReportOptions(CommandOptions):
     api: ClassVar[str] = "ecgka.report.build:write_report"
     api_names: ClassVar[dict[str, str]] = {"runs": "run_dirs", "out": "out_dir"}
 
-    runs: list[str] = option(..., "evaluated run directories", positional=True, nargs="+", metavar="RUN_DIR")
+    runs: list[str] = option(..., "evaluated run directories, or one comparison folder (compare stage); with "
+                             "--compare: CHAMPION CHALLENGER (run folders or REGISTRY@alias)", positional=True,
+                             nargs="+", metavar="RUN_DIR")
     split: Literal["val", "test"] = option("test", "evaluated split to report")
     dataset: str | None = option(None, "report the runs' evaluations on another dataset (`ecgka evaluate "
                                  "--allow-other-dataset`, RUN/eval/FINGERPRINT/) instead of their own",
@@ -359,12 +361,32 @@ class ReportOptions(CommandOptions):
                                shown_default="ECG potassium regression: evaluation report")
     reevaluate: bool = option(False, "evaluate again (on the run's own dataset, same options) a run whose "
                               "checkpoint changed after its evaluation (default: refused)")
+    compare: bool = option(False, "champion vs challenger: two runs evaluated on the same samples side by side, "
+                           "each metric's delta (challenger - champion) with its paired subject-bootstrap "
+                           "confidence interval")
+    gate: str | None = option(None, "with --compare: apply this gate file and show each rule's values (default: "
+                              "no gate applied)", metavar="FILE")
+    n_boot: int = option(1000, "with --compare: bootstrap replicates of the paired CIs", ge=200)
+    seed: int = option(0, "with --compare: seed of the paired bootstrap")
 
     def execute(self, out: str | Path, *, force: bool = False, log: Any = None) -> Path:
         from ecgka.report import write_report
 
-        return write_report(self.runs, out, split=self.split, title=self.title, force=force, dataset=self.dataset,
-                            group_by_dataset=self.group_by_dataset, reevaluate=self.reevaluate, log=log)
+        runs, gate = self.runs, None
+        if self.gate and not self.compare:
+            raise ConfigError("--gate applies to a champion vs challenger report: `ecgka report CHAMPION_RUN "
+                              "CHALLENGER_RUN --compare --gate FILE --out DIR`")
+        if self.compare:  # registry references and the gate live in the release layer, above the report's
+            from ecgka.release.gate import apply_gate, load_gate
+            from ecgka.release.registry import parse_ref, resolve_model
+
+            runs = [str(resolve_model(r)[0]) if parse_ref(r) else r for r in runs]
+            if self.gate:
+                cfg = load_gate(self.gate)
+                gate = lambda base, cand, paired: apply_gate(cfg, base, cand, paired)  # noqa: E731
+        return write_report(runs, out, split=self.split, title=self.title, force=force, dataset=self.dataset,
+                            group_by_dataset=self.group_by_dataset, reevaluate=self.reevaluate, compare=self.compare,
+                            gate=gate, n_boot=self.n_boot, seed=self.seed, log=log)
 
 
 class ReportCommand(ReportOptions):

@@ -16,11 +16,12 @@ from pathlib import Path
 import yaml
 
 from ecgka import __version__
-from ecgka.catalog import FolderKind, ReportDir, claim_folder
+from ecgka.catalog import ComparisonDir, FolderKind, RegistryDir, ReportDir, claim_folder
 from ecgka.config import config_hash, validate_config
+from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.metrics.clinical import MIN_POSITIVES
-from ecgka.report import comparison, html, index, markdown, privacy, tripod, utility
+from ecgka.report import comparison, html, index, markdown, pair, privacy, tripod, utility
 from ecgka.report.collect import (
     ReportModel,
     by_dataset,
@@ -141,7 +142,8 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
     sections = []
     placed = place_tables(tables)
     for sid, heading, _, names_f in SECTIONS:
-        items = _section_items(placed[sid], figures, names_f, html.table_html, html.figure_html)
+        items = [html.table_html(t) for t in placed[sid]] + html.figures_html(  # many figures fold
+            [figures[n] for n in names_f if n in figures])
         if items:
             sections.append({"id": sid, "title": heading, "text": "", "items": items})
     card = model_card(model)
@@ -212,14 +214,22 @@ def reevaluate_changed(run_dirs, split: str, dataset: str | None = None, log=Non
 
 def write_report(run_dirs, out_dir, split: str = "test", title: str | None = None, *, force: bool = False,
                  dataset: str | None = None, group_by_dataset: bool = False, reevaluate: bool = False,
-                 log=None) -> Path:
+                 compare: bool = False, gate=None, n_boot: int = 1000, seed: int = 0, log=None) -> Path:
     """Build the report of ``run_dirs`` (each evaluated on ``split``; on ``dataset``, a fingerprint, when
     given) into ``out_dir``; returns report.html. Runs evaluated on different datasets are refused, or with
     ``group_by_dataset`` get one report each (``datasets/<fingerprint>/``) under an index page. A run whose
-    checkpoint changed after its evaluation is refused, or with ``reevaluate`` evaluated again first."""
+    checkpoint changed after its evaluation is refused, or with ``reevaluate`` evaluated again first.
+
+    One comparison folder (the compare stage's), or two runs with ``compare`` (champion, challenger: deltas
+    with paired CIs of ``n_boot`` replicates from ``seed``; ``gate``: a decision function,
+    ``ecgka.report.pair``), give the champion-versus-challenger report (``ecgka.report.comparison``)."""
     out_dir = Path(out_dir)
+    if compare:
+        return pair.write_pair_report(run_dirs, out_dir, split, dataset=dataset, n_boot=n_boot, seed=seed,
+                                      gate=gate, force=force)
     if len(run_dirs) == 1 and comparison.is_comparison(run_dirs[0]):  # a compare stage's folder (issue 22 §6)
         return comparison.write_comparison_report(run_dirs[0], out_dir, force=force)
+    refuse_other_folders(run_dirs)
     check_distinct(run_dirs)
     if reevaluate:
         reevaluate_changed(run_dirs, split, dataset, log)
@@ -236,6 +246,22 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
     if replacing and log:
         log(f"{out_dir}: replaced a report of other runs (--force)")
     return ReportDir(out_dir).html
+
+
+def refuse_other_folders(run_dirs) -> None:
+    """A folder that is no run (a comparison folder among runs, an unfinished one, a registry) is refused in
+    one line saying what to run instead."""
+    for d in run_dirs:
+        if comparison.is_comparison(d):
+            raise InputError(f"{d} is a comparison folder: report it alone with `ecgka report {d} --out DIR`, "
+                             f"or compare two runs with `ecgka report CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`")
+        if comparison.is_incomplete_comparison(d):
+            raise InputError(f"{d}: an unfinished comparison folder (no {ComparisonDir.JSON}): run its compare stage "
+                             f"again (`ecgka run PIPELINE.yaml`), or compare two evaluated runs with `ecgka report "
+                             f"CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`")
+        if RegistryDir(d).is_registry():
+            raise InputError(f"{d} is a model registry, not a run: compare its champion with a run with `ecgka "
+                             f"report {d}@champion CHALLENGER_RUN --compare --out DIR`")
 
 
 def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:

@@ -101,11 +101,23 @@ def has_clinical(runs: list[RunEntry]) -> bool:
     return bool(runs) and all(r.metrics.get("clinical") for r in runs)
 
 
+def evaluation_key(rd: RunDir, split: str, dataset: str | None) -> str | None:
+    """Where the run's evaluation on ``dataset`` (a fingerprint) lives: ``eval/<fingerprint>/`` for another
+    dataset, or None (``eval/<split>/``) when none is there and its own evaluation is of that dataset
+    (``ecgka evaluate --allow-other-dataset`` writes the run's own dataset there too)."""
+    if dataset is None or rd.metrics_path(split, dataset).is_file() or not rd.metrics_path(split).is_file():
+        return dataset
+    own = (rd.read_metrics(split).get("dataset") or {}).get("fingerprint")
+    return None if own == dataset else dataset
+
+
 def load_run(run_dir: str | Path, split: str = "test", dataset: str | None = None) -> RunEntry:
     """Read one run directory (its evaluation on ``dataset``, a fingerprint, when given: ``ecgka evaluate
-    --allow-other-dataset``); a missing run.json or metrics.json is a one-line InputError."""
+    --allow-other-dataset``, or its own evaluation when that is of ``dataset``); a missing run.json or
+    metrics.json is a one-line InputError."""
     rd = RunDir(run_dir)
     run = rd.read_run()
+    dataset = evaluation_key(rd, split, dataset)
     if not rd.metrics_path(split, dataset).is_file():
         done = [s for s in SPLITS if s != split and rd.metrics_path(s, dataset).is_file()]
         if done:  # evaluated, on another split: the fix is --split, not another evaluation
@@ -203,8 +215,13 @@ def check_one_dataset(runs: list[RunEntry]) -> None:
             by_fp.setdefault(r.fingerprint, []).append(r.name)
     if len(by_fp) > 1:
         listed = "; ".join(f"{fp}: {', '.join(names)}" for fp, names in by_fp.items())
-        raise InputError(f"runs were evaluated on different datasets ({listed}); pass --group-by-dataset for "
-                         f"one report per dataset, or report each dataset's runs separately")
+        fp, names = max(by_fp.items(), key=lambda kv: len(kv[1]))
+        data = next((r.run.get("dataset_dir") for r in runs if r.fingerprint == fp and r.run.get("dataset_dir")),
+                    "DIR")
+        raise InputError(f"runs were evaluated on different datasets ({listed}): to compare them on dataset {fp}, "
+                         f"run `ecgka evaluate RUN --data {data} --allow-other-dataset` for each run not on it, "
+                         f"then `ecgka report ... --dataset {fp}`; or pass --group-by-dataset for one report per "
+                         f"dataset")
 
 
 def by_dataset(model: ReportModel) -> dict[str, ReportModel]:

@@ -103,6 +103,47 @@ def figure_html(fig) -> str:
             f"<figcaption><b>{escape(fig.title)}.</b> {escape(fig.caption)}</figcaption></figure>")
 
 
+FIGURES_OPEN = 6  # a section with more figures shows these and folds the rest (<details>), as long tables fold
+
+
+def figures_html(figs: list) -> list[str]:
+    """A section's figures: the first ``FIGURES_OPEN`` shown, the rest folded under one summary line that
+    names them (the page stays readable with many per-method figures)."""
+    items = [figure_html(f) for f in figs[:FIGURES_OPEN]]
+    rest = figs[FIGURES_OPEN:]
+    if rest:
+        names = ", ".join(f.title for f in rest)
+        items.append(f'<details class="figures"><summary>{len(rest)} more figure{"s" if len(rest) > 1 else ""}: '
+                     f'{escape(names)}</summary>{"".join(figure_html(f) for f in rest)}</details>')
+    return items
+
+
+PAGE_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<h1>{{ title }}</h1>
+<p class="sub">{{ subtitle }}</p>
+<nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
+{% if warnings %}<div class="alert" id="warnings"><b>Check before reading:</b><ul>
+{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul></div>{% endif %}
+{% for section in sections %}
+<h2 id="{{ section.id }}">{{ section.title }}</h2>
+{% if section.text %}<p>{{ section.text }}</p>{% endif %}
+{% for item in section["items"] %}{{ item | safe }}{% endfor %}
+{% endfor %}
+<h2 id="privacy">Privacy</h2>
+<p class="privacy">{{ privacy }}</p>
+</body></html>
+"""
+
+
+def render_page(page: dict) -> str:
+    """A page of sections only (title, subtitle, navigation, sections, privacy) with the main report's look:
+    the champion-versus-challenger report (``ecgka.report.comparison``)."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.from_string(PAGE_TEMPLATE).render(css=CSS, **{"privacy": PRIVACY_NOTE, "warnings": [], **page})
+
+
 def render_html(page: dict) -> str:
     """Fill the template from the page model built by ``build.page_model``."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
