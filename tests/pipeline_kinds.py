@@ -18,17 +18,20 @@ class TextOptions(ConfigModel):
     sleep: float = 0.0  # seconds the stage takes
     fail: bool = False  # fail with a one-line input error after sleeping
     gpu_note: bool = False  # write the CUDA_VISIBLE_DEVICES the stage saw
+    wait_for: str | None = None  # a file the stage waits for (a stage that runs until the test lets it end)
 
 
 def _run_text(o: TextOptions, out: Path) -> None:
-    """Write the text, after the upstream stage's text if any; record the process it ran in."""
+    """Write the text, after the upstream stage's text if any; record the process it runs in."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pid").write_text(str(os.getpid()))
     time.sleep(o.sleep)
+    while o.wait_for and not Path(o.wait_for).exists():
+        time.sleep(0.1)
     if o.fail:
         raise InputError(f"{o.text}: refused on purpose")
-    out.mkdir(parents=True, exist_ok=True)
     upstream = (Path(o.source) / "out.txt").read_text() if o.source else ""
     (out / "out.txt").write_text(upstream + o.text)
-    (out / "pid").write_text(str(os.getpid()))
     if o.gpu_note:
         (out / "cuda").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 

@@ -97,5 +97,5 @@ def slurm_cluster(config: str | Path | None = None, **overrides: Any) -> Any:
         raise ConfigError(JOBQUEUE_HINT) from None
     try:
         return SLURMCluster(**{**kwargs, **overrides})
-    except TypeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an unknown keyword, a bad memory or walltime
+        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
