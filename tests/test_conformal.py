@@ -151,7 +151,7 @@ def test_small_bins_merged_and_recorded():
     assert [(b.lo, b.hi, b.n) for b in layer.bins] == [(None, 5.5, 400), (5.5, None, 42)]
     assert layer.bins[1].merged_from == [(5.5, 6.0), (6.0, None)]
     assert len(layer.merged) == 2 and "< 3.5 (n=0) merged with 3.5 to < 5.5 (n=400)" in layer.merged[0]
-    assert ">= 6 (n=12) merged with 5.5 to < 6 (n=30)" in layer.merged[1]
+    assert ">= 6.0 (n=12) merged with 5.5 to < 6.0 (n=30)" in layer.merged[1]
     assert "fewer than 19" in layer.merge_note()
     assert all(b.q_lo[0] is not None and b.q_hi[0] is not None for b in layer.bins)
 

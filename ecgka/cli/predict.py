@@ -13,6 +13,8 @@ def run(o: PredictOptions) -> int:
     excluded = table["excluded_reason"].notna()
     reasons = table.loc[excluded, "excluded_reason"].value_counts().to_dict()
     duplicates = table.attrs.get("duplicates", 0)
+    if table.attrs.get("note"):
+        print(f"note: {table.attrs['note']}")
     print(f"scored {int((~excluded).sum())} ECG(s), excluded {int(excluded.sum())}"
           + (f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else "")
           + (f", {duplicates} duplicate record row(s) scored once" if duplicates else "") + f": wrote {o.out}")

@@ -237,11 +237,12 @@ def _ranks(level: float, n: int) -> tuple[int, int]:
 
 
 def _fmt(lo: float | None, hi: float | None) -> str:
+    """A range's name as ``UNCERTAINTY_RANGES`` spells them (``< 3.0``, ``3.0 to < 3.5``, ``>= 6.0``)."""
     if lo is None:
-        return f"< {hi:g}"
+        return f"< {round(hi, 6)}"
     if hi is None:
-        return f">= {lo:g}"
-    return f"{lo:g} to < {hi:g}"
+        return f">= {round(lo, 6)}"
+    return f"{round(lo, 6)} to < {round(hi, 6)}"
 
 
 def _merge(counts: list[int], need: int) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:

@@ -12,7 +12,7 @@ from ecgka.errors import InputError
 from ecgka.io import sha256_file
 from ecgka.training.shard_loading import ZSCORE_EPS, lead_indices
 
-CARD_SCHEMA_VERSION = 2  # 2: registry, model (SHA-256s), metrics, intended_use
+CARD_SCHEMA_VERSION = 3  # 2: registry, model (SHA-256s), metrics, intended_use; 3: uncertainty
 
 INTENDED_USE = {
     "purpose": "research use only: estimate serum potassium (mmol/L) from a 12-lead ECG",
@@ -69,6 +69,24 @@ def test_metrics(run: RunDir) -> dict[str, Any] | None:
                          for name, c in conditions.items()}}
 
 
+def uncertainty_block(run: RunDir, checkpoint_sha256: str) -> dict[str, Any] | None:
+    """The card's ``uncertainty``: the run's conformal layer (``uncertainty.json``, fitted on validation) with
+    its formula and the note on merged ranges, so a consumer of the export alone reproduces ``ecgka predict``'s
+    interval and probability columns. None when the run has no layer, or one fitted from other weights."""
+    from ecgka.metrics.conformal import layer_from_json
+
+    data = run.read_uncertainty()
+    if data is None:
+        return None
+    layer = layer_from_json(data, str(run.uncertainty))
+    fitted = layer.source.get("checkpoint_sha256")
+    if fitted is not None and fitted != checkpoint_sha256:
+        return None
+    return {"method": layer.method, "fitted_on": layer.source.get("split", "val"), "levels": layer.levels,
+            "columns": list(layer.column_names), "merged": layer.merge_note(), "formula": layer.formula,
+            "layer": layer.model_dump(mode="json")}
+
+
 def dataset_identity(dataset: DatasetInfo) -> dict[str, Any]:
     """The dataset's fingerprint and content digest (the fingerprint when it has none) and its parent."""
     return dataset.identity()
@@ -86,12 +104,13 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
     signal = dict(dataset.signal or {})
     available = list(signal.get("leads", []))
     leads = [available[i] for i in lead_indices(available, cfg.data.leads)]
+    checkpoint_sha256 = sha256_file(resolve_weights(run.path, checkpoint))
     return {
         "schema_version": CARD_SCHEMA_VERSION, "format": fmt, "ecgka_version": __version__,
         "intended_use": INTENDED_USE,
         "registry": registry,
         "run": {"path": str(run.path.resolve()), "name": cfg.name, "checkpoint": checkpoint},
-        "model": {"checkpoint_sha256": sha256_file(resolve_weights(run.path, checkpoint))},
+        "model": {"checkpoint_sha256": checkpoint_sha256},
         "metrics": test_metrics(run),
         "architecture": {"name": cfg.model.name, "preset": cfg.model.preset, "in_channels": in_channels,
                          "num_outputs": 1, "settings": model_kwargs(cfg.model.name, cfg.model.preset,
@@ -106,5 +125,6 @@ def build_card(run_dir: str | Path, in_channels: int, fmt: str, checkpoint: str 
                                            "layout": signal.get("layout")}},
         "label_grid": dataset.grid.to_dict(),
         "operating_points": operating_points(run),
+        "uncertainty": uncertainty_block(run, checkpoint_sha256),
         "dataset": {**dataset_identity(dataset), "path": str(data.resolve())},
     }

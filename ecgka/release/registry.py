@@ -4,7 +4,8 @@ Guarantees (docs/retraining.md, "Guarantees"):
 
 - **Self-contained.** A version is a folder ``versions/vNNNN/`` holding a frozen copy of its run
   (``run/``: config.yaml, run.json, the registered checkpoint as ``checkpoints/best.pt``, its test
-  evaluation), its TorchScript export and card (``export/``) and ``model.json``, whose ``files`` maps every
+  evaluation, its conformal layer ``uncertainty.json``), its TorchScript export and card (``export/``, the
+  card's ``uncertainty`` block holds the layer) and ``model.json``, whose ``files`` maps every
   other file of the folder to its SHA-256. Nothing of a version depends on the run folder it came from
   (``run.path`` in model.json is informational). Every use of a version (:meth:`ModelRegistry.run_copy`,
   :func:`resolve_model`) verifies those SHA-256s first.
@@ -319,6 +320,7 @@ class ModelRegistry:
         if run.predictions_path("val").is_file():
             copy.eval_dir("val").mkdir(parents=True)
             shutil.copyfile(run.predictions_path("val"), copy.predictions_path("val"))
+        atomic_write_json(copy.uncertainty, run_uncertainty(run, sha))
 
     def _build_version(self, run: RunDir, checkpoint: str, weights: Path, sha: str, metrics: dict,
                        note: str | None) -> str:
@@ -369,6 +371,38 @@ class ModelRegistry:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_uncertainty(run: RunDir, sha: str) -> dict[str, Any]:
+    """The run's conformal layer (JSON) for these weights: its ``uncertainty.json`` when that was fitted from
+    them (or records no checkpoint), else fitted now from the val predictions its test evaluation wrote (the
+    ones its operating points came from) with ``fit_for_dataset``, as ``ecgka evaluate`` fits it. A run with
+    neither is refused in one line (evaluate it first)."""
+    import pandas as pd
+
+    from ecgka.keys import PredCol
+    from ecgka.metrics.conformal import fit_for_dataset, layer_from_json
+    from ecgka.release.card import run_dataset
+
+    data = run.read_uncertainty()
+    if data is not None:
+        layer = layer_from_json(data, str(run.uncertainty))
+        if layer.source.get("checkpoint_sha256") in (None, sha):
+            return data
+    path = run.predictions_path("val")
+    if not path.is_file():
+        raise InputError(f"{run.path}: no conformal layer ({RunDir.UNCERTAINTY}) and no val predictions to fit "
+                         f"one; run `ecgka evaluate {run.path} --data DIR` before registering")
+    try:
+        val = pd.read_parquet(path, columns=[PredCol.LABEL.value, PredCol.PREDICTION.value])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: unreadable val predictions ({str(exc).splitlines()[0]}); run ecgka evaluate "
+                         "again") from None
+    dataset = run_dataset(run)[0]
+    layer = fit_for_dataset(dataset, val[PredCol.LABEL.value].to_numpy(), val[PredCol.PREDICTION.value].to_numpy(),
+                            source={"checkpoint_sha256": sha, "dataset_fingerprint": dataset.fingerprint,
+                                    "split": "val", "fitted_by": "ecgka registry register"})
+    return layer.model_dump(mode="json")
 
 
 def parse_ref(ref: str) -> tuple[Path, str] | None:

@@ -5,13 +5,16 @@ Records go through the build's own reader, QC and cleaning (``ecgka.data.mimic_r
 stored as float16 exactly as the build stores them, then z-scored inside the portable model. A record
 the build would exclude is kept as a row with its reason and no prediction. Each scored row carries the
 predicted K, hypo/hyper flags at the operating points fixed on validation, the model version and the
-dataset digest.
+dataset digest; with a model whose card holds a conformal layer (``uncertainty``, fitted on validation) also
+the intervals ``k_lo_80 ... k_hi_95`` and the probabilities ``p_hypo``, ``p_hyper``, ``p_severe_hypo``,
+``p_severe_hyper`` (:func:`uncertainty_columns`, the card's formula in numpy).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from ecgka.data.signal_qc import clean_batch, process_signal, to_stored
 from ecgka.errors import InputError
 from ecgka.io import atomic_path
 from ecgka.metrics.clinical import CONDITIONS
+from ecgka.metrics.conformal import LabelConditionalCPS, layer_from_json
 from ecgka.training.prediction import full_fp32_matmul
 
 ID_COLUMNS = ("subject_id", "study_id", "path")
@@ -46,6 +50,11 @@ class Scorer:
     def leads(self) -> list[int]:
         return [self.signal.leads.index(lead) for lead in self.card["input"]["leads"]]
 
+    @cached_property
+    def layer(self) -> LabelConditionalCPS | None:
+        """The card's conformal layer (None: a model registered or exported without one)."""
+        return card_layer(self.card)
+
     def cut(self, name: str) -> float | None:
         """The condition's cut-off on predicted K (None when validation had no positive case to fix it)."""
         points = self.card.get("operating_points") or {}
@@ -53,6 +62,27 @@ class Scorer:
             raise InputError(f"model {self.version or self.card['run']['path']}: no operating points in its card "
                              f"(run `ecgka evaluate RUN --data DIR` before exporting or registering)")
         return (points.get(name) or {}).get("threshold")
+
+
+def card_layer(card: dict) -> LabelConditionalCPS | None:
+    """The conformal layer of a card's ``uncertainty`` block (None when it has none)."""
+    block = card.get("uncertainty")
+    return layer_from_json(block.get("layer"), "card.json: uncertainty.layer") if block else None
+
+
+def uncertainty_columns(card: dict, predictions) -> dict[str, np.ndarray]:
+    """The interval and probability columns of predicted K from the card's conformal layer ({} without one):
+    the numpy computation the card's ``uncertainty.formula`` spells out."""
+    layer = card_layer(card)
+    return {} if layer is None else layer.columns(np.asarray(predictions, dtype=np.float64))
+
+
+def no_layer_note(scorer: Scorer) -> str | None:
+    """One line when the model has no conformal layer (its scores then carry no intervals or probabilities)."""
+    if scorer.layer is not None:
+        return None
+    return (f"model {scorer.version or scorer.card['run']['path']} has no conformal layer (card without "
+            "'uncertainty': evaluate, then register or export it again): no interval or probability columns")
 
 
 def signal_config(card: dict) -> SignalConfig:
@@ -146,6 +176,9 @@ def score_records(scorer: Scorer, ecg_root: Path, records: pd.DataFrame, device:
         flag = np.full(len(pred), False) if cut is None else (pred <= cut) if cond.low else (pred >= cut)
         out[f"{name}_flag"] = pd.array(np.where(np.isnan(pred) | (cut is None), None, flag), dtype="boolean")
         out[f"{name}_threshold"] = np.nan if cut is None else cut
+    if scorer.layer is not None:
+        for name, values in scorer.layer.columns(pred).items():
+            out[name] = values
     out["excluded_reason"], out["excluded_detail"] = reason, detail
     out["model_version"] = scorer.version
     out["model_run"] = scorer.card["run"]["path"]
@@ -184,10 +217,11 @@ def predict_ecgs(model: str, ecg_root: str | Path, out: str | Path, record_list:
     scorer = load_scorer(model, dev)
     table = score_records(scorer, Path(ecg_root), records, dev, batch_size)
     table.attrs["duplicates"] = duplicates
+    table.attrs["note"] = no_layer_note(scorer)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         table.to_parquet(tmp, index=False)
     return table
 
 
-__all__ = ["predict_ecgs", "score_records", "load_scorer"]
+__all__ = ["predict_ecgs", "score_records", "load_scorer", "uncertainty_columns"]

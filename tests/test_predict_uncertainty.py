@@ -1,0 +1,181 @@
+"""``ecgka predict``'s interval and probability columns come from the card's conformal layer: a plain Python
+consumer reading only the card JSON and the model's outputs reproduces them; the registry carries the layer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgka.catalog import RunDir
+from ecgka.errors import InputError
+from ecgka.keys import interval_columns
+from ecgka.labels import LabelGrid
+from ecgka.metrics.conformal import fit_label_conditional, mondrian_edges
+from ecgka.release.card import uncertainty_block
+from ecgka.release.scoring import uncertainty_columns
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = LabelGrid.preset("potassium")
+FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
+OPS = {"lt": lambda a, b: a < b, "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b}
+
+
+def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
+    """The card's ``uncertainty.formula``, in plain Python (floats, math), from the card JSON alone."""
+    layer = card["uncertainty"]["layer"]
+    bins, out = layer["bins"], {}
+    for i, level in enumerate(layer["levels"]):
+        tag = f"{round(level * 100, 6):g}".replace(".", "_")
+        lows, highs = [], []
+        for yhat in predictions:
+            if math.isnan(yhat):
+                lows.append(math.nan)
+                highs.append(math.nan)
+                continue
+            pieces = []
+            for b in bins:
+                q_lo = -math.inf if b["q_lo"][i] is None else b["q_lo"][i]
+                q_hi = math.inf if b["q_hi"][i] is None else b["q_hi"][i]
+                left = max(-math.inf if b["lo"] is None else b["lo"], yhat + q_lo)
+                right = min(math.inf if b["hi"] is None else b["hi"], yhat + q_hi)
+                if left <= right:
+                    pieces.append((left, right))
+            lo, hi = (min(p[0] for p in pieces), max(p[1] for p in pieces)) if pieces else (yhat, yhat)
+            lows.append(min(max(lo, layer["label_lo"]), layer["label_hi"]))
+            highs.append(min(max(hi, layer["label_lo"]), layer["label_hi"]))
+        out[f"k_lo_{tag}"], out[f"k_hi_{tag}"] = lows, highs
+    n_cells = len(bins[0]["density"])
+    grid = [round(layer["prior_lo"] + j * layer["prior_step"], 10) for j in range(len(layer["prior"]))]
+
+    def bin_of(value):
+        return next(k for k, b in enumerate(bins) if (b["lo"] is None or b["lo"] <= value)
+                    and (b["hi"] is None or value < b["hi"]))
+
+    which = [bin_of(g) for g in grid]
+    for rule in layer["conditions"].values():
+        probs = []
+        for yhat in predictions:
+            if math.isnan(yhat):
+                probs.append(math.nan)
+                continue
+            cell = min(max(math.floor((yhat - layer["density_lo"]) / layer["density_step"]), 0), n_cells - 1)
+            w = [p * bins[b]["density"][cell] for p, b in zip(layer["prior"], which, strict=True)]
+            hit = sum(wj for wj, g in zip(w, grid, strict=True) if OPS[rule["op"]](round(g, 6), rule["threshold"]))
+            probs.append(hit / sum(w))
+        out[rule["column"]] = probs
+    return out
+
+
+def _check_reproduced(card: dict, predictions: np.ndarray, columns: dict) -> None:
+    plain = plain_consumer(json.loads(json.dumps(card)), predictions.astype(np.float64).tolist())
+    assert set(plain) == set(columns)
+    for name, values in plain.items():
+        if name.startswith("k_"):  # intervals: exactly (the same float64 operations, then float32)
+            np.testing.assert_array_equal(np.asarray(values, dtype=np.float32), columns[name], err_msg=name)
+        else:  # probabilities: sums in another order
+            np.testing.assert_allclose(np.asarray(values), columns[name], atol=2e-6, err_msg=name)
+
+
+def _bench_simulate():
+    spec = importlib.util.spec_from_file_location("bench_conformal", REPO / "benchmarks" / "bench_conformal.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.simulate
+
+
+def test_card_block_reproduced_by_a_plain_consumer(tmp_path):
+    simulate = _bench_simulate()
+    y_train, _ = simulate(5000, 0)
+    y, yhat = simulate(1500, 1)
+    counts = GRID.counts(y_train)
+    layer = fit_label_conditional(y, yhat, edges=mondrian_edges(GRID, counts), prior_counts=counts,
+                                  prior_lo=GRID.lo, prior_step=GRID.step)
+    run = RunDir(tmp_path)
+    run.uncertainty.write_text(json.dumps(layer.model_copy(update={"source": {"checkpoint_sha256": "abc"}})
+                                          .model_dump(mode="json")))
+    card = {"uncertainty": uncertainty_block(run, "abc")}
+    block = card["uncertainty"]
+    assert block["fitted_on"] == "val" and block["columns"][:2] == list(interval_columns(0.8))
+    assert "floor(a/2 (n_b+1))" in block["formula"] and ("fewer than 39" in block["merged"] or "no range merged" in block["merged"])
+    preds = np.concatenate([simulate(300, 2)[1], [np.nan, 0.5, 11.0, 2.0, 7.9]]).astype(np.float32)
+    columns = uncertainty_columns(card, preds)
+    _check_reproduced(card, preds, columns)
+    # a layer fitted from other weights is not put in the card; a run without one has none
+    assert uncertainty_block(run, "other") is None
+    run.uncertainty.unlink()
+    assert uncertainty_block(run, "abc") is None and uncertainty_columns({"uncertainty": None}, preds) == {}
+
+
+# ---------------------------------------------------------------- end to end: evaluate, register, predict
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from ecgka.config import load_config
+    from ecgka.data.build import build_dataset
+    from ecgka.data.config import BuildConfig
+    from ecgka.evaluation import EvalConfig, evaluate_run
+    from ecgka.standin import generate_standin
+    from ecgka.training import load_train_config, train_run
+
+    root = tmp_path_factory.mktemp("predict_uncertainty")
+    generate_standin(root / "standin", subjects=60, seed=3, workers=1)
+    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
+    build_dataset(root / "standin/ecg", [root / "standin/hosp/labevents.csv.gz"], root / "ds", cfg, workers=1)
+    train_run(load_train_config(None, FAST), root / "ds", root / "run")
+    evaluate_run(root / "run", root / "ds", "test", EvalConfig(n_boot=20))
+    return root / "standin/ecg", root / "ds", root / "run"
+
+
+@pytest.mark.slow
+def test_registered_model_predicts_intervals_a_plain_consumer_reproduces(trained, tmp_path):
+    from ecgka.catalog import RegistryDir
+    from ecgka.release.registry import ModelRegistry
+    from ecgka.release.scoring import predict_ecgs
+
+    ecg_root, _, run = trained
+    origin = tmp_path / "run"
+    shutil.copytree(run, origin)
+    RunDir(origin).uncertainty.unlink(missing_ok=True)  # registration fits it from the val predictions
+    reg = ModelRegistry(tmp_path / "registry")
+    name = reg.register(origin)
+    copy = RunDir(reg.dir.run_dir(name))
+    assert copy.read_uncertainty()["source"]["split"] == "val"
+    assert "uncertainty.json" in " ".join(reg.record(name)["files"])  # SHA-256 listed, verified on use
+    card = json.loads((RegistryDir(tmp_path / "registry").export_dir(name).card_path).read_text())
+    assert card["schema_version"] == 3 and card["uncertainty"]["layer"] == copy.read_uncertainty()
+    table = predict_ecgs(f"{tmp_path / 'registry'}@{name}", ecg_root, tmp_path / "scores.parquet")
+    assert table.attrs["note"] is None
+    stored = pd.read_parquet(tmp_path / "scores.parquet")
+    names = card["uncertainty"]["columns"]
+    assert names == [*interval_columns(0.8), *interval_columns(0.9), *interval_columns(0.95), "p_hypo", "p_hyper",
+                     "p_severe_hypo", "p_severe_hyper"]
+    preds = stored["potassium_pred"].to_numpy()
+    assert np.isfinite(preds).sum() > 10
+    _check_reproduced(card, preds, {c: stored[c].to_numpy() for c in names})
+    scored = np.isfinite(preds)
+    assert np.all(stored.loc[scored, "k_lo_90"] <= stored.loc[scored, "k_hi_90"])
+
+
+@pytest.mark.slow
+def test_model_without_layer_predicts_as_before_and_says_so(trained, tmp_path):
+    from ecgka.release.registry import ModelRegistry
+    from ecgka.release.scoring import predict_ecgs
+
+    ecg_root, _, run = trained
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    RunDir(bare).uncertainty.unlink(missing_ok=True)
+    table = predict_ecgs(str(bare), ecg_root, tmp_path / "a.parquet")
+    assert "has no conformal layer" in table.attrs["note"] and "k_lo_90" not in table.columns
+    assert table["potassium_pred"].notna().any()
+    RunDir(bare).predictions_path("val").unlink()
+    with pytest.raises(InputError, match="no conformal layer .* and no val predictions"):
+        ModelRegistry(tmp_path / "registry").register(bare)
