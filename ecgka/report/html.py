@@ -32,7 +32,7 @@ pre{background:#f6f6f6;padding:8px;font-size:12px;overflow-x:auto}details{margin
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<title>{{ title }}</title><style>{{ css | safe }}</style></head><body>
 <h1>{{ title }}</h1>
 <p class="sub">Split: <b>{{ split }}</b> · {{ n_runs }} run(s) · dataset {{ fingerprint }} · ecgka {{ version }}</p>
 <nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}{% if appendix %}<a href="{{ appendix }}">TRIPOD+AI appendix</a>{% endif %}</nav>
@@ -120,7 +120,7 @@ def figures_html(figs: list) -> list[str]:
 
 PAGE_TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{{ title }}</title><style>{{ css }}</style></head><body>
+<title>{{ title }}</title><style>{{ css | safe }}</style></head><body>
 <h1>{{ title }}</h1>
 <p class="sub">{{ subtitle }}</p>
 <nav>{% for id, title in nav %}<a href="#{{ id }}">{{ title }}</a>{% endfor %}</nav>
