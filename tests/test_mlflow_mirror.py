@@ -4,6 +4,8 @@ as ``ecgka predict``; the champion alias set in an MLflow model registry by a pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from shard_factory import write_dataset
@@ -21,6 +23,7 @@ from ecgka.training.resume import comparable
 
 mlflow = pytest.importorskip("mlflow")
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = ["model.preset=tiny", "batch_size=32", "threads=1", "epochs=2", "progress=false", "tensorboard=false"]
 
 
@@ -41,6 +44,7 @@ def test_params_are_dot_keys_within_mlflows_limits():
     assert len(params["note"]) == 6000 and "k" * 250 in params
 
 
+@pytest.mark.slow  # the SQLite store's first use creates its tables: seconds
 def test_training_logs_config_epochs_and_tags(data_dir, tmp_path):
     uri = _uri(tmp_path / "mlflow.db")
     run = RunDir(tmp_path / "run")
@@ -68,6 +72,7 @@ def test_training_logs_config_epochs_and_tags(data_dir, tmp_path):
     assert len(client.search_runs([found.info.experiment_id])) == 1
 
 
+@pytest.mark.slow  # the SQLite store's first use creates its tables: seconds
 def test_extending_a_run_logs_only_the_new_epochs(data_dir, tmp_path):
     uri = _uri(tmp_path / "mlflow.db")
     run = tmp_path / "run"
@@ -92,3 +97,96 @@ def test_a_failing_tracking_server_warns_and_training_is_unchanged(data_dir, tmp
     b = torch.load(mirrored.checkpoint("best"), weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["val"] for r in plain.read_log()] == [r["val"] for r in mirrored.read_log()]
+
+
+# ---- the pyfunc export and the champion alias: a dataset made by `ecgka build` (predict reads its signal settings)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A stand-in built into a dataset, two tiny runs on it, each evaluated (operating points)."""
+    from ecgka.config import load_config
+    from ecgka.data.build import build_dataset
+    from ecgka.data.config import BuildConfig
+    from ecgka.evaluation import EvalConfig, evaluate_run
+    from ecgka.standin import generate_standin
+
+    root = tmp_path_factory.mktemp("built")
+    generate_standin(root / "standin", subjects=60, seed=3, workers=1)
+    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
+    build_dataset(root / "standin/ecg", [root / "standin/hosp/labevents.csv.gz"], root / "ds", cfg, workers=1)
+    runs = []
+    for seed in (0, 1):
+        run = root / f"run{seed}"
+        train_run(load_train_config(None, [*FAST, "epochs=1", f"seed={seed}"]), root / "ds", run)
+        evaluate_run(run, root / "ds", "test", EvalConfig(n_boot=20))
+        runs.append(run)
+    return root / "standin/ecg", root / "ds", runs
+
+
+def _records(ecg_root, n: int = 5):
+    import pandas as pd
+
+    return pd.read_csv(ecg_root / "record_list.csv").head(n)[["subject_id", "study_id", "path"]]
+
+
+@pytest.mark.slow
+def test_mlflow_export_predicts_exactly_as_ecgka_predict(built, tmp_path):
+    import pandas as pd
+
+    from ecgka.catalog import ExportDir
+    from ecgka.cli import main
+    from ecgka.release.scoring import predict_ecgs
+
+    ecg_root, _, (run, _) = built
+    records = _records(ecg_root)
+    (ecg_root / records["path"].iloc[1]).with_suffix(".dat").write_bytes(b"")  # an excluded record among them
+    records.to_csv(tmp_path / "list.csv", index=False)
+    assert main(["export", str(run), "--format", "mlflow", "--out", str(tmp_path / "export")]) == 0
+    export = ExportDir(tmp_path / "export")
+    assert export.card_path.is_file() and export.read_card()["format"] == "mlflow"
+    model = mlflow.pyfunc.load_model(str(export.mlflow_dir))
+    got = model.predict(records, params={"ecg_root": str(ecg_root)})
+    assert main(["predict", "--model", str(run), "--ecg-root", str(ecg_root), "--record-list",
+                 str(tmp_path / "list.csv"), "--out", str(tmp_path / "scores.parquet")]) == 0
+    want = pd.read_parquet(tmp_path / "scores.parquet")
+    assert got["excluded_reason"].notna().sum() == 1 and got["potassium_pred"].notna().sum() == len(records) - 1
+    pd.testing.assert_frame_equal(got, want, check_exact=True)  # same columns, dtypes and numbers
+    pd.testing.assert_frame_equal(got, predict_ecgs(str(run), ecg_root, tmp_path / "again.parquet",
+                                                    tmp_path / "list.csv"), check_exact=True)
+
+
+@pytest.mark.slow
+def test_promotion_sets_the_champion_alias_in_the_mlflow_registry(built, tmp_path, monkeypatch):
+    from ecgka.release.gate import GateConfig
+    from ecgka.release.mlflow_export import TAG_VERSION, configure_mlflow
+    from ecgka.release.promote import promote
+    from ecgka.release.registry import ModelRegistry
+
+    ecg_root, data, runs = built
+    uri, reg_dir = _uri(tmp_path / "registry.db"), tmp_path / "registry"
+    reg = ModelRegistry(reg_dir)
+    v1, v2 = reg.register(runs[0]), reg.register(runs[1])
+    configure_mlflow(reg_dir, uri, model_name="potassium")
+    assert promote(reg_dir, v1, new_registry=True)["promote"]
+    client = mlflow_client(uri)
+    first = client.get_model_version_by_alias("potassium", "champion")
+    assert first.tags[TAG_VERSION] == v1
+    accept = GateConfig(rules=[{"metric": "regression.all.mae", "greater_is_better": False,
+                                "min_absolute_change": -10.0}], n_boot=200)
+    assert promote(reg_dir, v2, accept, data)["promote"]
+    second = client.get_model_version_by_alias("potassium", "champion")
+    assert second.tags[TAG_VERSION] == v2 and second.version != first.version  # the alias moved
+    assert {v.tags[TAG_VERSION] for v in client.search_model_versions("name = 'potassium'")} == {v1, v2}
+    # the registered champion is the pyfunc export: it scores like `ecgka predict REG@champion`
+    import pandas as pd
+
+    from ecgka.release.scoring import predict_ecgs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # how a user's MLflow finds its registry
+    served = mlflow.pyfunc.load_model("models:/potassium@champion")
+    records = _records(ecg_root, 3)
+    records.to_csv(tmp_path / "list.csv", index=False)
+    pd.testing.assert_frame_equal(served.predict(records, params={"ecg_root": str(ecg_root)}),
+                                  predict_ecgs(f"{reg_dir}@champion", ecg_root, tmp_path / "s.parquet",
+                                               tmp_path / "list.csv"), check_exact=True)

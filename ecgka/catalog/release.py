@@ -5,6 +5,7 @@ Registry folder (plain files, readable without ecgka)::
     REG/aliases.json                 {"champion": "v0002", "challenger": "v0003"}
     REG/log.jsonl                    append-only: every registration, promotion and refusal, with reasons
     REG/archived.json                {"v0001": {"time", "reason"}}: versions kept but never served
+    REG/mlflow.json                  optional: the MLflow model registry that mirrors the champion alias
     REG/versions/v0001/model.json    the version's record (run, dataset digest, config, metrics, parent, time,
                                      ``files``: the SHA-256 of every file of the version folder)
     REG/versions/v0001/run/          a frozen copy of the run: a run folder of its own (config.yaml, run.json,
@@ -17,6 +18,8 @@ only folders named ``vNNNN`` are versions.
 Export folder (``ecgka export``)::
 
     OUT/model.ts (TorchScript) or OUT/model.onnx   OUT/card.json
+    OUT/mlflow/                      --format mlflow: also an MLflow pyfunc model (MLmodel, model.ts, card.json
+                                     and signal.json, the build's signal settings, as its artifacts)
 
 Comparison folder (``compare`` stage)::
 
@@ -36,7 +39,9 @@ class ExportDir:
     """A portable model: the model file and its JSON card."""
 
     CARD = "card.json"
-    MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+    MODEL_FILES = {"torchscript": "model.ts", "onnx": "model.onnx", "mlflow": "model.ts"}  # mlflow: + MLFLOW/
+    MLFLOW = "mlflow"  # the MLflow pyfunc model folder of an ``--format mlflow`` export
+    SIGNAL = "signal.json"  # an MLflow artifact: the build's signal settings (reader, QC, cleaning)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -48,6 +53,10 @@ class ExportDir:
     def model_path(self, fmt: str) -> Path:
         return self.path / self.MODEL_FILES[fmt]
 
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.path / self.MLFLOW
+
     def read_card(self) -> dict[str, Any]:
         return _read_json_file(self.card_path, "card.json", "write it with `ecgka export`")
 
@@ -57,6 +66,7 @@ class RegistryDir:
 
     ALIASES = "aliases.json"
     ARCHIVED = "archived.json"
+    MLFLOW = "mlflow.json"  # optional: {"tracking_uri", "model_name", ...} (ecgka.release.mlflow_export)
     LOG = "log.jsonl"
     VERSIONS = "versions"
     MODEL = "model.json"
@@ -77,6 +87,10 @@ class RegistryDir:
     @property
     def archived_path(self) -> Path:
         return self.path / self.ARCHIVED
+
+    @property
+    def mlflow_path(self) -> Path:
+        return self.path / self.MLFLOW
 
     @property
     def log_path(self) -> Path:

@@ -448,7 +448,8 @@ class ExportOptions(CommandOptions):
     api_names: ClassVar[dict[str, str]] = {"run": "run_dir", "format": "fmt"}
 
     run: str = option(..., "a run folder, or REGISTRY@champion / REGISTRY@v3", positional=True, metavar="RUN")
-    format: Literal["torchscript", "onnx"] = option("torchscript", "model format")
+    format: Literal["torchscript", "onnx", "mlflow"] = option("torchscript", "model format (mlflow: TorchScript "
+                                                             "and an MLflow pyfunc model in DIR/mlflow)")
     out: str = option(..., "export folder", metavar="DIR")
     checkpoint: Checkpoint = option("best", "checkpoint to export")
     force: bool = option(False, "replace another model's export in --out")

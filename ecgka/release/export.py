@@ -7,6 +7,7 @@ the traced length), so the export accepts any time length. ONNX needs the option
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import io
 import warnings
@@ -21,6 +22,7 @@ from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, sha256_file
 from ecgka.names import NameTable
 from ecgka.release.card import build_card
+from ecgka.training.mlflow_mirror import require_mlflow
 from ecgka.training.shard_loading import ZSCORE_EPS
 
 EXPORTERS: NameTable[Callable[[nn.Module, Path, int], None]] = NameTable("export format")
@@ -69,6 +71,25 @@ def _onnx(wrapper: nn.Module, target: Path, n_samples: int) -> None:
                           dynamic_axes={"ecg": {0: "batch", 2: "time"}, "potassium": {0: "batch"}})
 
 
+@EXPORTERS.register("mlflow")
+def _mlflow(wrapper: nn.Module, target: Path, n_samples: int) -> None:
+    """TorchScript, then (``PACKAGERS``) model.ts and card.json as an MLflow pyfunc model in ``OUT/mlflow/``."""
+    require_mlflow("--format mlflow")
+    _torchscript(wrapper, target, n_samples)
+
+
+# formats that also package the finished export (model file and card): format -> "module:function", called
+# with the ExportDir, returning the package's path
+PACKAGERS = {"mlflow": "ecgka.release.mlflow_export:save_pyfunc"}
+
+
+def _package(fmt: str, export: ExportDir) -> Path | None:
+    if fmt not in PACKAGERS:
+        return None
+    module, _, name = PACKAGERS[fmt].partition(":")
+    return getattr(importlib.import_module(module), name)(export)
+
+
 def _in_channels(model: nn.Module) -> int:
     return next(m.in_channels for m in model.modules() if isinstance(m, nn.Conv1d))
 
@@ -87,7 +108,8 @@ def portable_model(run_dir: str | Path, checkpoint: str = "best") -> tuple[Porta
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "torchscript", checkpoint: str = "best", *,
                force: bool = False, registry: dict | None = None) -> Path:
-    """Write ``out/model.<ts|onnx>`` and ``out/card.json``; returns the model file. ``out`` holding another
+    """Write ``out/model.<ts|onnx>`` and ``out/card.json`` (``mlflow``: model.ts and card.json, packaged as an
+    MLflow pyfunc model in ``out/mlflow/``); returns the model file (the package). ``out`` holding another
     model's export is refused unless ``force``. ``registry``: the version it is exported for (in the card)."""
     exporter = EXPORTERS.get(fmt)
     claim = claim_folder(out, FolderKind.EXPORT)
@@ -101,5 +123,6 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "torchscript", c
     exporter(wrapper, target, int(card["input"]["n_samples"] or 5000))
     card["model"]["file"], card["model"]["file_sha256"] = target.name, sha256_file(target)
     atomic_write_json(ExportDir(out).card_path, card)
+    packaged = _package(fmt, ExportDir(out))
     claim.write_marker(content=content)
-    return target
+    return packaged or target

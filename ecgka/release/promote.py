@@ -174,9 +174,11 @@ def promote(registry: str | Path, version: str, gate: GateConfig | str | Path | 
                 return _changed(reg, candidate, None)
             reg.set_alias("champion", candidate, reason)
             reg.log("promote", version=candidate, previous=None, reason=reason, gate=identity)
+        _mirror(reg, candidate)
         return {"promote": True, "rules": [], "failed": [], "champion": None, "challenger": candidate,
                 "reason": reason}
     if champion == candidate:
+        _mirror(reg, candidate)  # a failed mirror is retried by promoting again
         return {"promote": False, "rules": [], "failed": [], "champion": champion, "challenger": candidate,
                 "reason": f"{candidate} is already the champion"}
     decision = {**gate_versions(reg, champion, candidate, cfg, data), "gate": identity}
@@ -191,7 +193,17 @@ def promote(registry: str | Path, version: str, gate: GateConfig | str | Path | 
             reg.log("promote", version=candidate, previous=champion, **audit)
         else:
             reg.log("refuse", version=candidate, champion=champion, failed=decision["failed"], **audit)
+    if decision["promote"]:
+        _mirror(reg, candidate)
     return decision
+
+
+def _mirror(reg: ModelRegistry, version: str) -> None:
+    """The ``champion`` alias in the registry's MLflow model registry, when ``REG/mlflow.json`` configures one
+    (``ecgka.release.mlflow_export``); a mirror that fails warns and the promotion stands."""
+    from ecgka.release.mlflow_export import mirror_champion
+
+    mirror_champion(reg.path, version, reg.record(version)["run"]["checkpoint_sha256"])
 
 
 def _changed(reg: ModelRegistry, candidate: str, gated: str | None) -> dict[str, Any]:

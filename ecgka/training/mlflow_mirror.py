@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ecgka.catalog import RunDir
@@ -82,13 +83,22 @@ def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local SQLite database (``mlartifacts/`` in its
+    folder) rather than MLflow's default, ``./mlruns`` in the working directory; else the store's default."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or tracking_uri == prefix + ":memory:":
+        return None
+    return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlartifacts").as_uri()
+
+
 def experiment_id(client: Any, name: str) -> str:
-    """The experiment called ``name``, created when missing."""
+    """The experiment called ``name``, created when missing (artifacts: :func:`artifact_location`)."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
     except Exception:  # made meanwhile by another process
         found = client.get_experiment_by_name(name)
         if found is None:
