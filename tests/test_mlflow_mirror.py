@@ -32,6 +32,16 @@ def data_dir(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("ds"), n_train=96, n_val=32, n_test=16, n_samples=256)
 
 
+@pytest.fixture(autouse=True)
+def _nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """MLflow's default store is ./mlflow.db (./mlruns for artifacts): the mirror never falls back to it."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    yield
+    assert sorted(p.name for p in cwd.iterdir()) == []
+
+
 def _uri(path) -> str:
     return f"sqlite:///{path}"
 

@@ -129,7 +129,8 @@ def model_version(client: Any, settings: dict[str, Any], registry: Path, version
         client.create_registered_model(name)
     except Exception:  # it exists
         client.get_registered_model(name)
-    return client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id, tags=tags)
+    source = f"{run.info.artifact_uri}/model"  # not runs:/..., which MLflow resolves through its global store
+    return client.create_model_version(name, source, run_id=run.info.run_id, tags=tags)
 
 
 def mirror_champion(registry: str | Path, version: str, sha256: str) -> str | None:
