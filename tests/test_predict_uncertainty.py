@@ -173,9 +173,11 @@ def test_model_without_layer_predicts_as_before_and_says_so(trained, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(run, bare)
     RunDir(bare).uncertainty.unlink(missing_ok=True)
-    table = predict_ecgs(str(bare), ecg_root, tmp_path / "a.parquet")
-    assert "has no conformal layer" in table.attrs["note"] and "k_lo_90" not in table.columns
-    assert table["potassium_pred"].notna().any()
+    with_layer = predict_ecgs(str(bare), ecg_root, tmp_path / "a.parquet")  # fitted from its val predictions
+    assert with_layer.attrs["note"] is None and "k_lo_90" in with_layer.columns
     RunDir(bare).predictions_path("val").unlink()
+    table = predict_ecgs(str(bare), ecg_root, tmp_path / "b.parquet")
+    assert "has no conformal layer" in table.attrs["note"] and "k_lo_90" not in table.columns
+    np.testing.assert_array_equal(table["potassium_pred"], with_layer["potassium_pred"])
     with pytest.raises(InputError, match="no conformal layer .* and no val predictions"):
         ModelRegistry(tmp_path / "registry").register(bare)

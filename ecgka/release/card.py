@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ecgka import __version__
 from ecgka.catalog import RunDir, resolve_weights
 from ecgka.catalog.info import DatasetInfo
@@ -69,19 +71,48 @@ def test_metrics(run: RunDir) -> dict[str, Any] | None:
                          for name, c in conditions.items()}}
 
 
-def uncertainty_block(run: RunDir, checkpoint_sha256: str) -> dict[str, Any] | None:
-    """The card's ``uncertainty``: the run's conformal layer (``uncertainty.json``, fitted on validation) with
-    its formula and the note on merged ranges, so a consumer of the export alone reproduces ``ecgka predict``'s
-    interval and probability columns. None when the run has no layer, or one fitted from other weights."""
-    from ecgka.metrics.conformal import layer_from_json
+def run_layer_json(run: RunDir, checkpoint_sha256: str) -> dict[str, Any] | None:
+    """The run's conformal layer (JSON) for these weights: its ``uncertainty.json`` when fitted from them (or
+    recording no checkpoint); else fitted now, as ``ecgka evaluate`` fits it (``fit_for_dataset``), from the
+    val predictions of its test evaluation of these weights (the ones its operating points came from); else
+    None (never evaluated with them)."""
+    import pandas as pd
+
+    from ecgka.keys import PredCol
+    from ecgka.metrics.conformal import fit_for_dataset, layer_from_json
 
     data = run.read_uncertainty()
+    if data is not None and layer_from_json(data, str(run.uncertainty)).source.get("checkpoint_sha256") in (
+            None, checkpoint_sha256):
+        return data
+    path = run.predictions_path("val")
+    if not path.is_file() or not run.metrics_path("test").is_file() or \
+            _get(run.read_metrics("test"), "model.checkpoint_sha256") != checkpoint_sha256:
+        return None
+    try:
+        val = pd.read_parquet(path, columns=[PredCol.LABEL.value, PredCol.PREDICTION.value])
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: unreadable val predictions ({str(exc).splitlines()[0]}); run ecgka evaluate "
+                         "again") from None
+    dataset = run_dataset(run)[0]
+    labels = val[PredCol.LABEL.value].to_numpy(np.float64)
+    layer = fit_for_dataset(dataset, labels, val[PredCol.PREDICTION.value].to_numpy(np.float64),
+                            source={"split": "val", "n": int(labels.size), "checkpoint_sha256": checkpoint_sha256,
+                                    "dataset_fingerprint": dataset.fingerprint, "seed": 0,
+                                    "fitted_by": "card (the run had no uncertainty.json of these weights)"})
+    return layer.model_dump(mode="json")
+
+
+def uncertainty_block(run: RunDir, checkpoint_sha256: str) -> dict[str, Any] | None:
+    """The card's ``uncertainty``: the run's conformal layer (:func:`run_layer_json`, fitted on validation)
+    with its formula and the note on merged ranges, so a consumer of the export alone reproduces
+    ``ecgka predict``'s interval and probability columns. None when the run has no layer of these weights."""
+    from ecgka.metrics.conformal import layer_from_json
+
+    data = run_layer_json(run, checkpoint_sha256)
     if data is None:
         return None
     layer = layer_from_json(data, str(run.uncertainty))
-    fitted = layer.source.get("checkpoint_sha256")
-    if fitted is not None and fitted != checkpoint_sha256:
-        return None
     return {"method": layer.method, "fitted_on": layer.source.get("split", "val"), "levels": layer.levels,
             "columns": list(layer.column_names), "merged": layer.merge_note(), "formula": layer.formula,
             "layer": layer.model_dump(mode="json")}

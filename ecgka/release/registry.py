@@ -374,35 +374,16 @@ class ModelRegistry:
 
 
 def run_uncertainty(run: RunDir, sha: str) -> dict[str, Any]:
-    """The run's conformal layer (JSON) for these weights: its ``uncertainty.json`` when that was fitted from
-    them (or records no checkpoint), else fitted now from the val predictions its test evaluation wrote (the
-    ones its operating points came from) with ``fit_for_dataset``, as ``ecgka evaluate`` fits it. A run with
-    neither is refused in one line (evaluate it first)."""
-    import pandas as pd
+    """The run's conformal layer (JSON) for these weights (``ecgka.release.card.run_layer_json``: its
+    ``uncertainty.json``, or fitted from the val predictions of its evaluation); a run with neither is
+    refused in one line (evaluate it first)."""
+    from ecgka.release.card import run_layer_json
 
-    from ecgka.keys import PredCol
-    from ecgka.metrics.conformal import fit_for_dataset, layer_from_json
-    from ecgka.release.card import run_dataset
-
-    data = run.read_uncertainty()
-    if data is not None:
-        layer = layer_from_json(data, str(run.uncertainty))
-        if layer.source.get("checkpoint_sha256") in (None, sha):
-            return data
-    path = run.predictions_path("val")
-    if not path.is_file():
-        raise InputError(f"{run.path}: no conformal layer ({RunDir.UNCERTAINTY}) and no val predictions to fit "
-                         f"one; run `ecgka evaluate {run.path} --data DIR` before registering")
-    try:
-        val = pd.read_parquet(path, columns=[PredCol.LABEL.value, PredCol.PREDICTION.value])
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: unreadable val predictions ({str(exc).splitlines()[0]}); run ecgka evaluate "
-                         "again") from None
-    dataset = run_dataset(run)[0]
-    layer = fit_for_dataset(dataset, val[PredCol.LABEL.value].to_numpy(), val[PredCol.PREDICTION.value].to_numpy(),
-                            source={"checkpoint_sha256": sha, "dataset_fingerprint": dataset.fingerprint,
-                                    "split": "val", "fitted_by": "ecgka registry register"})
-    return layer.model_dump(mode="json")
+    data = run_layer_json(run, sha)
+    if data is None:
+        raise InputError(f"{run.path}: no conformal layer ({RunDir.UNCERTAINTY}) of these weights and no val "
+                         f"predictions to fit one; run `ecgka evaluate {run.path} --data DIR` before registering")
+    return data
 
 
 def parse_ref(ref: str) -> tuple[Path, str] | None:
