@@ -55,6 +55,9 @@ class StageKind:
     input_options: tuple[str, ...] = ()
     # the fully resolved config of the stage (defaults, ``extends`` and overrides applied), fingerprinted
     resolved_config: Callable[[Any], dict[str, Any]] = lambda options: {}
+    # the stage's options as its fingerprint sees them: settings that change no result left out (the MLflow
+    # mirror's ``mlflow.*`` overrides), so turning the mirror on or off re-runs nothing
+    fingerprinted: Callable[[dict[str, Any]], dict[str, Any]] = lambda options: options
     # called before re-running a stage whose inputs or config changed (or with --force); stages that
     # resume by themselves must not resume work made from other inputs
     reset: Callable[[Path], None] = lambda out: None
@@ -105,6 +108,23 @@ def _synth_age_complete(o: AgeSynthOptions, out: Path) -> bool:
 
 def _run_build(o: BuildOptions, out: Path) -> None:
     o.execute(out, cfg=o.load_config("overrides"), progress=True)
+
+
+def _without_mirror(options: dict[str, Any]) -> dict[str, Any]:
+    """A training stage's options less its ``mlflow.*`` overrides (the mirror changes no result); an
+    ``overrides`` list left empty is left out, as it was before a pipeline's ``mlflow:`` block added to it."""
+    overrides = options.get("overrides")
+    if not isinstance(overrides, list):
+        return options
+    kept = [o for o in overrides if not (isinstance(o, str) and o.strip().startswith("mlflow."))]
+    if len(kept) == len(overrides):
+        return options
+    return {k: v for k, v in options.items() if k != "overrides"} | ({"overrides": kept} if kept else {})
+
+
+def _train_config(o: Any) -> dict[str, Any]:
+    """The resolved training config, fingerprinted without the MLflow mirror's settings."""
+    return o.load_config("overrides").model_dump(mode="json", exclude={"mlflow"})
 
 
 def _run_train(o: TrainOptions, out: Path) -> None:
@@ -195,7 +215,7 @@ STAGE_KINDS.register("build")(
 STAGE_KINDS.register("train")(
     StageKind(TrainOptions, _run_train, _train_complete, input_options=("config", "data", "init"),
               path_options=("config", "data", "init"), config_options=("config",), result=_train_result, gpu=True,
-              resolved_config=lambda o: o.load_config("overrides").model_dump(mode="json"), reset=_remove)
+              resolved_config=_train_config, fingerprinted=_without_mirror, reset=_remove)
 )
 STAGE_KINDS.register("evaluate")(
     StageKind(EvaluateOptions, _run_evaluate, _evaluate_complete, input_options=("run", "data", "config"),
@@ -258,8 +278,8 @@ STAGE_KINDS.register("challenger")(
     StageKind(ChallengerOptions, _run_challenger, lambda o, out: _train_complete(o, out),
               input_options=("config", "data"), reset=_remove, check=_check_challenger,
               path_options=("config", "data", "registry"), config_options=("config",), result=_train_result, gpu=True,
-              resolved_config=lambda o: {"train": o.train_options().load_config("overrides").model_dump(mode="json"),
-                                         "init": o.init})
+              resolved_config=lambda o: {"train": _train_config(o.train_options()), "init": o.init},
+              fingerprinted=_without_mirror)
 )
 STAGE_KINDS.register("register")(
     StageKind(RegisterOptions, _run_register, _register_complete, input_options=("run",),
