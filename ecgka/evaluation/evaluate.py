@@ -7,6 +7,12 @@ also predicts ``val``. The label grid, the training counts and the shot rule com
 description (:class:`ecgka.catalog.info.DatasetInfo`, given by its kind); an explicit
 ``shot_rule``/``many``/``few`` overrides the rule, and metrics.json records which rule was used and where it
 came from. metrics.json's ``dataset`` block is the description's JSON form (``DatasetInfo.to_dict``).
+
+Calibrated uncertainty (issue 23, ``ecgka.evaluation.uncertainty``): the run's conformal layer is fitted on the
+val predictions (stored as ``RUN/uncertainty.json``, reused while the checkpoint and dataset are unchanged),
+its interval and probability columns (``ecgka.keys.UNCERTAINTY_COLUMNS``) are appended to both prediction
+tables, and metrics.json gains ``uncertainty`` (coverage and width per range and level, Brier score and
+reliability of the probabilities), computed from the columns of the evaluated split's table.
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ from ecgka.errors import InputError
 from ecgka.evaluation import aggregates
 from ecgka.evaluation.config import EvalConfig
 from ecgka.evaluation.subgroups import prediction_subgroups
+from ecgka.evaluation.uncertainty import (
+    columns_of,
+    fit_layer,
+    run_layer,
+    split_reliability,
+    uncertainty_block,
+    with_columns,
+)
 from ecgka.io import atomic_path, atomic_write_json, sha256_file
-from ecgka.keys import SPLITS, PredCol
+from ecgka.keys import SPLITS, UNCERTAINTY_COLUMNS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
 
-SCHEMA_VERSION = 2  # 2: shots.source, train_bin_counts.step, figures.distributions.step
+SCHEMA_VERSION = 3  # 2: shots.source, train_bin_counts.step, figures.distributions.step; 3: uncertainty,
+# decision curves from the conformal layer's probabilities (figures.decision_curves.*.probability)
 PREDICTION_COLUMNS = tuple(c.value for c in PredCol)
 RUN_KEYS = ("name", "display_name", "method", "dist_loss", "stage", "init", "dataset_fingerprint",
             "best_epoch", "selection_metric", "seed", "group", "ablation", "variant", "status")
@@ -41,12 +56,13 @@ BA_SPAN_STEPS = 30  # the Bland-Altman density covers differences of +- 30 grid 
 
 
 def check_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The ``PredCol`` columns (and the subgroup columns when present), finite labels and predictions; a one-line
-    InputError otherwise."""
+    """The ``PredCol`` columns (and the subgroup and uncertainty columns when present), finite labels and
+    predictions; a one-line InputError otherwise."""
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{source}: missing columns {', '.join(missing)}")
-    df = df.loc[:, [*PREDICTION_COLUMNS, *(c for c in SUBGROUP_COLUMNS if c in df.columns)]].reset_index(drop=True)
+    extra = [c for c in (*SUBGROUP_COLUMNS, *UNCERTAINTY_COLUMNS) if c in df.columns]
+    df = df.loc[:, [*PREDICTION_COLUMNS, *extra]].reset_index(drop=True)
     for col in (PredCol.LABEL, PredCol.PREDICTION):
         bad = ~np.isfinite(df[col.value].to_numpy(dtype=np.float64))
         if bad.any():
@@ -101,9 +117,11 @@ def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo, cfg: EvalConfig | None = None,
-                    split: str = "test") -> dict:
+                    split: str = "test", layer=None) -> dict:
     """All metrics of one evaluated split, from prediction tables and the dataset's description (pure).
-    ``clinical`` is null for a label the clinical conditions are not defined for (``clinical.applies_to``)."""
+    ``clinical`` is null for a label the clinical conditions are not defined for (``clinical.applies_to``).
+    ``uncertainty`` comes from the uncertainty columns of ``test`` when it has them (what ``evaluate_run``
+    writes), else from ``layer`` (a ``LabelConditionalCPS``), else from a layer fitted here on ``val``."""
     cfg = cfg or EvalConfig()
     test = check_predictions(test, f"{split} predictions")
     val = check_predictions(val, "val predictions")
@@ -112,12 +130,18 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
     preds, labels = _arrays(test)
     val_preds, val_labels = _arrays(val)
     groups = grid.assign_groups(labels, counts)
+    columns = columns_of(test)
+    if columns is None:
+        layer = layer or fit_layer(val, dataset, cfg.seed)
+        columns = layer.columns(preds)
     clinical = clinical_metrics(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
                                 grid, cfg.target_sensitivity, cfg.n_boot, cfg.seed, cfg.calibration_width) \
         if applies_to(grid) else None
     extra = _utility_calibration(preds, labels, test[PredCol.SUBJECT_ID.value].to_numpy(), val_preds, val_labels,
-                                 groups, dataset, clinical, cfg) if clinical is not None else {}
+                                 groups, dataset, clinical, cfg, columns) if clinical is not None else {}
     figures = _figure_aggregates(preds, labels, groups, grid)
+    uncertainty = uncertainty_block(test, columns, layer, grid, counts, split)
+    figures["reliability"] = split_reliability(uncertainty)  # figure data, as the decision curves
     if extra:  # the decision curves are figure data: kept here, left out of the report's metrics.json
         figures["decision_curves"] = {n: c.pop("decision_curve") for n, c in extra["utility"]["conditions"].items()}
     return _clean({
@@ -134,14 +158,17 @@ def compute_metrics(test: pd.DataFrame, val: pd.DataFrame, dataset: DatasetInfo,
         "subgroups": prediction_subgroups(test, groups, clinical, cfg.n_boot, cfg.seed),  # ecgka.evaluation.subgroups
         "figures": figures,
         "dataset": dataset.to_dict(),
+        "uncertainty": uncertainty,
         **extra,
     })
 
 
 def _utility_calibration(preds, labels, subjects, val_preds, val_labels, groups, dataset: DatasetInfo,
-                         clinical: dict, cfg: EvalConfig) -> dict:
+                         clinical: dict, cfg: EvalConfig, columns: dict | None = None) -> dict:
     """metrics.json ``utility`` (PPV/NPV at deployment prevalences, decision curves) and ``calibration_fit``
-    (calibration line overall and per shot region, MAE per clinical range), potassium only."""
+    (calibration line overall and per shot region, MAE per clinical range), potassium only. The decision
+    curves use the conformal layer's ``p_hypo``/``p_hyper`` (calibrated at the training prevalence) when
+    ``columns`` has them, else the val-fitted event model."""
     from ecgka.metrics.calibration import calibration_by_group, mae_by_clinical_range
     from ecgka.metrics.utility import train_prevalence, utility_metrics
 
@@ -152,8 +179,10 @@ def _utility_calibration(preds, labels, subjects, val_preds, val_labels, groups,
     declared = {n: user.get(n, train[n]) for n in conds}
     sources = {n: "declared" if n in user else "training" for n in conds}
     rules = {n: (clinical["conditions"][n].get("operating_point") or {}).get("threshold") for n in conds}
+    probs = {n: (f"p_{n}", columns[f"p_{n}"], train[n]) for n in conds if f"p_{n}" in (columns or {})}
     return {"utility": utility_metrics(preds, labels, subjects, val_preds, val_labels, conds, declared, rules,
-                                       cfg.n_boot, cfg.seed, declared_source=sources, train_prevalence=train),
+                                       cfg.n_boot, cfg.seed, declared_source=sources, train_prevalence=train,
+                                       probabilities=probs),
             "calibration_fit": {**calibration_by_group(preds, labels, subjects, groups, n_boot=cfg.n_boot,
                                                        seed=cfg.seed),
                                 "mae_by_range": mae_by_clinical_range(preds, labels, subjects, cfg.n_boot, cfg.seed)}}
@@ -235,9 +264,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     eval_dataset(dataset, cfg)  # a bad shot override fails before any prediction
     sha = sha256_file(resolve_weights(run_dir.path, cfg.checkpoint))  # the weights about to be evaluated
     preds = {s: with_subgroups(_predict(run_dir.path, data, s, cfg), data, s) for s in dict.fromkeys(("val", split))}
+    layer, _ = run_layer(run_dir, preds["val"], dataset, cfg.checkpoint, sha, cfg.seed, own_dataset=other is None)
+    preds = {s: with_columns(df, layer) for s, df in preds.items()}
     for s, df in preds.items():
         _write_parquet(df, run_dir.predictions_path(s, other))
-    metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split)
+    metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split, layer)
     metrics.update(_provenance(run, cfg, sha))
     atomic_write_json(run_dir.metrics_path(split, other), metrics)
     return metrics

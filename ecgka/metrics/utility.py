@@ -11,6 +11,11 @@ its intercept is shifted by ``logit(p) - logit(val prevalence)`` (``shift_to_pre
 correction. Net benefit at threshold probability ``t`` and prevalence ``p`` is
 ``sens(t) p - (1 - spec(t))(1 - p) t / (1 - t)`` (the case-control form of Vickers & Elkin, which is what
 ``dcurves.dca(..., prevalence=p)`` computes); treat-all is ``p - (1 - p) t / (1 - t)``, treat-none 0.
+
+When the run has a conformal layer (issue 23, ``ecgka.metrics.conformal``), its event probabilities
+(``p_hypo``, ``p_hyper``: a posterior under the training split's prevalence, calibrated on validation) replace
+the event model for the decision curves, moved to the declared prevalence by the same prior-shift correction
+(``shift_probability``); the curve records which probabilities it used (``probability``).
 """
 
 from __future__ import annotations
@@ -110,6 +115,16 @@ def event_probability(model: dict, preds) -> np.ndarray:
     return 1 / (1 + np.exp(-np.clip(z, -35, 35)))
 
 
+def shift_probability(prob, from_prevalence: float, to_prevalence: float) -> np.ndarray:
+    """Probabilities calibrated at ``from_prevalence`` moved to ``to_prevalence`` (prior shift: the log-odds
+    gain ``logit(to) - logit(from)``); 0 and 1 stay."""
+    prob = np.clip(np.asarray(prob, dtype=np.float64), 0.0, 1.0)
+    odds_ratio = np.exp(_logit(to_prevalence) - _logit(from_prevalence))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = prob * odds_ratio / (prob * odds_ratio + (1 - prob))
+    return np.where(prob >= 1.0, 1.0, np.where(prob <= 0.0, 0.0, out))
+
+
 def net_benefit(prob, truth, thresholds=THRESHOLDS, prevalence: float | None = None) -> np.ndarray:
     """Net benefit of treating when ``prob >= t`` for each threshold ``t`` (at the sample's prevalence, or at
     ``prevalence`` through sensitivity and specificity)."""
@@ -151,7 +166,7 @@ def train_prevalence(centres, counts, condition) -> float | None:
 def utility_metrics(preds, labels, subjects, val_preds, val_labels, conditions: dict, declared: float | dict | None,
                     op_rules: dict | None = None, n_boot: int = 1000, seed: int = 0,
                     extra_prevalences=DEPLOYMENT_PREVALENCES, declared_source: str | dict = "training",
-                    train_prevalence: dict | None = None) -> dict:
+                    train_prevalence: dict | None = None, probabilities: dict | None = None) -> dict:
     """Per condition: PPV/NPV at the declared and fixed prevalences (clinical threshold and the val operating
     point), the val-fitted event model and the decision curve at the declared prevalence.
 
@@ -159,7 +174,9 @@ def utility_metrics(preds, labels, subjects, val_preds, val_labels, conditions: 
     ``op_rules`` maps a condition to its operating-point cut-off on predicted K (or None); ``declared_source``
     says where each declared prevalence comes from ("training": the training split's; "declared": the user's,
     ``EvalConfig.deployment_prevalence``), one for all or one per condition; ``train_prevalence`` (per
-    condition) is recorded beside it."""
+    condition) is recorded beside it. ``probabilities`` maps a condition to ``(column name, P(event) of each
+    row of preds, the prevalence they are calibrated at)`` (the conformal layer's): given, the decision curve
+    uses them (shifted to the declared prevalence) instead of the event model."""
     def per(value, name):
         return value.get(name) if isinstance(value, dict) else value
 
@@ -182,10 +199,16 @@ def utility_metrics(preds, labels, subjects, val_preds, val_labels, conditions: 
             for i, r in enumerate(ppv_npv_at_prevalences(predicted, truth, subjects, prevs, n_boot, seed)):
                 rows.append({"point": point, "declared": bool(p_decl) and i == 0, **r})
         model = fit_event_model(val_preds, cond.positive(val_labels))
-        curve = None
-        if model is not None and p_decl and truth.any() and (~truth).any():
-            shifted = shift_to_prevalence(model, p_decl)
-            curve = decision_curve(event_probability(shifted, preds), truth, p_decl)
+        curve, given = None, (probabilities or {}).get(name)
+        if p_decl and truth.any() and (~truth).any():
+            if given is not None and given[2]:
+                column, prob, at = given
+                curve = {**decision_curve(shift_probability(prob, at, p_decl), truth, p_decl),
+                         "probability": column, "probability_prevalence": float(at)}
+            elif model is not None:
+                shifted = shift_to_prevalence(model, p_decl)
+                curve = {**decision_curve(event_probability(shifted, preds), truth, p_decl),
+                         "probability": "event_model"}
         out["conditions"][name] = {"title": cond.title, "definition": cond.definition,
                                    "declared_prevalence": p_decl, "prevalence_source": per(declared_source, name),
                                    "ppv_npv": rows, "event_model": model,

@@ -21,7 +21,7 @@ from ecgka.config import config_hash, validate_config
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.metrics.clinical import MIN_POSITIVES
-from ecgka.report import comparison, html, index, markdown, pair, privacy, tripod, utility
+from ecgka.report import comparison, html, index, markdown, pair, privacy, tripod, uncertainty, utility
 from ecgka.report.collect import (
     ReportModel,
     by_dataset,
@@ -46,7 +46,8 @@ SECTIONS = [
     ("results", "Main results by shot region (Tables 1, 8)", ("results",), ()),
     ("dist-loss", "Each method + Dist Loss (Table 2)", ("dist_loss_improvement",), ()),
     ("clinical", "Clinical detection and agreement",
-     ("clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman"), ("roc", "calibration")),
+     ("clinical_thresholds", "clinical_operating_point", "mae_by_range", "bland_altman", *uncertainty.CLINICAL_TABLES),
+     ("roc", "calibration", *uncertainty.CLINICAL_FIGURES)),
     ("distributions", "Predictions", (), ("distributions", "few_shot_errors", "scatter", "bland_altman")),
     ("timing", "Training time (Table 3)", ("training_time",), ()),
     ("ablation-batch", "Batch-size ablation", ("ablation*batch*",), ()),
@@ -55,6 +56,7 @@ SECTIONS = [
     ("imbalance", "Imbalance ratios (Table 13)", ("imbalance_few_mae", "imbalance_few_gm"), ("imbalance_variants",)),
     utility.CALIBRATION_SECTION,
     utility.UTILITY_SECTION,
+    uncertainty.SECTION,
     SUBGROUP_SECTION,
 ]
 
@@ -268,7 +270,9 @@ def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:
     """The report of runs evaluated on one dataset."""
     tables = {**all_tables(model), **utility.report_tables(model)}
     tables |= subgroup_tables(model)  # ecgka.report.subgroups
+    tables |= uncertainty.report_tables(model)  # ecgka.report.uncertainty (issue 23)
     figures = {f.name: f for f in all_figures(model)} | utility.report_figures(model)
+    figures |= uncertainty.report_figures(model)
     page = page_model(model, tables, figures, title)
     page["privacy"] = html.privacy_note(grid_text(model.main_dataset))
     page["appendix"] = tripod.HTML_NAME  # linked from the page's navigation

@@ -27,10 +27,11 @@ UTILITY_NOTE = (
     "\"declared by\" in the event-model table; also 1 %, 5 % and 20 %); the 95 % CIs carry the subject-"
     "bootstrap replicates of sensitivity and specificity through the same formula.")
 EVENT_NOTE = (
-    "Probabilities for the decision curves: logit P(event) = a + b x predicted K, a logistic regression of the "
-    "event on the predicted K fitted on the run's validation predictions, its intercept then shifted by "
-    "logit(declared prevalence) - logit(validation prevalence). Net benefit is computed with dcurves at the "
-    "declared prevalence.")
+    "Event model: logit P(event) = a + b x predicted K, a logistic regression of the event on the predicted K "
+    "fitted on the run's validation predictions, its intercept then shifted by logit(declared prevalence) - "
+    "logit(validation prevalence). The decision curves use it only for runs evaluated without a conformal layer; "
+    "runs with one use its probabilities p_hypo / p_hyper (section \"Calibrated uncertainty\"). Net benefit is "
+    "computed with dcurves at the declared prevalence.")
 CALIBRATION_NOTE = (
     "Calibration line: ordinary least squares of the laboratory K on the predicted K (intercept a, slope b; "
     "ideal a = 0, b = 1), overall and per shot region, with subject-bootstrap 95 % CIs. A slope above 1 "
@@ -105,6 +106,20 @@ def _curve(r: RunEntry, name: str) -> dict | None:
     return curve or (r.metrics["utility"]["conditions"].get(name) or {}).get("decision_curve")
 
 
+def _probability_source(runs: list[RunEntry], names) -> str:
+    """Where the curves' probabilities come from, in words: the conformal layer's (issue 23), the event model
+    (runs evaluated before it), or each where it applies."""
+    found = {(_curve(r, n) or {}).get("probability", "event_model") for r in runs for n in names if _curve(r, n)}
+    layer = ("the conformal layer's event probabilities (p_hypo, p_hyper: the label-conditional predictive "
+             "distribution fitted on validation under the training prevalence, moved to the declared one by the "
+             "prior-shift correction)")
+    if found == {"event_model"}:
+        return "probabilities from the validation-fitted event model"
+    if "event_model" not in found:
+        return f"probabilities: {layer}"
+    return f"probabilities: {layer}, or the validation-fitted event model for runs evaluated before it"
+
+
 def _source(runs: list[RunEntry]) -> str:
     """How the prevalence was declared, in words: the training split's, or the user's (deployment_prevalence)."""
     found = {(r.metrics["utility"].get("prevalence") or {}).get("source", "training") for r in runs}
@@ -135,7 +150,7 @@ def decision_curves(runs: list[RunEntry]) -> Figure | None:
         _legend(ax, 6)
     return Figure("decision_curves", "Decision curves", _png(fig),
                   f"Net benefit against threshold probability at the declared prevalence ({_source(runs)}), "
-                  "with treat-all and treat-none; probabilities from the validation-fitted event model.")
+                  f"with treat-all and treat-none; {_probability_source(runs, names)}.")
 
 
 def report_tables(model: ReportModel) -> dict[str, Table]:

@@ -1,0 +1,202 @@
+"""Report section "Calibrated uncertainty" and the clinical section's probability calibration (issue 23).
+
+Read from metrics.json ``uncertainty`` (written by ``ecgka evaluate`` from the run's conformal layer,
+``ecgka.evaluation.uncertainty``): the coverage and mean width of the label-conditional conformal intervals
+per range of the laboratory value (each shot group, and the clinical K ranges) and nominal level, and the
+Brier score and reliability bins of the event probabilities. Runs evaluated before the layer existed are
+left out (nothing is recomputed here: the report never sees predictions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ecgka.report.collect import ReportModel, RunEntry
+from ecgka.report.figures import MAX_PANELS, Figure, _grid, _legend, _png
+from ecgka.report.tables import Table
+
+# SECTIONS entry of report/build.py: (section id, title, tables, figures)
+SECTION = ("uncertainty", "Calibrated uncertainty: conformal intervals by range", ("interval_coverage",),
+           ("interval_coverage",))
+CLINICAL_TABLES = ("probability_brier",)  # placed in the clinical section (build.SECTIONS "clinical")
+CLINICAL_FIGURES = ("reliability",)
+SHOWN_LEVEL = 0.9  # the display table's level; every level is in the tidy CSV
+
+INTERVAL_NOTE = (
+    "Per-ECG intervals from a label-conditional (Mondrian) conformal predictive system fitted on the run's "
+    "validation predictions, bins of the true value bounded by the shot-group and clinical edges (sparse bins "
+    "merged with a neighbour): coverage is meant to hold within each range of the laboratory value, not only "
+    "overall. Coverage: share of {split} ECGs whose laboratory value lies in its interval (95 % CI: "
+    "Clopper-Pearson); mean width in {unit}. Blue: the CI lies below the nominal level. Levels 80 % and 95 % "
+    "are in the tidy CSV.")
+IN_SAMPLE_NOTE = (" The evaluated split is the calibration split itself (val): its coverage is in-sample and "
+                  "guaranteed by construction, not a test of the layer.")
+BRIER_NOTE = (
+    "Event probabilities from the same predictive distribution (posterior over the label grid, prediction "
+    "densities per range fitted on validation): p_hypo = P(K < 3.5), p_hyper = P(K >= 5.5), p_severe_hypo = "
+    "P(K < 2.5), p_severe_hyper = P(K > 6.5). \"Brier\": the shipped probabilities (the columns of ecgka predict), "
+    "whose prior is the training split's label distribution; \"split prior\": the same distribution with the "
+    "evaluated split's label distribution as prior, what the shipped ones become at that split's prevalences "
+    "(the test split is balanced by design, so its prevalences are no clinic's). Brier score: mean squared "
+    "difference between the probability and the event (lower is better); reference: always predicting the "
+    "split's prevalence. Bold: lowest in the column.")
+
+
+def _with(runs: list[RunEntry]) -> list[RunEntry]:
+    return [r for r in runs if (r.metrics.get("uncertainty") or {}).get("coverage")]
+
+
+def _level_text(level: float) -> str:
+    return f"{round(level * 100):d} %"
+
+
+def interval_table(runs: list[RunEntry], split: str = "test", unit: str = "mmol/L") -> Table:
+    """Coverage (with CI) and mean width per method and range at ``SHOWN_LEVEL``; the tidy CSV: every level."""
+    rows, tidy, marks = [], [], {}
+    shown = _level_text(SHOWN_LEVEL)
+    in_sample = any(r.metrics["uncertainty"].get("in_sample") for r in runs)
+    for r in runs:
+        for x in r.metrics["uncertainty"]["coverage"]:
+            for metric in ("n", "coverage", "ci_lower", "ci_upper", "mean_width"):
+                tidy.append({"method": r.display_name, "range": x["range"], "range_kind": x.get("kind"),
+                             "level": x["level"], "metric": metric, "value": x.get(metric)})
+            if abs(x["level"] - SHOWN_LEVEL) > 1e-9:
+                continue
+            if x.get("ci_upper") is not None and x["ci_upper"] < x["level"]:
+                marks[(len(rows), f"coverage {shown}")] = "worse"
+            rows.append({"method": r.display_name, "range": x["range"], "n": x["n"],
+                         f"coverage {shown}": x.get("coverage"), "CI lower": x.get("ci_lower"),
+                         "CI upper": x.get("ci_upper"), f"mean width {shown}": x.get("mean_width")})
+    note = INTERVAL_NOTE.format(split=split, unit=unit) + (IN_SAMPLE_NOTE if in_sample else "")
+    return Table("interval_coverage", f"Coverage and mean width of the {shown} conformal intervals by range",
+                 pd.DataFrame(rows), note, marks, keys=("method", "range"), tidy_df=pd.DataFrame(tidy))
+
+
+def _conditions(runs: list[RunEntry]) -> list[str]:
+    names: dict[str, None] = {}
+    for r in runs:
+        names.update(dict.fromkeys((r.metrics["uncertainty"].get("probabilities") or {})))
+    return list(names)
+
+
+def brier_table(runs: list[RunEntry]) -> Table | None:
+    """Brier score per method and condition: of the shipped probabilities (training prevalence), of the same
+    distribution under the evaluated split's label distribution, and the prevalence reference; tidy: one row
+    per value."""
+    names = _conditions(runs)
+    if not names:
+        return None
+    rows, tidy = [], []
+    for r in runs:
+        u = r.metrics["uncertainty"]
+        shipped, at_split = u.get("probabilities") or {}, u.get("probabilities_split_prior") or {}
+        row = {"method": r.display_name}
+        for n in names:
+            p, q = shipped.get(n) or {}, at_split.get(n) or {}
+            row.update({f"Brier {n}": p.get("brier"), f"Brier {n} (split prior)": q.get("brier"),
+                        f"reference {n}": p.get("brier_baseline"), f"positives {n}": p.get("n_positive")})
+            for prior, block in (("training", p), ("split", q)):
+                for metric in ("brier", "brier_baseline", "n", "n_positive", "prevalence"):
+                    tidy.append({"method": r.display_name, "condition": n, "column": p.get("column"),
+                                 "prior": prior, "metric": metric, "value": block.get(metric)})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    marks: dict[tuple[int, str], str] = {}
+    for c in [c for c in df.columns if c.startswith("Brier ")]:
+        values = pd.to_numeric(df[c], errors="coerce")
+        if values.notna().any():
+            marks[(int(values.idxmin()), c)] = "best"
+    return Table("probability_brier", "Event probabilities: Brier score", df, BRIER_NOTE, marks,
+                 tidy_df=pd.DataFrame(tidy))
+
+
+def _range_order(runs: list[RunEntry]) -> list[str]:
+    order: dict[str, None] = {}
+    for r in runs:
+        order.update(dict.fromkeys(x["range"] for x in r.metrics["uncertainty"]["coverage"]))
+    return list(order)
+
+
+def coverage_figure(runs: list[RunEntry]) -> Figure:
+    """Coverage per range against the nominal line, one marker (with its CI) per method, a panel per level."""
+    levels = sorted({x["level"] for r in runs for x in r.metrics["uncertainty"]["coverage"]})
+    ranges = _range_order(runs)
+    fig, axes = _grid(len(levels), size=(4.6, 3.4))
+    offsets = np.linspace(-0.3, 0.3, len(runs)) if len(runs) > 1 else np.zeros(1)
+    for ax, level in zip(axes, levels, strict=False):
+        for off, r in zip(offsets, runs, strict=False):
+            at = {x["range"]: x for x in r.metrics["uncertainty"]["coverage"] if abs(x["level"] - level) < 1e-9}
+            xs = [i + off for i, name in enumerate(ranges) if (at.get(name) or {}).get("coverage") is not None]
+            pts = [at[name] for name in ranges if (at.get(name) or {}).get("coverage") is not None]
+            if not pts:
+                continue
+            y = np.array([p["coverage"] for p in pts])
+            lo = np.array([p["ci_lower"] if p.get("ci_lower") is not None else p["coverage"] for p in pts])
+            hi = np.array([p["ci_upper"] if p.get("ci_upper") is not None else p["coverage"] for p in pts])
+            ax.errorbar(xs, y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, capsize=1.5, label=r.display_name)
+        ax.axhline(level, color="k", ls="--", lw=0.8, label="nominal")
+        ax.set_xticks(range(len(ranges)))
+        ax.set_xticklabels(ranges, rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(max(0.0, min(ax.get_ylim()[0], level - 0.2)), 1.01)
+        ax.set_title(f"{_level_text(level)} intervals", fontsize=8)
+        ax.set_ylabel("coverage", fontsize=8)
+        _legend(ax, 6)
+    return Figure("interval_coverage", "Coverage of the conformal intervals by range", _png(fig),
+                  "Share of ECGs whose laboratory value lies in its interval, per range of the laboratory value "
+                  "(shot groups, then clinical ranges), with 95 % Clopper-Pearson CIs; dashed: the nominal level.")
+
+
+def _reliability(r: RunEntry, name: str) -> list[dict]:
+    """A run's reliability bins of one condition under the split's prior (the shipped ones when absent;
+    metrics.json ``figures.reliability``), non-empty bins."""
+    data = (r.metrics.get("figures") or {}).get("reliability") or {}
+    bins = (data.get("split_prior") or data.get("shipped") or {}).get(name) or []
+    return [b for b in bins if b.get("n")]
+
+
+def reliability_figure(runs: list[RunEntry]) -> Figure | None:
+    """Reliability curves of the event probabilities: observed event fraction against mean probability."""
+    names = [n for n in _conditions(runs) if any(_reliability(r, n) for r in runs)]
+    if not names:
+        return None
+    fig, axes = _grid(len(names), size=(3.6, 3.2))
+    for ax, n in zip(axes, names, strict=False):
+        for r in runs:
+            u = r.metrics["uncertainty"]
+            p = (u.get("probabilities_split_prior") or u.get("probabilities") or {}).get(n) or {}
+            bins = _reliability(r, n)
+            if bins:
+                ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", ms=3,
+                        lw=1, label=f"{r.display_name} {p['brier']:.3f}" if p.get("brier") is not None
+                        else r.display_name)
+        ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.6)
+        head = next(((r.metrics["uncertainty"]["probabilities"] or {}).get(n) for r in runs
+                     if (r.metrics["uncertainty"].get("probabilities") or {}).get(n)), {})
+        ax.set_title(f"{head.get('title', n)}: {head.get('column', n)}", fontsize=8)
+        ax.set(xlabel="mean predicted probability", ylabel="observed fraction", xlim=(0, 1), ylim=(0, 1))
+        _legend(ax, 6)
+    return Figure("reliability", "Reliability of the event probabilities", _png(fig),
+                  "Observed fraction of events against the mean predicted probability, per probability bin "
+                  "(empty bins omitted), the predictive distribution taken under the evaluated split's label "
+                  "distribution (the split prior; the shipped probabilities assume the training prevalence, see "
+                  "the Brier table); legend: Brier score; grey: perfect calibration.")
+
+
+def report_tables(model: ReportModel) -> dict[str, Table]:
+    """The interval table (uncertainty section) and the Brier table (clinical section), for runs that have
+    metrics.json ``uncertainty``."""
+    runs = _with(model.main_runs or model.runs)
+    if not runs:
+        return {}
+    unit = model.main_dataset.grid.unit if model.main_dataset is not None else ""
+    out = [interval_table(runs, model.split, unit), brier_table(runs)]
+    return {t.name: t for t in out if t is not None}
+
+
+def report_figures(model: ReportModel) -> dict[str, Figure]:
+    runs = _with(model.main_runs or model.runs)[:MAX_PANELS]
+    if not runs:
+        return {}
+    out = [coverage_figure(runs), reliability_figure(runs)]
+    return {f.name: f for f in out if f is not None}
