@@ -260,3 +260,46 @@ def test_log_lines_are_json(tmp_path):
     append_log(path, {"stage": "b", "gpu": "0"})
     assert [json.loads(line) for line in path.read_text().splitlines()] == [{"stage": "a", "gpu": None},
                                                                           {"stage": "b", "gpu": "0"}]
+
+
+@pytest.mark.slow
+def test_the_smoke_pipeline_gives_the_same_weights_and_metrics_in_parallel(tmp_path):
+    """The smoke chain sequentially in this process, then its training and evaluation stages again on a local
+    cluster of two worker processes (from a copy of the stand-in and the dataset, which it skips): the same
+    weights, tensor for tensor, and the same metrics."""
+    import shutil
+
+    import torch
+
+    from ecgka.catalog import RunDir
+    from ecgka.pipeline.clusters import local_cluster
+    from ecgka.pipeline.executors import DaskExecutor
+    from ecgka.resources import find_pipeline
+
+    pipeline = find_pipeline(Path("smoke"))
+    spec = load_pipeline(pipeline, {"subjects": 120})
+    project = pipeline.resolve().parent.parent
+    runs = ["vanilla", "dist_loss"]
+    stages = {"standin", "dataset", *runs, "eval_vanilla", "eval_dist_loss"}
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    run_pipeline(spec, seq, project, only=stages, log=lambda s: None)
+    shutil.copytree(seq, par)  # a moved pipeline folder keeps its fingerprints: standin and dataset skip
+    PipelineDir(par).log.unlink()
+    for name in stages - {"standin", "dataset"}:
+        PipelineDir(par).marker(name).unlink()
+    for run in runs:
+        shutil.rmtree(par / run)
+    cluster = local_cluster(2, devices=[])
+    try:
+        results = run_pipeline(spec, par, project, only=stages, log=lambda s: None, executor=DaskExecutor(cluster))
+    finally:
+        cluster.close()
+    assert {r.id: r.status for r in results if r.id in stages} == {
+        "standin": "skipped", "dataset": "skipped", **dict.fromkeys(stages - {"standin", "dataset"}, "ran")}
+    assert {r["worker"] for r in read_log(par)} <= {"cpu0", "cpu1"}
+    for run in runs:
+        a, b = (torch.load(RunDir(folder / run).checkpoint("best"), map_location="cpu", weights_only=False)["model"]
+                for folder in (seq, par))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run
+        metrics = [RunDir(folder / run).read_metrics("test")["regression"] for folder in (seq, par)]
+        assert metrics[0] == metrics[1], run

@@ -38,6 +38,10 @@ from ecgka.pipeline.stages import StageKind
 GPU = "GPU"  # the Dask worker resource a GPU stage asks for
 DASK_HINT = "--dask-scheduler and --parallel need Dask, an optional extra: pip install 'ecgka[dask]'"
 _STOP_SECONDS = 60.0  # how long a stopped stage process may take to end cleanly before it is killed
+# the thread caps a Dask nanny gives its worker processes (one thread each); a stage process gets the job's
+# own values back, as this process saw them before any cluster started (a local nanny sets them here too)
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_JOB_THREADS = {name: os.environ.get(name) for name in _THREAD_VARS}
 
 
 def utc_now() -> str:
@@ -227,9 +231,11 @@ def run_stage_task(task: dict[str, Any], console: str, run_id: str) -> dict[str,
 
     worker, gpu_worker = _worker_name()
     env, gpu = stage_env(os.environ, bool(task.get("gpu")), gpu_worker)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        if name in task.get("env_unset", ()):
-            env.pop(name, None)  # the nanny's one-thread caps, absent where the job was started
+    for name, value in (task.get("threads") or {}).items():  # the job's thread settings, not the nanny's
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     key = None
     try:
         from distributed import get_worker
@@ -291,13 +297,10 @@ class DaskExecutor:
         self.gpus = cluster_has_gpus(self.client)
         self.run_id = uuid.uuid4().hex[:12]
         self.futures: dict[Any, StageJob] = {}
-        # the nanny caps a worker's threads at one; a stage process gets the job's own setting back
-        self.env_unset = [n for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-                          if n not in os.environ]
 
     def submit(self, job: StageJob) -> None:
         task = task_of(job.stage_id, job.kind_name, job.kind, job.raw, job.output, job.fresh)
-        task["env_unset"] = self.env_unset
+        task["threads"] = _JOB_THREADS
         resources = {GPU: 1} if job.kind.gpu and self.gpus else None
         future = self.client.submit(run_stage_task, task, str(job.console), self.run_id, pure=False,
                                     key=f"stage-{job.stage_id}-{self.run_id}", resources=resources)

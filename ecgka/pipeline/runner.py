@@ -244,12 +244,45 @@ class PipelineFailed(EcgkaError):
 class _Job:
     """What the runner knows of the whole job while it runs: outputs, fingerprints, stage states."""
 
-    def __init__(self, spec: PipelineSpec, out_dir: Path):
+    def __init__(self, spec: PipelineSpec, out_dir: Path, project_dir: Path):
         self.folder = PipelineDir(out_dir)
         self.outputs: dict[str, Path] = {}
         self.fingerprints: dict[str, str] = {}
         self.results: dict[str, StageResult] = {}
-        self.reads = Order(spec.stages).reads
+        self.reads = stage_graph(spec, out_dir, project_dir)
+
+
+def _paths(value: Any) -> list[Path]:
+    if isinstance(value, list):
+        return [p for v in value for p in _paths(v)]
+    return [Path(value).expanduser().resolve()] if isinstance(value, str) and value else []
+
+
+def _overlap(a: set[Path], b: set[Path]) -> bool:
+    """Whether some path of ``a`` is, holds or lies in some path of ``b``."""
+    return any(x == y or x.is_relative_to(y) or y.is_relative_to(x) for x in a for y in b)
+
+
+def stage_graph(spec: PipelineSpec, out_dir: Path, project_dir: Path) -> dict[str, set[str]]:
+    """The stages each stage waits for: those it names (``${stage}``), and every earlier stage that writes
+    where it reads or writes (its output or the folder it locks: an evaluation writes into the run folder a
+    report reads; a register stage into the registry a challenger reads), so a parallel run sees what a
+    sequential one, in file order, would."""
+    outputs: dict[str, Path] = {}
+    writes: dict[str, set[Path]] = {}
+    graph: dict[str, set[str]] = {}
+    for stage in spec.stages:
+        kind, options, raw, output = _prepare(stage, spec, outputs, out_dir, project_dir)
+        output = _recorded_output(PipelineDir(out_dir), stage.id, output)
+        named = {r for r in references(stage.options) if not r.startswith("vars.")}
+        lock = kind.lock_of(options, output)
+        writes[stage.id] = {p.resolve() for p in (output, lock) if p is not None}
+        touches = writes[stage.id] | {outputs[r].resolve() for r in named} | {
+            p for name in kind.path_options for p in _paths(raw.get(name))}
+        graph[stage.id] = named | {earlier for earlier, written in writes.items()
+                                   if earlier != stage.id and _overlap(written, touches)}
+        outputs[stage.id] = output
+    return graph
 
 
 def upstream_state(reads: set[str], results: dict[str, StageResult]) -> str:
@@ -266,7 +299,7 @@ def _run_locked(spec: PipelineSpec, out_dir: Path, project_dir: Path, only: set[
     """Start each stage once the stages it reads from are done (in file order among those ready), as many at
     once as the executor takes; write its marker and ``log.jsonl`` line when it ends."""
     _claim(spec, out_dir, force, log)
-    job = _Job(spec, out_dir)
+    job = _Job(spec, out_dir, project_dir)
     job.folder.markers_dir.mkdir(parents=True, exist_ok=True)
     registries = _registries(spec)
     waiting = list(spec.stages)
