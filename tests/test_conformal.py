@@ -241,3 +241,30 @@ def test_issue_simulation_plain_conformal_fails_ours_holds():
         if row["n"] >= 200:
             assert 0.85 <= row["coverage"] <= 0.95, (name, row)
     assert ours[">= 6.0"]["mean_width"] > ours["3.5 to < 5.5"]["mean_width"] * 0.7
+
+
+def test_acceptance_equals_crepes_p_values():
+    """A candidate K of a bin is accepted (inside the bin's unclipped piece ``yhat + [q_lo, q_hi]``) exactly
+    when crepes' non-smoothed CPS p-values on both sides exceed a/2: ``predict_p(yhat, y, smoothing=False)``
+    = (#{r <= y - yhat} + 1)/(n + 1) on the residuals, and the same on the negated residuals for the upper
+    side. The p-values are turned back into counts (p (n + 1) is a whole number) and compared exactly."""
+    crepes = pytest.importorskip("crepes")
+    rng = np.random.default_rng(4)
+    r = rng.normal(0, 0.4, 57).round(2)  # ties
+    y = np.full(r.size, 4.0)
+    layer = fit_label_conditional(y, y - r, edges=[], prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step)
+    below = crepes.ConformalPredictiveSystem().fit(r)
+    above = crepes.ConformalPredictiveSystem().fit(-r)
+    yhat = np.full(400, 4.1)
+    cand = np.round(np.linspace(2.5, 5.7, 400), 2)
+    n = r.size
+    m_lo = np.rint(below.predict_p(yhat, cand, smoothing=False) * (n + 1)).astype(int)
+    m_hi = np.rint(above.predict_p(-yhat, -cand, smoothing=False) * (n + 1)).astype(int)
+    for i, level in enumerate(layer.levels):
+        thr = (1 - Fraction(str(level))) / 2 * (n + 1)
+        crepes_accepts = (m_lo * thr.denominator > thr.numerator) & (m_hi * thr.denominator > thr.numerator)
+        q_lo, q_hi = layer.bins[0].q_lo[i], layer.bins[0].q_hi[i]
+        ours = (yhat + q_lo <= cand) & (cand <= yhat + q_hi)
+        np.testing.assert_array_equal(ours, crepes_accepts)
+        assert ours.any() and not ours.all()
