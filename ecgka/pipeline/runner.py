@@ -105,7 +105,7 @@ def stage_fingerprint(stage: StageSpec, kind: StageKind, spec: PipelineSpec, out
     path, on the working directory, or on where the pipeline folder is."""
     portable_outputs = {sid: location(str(path), out_dir) for sid, path in outputs.items()}
     where = f"stage {stage.id!r}"
-    options = resolve(stage.options, portable_outputs, _portable_vars(spec.vars, out_dir), where)
+    options = resolve(kind.fingerprinted(stage.options), portable_outputs, _portable_vars(spec.vars, out_dir), where)
     for name in kind.path_options:
         if name in raw:
             options[name] = _identity(raw[name], out_dir, config=name in kind.config_options)
