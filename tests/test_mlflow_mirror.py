@@ -200,3 +200,34 @@ def test_promotion_sets_the_champion_alias_in_the_mlflow_registry(built, tmp_pat
     pd.testing.assert_frame_equal(served.predict(records, params={"ecg_root": str(ecg_root)}),
                                   predict_ecgs(f"{reg_dir}@champion", ecg_root, tmp_path / "s.parquet",
                                                tmp_path / "list.csv"), check_exact=True)
+
+
+def _fingerprints(tmp_path, block: str) -> tuple[list, dict[str, str]]:
+    from ecgka.pipeline.runner import _prepare, stage_fingerprint
+    from ecgka.pipeline.spec import load_pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text(block + "stages:\n"
+                    "  - {id: base, kind: train, data: ds, overrides: [epochs=1]}\n"
+                    "  - {id: plain, kind: train, data: ds}\n"
+                    "  - {id: mine, kind: train, data: ds, overrides: [mlflow.run_name=own]}\n")
+    spec = load_pipeline(path)
+    out, found = tmp_path / "out", {}
+    for stage in spec.stages:
+        kind, options, raw, _ = _prepare(stage, spec, {}, out, tmp_path)
+        found[stage.id] = stage_fingerprint(stage, kind, spec, {}, raw, options, {}, out, tmp_path)
+    return spec.stages, found
+
+
+def test_a_pipelines_mlflow_block_mirrors_its_training_stages_and_changes_no_fingerprint(tmp_path):
+    from ecgka.training.config import load_train_config
+
+    stages, mirrored = _fingerprints(tmp_path, "mlflow: {tracking_uri: 'sqlite:///m.db', experiment: retrain}\n")
+    base = load_train_config(None, stages[0].options["overrides"])
+    assert (base.mlflow.tracking_uri, base.mlflow.experiment, base.mlflow.run_name) == ("sqlite:///m.db", "retrain",
+                                                                                        "base")
+    assert base.epochs == 1
+    assert load_train_config(None, stages[2].options["overrides"]).mlflow.run_name == "own"  # the stage's own wins
+    _, plain = _fingerprints(tmp_path, "")
+    assert mirrored == plain
+

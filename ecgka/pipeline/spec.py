@@ -13,12 +13,17 @@ forward reference (or as a cycle when that stage reads this one back).
 
 ``foreach: {method: [lds, fds]}`` expands one entry into one stage per value (cartesian product over
 several keys), substituting ``{method}`` in every string of the entry, ``id`` included.
+
+``mlflow: {tracking_uri: URI, experiment: NAME}`` mirrors every training stage (``train``, ``challenger``)
+to MLflow, each as a run named after the stage id (``mlflow.*`` overrides put before the stage's own, which
+win); the mirror is left out of the stages' fingerprints (docs/training.md, "MLflow mirror").
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,11 +46,41 @@ class StageSpec(ConfigModel):
     options: dict[str, Any] = {}
 
 
+class MlflowMirror(ConfigModel):
+    """A pipeline's ``mlflow:`` block: where its training stages are mirrored."""
+
+    tracking_uri: str
+    experiment: str = "ecgka"
+
+
 class PipelineSpec(ConfigModel):
     name: str
     description: str = ""
     vars: dict[str, Any] = {}
+    mlflow: MlflowMirror | None = None
     stages: list[StageSpec]
+
+
+MIRRORED_KINDS = ("train", "challenger")  # the stage kinds that train (``mlflow.*`` overrides)
+
+
+def mirror_overrides(mirror: MlflowMirror, stage_id: str) -> list[str]:
+    """The ``mlflow.*`` overrides a pipeline's ``mlflow:`` block gives a training stage (values quoted: the
+    overrides are read as YAML)."""
+    return [f"mlflow.tracking_uri={json.dumps(mirror.tracking_uri)}", f"mlflow.experiment={json.dumps(mirror.experiment)}",
+            f"mlflow.run_name={json.dumps(stage_id)}"]
+
+
+def _apply_mirror(spec: PipelineSpec) -> PipelineSpec:
+    if spec.mlflow is None:
+        return spec
+    for stage in spec.stages:
+        if stage.kind in MIRRORED_KINDS:
+            own = stage.options.get("overrides") or []
+            if not isinstance(own, list):  # refused by the stage's options, as written
+                continue
+            stage.options = {**stage.options, "overrides": [*mirror_overrides(spec.mlflow, stage.id), *own]}
+    return spec
 
 
 def _substitute(value: Any, mapping: dict[str, str]) -> Any:
@@ -100,7 +135,7 @@ def load_pipeline(path: str | Path, set_vars: dict[str, Any] | None = None) -> P
         if stage.id in seen:
             raise ConfigError(f"{path}: stage id {stage.id!r} appears twice")
         seen.add(stage.id)
-    return spec
+    return _apply_mirror(spec)
 
 
 def _check_set_vars(set_vars: dict[str, Any], declared: dict[str, Any], path: str | Path) -> None:
