@@ -214,3 +214,38 @@ def test_main_report_with_many_runs_folds_its_long_figure_section(tmp_path, monk
     assert shown.count("<figure") == 2 and folded.count("<figure") == 2
     assert "<summary>2 more figures: Predicted vs laboratory potassium, Bland-Altman</summary>" in folded
     assert page.count("data:image/png;base64,") == len(list((tmp_path / "report" / "figures").glob("*.png")))
+
+
+@pytest.mark.slow
+def test_registry_champion_against_a_run(tmp_path, capsys):
+    """``REGISTRY@champion`` is the registry's frozen copy of the champion (resolved in the CLI layer); a
+    registry folder given as a run is refused with the command to run."""
+    from shard_factory import write_dataset
+
+    from ecgka.evaluation import EvalConfig, evaluate_run
+    from ecgka.release.promote import promote
+    from ecgka.release.registry import ModelRegistry
+    from ecgka.training import load_train_config, train_run
+
+    data = write_dataset(tmp_path / "ds", n_train=96, n_val=48, n_test=48, n_samples=200, leads=("II",),
+                         shard_rows=48)
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        train_run(load_train_config(None, ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1",
+                                           "epochs=1", f"seed={seed}", f"name=r{seed}"]), data, run)
+        evaluate_run(run, data, "test", EvalConfig(n_boot=200))
+        runs.append(run)
+    reg = tmp_path / "registry"
+    ModelRegistry(reg).register(runs[0])
+    promote(reg, "v1")
+    out = tmp_path / "report"
+    assert cli_main(["report", f"{reg}@champion", str(runs[1]), "--compare", "--n-boot", "200",
+                     "--out", str(out)]) == 0
+    saved = json.loads((out / "metrics.json").read_text())["comparison"]
+    assert str(reg / "versions" / "v0001" / "run") in saved["champion"] and str(runs[1]) in saved["challenger"]
+    champion = metric_value(RunDir(runs[0]).read_metrics("test"), "regression.all.mae")
+    assert saved["rows"][0]["metric"] == "regression.all.mae" and saved["rows"][0]["champion"] == champion
+    capsys.readouterr()
+    assert cli_main(["report", str(reg), str(runs[1]), "--out", str(tmp_path / "other")]) != 0
+    assert f"`ecgka report {reg}@champion CHALLENGER_RUN --compare --out DIR`" in _one_line_error(capsys)
