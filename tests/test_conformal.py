@@ -184,6 +184,11 @@ def test_interval_properties_determinism_and_json(fitted):
     assert back == layer and isinstance(back, LabelConditionalCPS)
     for k, v in back.columns(preds).items():
         np.testing.assert_array_equal(v, cols[k])
+    # a copy with another prior recomputes the probabilities (no stale cached arrays)
+    prior = np.zeros(GRID.n_bins)
+    prior[GRID.bin_index(6.0)] = 1.0
+    shifted = layer.model_copy(update={"prior": prior.tolist()})
+    assert shifted.probabilities(preds[:5])["p_hyper"].tolist() == [1.0] * 5
     with pytest.raises(InputError, match="uncertainty.json: bad conformal layer"):
         layer_from_json({**json.loads(text), "bins": "x"})
     with pytest.raises(InputError, match="schema"):

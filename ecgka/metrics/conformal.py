@@ -113,7 +113,12 @@ class LabelConditionalCPS(BaseModel):
     source: dict[str, Any] = Field(default_factory=dict)  # what it was fitted from (checkpoint, dataset, split)
     formula: str = FORMULA
 
-    # ---- derived arrays (cached; the model is frozen) ----
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> LabelConditionalCPS:
+        """A validated copy: ``update`` is checked and the cached arrays below are recomputed (pydantic's
+        own copy would carry them over from the original)."""
+        return type(self).model_validate({**self.model_dump(), **dict(update or {})})
+
+    # ---- derived arrays (cached; the model is frozen; ``model_copy`` recomputes them) ----
     @cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lo = np.array([-np.inf if b.lo is None else b.lo for b in self.bins])
