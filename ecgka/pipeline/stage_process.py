@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgka.config import validate_config
-from ecgka.errors import EcgkaError
+from ecgka.errors import ConfigError, EcgkaError
 from ecgka.locks import FolderLock
 from ecgka.pipeline.stages import STAGE_KINDS, StageKind
 
@@ -40,6 +40,9 @@ def plugin_of(kind: StageKind) -> dict[str, str] | None:
     module = getattr(kind.run, "__module__", "") or ""
     if module.split(".")[0] == "ecgka":
         return None
+    if module in ("__main__", "__mp_main__"):
+        raise ConfigError(f"stage kind {getattr(kind.options_model, '__name__', '?')}: registered in a script "
+                          "(__main__), which a stage process cannot import: register it in a module")
     loaded = sys.modules.get(module)
     path = getattr(loaded, "__file__", None)
     if path is None:
