@@ -162,6 +162,15 @@ def test_registered_model_predicts_intervals_a_plain_consumer_reproduces(trained
     _check_reproduced(card, preds, {c: stored[c].to_numpy() for c in names})
     scored = np.isfinite(preds)
     assert np.all(stored.loc[scored, "k_lo_90"] <= stored.loc[scored, "k_hi_90"])
+    # a run's own layer of these weights is copied as it is; one of other weights is refitted
+    fitted = copy.read_uncertainty()
+    sha = fitted["source"]["checkpoint_sha256"]
+    for folder, recorded in (("own", sha), ("stale", "0" * 64)):
+        clone = tmp_path / folder
+        shutil.copytree(origin, clone)
+        RunDir(clone).uncertainty.write_text(json.dumps({**fitted, "seed": 7, "source": {"checkpoint_sha256": recorded}}))
+        layer = RunDir(reg.dir.run_dir(reg.register(clone))).read_uncertainty()
+        assert (layer["seed"], layer["source"]["checkpoint_sha256"]) == ((7, sha) if folder == "own" else (0, sha))
 
 
 @pytest.mark.slow
