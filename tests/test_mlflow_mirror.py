@@ -169,7 +169,7 @@ def test_mlflow_export_predicts_exactly_as_ecgka_predict(built, tmp_path):
 @pytest.mark.slow
 def test_promotion_sets_the_champion_alias_in_the_mlflow_registry(built, tmp_path, monkeypatch):
     from ecgka.release.gate import GateConfig
-    from ecgka.release.mlflow_export import TAG_VERSION, configure_mlflow
+    from ecgka.release.mlflow_export import TAG_VERSION
     from ecgka.release.promote import promote
     from ecgka.release.registry import ModelRegistry
 
@@ -177,7 +177,9 @@ def test_promotion_sets_the_champion_alias_in_the_mlflow_registry(built, tmp_pat
     uri, reg_dir = _uri(tmp_path / "registry.db"), tmp_path / "registry"
     reg = ModelRegistry(reg_dir)
     v1, v2 = reg.register(runs[0]), reg.register(runs[1])
-    configure_mlflow(reg_dir, uri, model_name="potassium")
+    from ecgka.cli import main
+
+    assert main(["registry", "mlflow", str(reg_dir), "--tracking-uri", uri, "--model-name", "potassium"]) == 0
     assert promote(reg_dir, v1, new_registry=True)["promote"]
     client = mlflow_client(uri)
     first = client.get_model_version_by_alias("potassium", "champion")
@@ -188,6 +190,9 @@ def test_promotion_sets_the_champion_alias_in_the_mlflow_registry(built, tmp_pat
     second = client.get_model_version_by_alias("potassium", "champion")
     assert second.tags[TAG_VERSION] == v2 and second.version != first.version  # the alias moved
     assert {v.tags[TAG_VERSION] for v in client.search_model_versions("name = 'potassium'")} == {v1, v2}
+    assert main(["registry", "rollback", str(reg_dir), "v1", "--reason", "drift"]) == 0
+    assert client.get_model_version_by_alias("potassium", "champion").version == first.version  # no new version
+    assert promote(reg_dir, v2, accept, data)["promote"]
     # the registered champion is the pyfunc export: it scores like `ecgka predict REG@champion`
     import pandas as pd
 

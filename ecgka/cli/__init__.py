@@ -79,6 +79,8 @@ COMMANDS: dict[str, CommandInfo] = {
                                 "make an earlier version champion again, with a reason (logged)"),
         "archive": CommandInfo("ecgka.cli.registry:ARCHIVE",
                                "archive a version: kept in the registry, never served or made champion (logged)"),
+        "mlflow": CommandInfo("ecgka.cli.registry:MLFLOW",
+                              "mirror the champion alias to an MLflow model registry (REGISTRY/mlflow.json; logged)"),
     }),
     "export": CommandInfo("ecgka.cli.export:COMMAND",
                           "write a standalone model (the per-lead z-score inside; TorchScript via torch.jit.script, "

@@ -541,11 +541,16 @@ class _RegistryVersionAction(CommandOptions):
 class RegistryRollbackOptions(_RegistryVersionAction):
     """``ecgka registry rollback REG VERSION --reason TEXT``."""
 
-    api: ClassVar[str] = "ecgka.release.registry:ModelRegistry.rollback"
+    api: ClassVar[str] = "ecgka.release.promote:rollback"
     action: ClassVar[str] = "rollback"
 
     version: str = option(..., "the earlier version to make champion again, e.g. v2", positional=True,
                           metavar="VERSION")
+
+    def execute(self) -> dict:
+        from ecgka.release.promote import rollback  # the MLflow mirror's champion alias too
+
+        return rollback(self.registry, self.version, self.reason)
 
 
 class RegistryArchiveOptions(_RegistryVersionAction):
@@ -556,6 +561,23 @@ class RegistryArchiveOptions(_RegistryVersionAction):
 
     version: str = option(..., "the version to archive (kept, never served), e.g. v1", positional=True,
                           metavar="VERSION")
+
+
+class RegistryMlflowOptions(CommandOptions):
+    """``ecgka registry mlflow REG --tracking-uri URI``: promotions set the champion alias in MLflow too."""
+
+    api: ClassVar[str] = "ecgka.release.mlflow_export:configure_mlflow"
+
+    registry: str = option(..., "the registry folder", positional=True, metavar="REGISTRY")
+    tracking_uri: str = option(..., "the MLflow tracking and model registry URI (sqlite:///mlflow.db, "
+                               "http://host:5000)", metavar="URI")
+    model_name: str = option("ecgka", "the registered model's name in MLflow", metavar="NAME")
+    experiment: str = option("ecgka-registry", "the MLflow experiment holding the versions' runs", metavar="NAME")
+
+    def execute(self) -> dict:
+        from ecgka.release.mlflow_export import configure_mlflow
+
+        return configure_mlflow(self.registry, self.tracking_uri, self.model_name, self.experiment)
 
 
 class PromoteOptions(CommandOptions):

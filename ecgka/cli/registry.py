@@ -8,6 +8,7 @@
     ecgka registry alias REGISTRY set|unset challenger [VERSION] --reason TEXT
     ecgka registry rollback REGISTRY VERSION --reason TEXT
     ecgka registry archive REGISTRY VERSION --reason TEXT
+    ecgka registry mlflow REGISTRY --tracking-uri URI [--model-name NAME] [--experiment NAME]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ecgka.cli.options import (
     RegistryAliasOptions,
     RegistryArchiveOptions,
     RegistryListOptions,
+    RegistryMlflowOptions,
     RegistryRollbackOptions,
     RegistryShowOptions,
 )
@@ -88,6 +90,13 @@ def _archive(o: RegistryArchiveOptions) -> int:
     return 0
 
 
+def _mlflow(o: RegistryMlflowOptions) -> int:
+    settings = o.execute()
+    print(f"{o.registry}: promotions and rollbacks now set the champion alias of {settings['model_name']!r} in "
+          f"the MLflow registry at {settings['tracking_uri']}")
+    return 0
+
+
 def _promote(o: PromoteOptions) -> int:
     """Exit 0: promoted (or already the champion); 3: refused by the gate (``GATE_REFUSED_EXIT``); 2: bad
     input; 75: the registry is locked by another writer."""
@@ -121,3 +130,4 @@ PROMOTE = Command(PromoteOptions, _promote)
 ALIAS = Command(RegistryAliasOptions, _alias)
 ROLLBACK = Command(RegistryRollbackOptions, _rollback)
 ARCHIVE = Command(RegistryArchiveOptions, _archive)
+MLFLOW = Command(RegistryMlflowOptions, _mlflow)

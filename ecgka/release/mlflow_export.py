@@ -90,9 +90,16 @@ def configure_mlflow(registry: str | Path, tracking_uri: str, model_name: str = 
                      experiment: str = "ecgka-registry") -> dict[str, Any]:
     """Write ``REG/mlflow.json``: promotions of this registry set the ``champion`` alias of ``model_name`` in
     the MLflow model registry at ``tracking_uri`` (its versions' runs go to ``experiment``)."""
+    from ecgka.release.registry import ModelRegistry
+
     require_mlflow("an MLflow registry")
+    reg = ModelRegistry(registry)
+    if not reg.dir.is_registry():
+        raise InputError(f"{registry}: not a model registry (register a version first: `ecgka registry register`)")
     settings = {"tracking_uri": tracking_uri, "model_name": model_name, "experiment": experiment}
-    atomic_write_json(RegistryDir(registry).mlflow_path, settings)
+    with reg.locked():
+        atomic_write_json(reg.dir.mlflow_path, settings)
+        reg.log("mlflow", **settings)
     return settings
 
 

@@ -198,6 +198,15 @@ def promote(registry: str | Path, version: str, gate: GateConfig | str | Path | 
     return decision
 
 
+def rollback(registry: str | Path, version: str, reason: str) -> dict[str, Any]:
+    """``ecgka registry rollback``: an earlier version champion again (``ModelRegistry.rollback``), and in the
+    registry's MLflow mirror when one is configured."""
+    reg = ModelRegistry(registry)
+    entry = reg.rollback(version, reason)
+    _mirror(reg, entry["version"])
+    return entry
+
+
 def _mirror(reg: ModelRegistry, version: str) -> None:
     """The ``champion`` alias in the registry's MLflow model registry, when ``REG/mlflow.json`` configures one
     (``ecgka.release.mlflow_export``); a mirror that fails warns and the promotion stands."""
