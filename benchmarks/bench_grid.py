@@ -11,6 +11,7 @@ the stage process start (Python, ecgka's imports), the Dask round trips and the 
     python benchmarks/bench_grid.py                     # 16 stages of 1 s: sequential, --parallel 2 and 4
     python benchmarks/bench_grid.py --stages 32 --work 0.5 --parallel 2 4 8
     python benchmarks/bench_grid.py --gpus 0 1 2 3      # on a GPU machine: one worker per GPU (GPU stages)
+    python benchmarks/bench_grid.py --estimate          # the paper grid: one H200 against 8, from epoch rates
 
 Prints one JSON line at the end (``"goal_met"``: every overhead under 1 s per stage).
 """
@@ -112,13 +113,83 @@ def bench(args: argparse.Namespace, tmp: Path) -> None:
     print(json.dumps({"stages": args.stages + 1, "work_s": args.work, "runs": runs, "goal_met": goal}))
 
 
+def stage_cost(stage, a: argparse.Namespace, epoch_s: float) -> float:
+    """Seconds one GPU spends on a stage of the paper grid, from measured per-epoch rates (``--epoch-s``):
+    a training from scratch runs ``--epochs`` full epochs (FDS one more forward pass per epoch: x4/3); a
+    two-stage one (``init:``, the head alone trains) ``--head-factor`` of that; an evaluation a forward pass
+    over val and test; each stage also pays ``--stage-start`` (process, torch import, compile warm-up)."""
+    if stage.kind == "train":
+        config = str(stage.options.get("config", ""))
+        factor = a.head_factor if stage.options.get("init") else (4 / 3 if "fds" in config else 1.0)
+        return a.stage_start + a.epochs * epoch_s * factor
+    if stage.kind == "evaluate":
+        return a.stage_start + a.eval_s
+    return a.report_s if stage.kind == "report" else 0.0  # the build: CPU, the same in both
+
+
+def makespan(order: list[str], graph: dict[str, set[str]], cost: dict[str, float], gpus: int) -> float:
+    """List scheduling as the runner does it: each stage, in file order among the ready ones, on the first
+    free GPU once the stages it waits for have ended."""
+    free, end = [0.0] * gpus, {}
+    for sid in order:
+        ready = max((end[d] for d in graph[sid]), default=0.0)
+        slot = min(range(gpus), key=lambda i: max(free[i], ready))
+        end[sid] = max(free[slot], ready) + cost[sid]
+        free[slot] = end[sid]
+    return max(end.values())
+
+
+def estimate(a: argparse.Namespace) -> dict:
+    """The paper grid (pipelines/ecg_ka_dir_paper.yaml, its real stage graph) on one GPU and on ``--gpus-n``."""
+    import tempfile
+
+    from ecgka.pipeline import load_pipeline
+    from ecgka.pipeline.runner import stage_graph
+    from ecgka.resources import find_pipeline
+
+    pipeline = find_pipeline(Path("ecg_ka_dir_paper"))
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = load_pipeline(pipeline, {"ecg_root": tmp, "labs": tmp})
+        graph = stage_graph(spec, Path(tmp) / "out", pipeline.resolve().parent.parent)
+    order = [s.id for s in spec.stages]
+    # n GPUs training at once share the CPU loader: an epoch is no faster than the loader's share allows
+    shared_epoch = max(a.epoch_s, a.samples * a.gpus_n / a.loader)
+    one = makespan(order, graph, {s.id: stage_cost(s, a, a.epoch_s) for s in spec.stages}, 1)
+    many = makespan(order, graph, {s.id: stage_cost(s, a, shared_epoch) for s in spec.stages}, a.gpus_n)
+    kinds = {k: sum(s.kind == k for s in spec.stages) for k in ("train", "evaluate")}
+    heads = sum(s.kind == "train" and bool(s.options.get("init")) for s in spec.stages)
+    return {"stages": len(order), "trainings": kinds["train"], "two_stage": heads, "evaluations": kinds["evaluate"],
+            "epoch_s": a.epoch_s, "epoch_s_shared": round(shared_epoch, 1), "one_gpu_h": round(one / 3600, 2),
+            f"gpus_{a.gpus_n}_h": round(many / 3600, 2), "speedup": round(one / many, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stages", type=int, default=16, help="independent stages (default 16)")
     ap.add_argument("--work", type=float, default=1.0, help="seconds each stage works (default 1.0)")
     ap.add_argument("--parallel", type=int, nargs="*", default=[2, 4], help="local CPU workers (default 2 4)")
     ap.add_argument("--gpus", nargs="*", default=[], help="GPU devices: also a run with one worker per GPU")
+    est = ap.add_argument_group("--estimate: the paper grid on GPUs, from measured rates (no run)")
+    est.add_argument("--estimate", action="store_true", help="print the estimate and exit")
+    est.add_argument("--epoch-s", type=float, default=17.0,
+                     help="seconds of one training epoch over the 365 k ECGs (default 17: small Net1D, "
+                          "compiled, bf16, one H200: 21.8 k samples/s)")
+    est.add_argument("--epochs", type=int, default=10)
+    est.add_argument("--head-factor", type=float, default=0.4,
+                     help="a two-stage (head-only) training's cost against a full one (default 0.4: the "
+                          "forward pass dominates)")
+    est.add_argument("--stage-start", type=float, default=60.0,
+                     help="seconds each GPU stage pays to start (process, torch, compile warm-up; default 60)")
+    est.add_argument("--eval-s", type=float, default=15.0, help="seconds of one evaluation (default 15)")
+    est.add_argument("--report-s", type=float, default=120.0, help="seconds of the report (default 120)")
+    est.add_argument("--samples", type=float, default=365_000, help="training samples per epoch")
+    est.add_argument("--loader", type=float, default=126_000,
+                     help="samples/s the CPU loader feeds in all (default 126 k: pinned, 16 cores)")
+    est.add_argument("--gpus-n", type=int, default=8, help="GPUs of the parallel estimate (default 8)")
     args = ap.parse_args()
+    if args.estimate:
+        print(json.dumps(estimate(args)))
+        return
     run_in_scratch("ecgka-bench-grid-", bench, args)
 
 
