@@ -176,6 +176,10 @@ def test_refusals_say_exactly_what_to_run(pair, tmp_path, capsys):
     assert "`ecgka report CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`" in _one_line_error(capsys)
     assert cli_main(["report", str(pair["champion"]), str(pair["challenger"]), "--gate", "default", "--out", out]) != 0
     assert "--compare --gate FILE" in _one_line_error(capsys)
+    assert cli_main(["report", str(comp), str(pair["challenger"]), "--compare", "--out", out]) != 0
+    assert f"without --compare: `ecgka report {comp} --out DIR`" in _one_line_error(capsys)
+    assert cli_main(["report", str(pair["root"] / "data"), "--out", out]) != 0  # a dataset folder, not a run
+    assert "`ecgka evaluate RUN --data DIR`" in _one_line_error(capsys)
     ComparisonDir(comp).markdown.write_text("# Champion vs challenger\n")
     ComparisonDir(comp).json.unlink()  # the compare stage stopped before its last file
     assert cli_main(["report", str(comp), "--out", out]) != 0

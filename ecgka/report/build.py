@@ -16,9 +16,8 @@ from pathlib import Path
 import yaml
 
 from ecgka import __version__
-from ecgka.catalog import ComparisonDir, FolderKind, RegistryDir, ReportDir, claim_folder
+from ecgka.catalog import FolderKind, ReportDir, claim_folder
 from ecgka.config import config_hash, validate_config
-from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.metrics.clinical import MIN_POSITIVES
 from ecgka.report import comparison, html, index, markdown, pair, privacy, tripod, uncertainty, utility
@@ -231,13 +230,13 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
                                       gate=gate, force=force)
     if len(run_dirs) == 1 and comparison.is_comparison(run_dirs[0]):  # a compare stage's folder (issue 22 §6)
         return comparison.write_comparison_report(run_dirs[0], out_dir, force=force)
-    refuse_other_folders(run_dirs)
     check_distinct(run_dirs)
     if reevaluate:
         reevaluate_changed(run_dirs, split, dataset, log)
     claim = claim_folder(out_dir, FolderKind.REPORT)
     content = report_content(run_dirs, split, dataset, group_by_dataset)
     replacing = claim.check_replace(content, force=force, what="a report of other runs")
+    comparison.refuse_other_folders(run_dirs)  # a comparison folder among runs, a registry: what to run instead
     model = collect([Path(d) for d in run_dirs], split, dataset, one_dataset=not group_by_dataset)
     tokens = privacy.run_identifiers(run_dirs)
     with atomic_path(out_dir) as tmp:
@@ -248,22 +247,6 @@ def write_report(run_dirs, out_dir, split: str = "test", title: str | None = Non
     if replacing and log:
         log(f"{out_dir}: replaced a report of other runs (--force)")
     return ReportDir(out_dir).html
-
-
-def refuse_other_folders(run_dirs) -> None:
-    """A folder that is no run (a comparison folder among runs, an unfinished one, a registry) is refused in
-    one line saying what to run instead."""
-    for d in run_dirs:
-        if comparison.is_comparison(d):
-            raise InputError(f"{d} is a comparison folder: report it alone with `ecgka report {d} --out DIR`, "
-                             f"or compare two runs with `ecgka report CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`")
-        if comparison.is_incomplete_comparison(d):
-            raise InputError(f"{d}: an unfinished comparison folder (no {ComparisonDir.JSON}): run its compare stage "
-                             f"again (`ecgka run PIPELINE.yaml`), or compare two evaluated runs with `ecgka report "
-                             f"CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`")
-        if RegistryDir(d).is_registry():
-            raise InputError(f"{d} is a model registry, not a run: compare its champion with a run with `ecgka "
-                             f"report {d}@champion CHALLENGER_RUN --compare --out DIR`")
 
 
 def _write_one(out: ReportDir, model: ReportModel, title: str | None) -> None:

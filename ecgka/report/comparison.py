@@ -26,7 +26,7 @@ import pandas as pd
 from markupsafe import escape
 
 from ecgka import __version__
-from ecgka.catalog import ComparisonDir, FolderKind, ReportDir, claim_folder
+from ecgka.catalog import ComparisonDir, FolderKind, RegistryDir, ReportDir, RunDir, claim_folder
 from ecgka.config import config_hash
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
@@ -86,6 +86,25 @@ def is_incomplete_comparison(path: str | Path) -> bool:
     """A comparison folder the compare stage did not finish (its other files, no comparison.json)."""
     c = ComparisonDir(path)
     return not c.json.is_file() and (c.markdown.is_file() or c.csv.is_file() or c.gate.is_file())
+
+
+def refuse_other_folders(run_dirs, compare: bool = False) -> None:
+    """A folder that is no evaluated run (a comparison folder among runs, an unfinished one, a registry, a
+    folder without run.json) is refused in one line saying what to run instead."""
+    usage = "`ecgka report CHAMPION_RUN CHALLENGER_RUN --compare --out DIR`"
+    for d in run_dirs:
+        if is_comparison(d):
+            raise InputError(f"{d} is a comparison folder: report it alone, without --compare: `ecgka report {d} "
+                             f"--out DIR`" + ("" if compare else f"; or compare two runs with {usage}"))
+        if is_incomplete_comparison(d):
+            raise InputError(f"{d}: an unfinished comparison folder (no {ComparisonDir.JSON}): run its compare stage "
+                             f"again (`ecgka run PIPELINE.yaml`), or compare two evaluated runs with {usage}")
+        if RegistryDir(d).is_registry():
+            raise InputError(f"{d} is a model registry, not a run: compare its champion with a run with `ecgka "
+                             f"report {d}@champion CHALLENGER_RUN --compare --out DIR`")
+        if Path(d).is_dir() and not RunDir(d).run_json.is_file():
+            raise InputError(f"{d}: not a run folder (no {RunDir.RUN}): give the folders written by `ecgka "
+                             f"train --data DIR --out RUN`, each evaluated with `ecgka evaluate RUN --data DIR`")
 
 
 def read_comparison(path: str | Path) -> dict[str, Any]:

@@ -118,10 +118,7 @@ def write_pair_report(run_dirs, out_dir: str | Path, split: str = "test", *, dat
     if len(run_dirs) != 2:
         raise InputError(f"--compare takes two evaluated runs, champion then challenger ({len(run_dirs)} given): "
                          f"{USAGE}")
-    for d in run_dirs:
-        if comparison.is_comparison(d):
-            raise InputError(f"{d} is a comparison folder, not a run: report it alone, without --compare: "
-                             f"`ecgka report {d} --out DIR`")
+    comparison.refuse_other_folders(run_dirs, compare=True)
     result, tokens = pair_result(run_dirs[0], run_dirs[1], split, dataset, n_boot, seed, gate)
     content = config_hash({"pair": [str(Path(d).resolve()) for d in run_dirs], "split": split, "dataset": dataset,
                            "n_boot": n_boot, "seed": seed, "gate": result["gate"] is not None})
