@@ -77,6 +77,13 @@ def test_training_logs_config_epochs_and_tags(data_dir, tmp_path):
     best = log[summary["best_epoch"] - 1]["val"]
     assert found.data.metrics["best_epoch"] == summary["best_epoch"]
     assert found.data.metrics["best/val/balanced_mae"] == pytest.approx(best["balanced_mae"], rel=1e-12)
+    # its evaluation lands in the same MLflow run
+    from ecgka.evaluation import EvalConfig, evaluate_run
+
+    metrics = evaluate_run(run.path, data_dir, "test", EvalConfig(n_boot=200))
+    logged = client.get_run(found.info.run_id).data.metrics
+    assert logged["test/regression.all.mae"] == pytest.approx(metrics["regression"]["all"]["mae"], rel=1e-12)
+    assert logged["test/n"] == metrics["n"]
     # the same command again: the run is complete, nothing is trained or logged twice
     train_run(cfg, data_dir, run.path)
     assert len(client.search_runs([found.info.experiment_id])) == 1

@@ -271,6 +271,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path, split: str = "test",
     metrics = compute_metrics(preds[split], preds["val"], dataset, cfg, split, layer)
     metrics.update(_provenance(run, cfg, sha))
     atomic_write_json(run_dir.metrics_path(split, other), metrics)
+    from ecgka.training.mlflow_mirror import mirror_evaluation  # the config's MLflow mirror, when it has one
+
+    mirror_evaluation(run_dir, metrics, split if other is None else f"{other}/{split}")
     return metrics
 
 

@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -218,6 +219,45 @@ class MlflowHook(Hook):
                                                    **{f"best/val/{k}": v for k, v in record["val"].items()}},
                         trainer.epoch)
         self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def metric_leaves(tree: Any, prefix: str) -> dict[str, float]:
+    """The numbers of a nested metrics mapping as MLflow metrics: ``<prefix>/<dot.path>``, characters MLflow
+    refuses in a name replaced by ``_``, keys cut to 250 characters; lists, strings and booleans left out."""
+    if isinstance(tree, dict):
+        out: dict[str, float] = {}
+        for key, value in tree.items():
+            out.update(metric_leaves(value, f"{prefix}.{key}" if not prefix.endswith("/") else f"{prefix}{key}"))
+        return out
+    if isinstance(tree, bool) or not isinstance(tree, int | float):
+        return {}
+    return {re.sub(r"[^\w./\- ]", "_", prefix)[:MAX_KEY]: float(tree)}
+
+
+def mirror_evaluation(run: RunDir, metrics: dict[str, Any], where: str) -> None:
+    """``ecgka evaluate``'s metrics (``metrics.json``) into the MLflow run of ``run`` (found by its path and
+    fingerprint tags) as ``<where>/<dot.path>`` (``test/regression.all.mae``), when the run's config names a
+    tracking URI. A folder without its MLflow run (a registry's copy of the run) is left alone; a mirror that
+    fails is one line on stderr: the evaluation stands."""
+    from ecgka.config import config_hash
+    from ecgka.training.config import read_resolved_config
+    from ecgka.training.resume import comparable
+
+    cfg = read_resolved_config(run.config_path)
+    if not cfg.mlflow.tracking_uri:
+        return
+    try:
+        with quick_http():
+            client = mlflow_client(cfg.mlflow.tracking_uri)
+            experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+            tags = run_tags(run, config_hash(comparable(cfg)))
+            found = find_runs(client, experiment.experiment_id, tags) if experiment is not None else []
+            if not found:  # a copy of the run (a registry version), or a run whose mirror was off
+                return
+            log_metrics(client, found[0].info.run_id, metric_leaves(metrics, f"{where}/"), 0)
+    except Exception as exc:  # the evaluation stands: MLflow is a mirror
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        say(f"ecgka: evaluation not mirrored to MLflow ({first}); {run.path} holds it", file=sys.stderr)
 
 
 def make_mlflow_hook(cfg: TrainConfig, run: RunDir, fingerprint: str,
