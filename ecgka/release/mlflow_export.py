@@ -1,4 +1,4 @@
-"""MLflow as an optional mirror of ecgka's releases (``pip install 'ecgka[mlflow]'``; docs/retraining.md,
+"""MLflow as an optional mirror of ecgka's releases (``pip install 'ecgka[mlflow]'``; docs/training.md,
 "MLflow mirror").
 
 ``ecgka export RUN --format mlflow --out OUT`` writes the TorchScript export (``OUT/model.ts``,
