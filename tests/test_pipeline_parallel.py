@@ -92,6 +92,36 @@ def test_a_stage_starts_when_what_it_reads_is_done_and_never_after_a_failure():
     assert upstream_state({"a"}, {"a": result("not run")}) == "blocked"
 
 
+def test_a_stage_waits_for_earlier_stages_that_write_where_it_reads(tmp_path):
+    """The smoke chain's graph: the report waits for the evaluations (they write into the runs it reads);
+    the Dist Loss training does not wait for the later evaluation of its init run; two evaluations of one
+    run are ordered (both write into it)."""
+    from ecgka.pipeline.runner import stage_graph
+    from ecgka.resources import find_pipeline
+
+    pipeline = find_pipeline(Path("smoke"))
+    spec = load_pipeline(pipeline)
+    graph = stage_graph(spec, tmp_path / "out", pipeline.resolve().parent.parent)
+    assert graph["report"] == {"vanilla", "dist_loss", "eval_vanilla", "eval_dist_loss"}
+    assert graph["dist_loss"] == {"dataset", "vanilla"} and graph["eval_vanilla"] == {"dataset", "vanilla"}
+    assert graph["standin"] == set()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: t\nstages:\n  - {id: r, kind: text, text: R}\n"
+                     "  - {id: e1, kind: text, text: A, source: '${r}'}\n"
+                     "  - {id: e2, kind: evaluate, run: '${r}', data: '${r}', split: val}\n"
+                     "  - {id: e3, kind: evaluate, run: '${r}', data: '${r}', split: test}\n")
+    graph = stage_graph(load_pipeline(twice), tmp_path / "out2", tmp_path)
+    assert graph["e3"] == {"r", "e2"} and graph["e2"] == {"r"} and graph["e1"] == {"r"}
+
+
+def test_parallel_and_dask_scheduler_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "smoke", "--parallel", "2", "--dask-scheduler", "tcp://x:1"])
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert main(["run", "smoke", "--parallel", "0"]) == 2
+    assert "parallel" in capsys.readouterr().err
+
+
 # ---- the sequential run: same runner, in this process -------------------------------------------------------
 
 
@@ -170,9 +200,9 @@ def test_stages_run_at_once_in_their_own_processes_on_a_local_cluster(tmp_path):
     spec = load_pipeline(_pipeline(tmp_path, sleep=1.5))
     out = tmp_path / "out"
     cluster = local_cluster(2, devices=["7"])
-    try:
+    try:  # by its address, as `ecgka run --dask-scheduler ADDRESS` connects
         with pytest.raises(PipelineFailed) as failed:
-            run_pipeline(spec, out, tmp_path, log=lambda s: None, executor=DaskExecutor(cluster))
+            run_pipeline(spec, out, tmp_path, log=lambda s: None, executor=DaskExecutor(cluster.scheduler_address))
     finally:
         cluster.close()
     assert failed.value.exit_code == 2

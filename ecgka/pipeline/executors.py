@@ -143,6 +143,8 @@ class InlineExecutor:
             execute_stage(job.stage_id, job.kind, job.options, job.output, job.fresh)
         except EcgkaError as exc:
             exit_code, error = exc.exit_code, str(exc)
+        except OSError as exc:  # a path that cannot be written (permission, disk full), as the CLI says it
+            exit_code, error = 2, str(exc)
         except Exception as exc:  # a bug in a stage: its traceback, then the other stages go on
             self.log("".join(traceback.format_exception(exc)).rstrip())
             exit_code, error = 1, f"{type(exc).__name__}: {exc}"

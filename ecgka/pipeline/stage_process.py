@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     except EcgkaError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except OSError as exc:  # a path that cannot be written (permission, disk full)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt as exc:
         print("error: interrupted", file=sys.stderr, flush=True)
         return interrupt_exit_code(exc)
