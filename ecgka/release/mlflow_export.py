@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,12 @@ def save_pyfunc(export: ExportDir, target: Path | None = None) -> Path:
         signal = Path(tmp) / ExportDir.SIGNAL
         atomic_write_json(signal, signal_config(card).model_dump(mode="json"))
         built = Path(tmp) / target.name
-        mlflow.pyfunc.save_model(str(built), python_model=EcgkaPyfunc(), signature=_signature(),
-                                 artifacts={"model": str(export.model_path("torchscript")),
-                                            "card": str(export.card_path), "signal": str(signal)},
-                                 pip_requirements=_requirements())
+        with warnings.catch_warnings():  # MLflow's advice on type hints and input examples: not the user's
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.pyfunc.save_model(str(built), python_model=EcgkaPyfunc(), signature=_signature(),
+                                     artifacts={"model": str(export.model_path("torchscript")),
+                                                "card": str(export.card_path), "signal": str(signal)},
+                                     pip_requirements=_requirements())
         if target.exists():
             shutil.rmtree(target)
         built.rename(target)
