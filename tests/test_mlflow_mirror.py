@@ -243,3 +243,15 @@ def test_a_pipelines_mlflow_block_mirrors_its_training_stages_and_changes_no_fin
     _, plain = _fingerprints(tmp_path, "")
     assert mirrored == plain
 
+
+
+def test_without_mlflow_a_configured_mirror_is_one_line_before_anything_is_written(data_dir, tmp_path, monkeypatch):
+    import sys
+
+    from ecgka.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what an environment without the package looks like
+    cfg = load_train_config(None, [*FAST, "mlflow.tracking_uri=sqlite:///m.db"])
+    with pytest.raises(InputError, match=r"pip install 'ecgka\[mlflow\]'"):
+        train_run(cfg, data_dir, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
