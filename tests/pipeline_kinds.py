@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ class TextOptions(ConfigModel):
     fail: bool = False  # fail with a one-line input error after sleeping
     gpu_note: bool = False  # write the CUDA_VISIBLE_DEVICES the stage saw
     wait_for: str | None = None  # a file the stage waits for (a stage that runs until the test lets it end)
+    crash: bool = False  # die by SIGKILL, as the kernel's out-of-memory killer does (only in a stage process)
 
 
 def _run_text(o: TextOptions, out: Path) -> None:
@@ -30,13 +32,19 @@ def _run_text(o: TextOptions, out: Path) -> None:
         time.sleep(0.1)
     if o.fail:
         raise InputError(f"{o.text}: refused on purpose")
+    if o.crash:
+        os.kill(os.getpid(), signal.SIGKILL)
     upstream = (Path(o.source) / "out.txt").read_text() if o.source else ""
     (out / "out.txt").write_text(upstream + o.text)
     if o.gpu_note:
         (out / "cuda").write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 
 
+def _text_complete(o: TextOptions, out: Path) -> bool:
+    return (out / "out.txt").is_file()
+
+
 for name, gpu in (("text", False), ("gpu_text", True)):
     if name not in STAGE_KINDS:
-        STAGE_KINDS.register(name)(StageKind(TextOptions, _run_text, lambda o, out: (out / "out.txt").is_file(),
-                                             path_options=("source",), gpu=gpu))
+        STAGE_KINDS.register(name)(StageKind(TextOptions, _run_text, _text_complete, path_options=("source",),
+                                             gpu=gpu))

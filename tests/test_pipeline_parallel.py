@@ -199,10 +199,22 @@ def test_stages_run_at_once_in_their_own_processes_on_a_local_cluster(tmp_path):
 
     spec = load_pipeline(_pipeline(tmp_path, sleep=1.5))
     out = tmp_path / "out"
+    crash = tmp_path / "crash.yaml"
+    crash.write_text("name: crash\nstages:\n  - {id: killed, kind: text, text: K, crash: true}\n"
+                     "  - {id: after, kind: text, text: A, source: '${killed}'}\n"
+                     + "".join(f"  - {{id: other{i}, kind: text, text: O}}\n" for i in range(3)))
     cluster = local_cluster(2, devices=["7"])
     try:  # by its address, as `ecgka run --dask-scheduler ADDRESS` connects
         with pytest.raises(PipelineFailed) as failed:
             run_pipeline(spec, out, tmp_path, log=lambda s: None, executor=DaskExecutor(cluster.scheduler_address))
+        # a stage killed like an out-of-memory victim fails alone; the workers live on and run the others
+        with pytest.raises(PipelineFailed, match=r"stage 'killed' failed: the stage process was killed by "
+                                                 r"SIGKILL \(out of memory\?\); not run, downstream of a "
+                                                 r"failure: after$") as killed:
+            run_pipeline(load_pipeline(crash), tmp_path / "crash", tmp_path, log=lambda s: None,
+                         executor=DaskExecutor(cluster.scheduler_address))
+        assert killed.value.exit_code == 137
+        assert [r.status for r in killed.value.results] == ["failed", "not run", "ran", "ran", "ran"]
     finally:
         cluster.close()
     assert failed.value.exit_code == 2

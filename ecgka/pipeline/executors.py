@@ -296,6 +296,9 @@ class DaskExecutor:
             self.client = client_class(scheduler, timeout=30) if self._own else scheduler
         except OSError as exc:
             raise ConfigError(f"cannot connect to the Dask scheduler {scheduler!r}: {exc}") from None
+        if not self.client.scheduler_info(n_workers=-1).get("workers"):  # a Slurm job still in the queue
+            log(f"waiting for a Dask worker to join the scheduler at {self.client.scheduler.address} ...")
+            self.client.wait_for_workers(1)
         self.gpus = cluster_has_gpus(self.client)
         self.run_id = uuid.uuid4().hex[:12]
         self.futures: dict[Any, StageJob] = {}
@@ -303,6 +306,7 @@ class DaskExecutor:
     def submit(self, job: StageJob) -> None:
         task = task_of(job.stage_id, job.kind_name, job.kind, job.raw, job.output, job.fresh)
         task["threads"] = _JOB_THREADS
+        self.gpus = self.gpus or cluster_has_gpus(self.client)  # GPU workers that joined since
         resources = {GPU: 1} if job.kind.gpu and self.gpus else None
         future = self.client.submit(run_stage_task, task, str(job.console), self.run_id, pure=False,
                                     key=f"stage-{job.stage_id}-{self.run_id}", resources=resources)
