@@ -45,28 +45,35 @@ def test_section_table_and_figure(report):
 
 def test_table_numbers_are_metrics_json(report):
     out, runs = report
-    shown = pd.read_csv(out.table("interval_coverage"))
+    shown = pd.read_csv(out.table("interval_coverage")).set_index("method")
     tidy = pd.read_csv(out.tidy_table("interval_coverage"))
+    sizes = {}  # a range's n goes into its column titles when every run has the same (one test set)
+    for run in runs:
+        for r in _metrics(run)["uncertainty"]["coverage"]:
+            sizes.setdefault(r["range"], set()).add(r["n"])
+    title = {k: f"{k} (n={min(v)})" if len(v) == 1 else k for k, v in sizes.items()}
     for run, method in zip(runs, ("Vanilla", "Vanilla + Dist Loss"), strict=True):
         rows = _metrics(run)["uncertainty"]["coverage"]
-        mine = shown[shown["method"] == method]
         at90 = [r for r in rows if r["level"] == 0.9]
-        assert list(mine["range"]) == [r["range"] for r in at90]
-        assert list(mine["coverage 90 %"]) == pytest.approx([r["coverage"] for r in at90])
-        assert list(mine["mean width 90 %"]) == pytest.approx([r["mean_width"] for r in at90])
-        assert list(mine["n"]) == [r["n"] for r in at90]
-        for r in rows:  # every level in the tidy CSV
-            got = tidy[(tidy["method"] == method) & (tidy["range"] == r["range"]) & (tidy["level"] == r["level"])]
-            assert got.set_index("metric")["value"].astype(float)["coverage"] == pytest.approx(r["coverage"])
-            assert got.set_index("metric")["value"].astype(float)["mean_width"] == pytest.approx(r["mean_width"])
+        assert [c for c in shown.columns if c.startswith("coverage ")] == \
+            [f"coverage {title[r['range']]}" for r in at90]  # all, shot groups, clinical ranges
+        for r in at90:
+            assert shown.loc[method, f"coverage {title[r['range']]}"] == pytest.approx(r["coverage"])
+            assert shown.loc[method, f"width {title[r['range']]}"] == pytest.approx(r["mean_width"])
+        mine = tidy[tidy["method"] == method]
+        assert len(mine) == len(rows) == 3 * len(at90)  # every level in the tidy CSV
+        for r in rows:
+            got = mine[(mine["range"] == r["range"]) & (mine["level"] == r["level"])].iloc[0]
+            for key in ("n", "coverage", "ci_lower", "ci_upper", "mean_width"):
+                assert got[key] == pytest.approx(r[key])
         brier = pd.read_csv(out.table("probability_brier")).set_index("method").loc[method]
         probs = _metrics(run)["uncertainty"]["probabilities"]
         assert brier["Brier hyper"] == pytest.approx(probs["hyper"]["brier"])
         assert brier["Brier hyper (split prior)"] == pytest.approx(
             _metrics(run)["uncertainty"]["probabilities_split_prior"]["hyper"]["brier"])
-    report_json = json.loads(out.metrics.read_text())
-    assert report_json["runs"]["vanilla"]["metrics"]["uncertainty"]["coverage"] == \
-        _metrics(runs[0])["uncertainty"]["coverage"]
+    report_json = json.loads(out.metrics.read_text())  # the report's metrics.json leaves the block out (size)
+    assert "uncertainty" in report_json["omitted_from_runs"]
+    assert "uncertainty" not in report_json["runs"]["vanilla"]["metrics"]
 
 
 def test_decision_curves_use_the_probabilities(report):

@@ -113,7 +113,7 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
     rows = uncertainty_metrics(labels, columns, {name: m for name, _, m in groups}, levels)
     out = {"method": layer.method if layer is not None else None, "fitted_on": CALIBRATION_SPLIT,
            "in_sample": split == CALIBRATION_SPLIT, "levels": levels,
-           "coverage": [{**r, "kind": kinds[r["range"]]} for r in rows],
+           "coverage": [{**r, **{k: _round(r[k]) for k in ROUNDED}, "kind": kinds[r["range"]]} for r in rows],
            "probabilities": _probabilities(labels, columns)}
     if layer is not None:
         out["layer"] = {"n_calibration": layer.n_calibration, "bins": len(layer.bins), "merges": len(layer.merged),
@@ -123,6 +123,14 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
             preds = test[PredCol.PREDICTION.value].to_numpy(np.float64)
             out["probabilities_split_prior"] = _probabilities(labels, at_split.probabilities(preds))
     return out
+
+
+ROUNDED = ("mean_width", "ci_lower", "ci_upper")  # to 6 decimals: the endpoints are float32 (and compared at 6
+# decimals), the CI limits a numerical inverse; more digits would only lengthen metrics.json and the tidy table
+
+
+def _round(value):
+    return None if value is None else round(float(value), 6)
 
 
 def _probabilities(labels, columns: dict) -> dict:

@@ -159,8 +159,10 @@ def page_model(model: ReportModel, tables: dict[str, Table], figures: dict, titl
             if card["dataset_config"] else ""}
 
 
-OMITTED_KEYS = ("figures", "dataset")  # per run: the figures' aggregates (in each run's own metrics.json) and
-# the dataset block (once per dataset under "datasets"): about 100 runs would otherwise take several MB
+OMITTED_KEYS = ("figures", "dataset", "uncertainty")  # per run: the figures' aggregates (in each run's own
+# metrics.json), the dataset block (once per dataset under "datasets") and the conformal coverage per range and
+# level (issue 23, about 6 kB a run; the tidy interval_coverage and probability_brier tables hold the shown runs'):
+# about 100 runs would otherwise take several MB
 
 
 def report_metrics(model: ReportModel) -> dict:

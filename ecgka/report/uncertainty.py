@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ecgka.report.collect import ReportModel, RunEntry
-from ecgka.report.figures import MAX_PANELS, Figure, _grid, _legend, _png
+from ecgka.report.figures import MAX_PANELS, Figure, _grid, _legend, _plt, _png
 from ecgka.report.tables import Table
 
 # SECTIONS entry of report/build.py: (section id, title, tables, figures)
@@ -21,15 +21,16 @@ SECTION = ("uncertainty", "Calibrated uncertainty: conformal intervals by range"
            ("interval_coverage",))
 CLINICAL_TABLES = ("probability_brier",)  # placed in the clinical section (build.SECTIONS "clinical")
 CLINICAL_FIGURES = ("reliability",)
-SHOWN_LEVEL = 0.9  # the display table's level; every level is in the tidy CSV
+SHOWN_LEVEL = 0.9  # the display table's and figure's level; every level is in the tidy CSV
+RELIABILITY_CONDITIONS = ("hypo", "hyper")  # the curves drawn (those of the decision curves); Brier: all four
 
 INTERVAL_NOTE = (
     "Per-ECG intervals from a label-conditional (Mondrian) conformal predictive system fitted on the run's "
     "validation predictions, bins of the true value bounded by the shot-group and clinical edges (sparse bins "
     "merged with a neighbour): coverage is meant to hold within each range of the laboratory value, not only "
-    "overall. Coverage: share of {split} ECGs whose laboratory value lies in its interval (95 % CI: "
-    "Clopper-Pearson); mean width in {unit}. Blue: the CI lies below the nominal level. Levels 80 % and 95 % "
-    "are in the tidy CSV.")
+    "overall. Coverage at {shown}: share of {split} ECGs whose laboratory value lies in its interval; width: "
+    "mean interval width in {unit}. Blue: the 95 % Clopper-Pearson CI of the coverage lies below the nominal "
+    "level. The CIs and the 80 % and 95 % levels are in the tidy CSV.")
 IN_SAMPLE_NOTE = (" The evaluated split is the calibration split itself (val): its coverage is in-sample and "
                   "guaranteed by construction, not a test of the layer.")
 BRIER_NOTE = (
@@ -52,25 +53,32 @@ def _level_text(level: float) -> str:
 
 
 def interval_table(runs: list[RunEntry], split: str = "test", unit: str = "mmol/L") -> Table:
-    """Coverage (with CI) and mean width per method and range at ``SHOWN_LEVEL``; the tidy CSV: every level."""
-    rows, tidy, marks = [], [], {}
+    """Coverage and mean width at ``SHOWN_LEVEL``: one row per method, two columns per range (its n in the
+    title, the same test set for every run); the tidy CSV: one row per method, range and level with n,
+    coverage, its CI and the mean width (every level)."""
     shown = _level_text(SHOWN_LEVEL)
     in_sample = any(r.metrics["uncertainty"].get("in_sample") for r in runs)
+    sizes: dict[str, set] = {}
     for r in runs:
         for x in r.metrics["uncertainty"]["coverage"]:
-            for metric in ("n", "coverage", "ci_lower", "ci_upper", "mean_width"):
-                tidy.append({"method": r.display_name, "range": x["range"], "range_kind": x.get("kind"),
-                             "level": x["level"], "metric": metric, "value": x.get(metric)})
+            sizes.setdefault(x["range"], set()).add(x["n"])
+    title = {name: f"{name} (n={next(iter(n))})" if len(n) == 1 else name for name, n in sizes.items()}
+    rows, tidy, marks = [], [], {}
+    for i, r in enumerate(runs):
+        row = {"method": r.display_name}
+        for x in r.metrics["uncertainty"]["coverage"]:
+            tidy.append({"method": r.display_name, "range": x["range"], "level": x["level"], "n": x["n"],
+                         **{k: x.get(k) for k in ("coverage", "ci_lower", "ci_upper", "mean_width")}})
             if abs(x["level"] - SHOWN_LEVEL) > 1e-9:
                 continue
+            col = f"coverage {title[x['range']]}"
+            row[col], row[f"width {title[x['range']]}"] = x.get("coverage"), x.get("mean_width")
             if x.get("ci_upper") is not None and x["ci_upper"] < x["level"]:
-                marks[(len(rows), f"coverage {shown}")] = "worse"
-            rows.append({"method": r.display_name, "range": x["range"], "n": x["n"],
-                         f"coverage {shown}": x.get("coverage"), "CI lower": x.get("ci_lower"),
-                         "CI upper": x.get("ci_upper"), f"mean width {shown}": x.get("mean_width")})
-    note = INTERVAL_NOTE.format(split=split, unit=unit) + (IN_SAMPLE_NOTE if in_sample else "")
+                marks[(i, col)] = "worse"
+        rows.append(row)
+    note = INTERVAL_NOTE.format(split=split, unit=unit, shown=shown) + (IN_SAMPLE_NOTE if in_sample else "")
     return Table("interval_coverage", f"Coverage and mean width of the {shown} conformal intervals by range",
-                 pd.DataFrame(rows), note, marks, keys=("method", "range"), tidy_df=pd.DataFrame(tidy))
+                 pd.DataFrame(rows), note, marks, tidy_df=pd.DataFrame(tidy))
 
 
 def _conditions(runs: list[RunEntry]) -> list[str]:
@@ -95,11 +103,10 @@ def brier_table(runs: list[RunEntry]) -> Table | None:
         for n in names:
             p, q = shipped.get(n) or {}, at_split.get(n) or {}
             row.update({f"Brier {n}": p.get("brier"), f"Brier {n} (split prior)": q.get("brier"),
-                        f"reference {n}": p.get("brier_baseline"), f"positives {n}": p.get("n_positive")})
+                        f"reference {n}": p.get("brier_baseline")})
             for prior, block in (("training", p), ("split", q)):
-                for metric in ("brier", "brier_baseline", "n", "n_positive", "prevalence"):
-                    tidy.append({"method": r.display_name, "condition": n, "column": p.get("column"),
-                                 "prior": prior, "metric": metric, "value": block.get(metric)})
+                tidy.append({"method": r.display_name, "condition": n, "prior": prior,
+                             **{k: block.get(k) for k in ("brier", "brier_baseline", "n", "n_positive")}})
         rows.append(row)
     df = pd.DataFrame(rows)
     marks: dict[tuple[int, str], str] = {}
@@ -119,32 +126,32 @@ def _range_order(runs: list[RunEntry]) -> list[str]:
 
 
 def coverage_figure(runs: list[RunEntry]) -> Figure:
-    """Coverage per range against the nominal line, one marker (with its CI) per method, a panel per level."""
-    levels = sorted({x["level"] for r in runs for x in r.metrics["uncertainty"]["coverage"]})
+    """Coverage per range at ``SHOWN_LEVEL`` against the nominal line, one marker (with its CI) per method."""
+    plt = _plt()
     ranges = _range_order(runs)
-    fig, axes = _grid(len(levels), size=(4.6, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.0))
     offsets = np.linspace(-0.3, 0.3, len(runs)) if len(runs) > 1 else np.zeros(1)
-    for ax, level in zip(axes, levels, strict=False):
-        for off, r in zip(offsets, runs, strict=False):
-            at = {x["range"]: x for x in r.metrics["uncertainty"]["coverage"] if abs(x["level"] - level) < 1e-9}
-            xs = [i + off for i, name in enumerate(ranges) if (at.get(name) or {}).get("coverage") is not None]
-            pts = [at[name] for name in ranges if (at.get(name) or {}).get("coverage") is not None]
-            if not pts:
-                continue
-            y = np.array([p["coverage"] for p in pts])
-            lo = np.array([p["ci_lower"] if p.get("ci_lower") is not None else p["coverage"] for p in pts])
-            hi = np.array([p["ci_upper"] if p.get("ci_upper") is not None else p["coverage"] for p in pts])
-            ax.errorbar(xs, y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, capsize=1.5, label=r.display_name)
-        ax.axhline(level, color="k", ls="--", lw=0.8, label="nominal")
-        ax.set_xticks(range(len(ranges)))
-        ax.set_xticklabels(ranges, rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(max(0.0, min(ax.get_ylim()[0], level - 0.2)), 1.01)
-        ax.set_title(f"{_level_text(level)} intervals", fontsize=8)
-        ax.set_ylabel("coverage", fontsize=8)
-        _legend(ax, 6)
+    for off, r in zip(offsets, runs, strict=False):
+        at = {x["range"]: x for x in r.metrics["uncertainty"]["coverage"]
+              if abs(x["level"] - SHOWN_LEVEL) < 1e-9 and x.get("coverage") is not None}
+        pts = [(i + off, at[name]) for i, name in enumerate(ranges) if name in at]
+        if not pts:
+            continue
+        y = np.array([p["coverage"] for _, p in pts])
+        lo = np.array([p["coverage"] if p.get("ci_lower") is None else p["ci_lower"] for _, p in pts])
+        hi = np.array([p["coverage"] if p.get("ci_upper") is None else p["ci_upper"] for _, p in pts])
+        ax.errorbar([x for x, _ in pts], y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, capsize=1.5,
+                    label=r.display_name)
+    ax.axhline(SHOWN_LEVEL, color="k", ls="--", lw=0.8, label="nominal")
+    ax.set_xticks(range(len(ranges)))
+    ax.set_xticklabels(ranges, rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(max(0.0, min(ax.get_ylim()[0], SHOWN_LEVEL - 0.2)), 1.01)
+    ax.set_ylabel(f"coverage of the {_level_text(SHOWN_LEVEL)} intervals", fontsize=8)
+    ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no marker hidden
     return Figure("interval_coverage", "Coverage of the conformal intervals by range", _png(fig),
-                  "Share of ECGs whose laboratory value lies in its interval, per range of the laboratory value "
-                  "(shot groups, then clinical ranges), with 95 % Clopper-Pearson CIs; dashed: the nominal level.")
+                  f"Share of ECGs whose laboratory value lies in its {_level_text(SHOWN_LEVEL)} interval, per "
+                  "range of the laboratory value (all, shot groups, clinical ranges), with 95 % Clopper-Pearson "
+                  "CIs; dashed: the nominal level (other levels: the tidy table).")
 
 
 def _reliability(r: RunEntry, name: str) -> list[dict]:
@@ -157,30 +164,29 @@ def _reliability(r: RunEntry, name: str) -> list[dict]:
 
 def reliability_figure(runs: list[RunEntry]) -> Figure | None:
     """Reliability curves of the event probabilities: observed event fraction against mean probability."""
-    names = [n for n in _conditions(runs) if any(_reliability(r, n) for r in runs)]
+    names = [n for n in RELIABILITY_CONDITIONS if any(_reliability(r, n) for r in runs)]
     if not names:
         return None
-    fig, axes = _grid(len(names), size=(3.6, 3.2))
+    fig, axes = _grid(len(names), size=(2.8, 2.4))
     for ax, n in zip(axes, names, strict=False):
         for r in runs:
             u = r.metrics["uncertainty"]
             p = (u.get("probabilities_split_prior") or u.get("probabilities") or {}).get(n) or {}
             bins = _reliability(r, n)
             if bins:
-                ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", ms=3,
-                        lw=1, label=f"{r.display_name} {p['brier']:.3f}" if p.get("brier") is not None
-                        else r.display_name)
+                ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], lw=0.8,
+                        label=r.display_name)
         ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=0.6)
         head = next(((r.metrics["uncertainty"]["probabilities"] or {}).get(n) for r in runs
                      if (r.metrics["uncertainty"].get("probabilities") or {}).get(n)), {})
         ax.set_title(f"{head.get('title', n)}: {head.get('column', n)}", fontsize=8)
         ax.set(xlabel="mean predicted probability", ylabel="observed fraction", xlim=(0, 1), ylim=(0, 1))
-        _legend(ax, 6)
+    _legend(axes[0], 5)  # one legend (the same methods in each panel)
     return Figure("reliability", "Reliability of the event probabilities", _png(fig),
-                  "Observed fraction of events against the mean predicted probability, per probability bin "
-                  "(empty bins omitted), the predictive distribution taken under the evaluated split's label "
+                  "Observed fraction of hypo- and hyperkalaemia against the mean predicted probability, per "
+                  "probability bin (empty bins omitted), the predictive distribution taken under the evaluated split's label "
                   "distribution (the split prior; the shipped probabilities assume the training prevalence, see "
-                  "the Brier table); legend: Brier score; grey: perfect calibration.")
+                  "the Brier table, which gives each curve's Brier score); grey: perfect calibration.")
 
 
 def report_tables(model: ReportModel) -> dict[str, Table]:
