@@ -15,6 +15,7 @@ import pandas as pd
 from ecgka.report.collect import ReportModel, RunEntry
 from ecgka.report.figures import MAX_PANELS, Figure, _grid, _legend, _plt, _png
 from ecgka.report.tables import Table
+from ecgka.report.wording import POTASSIUM, Wording, wording
 
 # SECTIONS entry of report/build.py: (section id, title, tables, figures)
 SECTION = ("uncertainty", "Calibrated uncertainty: conformal intervals by range", ("interval_coverage",),
@@ -25,10 +26,10 @@ SHOWN_LEVEL = 0.9  # the display table's and figure's level; every level is in t
 RELIABILITY_CONDITIONS = ("hypo", "hyper")  # the curves drawn (those of the decision curves); Brier: all four
 
 INTERVAL_NOTE = (
-    "Per-ECG intervals from a label-conditional (Mondrian) conformal predictive system fitted on the run's "
-    "validation predictions, bins of the true value bounded by the shot-group and clinical edges (sparse bins "
-    "merged with a neighbour): coverage is meant to hold within each range of the laboratory value, not only "
-    "overall. Coverage at {shown}: share of {split} ECGs whose laboratory value lies in its interval; width: "
+    "Intervals per {sample} from a label-conditional (Mondrian) conformal predictive system fitted on the run's "
+    "validation predictions, bins of the true value bounded by the shot-group (and clinical) edges, sparse bins "
+    "merged with a neighbour: coverage is meant to hold within each range of the {reference} value, not only "
+    "overall. Coverage at {shown}: share of {split} {samples} whose {reference} value lies in its interval; width: "
     "mean interval width in {unit}. Blue: the 95 % Clopper-Pearson CI of the coverage lies below the nominal "
     "level. The CIs and the 80 % and 95 % levels are in the tidy CSV.")
 IN_SAMPLE_NOTE = (" The evaluated split is the calibration split itself (val): its coverage is in-sample and "
@@ -52,7 +53,7 @@ def _level_text(level: float) -> str:
     return f"{round(level * 100):d} %"
 
 
-def interval_table(runs: list[RunEntry], split: str = "test", unit: str = "mmol/L") -> Table:
+def interval_table(runs: list[RunEntry], split: str = "test", words: Wording = POTASSIUM) -> Table:
     """Coverage and mean width at ``SHOWN_LEVEL``: one row per method, two columns per range (its n in the
     title, the same test set for every run); the tidy CSV: one row per method, range and level with n,
     coverage, its CI and the mean width (every level)."""
@@ -76,7 +77,9 @@ def interval_table(runs: list[RunEntry], split: str = "test", unit: str = "mmol/
             if x.get("ci_upper") is not None and x["ci_upper"] < x["level"]:
                 marks[(i, col)] = "worse"
         rows.append(row)
-    note = INTERVAL_NOTE.format(split=split, unit=unit, shown=shown) + (IN_SAMPLE_NOTE if in_sample else "")
+    note = INTERVAL_NOTE.format(split=split, unit=words.unit, shown=shown, samples=words.samples,
+                                sample=words.samples.rstrip("s"), reference=words.reference) + \
+        (IN_SAMPLE_NOTE if in_sample else "")
     return Table("interval_coverage", f"Coverage and mean width of the {shown} conformal intervals by range",
                  pd.DataFrame(rows), note, marks, tidy_df=pd.DataFrame(tidy))
 
@@ -125,7 +128,7 @@ def _range_order(runs: list[RunEntry]) -> list[str]:
     return list(order)
 
 
-def coverage_figure(runs: list[RunEntry]) -> Figure:
+def coverage_figure(runs: list[RunEntry], words: Wording = POTASSIUM) -> Figure:
     """Coverage per range at ``SHOWN_LEVEL`` against the nominal line, one marker (with its CI) per method."""
     plt = _plt()
     ranges = _range_order(runs)
@@ -149,8 +152,9 @@ def coverage_figure(runs: list[RunEntry]) -> Figure:
     ax.set_ylabel(f"coverage of the {_level_text(SHOWN_LEVEL)} intervals", fontsize=8)
     ax.legend(fontsize=5, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: no marker hidden
     return Figure("interval_coverage", "Coverage of the conformal intervals by range", _png(fig),
-                  f"Share of ECGs whose laboratory value lies in its {_level_text(SHOWN_LEVEL)} interval, per "
-                  "range of the laboratory value (all, shot groups, clinical ranges), with 95 % Clopper-Pearson "
+                  f"Share of {words.samples} whose {words.reference} value lies in its {_level_text(SHOWN_LEVEL)} "
+                  f"interval, per range of the {words.reference} value (all, shot groups, clinical ranges where "
+                  "they apply), with 95 % Clopper-Pearson "
                   "CIs; dashed: the nominal level (other levels: the tidy table).")
 
 
@@ -195,8 +199,8 @@ def report_tables(model: ReportModel) -> dict[str, Table]:
     runs = _with(model.main_runs or model.runs)
     if not runs:
         return {}
-    unit = model.main_dataset.grid.unit if model.main_dataset is not None else ""
-    out = [interval_table(runs, model.split, unit), brier_table(runs)]
+    words = wording(model.main_dataset) if model.main_dataset is not None else POTASSIUM
+    out = [interval_table(runs, model.split, words), brier_table(runs)]
     return {t.name: t for t in out if t is not None}
 
 
@@ -204,5 +208,6 @@ def report_figures(model: ReportModel) -> dict[str, Figure]:
     runs = _with(model.main_runs or model.runs)[:MAX_PANELS]
     if not runs:
         return {}
-    out = [coverage_figure(runs), reliability_figure(runs)]
+    words = wording(model.main_dataset) if model.main_dataset is not None else POTASSIUM
+    out = [coverage_figure(runs, words), reliability_figure(runs)]
     return {f.name: f for f in out if f is not None}
