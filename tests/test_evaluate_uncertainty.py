@@ -191,3 +191,14 @@ def test_evaluate_writes_columns_and_the_layer_then_refits_on_a_new_checkpoint(t
 
     vals = evaluate_run(run, data, "val", EvalConfig(n_boot=10, device="cpu"))
     assert vals["uncertainty"]["in_sample"] is True
+
+    # another dataset: the stored layer of these weights is applied as shipped, and stays the run's own
+    from shard_factory import write_dataset
+
+    stored = rd.uncertainty.read_bytes()
+    other = write_dataset(tmp_path / "other", n_train=64, n_val=32, n_test=16, n_samples=250, seed=7)
+    theirs = evaluate_run(run, other, "test", EvalConfig(n_boot=10, device="cpu"), allow_other_dataset=True)
+    assert rd.uncertainty.read_bytes() == stored
+    assert theirs["uncertainty"]["layer"]["source"] == new.source
+    fingerprint = theirs["dataset"]["fingerprint"]
+    assert set(UNCERTAINTY_COLUMNS) <= set(pd.read_parquet(rd.predictions_path("test", fingerprint)).columns)
