@@ -87,7 +87,7 @@ def interval_table(runs: list[RunEntry], split: str = "test", words: Wording = P
 def _conditions(runs: list[RunEntry]) -> list[str]:
     names: dict[str, None] = {}
     for r in runs:
-        names.update(dict.fromkeys((r.metrics["uncertainty"].get("probabilities") or {})))
+        names.update(dict.fromkeys(r.metrics["uncertainty"].get("probabilities") or {}))
     return list(names)
 
 
@@ -174,8 +174,6 @@ def reliability_figure(runs: list[RunEntry]) -> Figure | None:
     fig, axes = _grid(len(names), size=(2.8, 2.4))
     for ax, n in zip(axes, names, strict=False):
         for r in runs:
-            u = r.metrics["uncertainty"]
-            p = (u.get("probabilities_split_prior") or u.get("probabilities") or {}).get(n) or {}
             bins = _reliability(r, n)
             if bins:
                 ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], lw=0.8,
