@@ -182,6 +182,9 @@ def test_evaluate_writes_columns_and_the_layer_then_refits_on_a_new_checkpoint(t
     stored = rd.uncertainty.read_bytes()
     evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu"))  # unchanged: reused as it is
     assert rd.uncertainty.read_bytes() == stored
+    last = evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu", checkpoint="last"))
+    assert last["uncertainty"]["layer"]["source"]["checkpoint"] == "last"  # other weights: a layer of their own
+    assert rd.uncertainty.read_bytes() == stored  # the shipped (best) checkpoint's layer stays
 
     rd.checkpoint("best").write_bytes(rd.checkpoint("last").read_bytes())  # another checkpoint (its SHA-256)
     again = evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu"))

@@ -5,7 +5,8 @@ run, applied to the evaluated split, and the metrics.json ``uncertainty`` block.
   dataset description's edges and training histogram (``fit_for_dataset``), under the dataset's own shot rule
   (an evaluation's shot override changes the reported groups, not the model's layer), and written atomically
   to ``RUN/uncertainty.json`` with its ``source``: checkpoint name and SHA-256, dataset fingerprint, seed,
-  split. A later evaluation reuses it while these are unchanged and refits it when one changed.
+  split. A later evaluation reuses it while these are unchanged and refits it when one changed. Only the
+  ``best`` checkpoint's layer is stored (the weights predict, the registry and the export ship).
 * An evaluation on another dataset (``--allow-other-dataset``) applies the run's stored layer when it belongs
   to the evaluated weights (the model as shipped); otherwise the layer is fitted on that dataset's val and
   not stored (``source.stored`` false).
@@ -37,6 +38,8 @@ from ecgka.metrics.conformal import (
 )
 
 CALIBRATION_SPLIT = "val"
+STORED_CHECKPOINT = "best"  # the weights ``ecgka predict``, the registry and the export ship: only their layer is
+# stored (an evaluation of ``checkpoint=last`` fits its own without replacing it)
 SOURCE_KEYS = ("checkpoint_sha256", "dataset_fingerprint", "seed")  # a stored layer is reused while equal
 
 
@@ -60,7 +63,8 @@ def run_layer(run_dir: RunDir, val: pd.DataFrame, dataset: DatasetInfo, checkpoi
               seed: int = 0, *, own_dataset: bool = True) -> tuple[LabelConditionalCPS, bool]:
     """(the layer to evaluate with, whether a stored one was reused). On the run's own dataset: the stored
     ``uncertainty.json`` when its source matches (checkpoint SHA-256, dataset fingerprint, seed), else fitted
-    on ``val`` and stored. On another dataset: the stored layer of these weights, else fitted, not stored."""
+    on ``val`` and stored (for the ``best`` checkpoint only). On another dataset: the stored layer of these
+    weights, else fitted, not stored."""
     key = {"checkpoint_sha256": checkpoint_sha256, "dataset_fingerprint": dataset.fingerprint, "seed": seed}
     data = run_dir.read_uncertainty()
     stored = None
@@ -74,8 +78,9 @@ def run_layer(run_dir: RunDir, val: pd.DataFrame, dataset: DatasetInfo, checkpoi
             return stored, True
         if not own_dataset and stored.source.get("checkpoint_sha256") == checkpoint_sha256:
             return stored, True
-    layer = fit_layer(val, dataset, seed, {"checkpoint": checkpoint, **key, "stored": own_dataset})
-    if own_dataset:
+    store = own_dataset and checkpoint == STORED_CHECKPOINT
+    layer = fit_layer(val, dataset, seed, {"checkpoint": checkpoint, **key, "stored": store})
+    if store:
         atomic_write_json(run_dir.uncertainty, layer.model_dump(mode="json"))
     return layer, False
 
