@@ -81,6 +81,22 @@ def test_metrics_equal_a_direct_computation_from_the_columns(dataset):
     assert again["uncertainty"]["coverage"] == m["uncertainty"]["coverage"]
 
 
+def test_the_console_line_gives_coverage_and_width_per_range(dataset, capsys):
+    """``ecgka evaluate`` prints the 90 % intervals' coverage and mean width per range, from metrics.json."""
+    from ecgka.cli.evaluate import print_coverage
+
+    val, test = fake_predictions(2), fake_predictions(1)
+    block = compute_metrics(test, val, dataset, EvalConfig(n_boot=10))["uncertainty"]
+    print_coverage(block, "mmol/L")
+    line = capsys.readouterr().out.strip()
+    rows = [r for r in block["coverage"] if r["level"] == 0.9 and r["n"]]
+    assert line.startswith("90% intervals: ") and line.count("mmol/L") == len(rows) > 5
+    for r in rows:
+        assert f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} mmol/L, n={r['n']})" in line
+    print_coverage(None, "mmol/L")  # a run evaluated before the layer existed: nothing printed
+    assert capsys.readouterr().out == ""
+
+
 def test_the_layer_sees_val_only(dataset):
     """Test labels never reach the layer: other test labels, the same intervals for the same predictions."""
     val, test = fake_predictions(2), fake_predictions(1)

@@ -8,6 +8,15 @@ from __future__ import annotations
 from ecgka.cli.options import Command, EvaluateCommand
 
 
+def print_coverage(block: dict | None, unit: str, level: float = 0.9) -> None:
+    """One line: the calibrated intervals' coverage and mean width per range at ``level``."""
+    rows = [r for r in (block or {}).get("coverage", []) if r["level"] == level and r["n"]]
+    if rows:
+        tag = " (in-sample)" if block.get("in_sample") else ""
+        print(f"  {level:.0%} intervals{tag}: " + "  ".join(
+            f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} {unit}, n={r['n']})" for r in rows))
+
+
 def run(o: EvaluateCommand) -> int:
     cfg = o.load_config()
     from ecgka.catalog import RunDir  # heavier: after the options are known to be valid
@@ -29,6 +38,7 @@ def run(o: EvaluateCommand) -> int:
         if ci["lower"] is not None:
             text += f" [{ci['lower']:.3f}, {ci['upper']:.3f}]"
         print(f"  {name}: AUROC {text} (positives {c['n_positive']})")
+    print_coverage(metrics.get("uncertainty"), metrics["dataset"]["label"]["unit"])
     print(f"wrote {where / RunDir.METRICS}")
     return 0
 
