@@ -11,15 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ecgka.metrics.bootstrap import bootstrap_ci
-
-# Clinical K ranges of the per-range MAE: (name, lower bound or None, upper bound or None), [lower, upper)
-CLINICAL_RANGES = (
-    ("< 3.0", None, 3.0),
-    ("3.0 to < 3.5", 3.0, 3.5),
-    ("3.5 to < 5.5", 3.5, 5.5),
-    ("5.5 to < 6.0", 5.5, 6.0),
-    (">= 6.0", 6.0, None),
-)
+from ecgka.metrics.clinical import CLINICAL_RANGES
 
 
 def calibration_line(preds, labels) -> tuple[float, float] | None:

@@ -76,15 +76,17 @@ K_RANGES = (
     ("> 6.5", 6.5, False, None, False),
 )
 
-# Ranges of the true K for the coverage of the conformal intervals (``ecgka.metrics.conformal``):
-# (name, lower bound or None, upper bound or None), each ``lo <= K < hi``.
-UNCERTAINTY_RANGES = (
+# The clinical ranges of the true K: (name, lower bound or None, upper bound or None), each ``lo <= K < hi``.
+# The per-range MAE (``ecgka.metrics.calibration``) and the coverage of the conformal intervals
+# (``ecgka.metrics.conformal``) are reported over the same ranges.
+CLINICAL_RANGES = (
     ("< 3.0", None, 3.0),
     ("3.0 to < 3.5", 3.0, 3.5),
     ("3.5 to < 5.5", 3.5, 5.5),
     ("5.5 to < 6.0", 5.5, 6.0),
     (">= 6.0", 6.0, None),
 )
+UNCERTAINTY_RANGES = CLINICAL_RANGES
 
 
 def _ratio(num: int, den: int) -> float | None:
