@@ -86,3 +86,19 @@ def write_dataset(out_dir: str | Path, n_train: int = 256, n_val: int = 64, n_te
     ds.manifest_path.write_text(json.dumps(manifest, indent=2))
     Claim(out, FolderKind.DATASET, ClaimState.NEW).write_marker(manifest["fingerprint"])
     return out
+
+
+def train_tiny(root: str | Path, n_val: int = 32) -> tuple[Path, Path]:
+    """A one-epoch run of the small Net1D (CPU, one thread) on a :func:`write_dataset` dataset under ``root``:
+    (run folder, dataset folder)."""
+    import torch
+
+    from ecgka.training import TrainConfig, train_run
+
+    torch.set_num_threads(1)
+    root = Path(root)
+    data = write_dataset(root / "data", n_train=128, n_val=n_val, n_test=32, n_samples=250)
+    cfg = TrainConfig.model_validate({"name": "tiny", "model": {"preset": "small"}, "epochs": 1,
+                                      "batch_size": 32, "device": "cpu", "progress": False, "threads": 1})
+    train_run(cfg, data, root / "run")
+    return root / "run", data

@@ -99,18 +99,10 @@ def test_bad_shot_override_is_a_config_error(manifest):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A one-epoch run of the small Net1D on the trainer's tiny shard factory dataset."""
-    torch = pytest.importorskip("torch")
-    from shard_factory import write_dataset
+    pytest.importorskip("torch")
+    from shard_factory import train_tiny
 
-    from ecgka.training import TrainConfig, train_run
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("trained")
-    data = write_dataset(root / "data", n_train=128, n_val=32, n_test=32, n_samples=250)
-    cfg = TrainConfig.model_validate({"name": "tiny", "model": {"preset": "small"}, "epochs": 1,
-                                      "batch_size": 32, "device": "cpu", "progress": False, "threads": 1})
-    train_run(cfg, data, root / "run")
-    return root / "run", data
+    return train_tiny(tmp_path_factory.mktemp("trained"), n_val=32)
 
 
 def test_evaluate_run_with_the_real_predict(trained):
