@@ -4,7 +4,10 @@ label-conditional layer (``ecgka.metrics.conformal``), on the issue's simulation
 The simulation: potassium-like imbalance (85 % near 4.2 mmol/L with sd 0.45, 8 % hypo tail uniform on
 2.0-3.5, 7 % hyper tail uniform on 5.0-7.5, labels on the 0.1 grid), a model that shrinks toward the mean
 (``yhat = 4.2 + 0.6 (y - 4.2) + N(0, 0.35)``). Training labels give the prior and the shot groups; the
-calibration set plays the validation split; coverage is measured on a separate test set.
+calibration set plays the validation split; coverage is measured on a separate test set. The layer is
+fitted as ``ecgka evaluate`` fits it (all of ``LEVELS``, so bins are merged at the 95 % minimum) with each
+conformity score: ``label_conditional`` (residual ``y - yhat``) and ``label_conditional_calibrated``
+(``yhat - (intercept + slope y)``, the line fitted on the calibration set).
 Usage: python benchmarks/bench_conformal.py [--n-cal 6000] [--n-test 50000] [--seed 0] [--level 0.9]
 Prints one JSON object: {method: {range: {n, coverage, mean_width}}}.
 """
@@ -22,6 +25,8 @@ from ecgka.keys import interval_columns
 from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import UNCERTAINTY_RANGES
 from ecgka.metrics.conformal import (
+    LEVELS,
+    SCORES,
     coverage_groups,
     fit_label_conditional,
     mondrian_edges,
@@ -30,6 +35,7 @@ from ecgka.metrics.conformal import (
 
 GRID = LabelGrid.preset("potassium")
 MEAN = 4.2
+METHOD = {"residual": "label_conditional", "calibrated": "label_conditional_calibrated"}  # the layer's scores
 
 
 def simulate(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,13 +75,15 @@ def compare(n_train: int = 50000, n_cal: int = 6000, n_test: int = 50000, seed: 
     y_cal, p_cal = simulate(n_cal, seed + 1)
     y_test, p_test = simulate(n_test, seed + 2)
     counts = GRID.counts(y_train)
-    layer = fit_label_conditional(y_cal, p_cal, edges=mondrian_edges(GRID, counts), prior_counts=counts,
-                                  prior_lo=GRID.lo, prior_step=GRID.step, levels=(level,), seed=seed)
+    layers = {score: fit_label_conditional(y_cal, p_cal, edges=mondrian_edges(GRID, counts), prior_counts=counts,
+                                           prior_lo=GRID.lo, prior_step=GRID.step, levels=LEVELS, seed=seed,
+                                           score=score) for score in SCORES}
     lo_name, hi_name = interval_columns(level)
-    ours = layer.intervals(p_test)
     methods = {"plain": plain_split(y_cal, p_cal, p_test, level),
-               "by_prediction": by_prediction(y_cal, p_cal, p_test, level),
-               "label_conditional": (ours[lo_name], ours[hi_name])}
+               "by_prediction": by_prediction(y_cal, p_cal, p_test, level)}
+    for score, layer in layers.items():
+        ours = layer.intervals(p_test)
+        methods[METHOD[score]] = (ours[lo_name], ours[hi_name])
     groups = coverage_groups(y_test, GRID, counts)
     table = {}
     for name, (lo, hi) in methods.items():
@@ -83,8 +91,11 @@ def compare(n_train: int = 50000, n_cal: int = 6000, n_test: int = 50000, seed: 
         table[name] = {r["range"]: {"n": r["n"], "coverage": None if r["coverage"] is None else round(r["coverage"], 3),
                                     "mean_width": None if r["mean_width"] is None else round(r["mean_width"], 3)}
                        for r in rows}
+    layer = layers["residual"]
     table["label_conditional_bins"] = [{"lo": b.lo, "hi": b.hi, "n": b.n} for b in layer.bins]
     table["merged"] = layer.merged
+    table["calibrated_line"] = {"intercept": round(layers["calibrated"].intercept, 4),
+                                "slope": round(layers["calibrated"].slope, 4)}
     return table
 
 

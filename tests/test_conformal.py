@@ -18,6 +18,7 @@ from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.metrics.conformal import (
     LEVELS,
+    SLOPE_FLOOR,
     LabelConditionalCPS,
     coverage_groups,
     fit_label_conditional,
@@ -71,18 +72,23 @@ def test_keys_and_edges():
     assert min_points(0.8) == 9 and min_points(0.9) == 19 and min_points(0.95) == 39
 
 
-def _naive_interval(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=1e-3):
+def _residual(y, yhat):
+    return y - yhat
+
+
+def _naive_interval(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=1e-3, score=_residual):
     """Brute force: every candidate K on a fine grid, accepted when both conformal p-values of its
-    residual among its own bin's residuals exceed a/2; the interval is the hull of the accepted set."""
+    score (default: the residual) among its own bin's scores exceed a/2; the interval is the hull of the
+    accepted set."""
     half = (1 - Fraction(str(level))) / 2  # exact: (m + 1)/(n + 1) > a/2 in floats misjudges 7/70 > 0.1
     cats_cal = np.searchsorted(edges, np.round(y_cal, 6), side="right")
     cand = np.round(np.arange(lo_grid, hi_grid + step / 2, step), 6)
     cats = np.searchsorted(edges, cand, side="right")
     accepted = np.zeros(cand.size, dtype=bool)
     for b in np.unique(cats):
-        r = y_cal[cats_cal == b] - yhat_cal[cats_cal == b]
+        r = score(y_cal[cats_cal == b], yhat_cal[cats_cal == b])
         n = r.size
-        t = cand[cats == b] - yhat
+        t = score(cand[cats == b], yhat)
         below = (r[None, :] <= t[:, None]).sum(1)
         above = (r[None, :] >= t[:, None]).sum(1)
         thr = half * (n + 1)  # p-value (count + 1)/(n + 1) > a/2  <=>  (count + 1) * den > num
@@ -110,6 +116,70 @@ def test_intervals_equal_brute_force_hull():
             # the hull's ends are bin edges (half-open bins: the naive grid stops one step short) or yhat + q
             assert cols[lo_name][i] == pytest.approx(naive[0], abs=1.5e-3)
             assert cols[hi_name][i] == pytest.approx(naive[1], abs=1.5e-3)
+
+
+def test_calibrated_intervals_equal_brute_force_hull():
+    """The calibrated score ``yhat - (intercept + slope y)``, its line the least-squares fit of the predictions
+    on the labels: each bin's accepted set is ``(yhat - q - intercept) / slope`` between its quantiles, and the
+    hull equals a brute-force acceptance of candidate K values by their conformal p-values."""
+    rng = np.random.default_rng(6)
+    y = np.round(rng.uniform(2.0, 7.5, 600), 1)
+    yhat = 4.2 + 0.35 * (y - 4.2) + rng.normal(0, 0.25, y.size)  # strong shrinkage, as the weak demo model
+    layer = fit_label_conditional(y, yhat, edges=[3.0, 3.5, 5.5, 6.0], prior_counts=GRID.counts(y),
+                                  prior_lo=GRID.lo, prior_step=GRID.step, levels=(0.8, 0.9), score="calibrated")
+    slope, intercept = np.polyfit(y, yhat, 1)
+    assert layer.score == "calibrated" and not layer.score_note
+    assert (layer.slope, layer.intercept) == pytest.approx((slope, intercept), abs=1e-9)
+
+    def score(k, p):
+        return p - (intercept + slope * k)
+
+    residual = fit_label_conditional(y, yhat, edges=[3.0, 3.5, 5.5, 6.0], prior_counts=GRID.counts(y),
+                                     prior_lo=GRID.lo, prior_step=GRID.step, levels=(0.8, 0.9))
+    queries = np.array([3.3, 3.6, 3.9, 4.2, 4.5, 4.8, 5.1, 0.5])  # the last: far below every bin's scores
+    cols, res_cols = layer.intervals(queries), residual.intervals(queries)
+    for level in (0.8, 0.9):
+        lo_name, hi_name = interval_columns(level)
+        for i, q in enumerate(queries):
+            naive = _naive_interval(y, yhat, np.array(layer.edges), level, q, GRID.lo, GRID.hi, score=score)
+            if naive is None:  # nothing accepted: [yhat, yhat] clipped to the label range
+                naive = (max(q, GRID.lo),) * 2
+                assert i == queries.size - 1
+            assert cols[lo_name][i] == pytest.approx(naive[0], abs=1.5e-3)
+            assert cols[hi_name][i] == pytest.approx(naive[1], abs=1.5e-3)
+        # the point of the score: narrower than the residual one's hull on a shrinking model
+        width = np.mean(cols[hi_name][:-1] - cols[lo_name][:-1])
+        assert width < np.mean(res_cols[hi_name][:-1] - res_cols[lo_name][:-1])
+
+
+def test_calibrated_score_deterministic_json_and_fallback(fitted):
+    _, y, yhat = fitted
+    layer = _fit(y, yhat, score="calibrated")
+    assert layer.model_dump() == _fit(y, yhat, score="calibrated").model_dump()
+    back = layer_from_json(json.loads(json.dumps(layer.model_dump(mode="json"))))
+    assert back == layer and back.score == "calibrated"
+    preds = np.concatenate([yhat[:500], [np.nan, -3.0, 25.0]])
+    cols = layer.columns(preds)
+    for k, v in back.columns(preds).items():
+        np.testing.assert_array_equal(v, cols[k])
+    assert np.isnan(cols["k_lo_90"][-3]) and np.all(cols["k_lo_95"][:-3] <= cols["k_lo_80"][:-3])
+    assert "calibrated" in layer.formula and "(yhat - q_hi[l]_b - intercept) / slope" in layer.formula
+    # a model that barely follows the label (slope <= the floor), or labels that do not vary: residual score
+    rng = np.random.default_rng(0)
+    flat = 4.2 + 0.02 * (y - 4.2) + rng.normal(0, 0.3, y.size)
+    for labels, preds_ in ((y, flat), (np.full(300, 4.0), flat[:300])):
+        fallback = _fit(labels, preds_, score="calibrated")
+        assert (fallback.score, fallback.intercept, fallback.slope) == ("residual", 0.0, 1.0)
+        assert f"not above {SLOPE_FLOOR}): residual score used" in fallback.score_note
+        plain = _fit(labels, preds_)
+        assert fallback.model_dump() == {**plain.model_dump(), "score_note": fallback.score_note}
+    with pytest.raises(InputError, match="conformal score 'ratio'"):
+        _fit(y, yhat, score="ratio")
+    # a layer stored before the score existed reads as the residual one
+    old = _fit(y, yhat).model_dump(mode="json")
+    for key in ("score", "intercept", "slope", "score_note"):
+        old.pop(key)
+    assert layer_from_json(old) == _fit(y, yhat)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -238,13 +308,14 @@ def test_issue_simulation_plain_conformal_fails_ours_holds():
     """The issue's simulation (potassium-like imbalance, a model shrinking toward the mean): plain split
     conformal undercovers K >= 6.0 badly; label-conditional holds 0.85-0.95 in every range."""
     table = _bench().compare(n_train=20000, n_cal=6000, n_test=20000, seed=0)
-    plain, ours = table["plain"], table["label_conditional"]
+    plain, ours, calibrated = table["plain"], table["label_conditional"], table["label_conditional_calibrated"]
     assert plain["all"]["coverage"] == pytest.approx(0.9, abs=0.02)
     assert plain[">= 6.0"]["coverage"] < 0.5
     assert table["by_prediction"][">= 6.0"]["coverage"] < 0.75
-    for name, row in ours.items():
+    for name, row in [*ours.items(), *calibrated.items()]:
         if row["n"] >= 200:
             assert 0.85 <= row["coverage"] <= 0.95, (name, row)
+    assert table["calibrated_line"]["slope"] == pytest.approx(0.6, abs=0.03)  # the simulated shrinkage
     assert ours[">= 6.0"]["mean_width"] > ours["3.5 to < 5.5"]["mean_width"] * 0.7
 
 

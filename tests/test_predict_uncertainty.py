@@ -31,6 +31,8 @@ def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
     """The card's ``uncertainty.formula``, in plain Python (floats, math), from the card JSON alone."""
     layer = card["uncertainty"]["layer"]
     bins, out = layer["bins"], {}
+    score = layer.get("score", "residual")  # a layer stored before the calibrated score is residual
+    a, c = layer.get("intercept", 0.0), layer.get("slope", 1.0)
     for i, level in enumerate(layer["levels"]):
         tag = f"{round(level * 100, 6):g}".replace(".", "_")
         lows, highs = [], []
@@ -43,8 +45,12 @@ def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
             for b in bins:
                 q_lo = -math.inf if b["q_lo"][i] is None else b["q_lo"][i]
                 q_hi = math.inf if b["q_hi"][i] is None else b["q_hi"][i]
-                left = max(-math.inf if b["lo"] is None else b["lo"], yhat + q_lo)
-                right = min(math.inf if b["hi"] is None else b["hi"], yhat + q_hi)
+                if score == "calibrated":  # accepted: q_lo <= yhat - (a + c K) <= q_hi
+                    low, high = (yhat - q_hi - a) / c, (yhat - q_lo - a) / c
+                else:  # residual: q_lo <= K - yhat <= q_hi
+                    low, high = yhat + q_lo, yhat + q_hi
+                left = max(-math.inf if b["lo"] is None else b["lo"], low)
+                right = min(math.inf if b["hi"] is None else b["hi"], high)
                 if left <= right:
                     pieces.append((left, right))
             lo, hi = (min(p[0] for p in pieces), max(p[1] for p in pieces)) if pieces else (yhat, yhat)
@@ -90,19 +96,22 @@ def _bench_simulate():
     return module.simulate
 
 
-def test_card_block_reproduced_by_a_plain_consumer(tmp_path):
+@pytest.mark.parametrize("score", ["residual", "calibrated"])
+def test_card_block_reproduced_by_a_plain_consumer(tmp_path, score):
     simulate = _bench_simulate()
     y_train, _ = simulate(5000, 0)
     y, yhat = simulate(1500, 1)
     counts = GRID.counts(y_train)
     layer = fit_label_conditional(y, yhat, edges=mondrian_edges(GRID, counts), prior_counts=counts,
-                                  prior_lo=GRID.lo, prior_step=GRID.step)
+                                  prior_lo=GRID.lo, prior_step=GRID.step, score=score)
+    assert layer.score == score
     run = RunDir(tmp_path)
     run.uncertainty.write_text(json.dumps(layer.model_copy(update={"source": {"checkpoint_sha256": "abc"}})
                                           .model_dump(mode="json")))
     card = {"uncertainty": uncertainty_block(run, "abc")}
     block = card["uncertainty"]
     assert block["fitted_on"] == "val" and block["columns"][:2] == list(interval_columns(0.8))
+    assert block["layer"]["score"] == score and f'"{score}"' in block["formula"]
     assert "floor(a/2 (n_b+1))" in block["formula"] and ("fewer than 39" in block["merged"] or "no range merged" in block["merged"])
     preds = np.concatenate([simulate(300, 2)[1], [np.nan, 0.5, 11.0, 2.0, 7.9]]).astype(np.float32)
     columns = uncertainty_columns(card, preds)

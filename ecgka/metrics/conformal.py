@@ -4,14 +4,22 @@ Plain split conformal intervals cover well on average and badly where the model 
 shrinks toward the mean misses the rare high and low K. Here the calibration residuals are grouped by the
 range of the TRUE label (Mondrian categories, :func:`mondrian_edges`), so coverage holds in each range:
 
+* **Conformity score** (``score``, :data:`SCORES`). ``"residual"``: ``s = y - yhat`` (the textbook CPS that
+  crepes implements). ``"calibrated"``: ``s = yhat - (intercept + slope * y)``, the line the least-squares fit
+  of the validation predictions on their labels: a model that shrinks toward the mean has
+  ``E[yhat | y] = intercept + slope * y`` with ``slope < 1``, so within a wide bin the residual drifts with
+  ``y`` (by ``(1 - slope)`` times the bin's width) and widens every bin's window; the calibrated score does not.
+  A fitted slope ``<= SLOPE_FLOOR`` (a model that barely follows the label) falls back to the residual score,
+  recorded in ``score_note``.
 * **Intervals** (each nominal level ``1 - a``). Bin ``b`` holds the validation ECGs whose true K lies in
-  ``[lo_b, hi_b)``; its residuals ``r = y - yhat`` sorted, ``n_b`` of them. ``q_lo_b`` is the
-  ``floor(a/2 (n_b + 1))``-th smallest, ``q_hi_b`` the ``ceil((1 - a/2)(n_b + 1))``-th smallest (exact
-  rational arithmetic; crepes' ``lower_percentiles`` / ``higher_percentiles`` convention). A candidate K
-  ``y`` is accepted when it lies in a bin ``b`` and ``q_lo_b <= y - yhat <= q_hi_b``: the true K is accepted
-  with probability >= 1 - a conditionally on its bin. The interval is the hull of the accepted set,
-  ``[min_b max(lo_b, yhat + q_lo_b), max_b min(hi_b, yhat + q_hi_b)]`` over the bins whose piece is not
-  empty, clipped to the label grid's range; when no bin accepts anything (rare), ``[yhat, yhat]`` clipped.
+  ``[lo_b, hi_b)``; their scores sorted, ``n_b`` of them. ``q_lo_b`` is the ``floor(a/2 (n_b + 1))``-th
+  smallest, ``q_hi_b`` the ``ceil((1 - a/2)(n_b + 1))``-th smallest (exact rational arithmetic; crepes'
+  ``lower_percentiles`` / ``higher_percentiles`` convention). A candidate K ``y`` is accepted when it lies in
+  a bin ``b`` and its score lies in ``[q_lo_b, q_hi_b]``: the true K is accepted with probability >= 1 - a
+  conditionally on its bin. Each bin's accepted set is an interval, ``[yhat + q_lo_b, yhat + q_hi_b]``
+  (residual) or ``[(yhat - q_hi_b - intercept) / slope, (yhat - q_lo_b - intercept) / slope]`` (calibrated),
+  cut to ``[lo_b, hi_b]``; the interval is the hull of the non-empty pieces, clipped to the label grid's
+  range; when no bin accepts anything (rare), ``[yhat, yhat]`` clipped.
 * **Merging.** A finite equal-tailed quantile needs ``n_b >= ceil(2/a) - 1`` (9 at 80 %, 19 at 90 %,
   39 at 95 %); bins with fewer points at the strictest level are merged with their smaller neighbour
   (smallest bin first), and every merge is recorded (``merged``). Only a calibration set too small as a
@@ -33,7 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,17 +56,39 @@ LEVELS = UNCERTAINTY_LEVELS
 SCHEMA_VERSION = 1
 DENSITY_FLOOR = 1e-9  # relative to each bin's peak: no ECG gets probability 0 of any bin with prior mass
 DENSITY_PAD = 10  # cells beyond each end of the label grid in the prediction-density grid
+SLOPE_FLOOR = 0.05  # the calibrated score needs predictions that follow the label: slope > SLOPE_FLOOR
+DEFAULT_SCORE = "residual"  # what ``fit_for_dataset`` (``ecgka evaluate``, registration, export) fits
+ScoreName = Literal["residual", "calibrated"]
+
+
+class Score(NamedTuple):
+    """A conformity score: its value on calibration pairs, and the candidate labels whose score lies in
+    ``[q_lo, q_hi]`` for a prediction (an interval, before cutting it to the bin)."""
+
+    value: Any  # (y, yhat, intercept, slope) -> score
+    accepted: Any  # (yhat, q_lo, q_hi, intercept, slope) -> (lowest, highest) accepted label
+
+
+SCORES: dict[str, Score] = {
+    "residual": Score(lambda y, yhat, a, c: y - yhat, lambda yhat, q_lo, q_hi, a, c: (yhat + q_lo, yhat + q_hi)),
+    "calibrated": Score(lambda y, yhat, a, c: yhat - (a + c * y),
+                        lambda yhat, q_lo, q_hi, a, c: ((yhat - q_hi - a) / c, (yhat - q_lo - a) / c)),
+}
 
 FORMULA = """\
 Label-conditional (Mondrian) conformal predictive system, fitted on the validation split.
 bins[b] = {lo, hi}: the true-label range lo <= K < hi (null: unbounded). levels[l] = nominal coverage 1-a.
-Interval at levels[l] for a prediction yhat (float64, then float32):
-  for each bin b whose q_lo[l] and q_hi[l] are not null (null means -inf / +inf):
-    left_b = max(lo_b, yhat + q_lo[l]_b), right_b = min(hi_b, yhat + q_hi[l]_b)   (lo_b null: -inf, hi_b null: +inf)
-  pieces with left_b <= right_b are kept; k_lo = min(left_b), k_hi = max(right_b) over them;
-  no piece kept: k_lo = k_hi = yhat; finally both are clipped to [label_lo, label_hi].
-  q_lo[l]_b is the floor(a/2 (n_b+1))-th and q_hi[l]_b the ceil((1-a/2)(n_b+1))-th smallest residual
-  y - yhat of the validation ECGs whose true K is in bin b.
+score: the conformity score of a validation pair (y, yhat), with intercept and slope from the layer:
+  "residual": y - yhat;  "calibrated": yhat - (intercept + slope * y)  (slope > 0).
+  q_lo[l]_b is the floor(a/2 (n_b+1))-th and q_hi[l]_b the ceil((1-a/2)(n_b+1))-th smallest score of the
+  validation ECGs whose true K is in bin b (null means -inf / +inf).
+Interval at levels[l] for a prediction yhat (float64, then float32), for each bin b:
+  "residual":   left_b = max(lo_b, yhat + q_lo[l]_b), right_b = min(hi_b, yhat + q_hi[l]_b)
+  "calibrated": left_b = max(lo_b, (yhat - q_hi[l]_b - intercept) / slope),
+                right_b = min(hi_b, (yhat - q_lo[l]_b - intercept) / slope)
+  (lo_b null: -inf, hi_b null: +inf); pieces with left_b <= right_b are kept; k_lo = min(left_b),
+  k_hi = max(right_b) over them; no piece kept: k_lo = k_hi = yhat; finally both are clipped to
+  [label_lo, label_hi].
 Probabilities: prior[j] is the training share of the label grid value g_j = prior_lo + j * prior_step
   (rounded to 10 decimals); b(j) is the bin with lo <= g_j < hi; cell = floor((yhat - density_lo) /
   density_step) clipped to [0, len(density) - 1]; w_j = prior[j] * bins[b(j)].density[cell];
@@ -67,7 +97,7 @@ Probabilities: prior[j] is the training share of the label grid value g_j = prio
 
 
 class ConformalBin(BaseModel):
-    """One Mondrian category of the true label (after merging) and its residual quantiles per level."""
+    """One Mondrian category of the true label (after merging) and its score quantiles per level."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,13 +119,17 @@ class ConditionRule(BaseModel):
 
 
 class LabelConditionalCPS(BaseModel):
-    """The fitted layer: Mondrian bins, residual quantiles, label prior and prediction densities."""
+    """The fitted layer: conformity score, Mondrian bins, score quantiles, label prior, prediction densities."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
     method: str = "label-conditional Mondrian conformal predictive system"
     levels: list[float]
+    score: ScoreName = "residual"  # the conformity score (``SCORES``); a layer without one is residual
+    intercept: float = 0.0  # calibrated score: yhat ~ intercept + slope * y (least squares on the calibration set)
+    slope: float = Field(default=1.0, gt=0)
+    score_note: str = ""  # why the score differs from the one asked for (the calibrated score's fallback)
     label_lo: float
     label_hi: float
     edges: list[float]  # the inner edges of the Mondrian categories before merging
@@ -149,10 +183,12 @@ class LabelConditionalCPS(BaseModel):
         """``k_lo_<level>``, ``k_hi_<level>`` per level (float32; NaN where the prediction is NaN)."""
         yhat = np.asarray(predictions, dtype=np.float64).reshape(-1, 1)
         lo_b, hi_b = self._bounds
+        accepted = SCORES[self.score].accepted
         out: dict[str, np.ndarray] = {}
         for level, (q_lo, q_hi) in zip(self.levels, self._quantiles, strict=True):
-            left = np.maximum(lo_b, yhat + q_lo)
-            right = np.minimum(hi_b, yhat + q_hi)
+            low, high = accepted(yhat, q_lo, q_hi, self.intercept, self.slope)
+            left = np.maximum(lo_b, low)
+            right = np.minimum(hi_b, high)
             keep = left <= right
             lo = np.where(keep, left, np.inf).min(axis=1)
             hi = np.where(keep, right, -np.inf).max(axis=1)
@@ -286,13 +322,32 @@ def _density(preds: np.ndarray, lo: float, step: float, n_cells: int) -> list[fl
     return (smooth / smooth.sum()).tolist()
 
 
+def score_line(labels: np.ndarray, predictions: np.ndarray, score: str) -> tuple[str, float, float, str]:
+    """(score used, intercept, slope, note) for the score asked for: the residual score's ``(0, 1)``; the
+    calibrated score's least-squares line of the predictions on the labels, or the residual score with a note
+    when its slope is not above ``SLOPE_FLOOR`` (or the labels do not vary)."""
+    if score not in SCORES:
+        raise InputError(f"conformal score {score!r}: expected one of {', '.join(SCORES)}")
+    if score == "residual":
+        return "residual", 0.0, 1.0, ""
+    dy = labels - labels.mean()
+    var = float(dy @ dy)
+    slope = float(dy @ (predictions - predictions.mean())) / var if var > 0 else math.nan
+    if not slope > SLOPE_FLOOR:
+        return "residual", 0.0, 1.0, (f"calibrated score asked, but the least-squares slope of the predictions on "
+                                      f"the labels is {slope:.4g} (not above {SLOPE_FLOOR}): residual score used")
+    return "calibrated", float(predictions.mean() - slope * labels.mean()), slope, ""
+
+
 def fit_label_conditional(labels, predictions, *, edges: Sequence[float], prior_counts, prior_lo: float,
                           prior_step: float, levels: Sequence[float] = LEVELS, seed: int = 0,
-                          conditions: Sequence[str] | None = None) -> LabelConditionalCPS:
+                          conditions: Sequence[str] | None = None, score: ScoreName = "residual"
+                          ) -> LabelConditionalCPS:
     """Fit the layer on the VALIDATION split's labels and predictions. ``edges``: inner edges of the
     Mondrian categories (:func:`mondrian_edges`); ``prior_counts``: the training label histogram on the
     label grid ``prior_lo, prior_lo + prior_step, ...``; ``conditions``: the clinical conditions to give
-    probabilities for (default: all of ``CONDITIONS``; ``()`` for a label they do not apply to)."""
+    probabilities for (default: all of ``CONDITIONS``; ``()`` for a label they do not apply to); ``score``:
+    the conformity score (``SCORES``; the calibrated one's line is fitted here, :func:`score_line`)."""
     y = np.asarray(labels, dtype=np.float64).ravel()
     yhat = np.asarray(predictions, dtype=np.float64).ravel()
     if y.shape != yhat.shape:
@@ -330,11 +385,12 @@ def fit_label_conditional(labels, predictions, *, edges: Sequence[float], prior_
 
     n_cells = prior.size + 2 * DENSITY_PAD
     density_lo = float(round(label_lo - (DENSITY_PAD + 0.5) * prior_step, 10))
-    residuals = y - yhat
+    used, intercept, slope, score_note = score_line(y, yhat, score)
+    scores = SCORES[used].value(y, yhat, intercept, slope)
     bins = []
     for group in groups:
         member = np.isin(cats, group)
-        r = np.sort(residuals[member])
+        r = np.sort(scores[member])
         n = int(r.size)
         q_lo, q_hi = [], []
         for level in levels:
@@ -348,20 +404,22 @@ def fit_label_conditional(labels, predictions, *, edges: Sequence[float], prior_
     rules = {name: ConditionRule(column=f"p_{name}", op=CONDITIONS[name].op, threshold=CONDITIONS[name].threshold)
              for name in names}
     return LabelConditionalCPS(
-        levels=levels, label_lo=label_lo, label_hi=label_hi, edges=inner, min_points=need, bins=bins,
+        levels=levels, score=used, intercept=intercept, slope=slope, score_note=score_note, label_lo=label_lo, label_hi=label_hi, edges=inner, min_points=need, bins=bins,
         merged=notes, n_calibration=int(y.size), prior_lo=float(prior_lo), prior_step=float(prior_step),
         prior=(prior / prior.sum()).tolist(), density_lo=density_lo, density_step=float(prior_step),
         conditions=rules, seed=int(seed))
 
 
 def fit_for_dataset(info, labels, predictions, *, levels: Sequence[float] = LEVELS, seed: int = 0,
-                    source: Mapping[str, Any] | None = None) -> LabelConditionalCPS:
+                    source: Mapping[str, Any] | None = None, score: ScoreName = DEFAULT_SCORE
+                    ) -> LabelConditionalCPS:
     """:func:`fit_label_conditional` with the edges, prior and conditions of a dataset description
-    (``ecgka.catalog.info.DatasetInfo``): shot-group and clinical edges, training prevalence."""
+    (``ecgka.catalog.info.DatasetInfo``): shot-group and clinical edges, training prevalence; ``score``
+    defaults to ``DEFAULT_SCORE`` (the one ``ecgka evaluate`` fits)."""
     grid, counts = info.grid, info.train_bins.array
     layer = fit_label_conditional(labels, predictions, edges=mondrian_edges(grid, counts), prior_counts=counts,
                                   prior_lo=grid.lo, prior_step=grid.step, levels=levels, seed=seed,
-                                  conditions=None if applies_to(grid) else ())
+                                  conditions=None if applies_to(grid) else (), score=score)
     return layer.model_copy(update={"source": dict(source or {})}) if source else layer
 
 
