@@ -157,6 +157,9 @@ def test_registered_model_predicts_intervals_a_plain_consumer_reproduces(trained
     name = reg.register(origin)
     copy = RunDir(reg.dir.run_dir(name))
     assert copy.read_uncertainty()["source"]["split"] == "val"
+    # the default (calibrated) score is asked: used, or (this tiny model barely follows K) the recorded fallback
+    assert (copy.read_uncertainty()["score"], bool(copy.read_uncertainty()["score_note"])) in {
+        ("calibrated", False), ("residual", True)}
     assert "uncertainty.json" in " ".join(reg.record(name)["files"])  # SHA-256 listed, verified on use
     card = json.loads((RegistryDir(tmp_path / "registry").export_dir(name).card_path).read_text())
     assert card["schema_version"] == 3 and card["uncertainty"]["layer"] == copy.read_uncertainty()

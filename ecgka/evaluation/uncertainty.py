@@ -29,6 +29,7 @@ from ecgka.keys import UNCERTAINTY_COLUMNS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.metrics.conformal import (
+    DEFAULT_SCORE,
     LabelConditionalCPS,
     coverage_groups,
     fit_for_dataset,
@@ -40,7 +41,8 @@ from ecgka.metrics.conformal import (
 CALIBRATION_SPLIT = "val"
 STORED_CHECKPOINT = "best"  # the weights ``ecgka predict``, the registry and the export ship: only their layer is
 # stored (an evaluation of ``checkpoint=last`` fits its own without replacing it)
-SOURCE_KEYS = ("checkpoint_sha256", "dataset_fingerprint", "seed")  # a stored layer is reused while equal
+SOURCE_KEYS = ("checkpoint_sha256", "dataset_fingerprint", "seed", "score")  # a stored layer is reused while
+# equal (``score``: the conformity score asked for, ``DEFAULT_SCORE``; a layer of another default is refitted)
 
 
 def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +64,11 @@ def _matches(layer: LabelConditionalCPS, key: dict) -> bool:
 def run_layer(run_dir: RunDir, val: pd.DataFrame, dataset: DatasetInfo, checkpoint: str, checkpoint_sha256: str,
               seed: int = 0, *, own_dataset: bool = True) -> tuple[LabelConditionalCPS, bool]:
     """(the layer to evaluate with, whether a stored one was reused). On the run's own dataset: the stored
-    ``uncertainty.json`` when its source matches (checkpoint SHA-256, dataset fingerprint, seed), else fitted
+    ``uncertainty.json`` when its source matches (checkpoint SHA-256, dataset fingerprint, seed, score), else fitted
     on ``val`` and stored (for the ``best`` checkpoint only). On another dataset: the stored layer of these
     weights, else fitted, not stored."""
-    key = {"checkpoint_sha256": checkpoint_sha256, "dataset_fingerprint": dataset.fingerprint, "seed": seed}
+    key = {"checkpoint_sha256": checkpoint_sha256, "dataset_fingerprint": dataset.fingerprint, "seed": seed,
+           "score": DEFAULT_SCORE}
     data = run_dir.read_uncertainty()
     stored = None
     if data is not None:

@@ -57,7 +57,8 @@ SCHEMA_VERSION = 1
 DENSITY_FLOOR = 1e-9  # relative to each bin's peak: no ECG gets probability 0 of any bin with prior mass
 DENSITY_PAD = 10  # cells beyond each end of the label grid in the prediction-density grid
 SLOPE_FLOOR = 0.05  # the calibrated score needs predictions that follow the label: slope > SLOPE_FLOOR
-DEFAULT_SCORE = "residual"  # what ``fit_for_dataset`` (``ecgka evaluate``, registration, export) fits
+DEFAULT_SCORE = "calibrated"  # what ``fit_for_dataset`` (``ecgka evaluate``, registration, export) fits: closer
+# to nominal per range than "residual" on the simulation and the stand-in runs (docs/uncertainty.md)
 ScoreName = Literal["residual", "calibrated"]
 
 
