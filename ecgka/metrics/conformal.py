@@ -79,7 +79,8 @@ SCORES: dict[str, Score] = {
 FORMULA = """\
 Label-conditional (Mondrian) conformal predictive system, fitted on the validation split.
 bins[b] = {lo, hi}: the true-label range lo <= K < hi (null: unbounded). levels[l] = nominal coverage 1-a.
-score: the conformity score of a validation pair (y, yhat), with intercept and slope from the layer:
+score (the layer's "score"; absent in layers stored before it existed: "residual"): the conformity score
+  of a validation pair (y, yhat), intercept and slope from the layer:
   "residual": y - yhat;  "calibrated": yhat - (intercept + slope * y)  (slope > 0).
   q_lo[l]_b is the floor(a/2 (n_b+1))-th and q_hi[l]_b the ceil((1-a/2)(n_b+1))-th smallest score of the
   validation ECGs whose true K is in bin b (null means -inf / +inf).
