@@ -60,6 +60,8 @@ def test_table_numbers_are_metrics_json(report):
         for r in at90:
             assert shown.loc[method, f"coverage {title[r['range']]}"] == pytest.approx(r["coverage"])
             assert shown.loc[method, f"width {title[r['range']]}"] == pytest.approx(r["mean_width"])
+        layer = _metrics(run)["uncertainty"]["layer"]
+        assert layer["score"] in ("calibrated", "residual") and shown.loc[method, "score"] == layer["score"]
         mine = tidy[tidy["method"] == method]
         assert len(mine) == len(rows) == 3 * len(at90)  # every level in the tidy CSV
         for r in rows:

@@ -125,6 +125,7 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
            "probabilities": _probabilities(labels, columns)}
     if layer is not None:
         out["layer"] = {"n_calibration": layer.n_calibration, "bins": len(layer.bins), "merges": len(layer.merged),
+                        "score": layer.score, "slope": layer.slope, "score_note": layer.score_note,
                         "source": layer.source}
         at_split = with_prior(layer, labels, grid)
         if at_split is not None:

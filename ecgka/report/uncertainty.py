@@ -31,7 +31,10 @@ INTERVAL_NOTE = (
     "merged with a neighbour: coverage is meant to hold within each range of the {reference} value, not only "
     "overall. Coverage at {shown}: share of {split} {samples} whose {reference} value lies in its interval; width: "
     "mean interval width in {unit}. Blue: the 95 % Clopper-Pearson CI of the coverage lies below the nominal "
-    "level. The CIs and the 80 % and 95 % levels are in the tidy CSV.")
+    "level. The CIs and the 80 % and 95 % levels are in the tidy CSV. Score: the conformity score of the run's "
+    "layer, \"calibrated\" (prediction minus the line of predictions on true values fitted on validation) or "
+    "\"residual\" (true minus predicted value; layers fitted before the calibrated score, or its fallback when "
+    "that line is flat).")
 IN_SAMPLE_NOTE = (" The evaluated split is the calibration split itself (val): its coverage is in-sample and "
                   "guaranteed by construction, not a test of the layer.")
 BRIER_NOTE = (
@@ -66,7 +69,8 @@ def interval_table(runs: list[RunEntry], split: str = "test", words: Wording = P
     title = {name: f"{name} (n={next(iter(n))})" if len(n) == 1 else name for name, n in sizes.items()}
     rows, tidy, marks = [], [], {}
     for i, r in enumerate(runs):
-        row = {"method": r.display_name}
+        layer = r.metrics["uncertainty"].get("layer") or {}
+        row = {"method": r.display_name, "score": layer.get("score", "residual" if layer else None)}
         for x in r.metrics["uncertainty"]["coverage"]:
             tidy.append({"method": r.display_name, "range": x["range"], "level": x["level"], "n": x["n"],
                          **{k: x.get(k) for k in ("coverage", "ci_lower", "ci_upper", "mean_width")}})
