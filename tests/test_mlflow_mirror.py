@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from shard_factory import write_dataset
+from standin_factory import built_standin, trained_and_evaluated
 
 from ecgka.catalog import RunDir
 from ecgka.config import config_hash
@@ -122,23 +123,8 @@ def test_a_failing_tracking_server_warns_and_training_is_unchanged(data_dir, tmp
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A stand-in built into a dataset, two tiny runs on it, each evaluated (operating points)."""
-    from ecgka.config import load_config
-    from ecgka.data.build import build_dataset
-    from ecgka.data.config import BuildConfig
-    from ecgka.evaluation import EvalConfig, evaluate_run
-    from ecgka.standin import generate_standin
-
-    root = tmp_path_factory.mktemp("built")
-    generate_standin(root / "standin", subjects=60, seed=3, workers=1)
-    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
-    build_dataset(root / "standin/ecg", [root / "standin/hosp/labevents.csv.gz"], root / "ds", cfg, workers=1)
-    runs = []
-    for seed in (0, 1):
-        run = root / f"run{seed}"
-        train_run(load_train_config(None, [*FAST, "epochs=1", f"seed={seed}"]), root / "ds", run)
-        evaluate_run(run, root / "ds", "test", EvalConfig(n_boot=20))
-        runs.append(run)
-    return root / "standin/ecg", root / "ds", runs
+    ecg, data = built_standin(tmp_path_factory.mktemp("built"))
+    return ecg, data, [trained_and_evaluated(data, data.parent / f"run{seed}", [f"seed={seed}"]) for seed in (0, 1)]
 
 
 def _records(ecg_root, n: int = 5):

@@ -9,33 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from standin_factory import built_standin, trained_and_evaluated
 
 from ecgka.catalog import DatasetDir
-from ecgka.config import load_config
-from ecgka.data.build import build_dataset
-from ecgka.data.config import BuildConfig
-from ecgka.evaluation import EvalConfig, evaluate_run
-from ecgka.standin import generate_standin
-from ecgka.training import load_train_config, predict, train_run
+from ecgka.training import predict
 
 pytestmark = pytest.mark.slow  # end to end: `make test` runs it, `make test-fast` skips it
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    standin = root / "standin"
-    generate_standin(standin, subjects=60, seed=3, workers=1)
-    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
-    data = root / "ds"
-    build_dataset(standin / "ecg", [standin / "hosp/labevents.csv.gz"], data, cfg, workers=1)
-    run = root / "run"
-    train_run(load_train_config(None, FAST), data, run)
-    evaluate_run(run, data, "test", EvalConfig(n_boot=20))
-    return standin / "ecg", data, run
+    ecg, data = built_standin(tmp_path_factory.mktemp("predict"))
+    return ecg, data, trained_and_evaluated(data, data.parent / "run")
 
 
 def test_predict_matches_ecgka_and_excludes_bad_records(trained, tmp_path):

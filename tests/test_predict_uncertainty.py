@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from standin_factory import built_standin, trained_and_evaluated
 
 from ecgka.catalog import RunDir
 from ecgka.errors import InputError
@@ -23,7 +24,6 @@ from ecgka.release.scoring import uncertainty_columns
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = LabelGrid.preset("potassium")
-FAST = ["model.preset=tiny", "batch_size=32", "progress=false", "threads=1", "epochs=1"]
 OPS = {"lt": lambda a, b: a < b, "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b}
 
 
@@ -127,20 +127,8 @@ def test_card_block_reproduced_by_a_plain_consumer(tmp_path, score):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from ecgka.config import load_config
-    from ecgka.data.build import build_dataset
-    from ecgka.data.config import BuildConfig
-    from ecgka.evaluation import EvalConfig, evaluate_run
-    from ecgka.standin import generate_standin
-    from ecgka.training import load_train_config, train_run
-
-    root = tmp_path_factory.mktemp("predict_uncertainty")
-    generate_standin(root / "standin", subjects=60, seed=3, workers=1)
-    cfg = load_config(BuildConfig, str(REPO / "configs/data/ecg_ka_dir.yaml"), ["split.per_bin_cap=3"])
-    build_dataset(root / "standin/ecg", [root / "standin/hosp/labevents.csv.gz"], root / "ds", cfg, workers=1)
-    train_run(load_train_config(None, FAST), root / "ds", root / "run")
-    evaluate_run(root / "run", root / "ds", "test", EvalConfig(n_boot=20))
-    return root / "standin/ecg", root / "ds", root / "run"
+    ecg, data = built_standin(tmp_path_factory.mktemp("predict_uncertainty"))
+    return ecg, data, trained_and_evaluated(data, data.parent / "run")
 
 
 @pytest.mark.slow
