@@ -16,9 +16,10 @@ import pytest
 from ecgka.catalog import ComparisonDir, RunDir
 from ecgka.cli import main as cli_main
 from ecgka.metrics.bootstrap import cluster_bootstrap_indices
+from ecgka.metrics.clinical import MIN_POSITIVES
 from ecgka.metrics.paired import PairedPredictions, metric_value, paired_ci
 from ecgka.report import html, write_report
-from ecgka.report.comparison import TIDY_COLUMNS
+from ecgka.report.comparison import TIDY_COLUMNS, dataset_tables
 from ecgka.report.figures import Figure
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -63,6 +64,9 @@ def test_pair_page_numbers_equal_a_direct_computation(pair, tmp_path, capsys):
     base, cand = _metrics(pair["champion"]), _metrics(pair["challenger"])
     paired = PairedPredictions.from_frames(_predictions(pair["champion"]), _predictions(pair["challenger"]), cand)
     for row in tidy.to_dict("records"):
+        if row["metric"].endswith(".auroc") and row["n"] < MIN_POSITIVES:  # "too few", as in the main report
+            assert all(pd.isna(row[k]) for k in ("champion", "challenger", "delta", "ci_lower", "ci_upper"))
+            continue
         b, c = metric_value(base, row["metric"]), metric_value(cand, row["metric"])
         assert row["champion"] == pytest.approx(b) and row["challenger"] == pytest.approx(c), row["metric"]
         assert row["delta"] == pytest.approx(c - b)
@@ -93,6 +97,22 @@ def test_pair_page_numbers_equal_a_direct_computation(pair, tmp_path, capsys):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["kind"] == "comparison" and saved["comparison"]["gate"] is None
     assert saved["comparison"]["paired"] == {"n_boot": 200, "seed": 7, "level": 0.95, "unit": "subject", "n": 400}
+
+
+def test_an_auroc_on_too_few_cases_is_not_shown():
+    """Fewer than MIN_POSITIVES cases of the rarer class: no AUROC, delta or CI (as in the main report), the n
+    kept and the metric named in the note."""
+    rows = [{"dataset": "d", "metric": f"clinical.conditions.{c}.auroc", "higher_is_better": True, "n": n,
+             "champion": 0.9, "challenger": 0.8, "delta": -0.1, "delta_ci_lower": -0.2, "delta_ci_upper": 0.0}
+            for c, n in (("hyper", MIN_POSITIVES), ("severe_hypo", MIN_POSITIVES - 1))]
+    (_, (table,)), = dataset_tables({"rows": rows}).values()
+    shown = table.df.set_index("metric")
+    assert shown.loc["AUROC hyper", "champion"] == 0.9 and shown.loc["AUROC hyper", "delta"] == -0.1
+    assert shown.loc["AUROC severe hypo"][["champion", "challenger", "delta", "CI lower", "CI upper"]].isna().all()
+    assert shown.loc["AUROC severe hypo", "n"] == MIN_POSITIVES - 1
+    assert pd.isna(table.tidy_df.set_index("metric").loc["clinical.conditions.severe_hypo.auroc", "delta"])
+    assert table.texts == {(1, col): "too few" for col in ("champion", "challenger", "delta")}
+    assert "Too few" in table.note and "AUROC severe hypo" in table.note and "AUROC hyper," not in table.note
 
 
 def test_pair_with_a_gate_shows_each_rule_with_its_values(pair, tmp_path):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from ecgka.metrics.bootstrap import cluster_bootstrap_indices
-from ecgka.metrics.clinical import CONDITIONS, auroc
+from ecgka.metrics.clinical import CONDITIONS, MIN_POSITIVES, auroc
 
 MIN_SUBGROUP = 30  # fewer ECGs: "too few", no metric, no CI
-MIN_POSITIVES = 10  # an AUROC / sensitivity on fewer positive (specificity: negative) cases is not given
+# MIN_POSITIVES (ecgka.metrics.clinical): an AUROC / sensitivity on fewer positive (specificity: negative) cases
+# is not given
 FACTORS = ("sex", "age_band", "care_setting", "egfr_stage")
 EVENTS = ("hypo", "hyper")
 # metric -> True when lower is better

@@ -31,7 +31,7 @@ from ecgka.config import config_hash
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, atomic_write_json, atomic_write_text
 from ecgka.labels import GROUPS
-from ecgka.metrics.clinical import CONDITIONS
+from ecgka.metrics.clinical import CONDITIONS, MIN_POSITIVES
 from ecgka.report import html, markdown, privacy
 from ecgka.report.tables import CONDITION_SHORT, Table
 from ecgka.report.tidy import snake
@@ -140,7 +140,23 @@ def _dataset_rows(result: dict) -> dict[str, list[dict]]:
 FAMILIES = {"regression": ("", "Errors by shot region"), "clinical": ("_detection", "Detection")}
 
 
+def too_few(row: dict) -> bool:
+    """An AUROC on fewer than ``MIN_POSITIVES`` cases of the rarer class: not shown, as in the main report."""
+    n = row.get("n")
+    return str(row["metric"]).endswith(".auroc") and n is not None and int(n) < MIN_POSITIVES
+
+
+def _shown(row: dict) -> dict:
+    """The row as displayed: a "too few" AUROC keeps its n and loses its values."""
+    if not too_few(row):
+        return row
+    return {**row, **dict.fromkeys(("champion", "challenger", "delta", "delta_ci_lower", "delta_ci_upper"))}
+
+
 def _table(name: str, title: str, data: str, rows: list[dict], boot: str) -> Table:
+    hidden = [metric_label(str(r["metric"])) for r in rows if too_few(r)]
+    texts = {(j, col): "too few" for j, r in enumerate(rows) if too_few(r) for col in ("champion", "challenger", "delta")}
+    rows = [_shown(r) for r in rows]
     df = pd.DataFrame([{"metric": metric_label(str(r["metric"])),
                         "better": "higher" if r.get("higher_is_better") else "lower", "n": r.get("n"),
                         "champion": _num(r.get("champion")), "challenger": _num(r.get("challenger")),
@@ -156,7 +172,9 @@ def _table(name: str, title: str, data: str, rows: list[dict], boot: str) -> Tab
     return Table(name, title, df,
                  f"delta = challenger - champion; 95 % CI of the delta: subject bootstrap, both models on the same "
                  f"resampled subjects ({boot}). Green/blue: the challenger better/worse, its CI excluding 0. n: "
-                 "cases the metric is computed on.", marks, keys=("metric",), tidy_df=tidy)
+                 "cases the metric is computed on." + (
+                     f" Too few (fewer than {MIN_POSITIVES} cases of the rarer class, not shown): {', '.join(hidden)}."
+                     if hidden else ""), marks, keys=("metric",), tidy_df=tidy, texts=texts)
 
 
 def dataset_tables(result: dict) -> dict[str, tuple[str, list[Table]]]:
