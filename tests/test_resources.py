@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def test_the_repository_keeps_its_layout_as_links_to_the_package_data():
                                 text=True).stdout.split("\n")
         modes = {line.split("\t")[1]: line.split()[0] for line in staged if line}
         assert modes == {"configs": "120000", "pipelines": "120000"}  # git records links, not copies
-    text = (REPO / "pyproject.toml").read_text()
-    assert '"ecgka.resources" = ["configs/**/*.yaml", "pipelines/*.yaml"]' in text
+    line = next(x for x in (REPO / "pyproject.toml").read_text().splitlines() if x.startswith('"ecgka.resources" = '))
+    assert {"configs/**/*.yaml", "pipelines/*.yaml", "clusters/*.yaml"} <= set(re.findall(r'"([^"]+\.yaml)"', line))
 
 
 @pytest.mark.slow
