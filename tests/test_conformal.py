@@ -344,3 +344,39 @@ def test_acceptance_equals_crepes_p_values():
         ours = (yhat + q_lo <= cand) & (cand <= yhat + q_hi)
         np.testing.assert_array_equal(ours, crepes_accepts)
         assert ours.any() and not ours.all()
+
+
+def test_the_accepted_set_holds_the_guarantee_its_hull_widens():
+    """``in_set``: the true value lies in its own bin's accepted piece, equal to a brute-force acceptance of that
+    value by its conformal p-values; the set's length is the sum of its pieces, at most the hull's width, and
+    the hull covers whenever the set does."""
+    rng = np.random.default_rng(8)
+    y = np.round(rng.uniform(2.0, 7.5, 600), 1)
+    yhat = 4.2 + 0.35 * (y - 4.2) + rng.normal(0, 0.25, y.size)
+    y_test = np.round(rng.uniform(2.0, 7.5, 300), 1)
+    p_test = 4.2 + 0.35 * (y_test - 4.2) + rng.normal(0, 0.25, y_test.size)
+    for score in ("residual", "calibrated"):
+        layer = fit_label_conditional(y, yhat, edges=[3.0, 3.5, 5.5, 6.0], prior_counts=GRID.counts(y),
+                                      prior_lo=GRID.lo, prior_step=GRID.step, levels=(0.8, 0.9), score=score)
+        member, length = layer.in_set(y_test, p_test), layer.set_length(p_test)
+        cols = layer.intervals(p_test)
+        edges = np.array(layer.edges)
+        a, c = layer.intercept, layer.slope
+
+        def one(k, p, a=a, c=c, residual=score == "residual"):
+            return k - p if residual else p - (a + c * k)
+
+        for level in (0.8, 0.9):
+            lo, hi = (cols[c].astype(np.float64) for c in interval_columns(level))
+            assert np.all(member[level] <= ((lo <= y_test + 1e-6) & (y_test <= hi + 1e-6)))  # set in hull
+            assert np.all(length[level] <= hi - lo + 1e-5) and np.all(length[level] >= 0)
+            for i in range(0, y_test.size, 25):  # the brute force on the true value alone
+                naive = _naive_interval(y, yhat, edges, level, p_test[i], y_test[i], y_test[i], score=one)
+                assert member[level][i] == (naive is not None)
+        rows = uncertainty_metrics(y_test, cols, coverage_groups(y_test), layer=layer, predictions=p_test,
+                                   levels=(0.8, 0.9))
+        for r in rows:
+            mask = coverage_groups(y_test)[r["range"]]
+            assert r["set_coverage"] == pytest.approx(member[r["level"]][mask].mean())
+            assert r["set_mean_length"] == pytest.approx(length[r["level"]][mask].mean())
+            assert r["set_coverage"] <= r["coverage"] + 1e-12 and r["set_mean_length"] <= r["mean_width"] + 1e-5

@@ -72,8 +72,14 @@ def test_metrics_equal_a_direct_computation_from_the_columns(dataset):
     assert list(test.columns[-len(UNCERTAINTY_COLUMNS):]) == list(UNCERTAINTY_COLUMNS)
     assert all(test[c].dtype == np.float32 for c in UNCERTAINTY_COLUMNS)
     assert (test["k_lo_90"] <= test["k_hi_90"]).all() and (test["k_lo_95"] <= test["k_lo_80"]).all()
-    m = compute_metrics(test, val, dataset, EvalConfig(n_boot=10))
+    m = compute_metrics(test, val, dataset, EvalConfig(n_boot=10), layer=layer)  # as ecgka evaluate calls it
     _check_against_table(m, test, dataset)
+    # the accepted set (whose hull the interval is): its coverage per range, from the layer itself
+    member = layer.in_set(test["label"], test["prediction"])
+    for r in m["uncertainty"]["coverage"]:
+        if r["range"] == "all":
+            assert r["set_coverage"] == pytest.approx(member[r["level"]].mean())
+        assert r["set_coverage"] <= r["coverage"] + 1e-12 and r["set_mean_length"] <= r["mean_width"] + 1e-5
     assert m["schema_version"] == 3 and m["uncertainty"]["in_sample"] is False
     json.dumps(m, allow_nan=False)
     # the same numbers when compute_metrics fits the layer itself (no columns given): val only, same seed

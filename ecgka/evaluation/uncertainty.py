@@ -118,10 +118,11 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
     kinds = {name: kind for name, kind, _ in groups}
     levels = list(layer.levels) if layer is not None else sorted(
         {float(c.rsplit("_", 1)[1]) / 100 for c in columns if c.startswith("k_lo_")})
-    rows = uncertainty_metrics(labels, columns, {name: m for name, _, m in groups}, levels)
+    rows = uncertainty_metrics(labels, columns, {name: m for name, _, m in groups}, levels, layer,
+                               test[PredCol.PREDICTION.value].to_numpy(np.float64))
     out = {"method": layer.method if layer is not None else None, "fitted_on": CALIBRATION_SPLIT,
            "in_sample": split == CALIBRATION_SPLIT, "levels": levels,
-           "coverage": [{**r, **{k: _round(r[k]) for k in ROUNDED}, "kind": kinds[r["range"]]} for r in rows],
+           "coverage": [{**r, **{k: _round(r[k]) for k in ROUNDED if k in r}, "kind": kinds[r["range"]]} for r in rows],
            "probabilities": _probabilities(labels, columns)}
     if layer is not None:
         out["layer"] = {"n_calibration": layer.n_calibration, "bins": len(layer.bins), "merges": len(layer.merged),
@@ -134,7 +135,7 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
     return out
 
 
-ROUNDED = ("mean_width", "ci_lower", "ci_upper")  # to 6 decimals: the endpoints are float32 (and compared at 6
+ROUNDED = ("mean_width", "ci_lower", "ci_upper", "set_mean_length")  # to 6 decimals: the endpoints are float32 (and compared at 6
 # decimals), the CI limits a numerical inverse; more digits would only lengthen metrics.json and the tidy table
 
 

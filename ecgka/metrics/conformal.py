@@ -202,6 +202,34 @@ class LabelConditionalCPS(BaseModel):
             out[hi_name] = np.clip(hi, self.label_lo, self.label_hi).astype(np.float32)
         return out
 
+    def _pieces(self, yhat: np.ndarray, level_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each bin's accepted piece for each prediction (rows: predictions, columns: bins), clipped to the label
+        range; a piece with left > right is empty."""
+        q_lo, q_hi = self._quantiles[level_index]
+        low, high = SCORES[self.score].accepted(yhat.reshape(-1, 1), q_lo, q_hi, self.intercept, self.slope)
+        lo_b, hi_b = self._bounds
+        return (np.clip(np.maximum(lo_b, low), self.label_lo, self.label_hi),
+                np.clip(np.minimum(hi_b, high), self.label_lo, self.label_hi))
+
+    def in_set(self, labels, predictions) -> dict[float, np.ndarray]:
+        """Per level: whether each true value lies in the accepted *set* of its ECG (its own bin's piece, the
+        quantity the conformal guarantee is about), where the interval is the set's hull."""
+        y = np.round(np.asarray(labels, dtype=np.float64), 6)
+        yhat = np.asarray(predictions, dtype=np.float64)
+        own = _category(y, [b.hi for b in self.bins[:-1]])
+        rows = np.arange(y.size)
+        out = {}
+        for i, level in enumerate(self.levels):
+            left, right = self._pieces(yhat, i)
+            out[level] = (np.round(left[rows, own], 6) <= y) & (y <= np.round(right[rows, own], 6))
+        return out
+
+    def set_length(self, predictions) -> dict[float, np.ndarray]:
+        """Per level: the total length of each ECG's accepted set (its pieces; at most the hull's width)."""
+        yhat = np.asarray(predictions, dtype=np.float64)
+        return {level: np.clip(right - left, 0.0, None).sum(axis=1)
+                for i, level in enumerate(self.levels) for left, right in [self._pieces(yhat, i)]}
+
     def probabilities(self, predictions) -> dict[str, np.ndarray]:
         """``p_<condition>`` per clinical condition (float32 in [0, 1]; NaN where the prediction is NaN)."""
         yhat = np.asarray(predictions, dtype=np.float64)
@@ -452,12 +480,18 @@ def _clopper_pearson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
 
 
 def uncertainty_metrics(labels, predictions_columns: Mapping[str, np.ndarray], groups: Mapping[str, np.ndarray],
-                        levels: Sequence[float] = LEVELS) -> list[dict[str, Any]]:
+                        levels: Sequence[float] = LEVELS, layer: LabelConditionalCPS | None = None,
+                        predictions=None) -> list[dict[str, Any]]:
     """Coverage and mean width of the intervals per group of ECGs (name -> boolean mask) and level:
     rows ``{range, level, n, coverage, mean_width, ci_lower, ci_upper}`` (exact 95 % Clopper-Pearson CI;
     None on an empty group). A level whose columns are absent is skipped. Endpoints and labels are compared
-    after rounding to 6 decimals (float32 storage cannot turn a hit into a miss)."""
+    after rounding to 6 decimals (float32 storage cannot turn a hit into a miss). Given the layer and the
+    predictions, each row also has ``set_coverage`` and ``set_mean_length``: the same for the accepted set
+    whose hull the interval is (:meth:`LabelConditionalCPS.in_set`)."""
     y = np.round(np.asarray(labels, dtype=np.float64), 6)
+    with_set = layer is not None and predictions is not None
+    in_set = layer.in_set(y, predictions) if with_set else {}
+    set_length = layer.set_length(predictions) if with_set else {}
     rows = []
     for level in levels:
         lo_name, hi_name = interval_columns(level)
@@ -472,9 +506,12 @@ def uncertainty_metrics(labels, predictions_columns: Mapping[str, np.ndarray], g
             n = int(mask.sum())
             k = int(hit[mask].sum())
             ci = _clopper_pearson(k, n) if n else (None, None)
-            rows.append({"range": name, "level": float(level), "n": n, "coverage": k / n if n else None,
-                         "mean_width": float(width[mask].mean()) if n else None,
-                         "ci_lower": ci[0], "ci_upper": ci[1]})
+            row = {"range": name, "level": float(level), "n": n, "coverage": k / n if n else None,
+                   "mean_width": float(width[mask].mean()) if n else None, "ci_lower": ci[0], "ci_upper": ci[1]}
+            if level in in_set:
+                row["set_coverage"] = float(in_set[level][mask].mean()) if n else None
+                row["set_mean_length"] = float(set_length[level][mask].mean()) if n else None
+            rows.append(row)
     return rows
 
 
