@@ -92,7 +92,8 @@ def test_only_the_catalog_spells_dataset_and_run_file_names():
 
 
 LAYERS = [
-    ["ecgka", "ecgka.errors", "ecgka.names", "ecgka.config", "ecgka.io", "ecgka.locks", "ecgka.keys", "ecgka.lazy"],
+    ["ecgka", "ecgka.errors", "ecgka.names", "ecgka.config", "ecgka.io", "ecgka.locks", "ecgka.keys", "ecgka.lazy",
+     "ecgka.processes"],
     ["ecgka.labels", "ecgka.catalog"],
     ["ecgka.metrics"],
     ["ecgka.standin", "ecgka.data", "ecgka.age"],

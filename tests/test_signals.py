@@ -85,3 +85,34 @@ def test_synth_stopped_by_a_signal_leaves_no_temporary_folder_and_reruns(tmp_pat
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / "ecg" / "record_list.csv").is_file()
+
+
+class _Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_pool_starts_its_workers_is_delivered_after(sig):
+    """``ecgka.processes.signals_held``: a signal that comes while a pool starts its workers does not interrupt the
+    start (a half-written start-up pipe kills the worker with a traceback); it reaches the handler in place as
+    soon as the block ends, and the handlers are as before."""
+    from ecgka.processes import signals_held
+
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    before = signal.signal(sig, stop)
+    try:
+        steps = []
+        with pytest.raises(_Stopped) as stopped:
+            with signals_held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.05)  # the handler would have run by now
+                steps.append("the block ran to its end")
+        assert steps == ["the block ran to its end"] and stopped.value.args == (sig,)
+        assert signal.getsignal(sig) is stop
+        with signals_held():  # no signal: nothing raised
+            steps.append("again")
+        assert steps[-1] == "again"
+    finally:
+        signal.signal(sig, before)

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from ecgka.errors import ConfigError
+from ecgka.processes import signals_held
 
 
 class InlineExecutor:
@@ -38,7 +39,8 @@ class ProcessExecutor:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
 
     def map_unordered(self, fn: Callable, tasks: Iterable[Any]) -> Iterator[Any]:
-        futures = [self.pool.submit(fn, t) for t in tasks]
+        with signals_held():  # submitting starts the workers (ecgka.processes)
+            futures = [self.pool.submit(fn, t) for t in tasks]
         for fut in as_completed(futures):
             yield fut.result()
 

@@ -26,6 +26,7 @@ import numpy as np
 from ecgka.catalog import Claim, ClaimState, FolderKind, claim_folder
 from ecgka.errors import InputError
 from ecgka.io import atomic_path, file_fingerprint
+from ecgka.processes import signals_held
 from ecgka.standin.hosp import PATIENT_COLUMNS, TRANSFER_COLUMNS, subject_hosp_rows
 from ecgka.standin.ids import N_CARTS, Ids
 from ecgka.standin.labs import (
@@ -212,8 +213,10 @@ def _synthesise_all(ecg: Path, chunks: list[list[tuple]], seed: int, workers: in
         return
     # spawn: safe when the caller has threads (torch, the lab writer thread); never more workers than tasks
     with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_synth_chunk, seed, str(ecg), c) for c in chunks]
+        futures = []
         try:
+            with signals_held():  # submitting starts the workers (ecgka.processes)
+                futures.extend(pool.submit(_synth_chunk, seed, str(ecg), c) for c in chunks)
             for future in futures:
                 yield future.result()
         finally:
