@@ -51,5 +51,11 @@ def interval_columns(level: float) -> tuple[str, str]:
     return f"k_lo_{tag}", f"k_hi_{tag}"
 
 
+def set_column(level: float) -> str:
+    """The accepted-set column at a nominal level: ``set_column(0.9) == "k_set_90"`` (a list of ``{lo, hi}``)."""
+    return interval_columns(level)[0].replace("k_lo_", "k_set_", 1)
+
+
 PROBABILITY_COLUMNS = ("p_hypo", "p_hyper", "p_severe_hypo", "p_severe_hyper")  # p_<clinical condition name>
 UNCERTAINTY_COLUMNS = tuple(c for level in UNCERTAINTY_LEVELS for c in interval_columns(level)) + PROBABILITY_COLUMNS
+SET_COLUMNS = tuple(set_column(level) for level in UNCERTAINTY_LEVELS)  # after UNCERTAINTY_COLUMNS (list columns)

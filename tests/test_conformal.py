@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ecgka.errors import InputError
-from ecgka.keys import PROBABILITY_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns
+from ecgka.keys import PROBABILITY_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns, set_column
 from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.metrics.conformal import (
@@ -77,9 +77,16 @@ def _residual(y, yhat):
 
 
 def _naive_interval(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=1e-3, score=_residual):
+    """Brute force: the hull of the accepted candidates (:func:`_naive_accepted`), None when none is."""
+    cand, accepted = _naive_accepted(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step, score)
+    if not accepted.any():
+        return None
+    return cand[accepted].min(), cand[accepted].max()
+
+
+def _naive_accepted(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=1e-3, score=_residual):
     """Brute force: every candidate K on a fine grid, accepted when both conformal p-values of its
-    score (default: the residual) among its own bin's scores exceed a/2; the interval is the hull of the
-    accepted set."""
+    score (default: the residual) among its own bin's scores exceed a/2: (candidates, accepted)."""
     half = (1 - Fraction(str(level))) / 2  # exact: (m + 1)/(n + 1) > a/2 in floats misjudges 7/70 > 0.1
     cats_cal = np.searchsorted(edges, np.round(y_cal, 6), side="right")
     cand = np.round(np.arange(lo_grid, hi_grid + step / 2, step), 6)
@@ -94,9 +101,7 @@ def _naive_interval(y_cal, yhat_cal, edges, level, yhat, lo_grid, hi_grid, step=
         thr = half * (n + 1)  # p-value (count + 1)/(n + 1) > a/2  <=>  (count + 1) * den > num
         accepted[cats == b] = ((below + 1) * thr.denominator > thr.numerator) & (
             (above + 1) * thr.denominator > thr.numerator)
-    if not accepted.any():
-        return None
-    return cand[accepted].min(), cand[accepted].max()
+    return cand, accepted
 
 
 def test_intervals_equal_brute_force_hull():
@@ -380,3 +385,45 @@ def test_the_accepted_set_holds_the_guarantee_its_hull_widens():
             assert r["set_coverage"] == pytest.approx(member[r["level"]][mask].mean())
             assert r["set_mean_length"] == pytest.approx(length[r["level"]][mask].mean())
             assert r["set_coverage"] <= r["coverage"] + 1e-12 and r["set_mean_length"] <= r["mean_width"] + 1e-5
+
+
+@pytest.mark.parametrize("score", ["residual", "calibrated"])
+def test_accepted_set_column_equals_brute_force_acceptance(score):
+    """``k_set_<level>``: sorted, disjoint, closed pieces whose union is the brute-force accepted set of
+    candidate K (to the 0.001 grid), whose hull is the interval, one piece per gap of rejected K; NaN: None."""
+    rng = np.random.default_rng(11)
+    y = np.round(rng.uniform(2.0, 7.5, 500), 1)
+    yhat = 4.2 + 0.3 * (y - 4.2) + rng.normal(0, 0.35, y.size)  # weak: the tails' pieces split off
+    edges = [3.0, 3.5, 5.5, 6.0]
+    layer = fit_label_conditional(y, yhat, edges=edges, prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step, levels=(0.8, 0.9), score=score)
+    a, c = layer.intercept, layer.slope
+
+    def one(k, p):
+        return k - p if score == "residual" else p - (a + c * k)
+
+    queries = np.array([2.6, 3.4, 3.9, 4.2, 4.6, 5.1, 5.8, np.nan])
+    sets, cols = layer.sets(queries), layer.intervals(queries)
+    assert set(sets) == {set_column(0.8), set_column(0.9)} == set(layer.set_column_names)
+    split = 0
+    for level in (0.8, 0.9):
+        column = sets[set_column(level)]
+        assert column[-1] is None
+        lo, hi = interval_columns(level)
+        for i, q in enumerate(queries[:-1]):
+            pieces = column[i]
+            assert pieces[0]["lo"] == cols[lo][i] and pieces[-1]["hi"] == cols[hi][i]  # the hull
+            assert all(p["lo"] <= p["hi"] for p in pieces)
+            assert all(p["hi"] < n["lo"] for p, n in zip(pieces[:-1], pieces[1:]))  # sorted, disjoint
+            cand, accepted = _naive_accepted(y, yhat, np.array(edges), level, q, GRID.lo, GRID.hi, score=one)
+            inside = np.zeros(cand.size, dtype=bool)
+            interior = np.zeros(cand.size, dtype=bool)
+            for p in pieces:
+                inside |= (cand >= p["lo"] - 1e-5) & (cand <= p["hi"] + 1e-5)
+                interior |= (cand > p["lo"] + 1e-5) & (cand < p["hi"] - 1e-5)
+            assert not (accepted & ~inside).any()  # every accepted K is in a piece
+            assert accepted[interior].all()  # and every K inside a piece is accepted
+            for p, n in zip(pieces[:-1], pieces[1:]):  # each gap holds rejected K
+                assert (~accepted[(cand > p["hi"] + 1e-5) & (cand < n["lo"] - 1e-5)]).any()
+            split += len(pieces) > 1
+    assert split  # the weak model does split some sets

@@ -15,7 +15,7 @@ from ecgka.catalog import RunDir
 from ecgka.catalog.info import DatasetInfo
 from ecgka.evaluation import EvalConfig, compute_metrics, evaluate_run
 from ecgka.evaluation.uncertainty import fit_layer, with_columns
-from ecgka.keys import PROBABILITY_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns
+from ecgka.keys import PROBABILITY_COLUMNS, SET_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns, set_column
 from ecgka.metrics.clinical import CONDITIONS
 from ecgka.metrics.conformal import layer_from_json
 from ecgka.metrics.utility import decision_curve, shift_probability
@@ -69,16 +69,23 @@ def test_metrics_equal_a_direct_computation_from_the_columns(dataset):
     val, test = fake_predictions(2), fake_predictions(1)
     layer = fit_layer(val, dataset, seed=0)
     test = with_columns(test, layer)
-    assert list(test.columns[-len(UNCERTAINTY_COLUMNS):]) == list(UNCERTAINTY_COLUMNS)
+    assert list(test.columns[-len(UNCERTAINTY_COLUMNS) - len(SET_COLUMNS):]) == [*UNCERTAINTY_COLUMNS, *SET_COLUMNS]
     assert all(test[c].dtype == np.float32 for c in UNCERTAINTY_COLUMNS)
     assert (test["k_lo_90"] <= test["k_hi_90"]).all() and (test["k_lo_95"] <= test["k_lo_80"]).all()
     m = compute_metrics(test, val, dataset, EvalConfig(n_boot=10), layer=layer)  # as ecgka evaluate calls it
     _check_against_table(m, test, dataset)
-    # the accepted set (whose hull the interval is): its coverage per range, from the layer itself
-    member = layer.in_set(test["label"], test["prediction"])
+    # the accepted set (whose hull the interval is): its coverage and length, from its list column alone
+    labels = np.round(test["label"].to_numpy(np.float64), 6)
     for r in m["uncertainty"]["coverage"]:
-        if r["range"] == "all":
-            assert r["set_coverage"] == pytest.approx(member[r["level"]].mean())
+        if r["range"] != "all":
+            continue
+        pieces = test[set_column(r["level"])]
+        member = [any(round(p["lo"], 6) <= k <= round(p["hi"], 6) for p in s) for k, s in zip(labels, pieces)]
+        assert r["set_coverage"] == pytest.approx(np.mean(member))
+        assert r["set_mean_length"] == pytest.approx(np.mean([sum(p["hi"] - p["lo"] for p in s) for s in pieces]))
+        lo, hi = interval_columns(r["level"])
+        assert [s[0]["lo"] for s in pieces] == test[lo].tolist() and [s[-1]["hi"] for s in pieces] == test[hi].tolist()
+    for r in m["uncertainty"]["coverage"]:
         assert r["set_coverage"] <= r["coverage"] + 1e-12 and r["set_mean_length"] <= r["mean_width"] + 1e-5
     assert m["schema_version"] == 3 and m["uncertainty"]["in_sample"] is False
     json.dumps(m, allow_nan=False)
@@ -98,7 +105,8 @@ def test_the_console_line_gives_coverage_and_width_per_range(dataset, capsys):
     rows = [r for r in block["coverage"] if r["level"] == 0.9 and r["n"]]
     assert line.startswith("90% intervals: ") and line.count("mmol/L") == len(rows) > 5
     for r in rows:
-        assert f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} mmol/L, n={r['n']})" in line
+        assert (f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} mmol/L; set {r['set_coverage']:.2f}, "
+                f"n={r['n']})") in line
     print_coverage(None, "mmol/L")  # a run evaluated before the layer existed: nothing printed
     assert capsys.readouterr().out == ""
 
@@ -219,3 +227,22 @@ def test_evaluate_writes_columns_and_the_layer_then_refits_on_a_new_checkpoint(t
     assert theirs["uncertainty"]["layer"]["source"] == new.source
     fingerprint = theirs["dataset"]["fingerprint"]
     assert set(UNCERTAINTY_COLUMNS) <= set(pd.read_parquet(rd.predictions_path("test", fingerprint)).columns)
+
+
+def test_accepted_set_columns_read_by_duckdb_polars_and_pandas(dataset, tmp_path):
+    """``k_set_<level>`` is a Parquet list of ``{lo, hi}`` structs that DuckDB, Polars and pandas read alike."""
+    import duckdb
+    import polars as pl
+
+    layer = fit_layer(fake_predictions(2), dataset, seed=0)
+    test = with_columns(fake_predictions(1), layer)
+    path = tmp_path / "predictions.parquet"
+    test.to_parquet(path, index=False)  # as ``ecgka evaluate`` writes it
+    pieces = sum(len(s) for s in test["k_set_90"])
+    rows = duckdb.sql(f"SELECT sample_id, p.lo, p.hi FROM (SELECT sample_id, unnest(k_set_90) AS p "
+                      f"FROM '{path}') ORDER BY sample_id, p.lo").fetchall()
+    assert len(rows) == pieces > len(test)
+    exploded = pl.read_parquet(path).select("sample_id", "k_set_90").explode("k_set_90").unnest("k_set_90")
+    assert sorted(exploded.select("sample_id", "lo", "hi").rows()) == sorted(rows)
+    back = pd.read_parquet(path)
+    assert [[dict(p) for p in s] for s in back["k_set_90"]] == list(test["k_set_90"])

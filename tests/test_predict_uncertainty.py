@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from standin_factory import built_standin, trained_and_evaluated
 
 from ecgka.catalog import RunDir
 from ecgka.errors import InputError
-from ecgka.keys import interval_columns
+from ecgka.keys import SET_COLUMNS, interval_columns
 from ecgka.labels import LabelGrid
 from ecgka.metrics.conformal import fit_label_conditional, mondrian_edges
 from ecgka.release.card import uncertainty_block
@@ -27,7 +28,11 @@ GRID = LabelGrid.preset("potassium")
 OPS = {"lt": lambda a, b: a < b, "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b}
 
 
-def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
+def _f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def plain_consumer(card: dict, predictions) -> dict[str, list]:
     """The card's ``uncertainty.formula``, in plain Python (floats, math), from the card JSON alone."""
     layer = card["uncertainty"]["layer"]
     bins, out = layer["bins"], {}
@@ -35,11 +40,12 @@ def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
     a, c = layer.get("intercept", 0.0), layer.get("slope", 1.0)
     for i, level in enumerate(layer["levels"]):
         tag = f"{round(level * 100, 6):g}".replace(".", "_")
-        lows, highs = [], []
+        lows, highs, sets = [], [], []
         for yhat in predictions:
             if math.isnan(yhat):
                 lows.append(math.nan)
                 highs.append(math.nan)
+                sets.append(None)
                 continue
             pieces = []
             for b in bins:
@@ -56,7 +62,15 @@ def plain_consumer(card: dict, predictions) -> dict[str, list[float]]:
             lo, hi = (min(p[0] for p in pieces), max(p[1] for p in pieces)) if pieces else (yhat, yhat)
             lows.append(min(max(lo, layer["label_lo"]), layer["label_hi"]))
             highs.append(min(max(hi, layer["label_lo"]), layer["label_hi"]))
-        out[f"k_lo_{tag}"], out[f"k_hi_{tag}"] = lows, highs
+            joined = []  # the accepted set: pieces clipped, as float32, joined where they touch
+            for left, right in pieces or [(yhat, yhat)]:
+                left, right = (_f32(min(max(v, layer["label_lo"]), layer["label_hi"])) for v in (left, right))
+                if joined and left <= joined[-1]["hi"]:
+                    joined[-1]["hi"] = max(joined[-1]["hi"], right)
+                else:
+                    joined.append({"lo": left, "hi": right})
+            sets.append(joined)
+        out[f"k_lo_{tag}"], out[f"k_hi_{tag}"], out[f"k_set_{tag}"] = lows, highs, sets
     n_cells = len(bins[0]["density"])
     grid = [round(layer["prior_lo"] + j * layer["prior_step"], 10) for j in range(len(layer["prior"]))]
 
@@ -83,7 +97,9 @@ def _check_reproduced(card: dict, predictions: np.ndarray, columns: dict) -> Non
     plain = plain_consumer(json.loads(json.dumps(card)), predictions.astype(np.float64).tolist())
     assert set(plain) == set(columns)
     for name, values in plain.items():
-        if name.startswith("k_"):  # intervals: exactly (the same float64 operations, then float32)
+        if name.startswith("k_set_"):  # the accepted sets: exactly, piece by piece
+            assert values == columns[name], name
+        elif name.startswith("k_"):  # intervals: exactly (the same float64 operations, then float32)
             np.testing.assert_array_equal(np.asarray(values, dtype=np.float32), columns[name], err_msg=name)
         else:  # probabilities: sums in another order
             np.testing.assert_allclose(np.asarray(values), columns[name], atol=2e-6, err_msg=name)
@@ -156,10 +172,16 @@ def test_registered_model_predicts_intervals_a_plain_consumer_reproduces(trained
     stored = pd.read_parquet(tmp_path / "scores.parquet")
     names = card["uncertainty"]["columns"]
     assert names == [*interval_columns(0.8), *interval_columns(0.9), *interval_columns(0.95), "p_hypo", "p_hyper",
-                     "p_severe_hypo", "p_severe_hyper"]
+                     "p_severe_hypo", "p_severe_hyper", *SET_COLUMNS]
     preds = stored["potassium_pred"].to_numpy()
     assert np.isfinite(preds).sum() > 10
-    _check_reproduced(card, preds, {c: stored[c].to_numpy() for c in names})
+
+    def read(column):  # a list column comes back as arrays of dicts
+        if column not in SET_COLUMNS:
+            return stored[column].to_numpy()
+        return [None if v is None else [dict(p) for p in v] for v in stored[column]]
+
+    _check_reproduced(card, preds, {c: read(c) for c in names})
     scored = np.isfinite(preds)
     assert np.all(stored.loc[scored, "k_lo_90"] <= stored.loc[scored, "k_hi_90"])
     # a run's own layer of these weights is copied as it is; one of other weights is refitted

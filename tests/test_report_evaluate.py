@@ -15,7 +15,7 @@ from ecgka.catalog.info import DatasetInfo
 from ecgka.cli import main as cli_main
 from ecgka.errors import InputError
 from ecgka.evaluation import EvalConfig, compute_metrics, evaluate_run
-from ecgka.keys import UNCERTAINTY_COLUMNS
+from ecgka.keys import SET_COLUMNS, UNCERTAINTY_COLUMNS
 from ecgka.labels import LabelGrid, ShotRule
 from ecgka.metrics import shot_metrics_from_counts
 
@@ -115,7 +115,7 @@ def test_evaluate_run_with_the_real_predict(trained):
     rd = RunDir(run_dir)
     preds = pd.read_parquet(rd.predictions_path("test"))
     subgroups = ["sex", "age", "care_setting", "egfr_stage"]  # carried from the shards (ecgka.data.subgroups)
-    added = [*subgroups, *UNCERTAINTY_COLUMNS]  # and the conformal layer's columns (ecgka.evaluation.uncertainty)
+    added = [*subgroups, *UNCERTAINTY_COLUMNS, *SET_COLUMNS]  # and the conformal layer's columns (ecgka.evaluation.uncertainty)
     assert list(preds.columns) == ["sample_id", "subject_id", "label", "prediction", *added] and len(preds) == 32
     pd.testing.assert_frame_equal(preds.drop(columns=added), predict(run_dir, data, "test", device="cpu"),
                                   check_dtype=False)

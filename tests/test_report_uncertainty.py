@@ -45,7 +45,7 @@ def test_section_table_and_figure(report):
 
 def test_table_numbers_are_metrics_json(report):
     out, runs = report
-    shown = pd.read_csv(out.table("interval_coverage")).set_index("method")
+    shown = pd.read_csv(out.table("interval_coverage")).set_index(["method", "output"])
     tidy = pd.read_csv(out.tidy_table("interval_coverage"))
     sizes = {}  # a range's n goes into its column titles when every run has the same (one test set)
     for run in runs:
@@ -57,17 +57,24 @@ def test_table_numbers_are_metrics_json(report):
         at90 = [r for r in rows if r["level"] == 0.9]
         assert [c for c in shown.columns if c.startswith("coverage ")] == \
             [f"coverage {title[r['range']]}" for r in at90]  # all, shot groups, clinical ranges
-        for r in at90:
-            assert shown.loc[method, f"coverage {title[r['range']]}"] == pytest.approx(r["coverage"])
-            assert shown.loc[method, f"width {title[r['range']]}"] == pytest.approx(r["mean_width"])
+        for r in at90:  # two rows per method: the interval, and the accepted set whose hull it is
+            assert shown.loc[(method, "interval (k_lo, k_hi)"), f"coverage {title[r['range']]}"] == pytest.approx(r["coverage"])
+            assert shown.loc[(method, "interval (k_lo, k_hi)"), f"width {title[r['range']]}"] == pytest.approx(r["mean_width"])
+            assert shown.loc[(method, "accepted set (k_set)"), f"coverage {title[r['range']]}"] == \
+                pytest.approx(r["set_coverage"])
+            assert shown.loc[(method, "accepted set (k_set)"), f"width {title[r['range']]}"] == \
+                pytest.approx(r["set_mean_length"])
+            assert r["set_coverage"] <= r["coverage"] and r["set_ci_lower"] <= r["set_coverage"] <= r["set_ci_upper"]
         layer = _metrics(run)["uncertainty"]["layer"]
-        assert layer["score"] in ("calibrated", "residual") and shown.loc[method, "score"] == layer["score"]
+        assert layer["score"] in ("calibrated", "residual")
+        assert shown.loc[(method, "interval (k_lo, k_hi)"), "score"] == shown.loc[(method, "accepted set (k_set)"), "score"] == layer["score"]
         mine = tidy[tidy["method"] == method]
         assert len(mine) == len(rows) == 3 * len(at90)  # every level in the tidy CSV
         for r in rows:
             got = mine[(mine["range"] == r["range"]) & (mine["level"] == r["level"])].iloc[0]
-            for key in ("n", "coverage", "ci_lower", "ci_upper", "mean_width"):
-                assert got[key] == pytest.approx(r[key])
+            for key in ("n", "coverage", "ci_lower", "ci_upper", "mean_width", "set_coverage", "set_ci_lower",
+                        "set_ci_upper", "set_mean_length"):
+                assert got[key] == pytest.approx(r[key], abs=1e-6)  # the tidy CSV: 6 decimals
         brier = pd.read_csv(out.table("probability_brier")).set_index("method").loc[method]
         probs = _metrics(run)["uncertainty"]["probabilities"]
         assert brier["Brier hyper"] == pytest.approx(probs["hyper"]["brier"])

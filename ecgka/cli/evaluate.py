@@ -9,12 +9,15 @@ from ecgka.cli.options import Command, EvaluateCommand
 
 
 def print_coverage(block: dict | None, unit: str, level: float = 0.9) -> None:
-    """One line: the calibrated intervals' coverage and mean width per range at ``level``."""
+    """One line: the calibrated intervals' coverage and mean width per range at ``level``, and the coverage of
+    the accepted sets (their hulls are the intervals) when known."""
     rows = [r for r in (block or {}).get("coverage", []) if r["level"] == level and r["n"]]
     if rows:
         tag = " (in-sample)" if block.get("in_sample") else ""
         print(f"  {level:.0%} intervals{tag}: " + "  ".join(
-            f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} {unit}, n={r['n']})" for r in rows))
+            f"{r['range']} {r['coverage']:.2f} ({r['mean_width']:.2f} {unit}"
+            + (f"; set {r['set_coverage']:.2f}" if r.get("set_coverage") is not None else "") + f", n={r['n']})"
+            for r in rows))
 
 
 def run(o: EvaluateCommand) -> int:

@@ -41,7 +41,7 @@ from ecgka.evaluation.uncertainty import (
     with_columns,
 )
 from ecgka.io import atomic_path, atomic_write_json, sha256_file
-from ecgka.keys import SPLITS, UNCERTAINTY_COLUMNS, PredCol
+from ecgka.keys import SET_COLUMNS, SPLITS, UNCERTAINTY_COLUMNS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, applies_to, clinical_metrics
 from ecgka.metrics.shots import shot_metrics_from_counts
@@ -61,7 +61,7 @@ def check_predictions(df: pd.DataFrame, source: str) -> pd.DataFrame:
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{source}: missing columns {', '.join(missing)}")
-    extra = [c for c in (*SUBGROUP_COLUMNS, *UNCERTAINTY_COLUMNS) if c in df.columns]
+    extra = [c for c in (*SUBGROUP_COLUMNS, *UNCERTAINTY_COLUMNS, *SET_COLUMNS) if c in df.columns]
     df = df.loc[:, [*PREDICTION_COLUMNS, *extra]].reset_index(drop=True)
     for col in (PredCol.LABEL, PredCol.PREDICTION):
         bad = ~np.isfinite(df[col.value].to_numpy(dtype=np.float64))

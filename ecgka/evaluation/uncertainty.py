@@ -89,8 +89,10 @@ def run_layer(run_dir: RunDir, val: pd.DataFrame, dataset: DatasetInfo, checkpoi
 
 
 def with_columns(df: pd.DataFrame, layer: LabelConditionalCPS) -> pd.DataFrame:
-    """``df`` with the layer's interval and probability columns (float32) appended after its own."""
-    cols = layer.columns(df[PredCol.PREDICTION.value].to_numpy(np.float64))
+    """``df`` with the layer's interval and probability columns (float32), then its accepted-set list columns
+    (``k_set_<level>``), appended after its own."""
+    preds = df[PredCol.PREDICTION.value].to_numpy(np.float64)
+    cols = {**layer.columns(preds), **layer.sets(preds)}
     return df.drop(columns=[c for c in cols if c in df.columns]).assign(**cols)
 
 
@@ -135,7 +137,7 @@ def uncertainty_block(test: pd.DataFrame, columns: dict[str, np.ndarray], layer:
     return out
 
 
-ROUNDED = ("mean_width", "ci_lower", "ci_upper", "set_mean_length")  # to 6 decimals: the endpoints are float32 (and compared at 6
+ROUNDED = ("mean_width", "ci_lower", "ci_upper", "set_mean_length", "set_ci_lower", "set_ci_upper")  # to 6 decimals: the endpoints are float32 (and compared at 6
 # decimals), the CI limits a numerical inverse; more digits would only lengthen metrics.json and the tidy table
 
 

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.stats import beta
 
 from ecgka.errors import InputError
-from ecgka.keys import UNCERTAINTY_LEVELS, interval_columns
+from ecgka.keys import UNCERTAINTY_LEVELS, interval_columns, set_column
 from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import CONDITIONS, UNCERTAINTY_RANGES, applies_to
 
@@ -91,6 +91,10 @@ Interval at levels[l] for a prediction yhat (float64, then float32), for each bi
   (lo_b null: -inf, hi_b null: +inf); pieces with left_b <= right_b are kept; k_lo = min(left_b),
   k_hi = max(right_b) over them; no piece kept: k_lo = k_hi = yhat; finally both are clipped to
   [label_lo, label_hi].
+Accepted set k_set at levels[l] (the K values accepted; the interval is its hull): the kept pieces (no piece
+  kept: the one piece [yhat, yhat]), each clipped to [label_lo, label_hi] and stored as float32, in bin
+  order, joined where a piece's left end is <= the previous piece's right end; a list of {lo, hi}. Its
+  coverage holds per bin (the conformal guarantee); the hull also takes in the gaps between pieces.
 Probabilities: prior[j] is the training share of the label grid value g_j = prior_lo + j * prior_step
   (rounded to 10 decimals); b(j) is the bin with lo <= g_j < hi; cell = floor((yhat - density_lo) /
   density_step) clipped to [0, len(density) - 1]; w_j = prior[j] * bins[b(j)].density[cell];
@@ -181,54 +185,99 @@ class LabelConditionalCPS(BaseModel):
                 for name, rule in self.conditions.items()}
         return dens, mass, cond
 
+    def _accepted(self, yhat: np.ndarray, level_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(left, right, kept): each bin's accepted piece for each prediction (rows: predictions, columns:
+        bins), cut to the bin, and whether it is non-empty (float64, before clipping to the label range)."""
+        q_lo, q_hi = self._quantiles[level_index]
+        low, high = SCORES[self.score].accepted(yhat.reshape(-1, 1), q_lo, q_hi, self.intercept, self.slope)
+        lo_b, hi_b = self._bounds
+        left, right = np.maximum(lo_b, low), np.minimum(hi_b, high)
+        return left, right, left <= right
+
     def intervals(self, predictions) -> dict[str, np.ndarray]:
         """``k_lo_<level>``, ``k_hi_<level>`` per level (float32; NaN where the prediction is NaN)."""
-        yhat = np.asarray(predictions, dtype=np.float64).reshape(-1, 1)
-        lo_b, hi_b = self._bounds
-        accepted = SCORES[self.score].accepted
+        yhat = np.asarray(predictions, dtype=np.float64).ravel()
         out: dict[str, np.ndarray] = {}
-        for level, (q_lo, q_hi) in zip(self.levels, self._quantiles, strict=True):
-            low, high = accepted(yhat, q_lo, q_hi, self.intercept, self.slope)
-            left = np.maximum(lo_b, low)
-            right = np.minimum(hi_b, high)
-            keep = left <= right
+        for i, level in enumerate(self.levels):
+            left, right, keep = self._accepted(yhat, i)
             lo = np.where(keep, left, np.inf).min(axis=1)
             hi = np.where(keep, right, -np.inf).max(axis=1)
             empty = ~keep.any(axis=1)
-            lo = np.where(empty, yhat[:, 0], lo)
-            hi = np.where(empty, yhat[:, 0], hi)
+            lo = np.where(empty, yhat, lo)
+            hi = np.where(empty, yhat, hi)
             lo_name, hi_name = interval_columns(level)
             out[lo_name] = np.clip(lo, self.label_lo, self.label_hi).astype(np.float32)
             out[hi_name] = np.clip(hi, self.label_lo, self.label_hi).astype(np.float32)
         return out
 
-    def _pieces(self, yhat: np.ndarray, level_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each bin's accepted piece for each prediction (rows: predictions, columns: bins), clipped to the label
-        range; a piece with left > right is empty."""
-        q_lo, q_hi = self._quantiles[level_index]
-        low, high = SCORES[self.score].accepted(yhat.reshape(-1, 1), q_lo, q_hi, self.intercept, self.slope)
-        lo_b, hi_b = self._bounds
-        return (np.clip(np.maximum(lo_b, low), self.label_lo, self.label_hi),
-                np.clip(np.minimum(hi_b, high), self.label_lo, self.label_hi))
+    def _set_pieces(self, yhat: np.ndarray, level_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(left, right, kept) of the accepted set as written: each bin's piece clipped to the label range and
+        stored as float32 (as the interval), the interval's rule for an ECG with no piece (one piece
+        ``[yhat, yhat]``), nothing for a NaN prediction. The interval is the hull of the kept pieces."""
+        left, right, keep = self._accepted(yhat, level_index)
+        empty = ~keep.any(axis=1)
+        left[empty, 0] = right[empty, 0] = yhat[empty]
+        keep[empty, 0] = True
+        keep &= np.isfinite(yhat)[:, None]
+        return (np.clip(left, self.label_lo, self.label_hi).astype(np.float32),
+                np.clip(right, self.label_lo, self.label_hi).astype(np.float32), keep)
 
-    def in_set(self, labels, predictions) -> dict[float, np.ndarray]:
-        """Per level: whether each true value lies in the accepted *set* of its ECG (its own bin's piece, the
-        quantity the conformal guarantee is about), where the interval is the set's hull."""
-        y = np.round(np.asarray(labels, dtype=np.float64), 6)
-        yhat = np.asarray(predictions, dtype=np.float64)
-        own = _category(y, [b.hi for b in self.bins[:-1]])
-        rows = np.arange(y.size)
+    def set_pieces(self, predictions) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per level: each ECG's accepted set as sorted, disjoint, closed intervals (its bins' pieces, joined
+        where they touch): ``(offsets, lo, hi)``, ECG ``r`` holding ``lo[offsets[r]:offsets[r + 1]]`` and
+        the same slice of ``hi`` (float32, as the interval; none for a NaN prediction)."""
+        yhat = np.asarray(predictions, dtype=np.float64).ravel()
         out = {}
         for i, level in enumerate(self.levels):
-            left, right = self._pieces(yhat, i)
-            out[level] = (np.round(left[rows, own], 6) <= y) & (y <= np.round(right[rows, own], 6))
+            left, right, keep = self._set_pieces(yhat, i)
+            upto = np.full(keep.shape, -np.inf, dtype=np.float32)  # the highest kept right end so far, per row
+            start = np.zeros_like(keep)
+            prev = np.full(yhat.size, -np.inf, dtype=np.float32)
+            for b in range(keep.shape[1]):  # a kept piece starts a new interval unless it touches the one before
+                start[:, b] = keep[:, b] & (left[:, b] > prev)
+                prev = np.where(keep[:, b], np.maximum(prev, right[:, b]), prev)
+                upto[:, b] = prev
+            rows, cols = np.nonzero(start)  # row-major: the intervals in order
+            same_row_next = np.append(rows[1:] == rows[:-1], False)
+            next_col = np.append(cols[1:], 0)
+            hi = np.where(same_row_next, upto[rows, np.maximum(next_col - 1, 0)], upto[rows, -1])
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=yhat.size))])
+            out[level] = (offsets, left[rows, cols], hi.astype(np.float32))
+        return out
+
+    def sets(self, predictions) -> dict[str, list]:
+        """``k_set_<level>`` per level: per ECG, its accepted set as a list of ``{"lo", "hi"}`` (sorted,
+        disjoint, closed; :meth:`set_pieces`), None where the prediction is NaN (a Parquet list column)."""
+        finite = np.isfinite(np.asarray(predictions, dtype=np.float64).ravel()).tolist()
+        out = {}
+        for level, (offsets, lo, hi) in self.set_pieces(predictions).items():
+            los, his, bounds = lo.tolist(), hi.tolist(), offsets.tolist()
+            out[set_column(level)] = [
+                [{"lo": a, "hi": b} for a, b in zip(los[s:e], his[s:e], strict=True)] if ok else None
+                for ok, s, e in zip(finite, bounds[:-1], bounds[1:], strict=True)]
+        return out
+
+    def in_set(self, labels, predictions) -> dict[float, np.ndarray]:
+        """Per level: whether each true value lies in its ECG's accepted set as written (:meth:`sets`; both
+        rounded to 6 decimals, as the interval is compared). Away from the bins' edges this is the conformal
+        acceptance of the true value by its own bin; a value on an edge also counts in a piece that ends there."""
+        y = np.round(np.asarray(labels, dtype=np.float64), 6).reshape(-1, 1)
+        yhat = np.asarray(predictions, dtype=np.float64).ravel()
+        out = {}
+        for i, level in enumerate(self.levels):
+            left, right, keep = self._set_pieces(yhat, i)
+            inside = (np.round(left.astype(np.float64), 6) <= y) & (y <= np.round(right.astype(np.float64), 6))
+            out[level] = (keep & inside).any(axis=1)
         return out
 
     def set_length(self, predictions) -> dict[float, np.ndarray]:
-        """Per level: the total length of each ECG's accepted set (its pieces; at most the hull's width)."""
-        yhat = np.asarray(predictions, dtype=np.float64)
-        return {level: np.clip(right - left, 0.0, None).sum(axis=1)
-                for i, level in enumerate(self.levels) for left, right in [self._pieces(yhat, i)]}
+        """Per level: the total length of each ECG's accepted set (at most the interval's width)."""
+        yhat = np.asarray(predictions, dtype=np.float64).ravel()
+        out = {}
+        for i, level in enumerate(self.levels):
+            left, right, keep = self._set_pieces(yhat, i)
+            out[level] = np.where(keep, right.astype(np.float64) - left.astype(np.float64), 0.0).sum(axis=1)
+        return out
 
     def probabilities(self, predictions) -> dict[str, np.ndarray]:
         """``p_<condition>`` per clinical condition (float32 in [0, 1]; NaN where the prediction is NaN)."""
@@ -254,6 +303,11 @@ class LabelConditionalCPS(BaseModel):
     def column_names(self) -> tuple[str, ...]:
         return tuple(c for level in self.levels for c in interval_columns(level)) + tuple(
             rule.column for rule in self.conditions.values())
+
+    @property
+    def set_column_names(self) -> tuple[str, ...]:
+        """The accepted-set list columns (:meth:`sets`), one per level, written after :attr:`column_names`."""
+        return tuple(set_column(level) for level in self.levels)
 
     def merge_note(self) -> str:
         """One line for the card and the report: which ranges were merged (or that none were)."""
@@ -486,8 +540,8 @@ def uncertainty_metrics(labels, predictions_columns: Mapping[str, np.ndarray], g
     rows ``{range, level, n, coverage, mean_width, ci_lower, ci_upper}`` (exact 95 % Clopper-Pearson CI;
     None on an empty group). A level whose columns are absent is skipped. Endpoints and labels are compared
     after rounding to 6 decimals (float32 storage cannot turn a hit into a miss). Given the layer and the
-    predictions, each row also has ``set_coverage`` and ``set_mean_length``: the same for the accepted set
-    whose hull the interval is (:meth:`LabelConditionalCPS.in_set`)."""
+    predictions, each row also has ``set_coverage`` (with ``set_ci_lower``, ``set_ci_upper``) and
+    ``set_mean_length``: the same for the accepted set whose hull the interval is (:meth:`LabelConditionalCPS.sets`)."""
     y = np.round(np.asarray(labels, dtype=np.float64), 6)
     with_set = layer is not None and predictions is not None
     in_set = layer.in_set(y, predictions) if with_set else {}
@@ -509,8 +563,10 @@ def uncertainty_metrics(labels, predictions_columns: Mapping[str, np.ndarray], g
             row = {"range": name, "level": float(level), "n": n, "coverage": k / n if n else None,
                    "mean_width": float(width[mask].mean()) if n else None, "ci_lower": ci[0], "ci_upper": ci[1]}
             if level in in_set:
-                row["set_coverage"] = float(in_set[level][mask].mean()) if n else None
-                row["set_mean_length"] = float(set_length[level][mask].mean()) if n else None
+                k_set = int(in_set[level][mask].sum())
+                set_ci = _clopper_pearson(k_set, n) if n else (None, None)
+                row.update(set_coverage=k_set / n if n else None, set_ci_lower=set_ci[0], set_ci_upper=set_ci[1],
+                           set_mean_length=float(set_length[level][mask].mean()) if n else None)
             rows.append(row)
     return rows
 

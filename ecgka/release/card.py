@@ -114,7 +114,7 @@ def uncertainty_block(run: RunDir, checkpoint_sha256: str) -> dict[str, Any] | N
         return None
     layer = layer_from_json(data, str(run.uncertainty))
     return {"method": layer.method, "fitted_on": layer.source.get("split", "val"), "levels": layer.levels,
-            "columns": list(layer.column_names), "merged": layer.merge_note(), "formula": layer.formula,
+            "columns": [*layer.column_names, *layer.set_column_names], "merged": layer.merge_note(), "formula": layer.formula,
             "layer": layer.model_dump(mode="json")}
 
 

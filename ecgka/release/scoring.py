@@ -71,10 +71,13 @@ def card_layer(card: dict) -> LabelConditionalCPS | None:
 
 
 def uncertainty_columns(card: dict, predictions) -> dict[str, np.ndarray]:
-    """The interval and probability columns of predicted K from the card's conformal layer ({} without one):
-    the numpy computation the card's ``uncertainty.formula`` spells out."""
+    """The interval, probability and accepted-set columns of predicted K from the card's conformal layer ({}
+    without one): the numpy computation the card's ``uncertainty.formula`` spells out."""
     layer = card_layer(card)
-    return {} if layer is None else layer.columns(np.asarray(predictions, dtype=np.float64))
+    if layer is None:
+        return {}
+    preds = np.asarray(predictions, dtype=np.float64)
+    return {**layer.columns(preds), **layer.sets(preds)}
 
 
 def no_layer_note(scorer: Scorer) -> str | None:
@@ -177,7 +180,7 @@ def score_records(scorer: Scorer, ecg_root: Path, records: pd.DataFrame, device:
         out[f"{name}_flag"] = pd.array(np.where(np.isnan(pred) | (cut is None), None, flag), dtype="boolean")
         out[f"{name}_threshold"] = np.nan if cut is None else cut
     if scorer.layer is not None:
-        for name, values in scorer.layer.columns(pred).items():
+        for name, values in {**scorer.layer.columns(pred), **scorer.layer.sets(pred)}.items():
             out[name] = values
     out["excluded_reason"], out["excluded_detail"] = reason, detail
     out["model_version"] = scorer.version

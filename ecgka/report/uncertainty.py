@@ -22,6 +22,7 @@ SECTION = ("uncertainty", "Calibrated uncertainty: conformal intervals by range"
            ("interval_coverage",))
 CLINICAL_TABLES = ("probability_brier",)  # placed in the clinical section (build.SECTIONS "clinical")
 CLINICAL_FIGURES = ("reliability",)
+SET_SHIFT = 0.06  # the figure's hollow set marker sits this far right of its interval's marker
 SHOWN_LEVEL = 0.9  # the display table's and figure's level; every level is in the tidy CSV
 RELIABILITY_CONDITIONS = ("hypo", "hyper")  # the curves drawn (those of the decision curves); Brier: all four
 
@@ -29,9 +30,13 @@ INTERVAL_NOTE = (
     "Intervals per {sample} from a label-conditional (Mondrian) conformal predictive system fitted on the run's "
     "validation predictions, bins of the true value bounded by the shot-group (and clinical) edges, sparse bins "
     "merged with a neighbour: coverage is meant to hold within each range of the {reference} value, not only "
-    "overall. Coverage at {shown}: share of {split} {samples} whose {reference} value lies in its interval; width: "
-    "mean interval width in {unit}. Blue: the 95 % Clopper-Pearson CI of the coverage lies below the nominal "
-    "level. The CIs and the 80 % and 95 % levels are in the tidy CSV. Score: the conformity score of the run's "
+    "overall. Two rows per method. \"interval\" (k_lo, k_hi): coverage at {shown}, the share of {split} {samples} "
+    "whose {reference} value lies in its interval; width: mean interval width in {unit}. \"accepted set\" "
+    "(k_set): the {reference} values the conformal test accepts, of which the interval is the hull; where the "
+    "model cannot tell a rare value from a common one the set has gaps, and the interval, which spans them, "
+    "covers the common ranges above the nominal level; the set is what the per-range guarantee is about. "
+    "Blue: the 95 % Clopper-Pearson CI of the coverage lies below the nominal level. The CIs and the 80 % and "
+    "95 % levels are in the tidy CSV. Score: the conformity score of the run's "
     "layer, \"calibrated\" (prediction minus the line of predictions on true values fitted on validation) or "
     "\"residual\" (true minus predicted value; layers fitted before the calibrated score, or its fallback when "
     "that line is flat).")
@@ -46,6 +51,16 @@ BRIER_NOTE = (
     "(the test split is balanced by design, so its prevalences are no clinic's). Brier score: mean squared "
     "difference between the probability and the event (lower is better); reference: always predicting the "
     "split's prevalence. Bold: lowest in the column.")
+
+
+OF = (("interval (k_lo, k_hi)", ""), ("accepted set (k_set)", "set_"))  # display rows per method: (output,
+# metrics key prefix)
+TIDY_KEYS = ("coverage", "ci_lower", "ci_upper", "mean_width", "set_coverage", "set_ci_lower", "set_ci_upper",
+             "set_mean_length")
+
+
+def _round6(value):
+    return None if value is None else round(float(value), 6)
 
 
 def _with(runs: list[RunEntry]) -> list[RunEntry]:
@@ -68,19 +83,26 @@ def interval_table(runs: list[RunEntry], split: str = "test", words: Wording = P
             sizes.setdefault(x["range"], set()).add(x["n"])
     title = {name: f"{name} (n={next(iter(n))})" if len(n) == 1 else name for name, n in sizes.items()}
     rows, tidy, marks = [], [], {}
-    for i, r in enumerate(runs):
+    for r in runs:
         layer = r.metrics["uncertainty"].get("layer") or {}
-        row = {"method": r.display_name, "score": layer.get("score", "residual" if layer else None)}
-        for x in r.metrics["uncertainty"]["coverage"]:
+        score = layer.get("score", "residual" if layer else None)
+        coverage = r.metrics["uncertainty"]["coverage"]
+        for x in coverage:
             tidy.append({"method": r.display_name, "range": x["range"], "level": x["level"], "n": x["n"],
-                         **{k: x.get(k) for k in ("coverage", "ci_lower", "ci_upper", "mean_width")}})
-            if abs(x["level"] - SHOWN_LEVEL) > 1e-9:
+                         **{k: _round6(x.get(k)) for k in TIDY_KEYS}})
+        for output, prefix in OF:
+            shown_rows = [x for x in coverage if abs(x["level"] - SHOWN_LEVEL) < 1e-9 and f"{prefix}coverage" in x]
+            if not shown_rows:
                 continue
-            col = f"coverage {title[x['range']]}"
-            row[col], row[f"width {title[x['range']]}"] = x.get("coverage"), x.get("mean_width")
-            if x.get("ci_upper") is not None and x["ci_upper"] < x["level"]:
-                marks[(i, col)] = "worse"
-        rows.append(row)
+            row = {"method": r.display_name, "score": score, "output": output}
+            for x in shown_rows:
+                col = f"coverage {title[x['range']]}"
+                width = f"{prefix}mean_length" if prefix else "mean_width"
+                row[col], row[f"width {title[x['range']]}"] = x.get(f"{prefix}coverage"), x.get(width)
+                upper = x.get(f"{prefix}ci_upper")
+                if upper is not None and upper < x["level"]:
+                    marks[(len(rows), col)] = "worse"
+            rows.append(row)
     note = INTERVAL_NOTE.format(split=split, unit=words.unit, shown=shown, samples=words.samples,
                                 sample=words.samples.rstrip("s"), reference=words.reference) + \
         (IN_SAMPLE_NOTE if in_sample else "")
@@ -147,8 +169,11 @@ def coverage_figure(runs: list[RunEntry], words: Wording = POTASSIUM) -> Figure:
         y = np.array([p["coverage"] for _, p in pts])
         lo = np.array([p["coverage"] if p.get("ci_lower") is None else p["ci_lower"] for _, p in pts])
         hi = np.array([p["coverage"] if p.get("ci_upper") is None else p["ci_upper"] for _, p in pts])
-        ax.errorbar([x for x, _ in pts], y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, capsize=1.5,
-                    label=r.display_name)
+        bars = ax.errorbar([x for x, _ in pts], y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, capsize=1.5,
+                           label=r.display_name)
+        sets = [(x + SET_SHIFT, p["set_coverage"]) for x, p in pts if p.get("set_coverage") is not None]
+        if sets:  # the accepted set's coverage: a hollow marker just right of the interval's
+            ax.plot(*zip(*sets, strict=True), "o", ms=3, mfc="none", mew=0.7, color=bars[0].get_color())
     ax.axhline(SHOWN_LEVEL, color="k", ls="--", lw=0.8, label="nominal")
     ax.set_xticks(range(len(ranges)))
     ax.set_xticklabels(ranges, rotation=30, ha="right", fontsize=7)
@@ -159,7 +184,8 @@ def coverage_figure(runs: list[RunEntry], words: Wording = POTASSIUM) -> Figure:
                   f"Share of {words.samples} whose {words.reference} value lies in its {_level_text(SHOWN_LEVEL)} "
                   f"interval, per range of the {words.reference} value (all, shot groups, clinical ranges where "
                   "they apply), with 95 % Clopper-Pearson "
-                  "CIs; dashed: the nominal level (other levels: the tidy table).")
+                  "CIs; hollow: the accepted set (the values the conformal test accepts; the interval is its hull); "
+                  "dashed: the nominal level (other levels: the tidy table).")
 
 
 def _reliability(r: RunEntry, name: str) -> list[dict]:

@@ -44,7 +44,12 @@ def _with(runs: list[RunEntry], key: str) -> list[RunEntry]:
 
 
 def _ci(ci: dict | None, side: str):
-    return (ci or {}).get(side)
+    return _r6((ci or {}).get(side))
+
+
+def _r6(value):
+    """6 decimals in the tables (metrics.json keeps every digit): the paper grid's tidy CSV stays small."""
+    return None if value is None else round(float(value), 6)
 
 
 def deployment_table(runs: list[RunEntry]) -> Table:
@@ -53,11 +58,11 @@ def deployment_table(runs: list[RunEntry]) -> Table:
         for c in r.metrics["utility"]["conditions"].values():
             for x in c["ppv_npv"]:
                 rows.append({"method": r.display_name, "condition": c["title"], "point": x["point"],
-                             "prevalence": x["prevalence"], "declared": "yes" if x["declared"] else "",
-                             "sensitivity": x["sensitivity"], "specificity": x["specificity"],
-                             "PPV": x["ppv"], "PPV CI lower": _ci(x["ppv_ci"], "lower"),
+                             "prevalence": _r6(x["prevalence"]), "declared": "yes" if x["declared"] else "",
+                             "sensitivity": _r6(x["sensitivity"]), "specificity": _r6(x["specificity"]),
+                             "PPV": _r6(x["ppv"]), "PPV CI lower": _ci(x["ppv_ci"], "lower"),
                              "PPV CI upper": _ci(x["ppv_ci"], "upper"),
-                             "NPV": x["npv"], "NPV CI lower": _ci(x["npv_ci"], "lower"),
+                             "NPV": _r6(x["npv"]), "NPV CI lower": _ci(x["npv_ci"], "lower"),
                              "NPV CI upper": _ci(x["npv_ci"], "upper")})
     return Table("deployment_ppv_npv", "PPV and NPV at deployment prevalences", pd.DataFrame(rows), UTILITY_NOTE,
                  keys=("method", "condition", "point", "prevalence", "declared"))
