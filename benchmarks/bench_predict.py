@@ -4,7 +4,7 @@ Generates a stand-in, builds it, trains a tiny Net1D (1 epoch) and evaluates it 
 measures on this machine: (1) ``wfdb.rdrecord`` of every record (the reference: reading only); (2) the
 whole ``predict_ecgs`` (the build's reader, QC and cleaning, float16, z-score and the model, Parquet out),
 run twice (cold, then warm); (3) issue 23: ``predict_ecgs`` with the conformal layer's interval and
-probability columns against without them (the run's ``uncertainty.json`` present or not; fitted from the
+probability columns (and the accepted-set list columns) against without them (the run's ``uncertainty.json`` present or not; fitted from the
 val predictions when evaluate wrote none), alternated ``--repeats`` times each, and the columns' own cost
 on the same predictions. Goal: with / without >= 0.95. Usage: python benchmarks/bench_predict.py
 [--subjects 200] [--device cpu] [--preset tiny|ecg] [--repeats 3]
@@ -75,10 +75,11 @@ def _uncertainty_ratio(run: Path, ecg_root: Path, out: Path, device: str, n: int
     start = time.perf_counter()
     for _ in range(20):
         fitted.columns(preds)
+        fitted.sets(preds)
     columns_s = (time.perf_counter() - start) / 20
     with_, without = statistics.median(rates["with"]), statistics.median(rates["without"])
     return {"with": with_, "without": without, "ratio": with_ / without, "columns_ms": 1000 * columns_s,
-            "n_columns": sum(c in table.columns for c in fitted.column_names)}
+            "n_columns": sum(c in table.columns for c in (*fitted.column_names, *fitted.set_column_names))}
 
 
 def main() -> None:

@@ -427,3 +427,24 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
                 assert (~accepted[(cand > p["hi"] + 1e-5) & (cand < n["lo"] - 1e-5)]).any()
             split += len(pieces) > 1
     assert split  # the weak model does split some sets
+
+
+def test_stricter_level_pools_bins_the_90_percent_level_keeps():
+    """Bins are merged for the 90 % level (19 points); the 95 % level pools neighbours for its own quantiles
+    (39), recorded as such: each level's intervals equal the brute force over its own categories."""
+    rng = np.random.default_rng(4)
+    y = np.concatenate([rng.uniform(2.5, 3.4, 300).round(1), rng.uniform(3.6, 5.4, 400).round(1),
+                        np.full(25, 5.7), np.full(25, 6.4)])
+    yhat = 4.2 + 0.5 * (y - 4.2) + rng.normal(0, 0.3, y.size)
+    layer = fit_label_conditional(y, yhat, edges=[3.5, 5.5, 6.0], prior_counts=GRID.counts(y), prior_lo=GRID.lo,
+                                  prior_step=GRID.step, levels=(0.9, 0.95))
+    assert layer.min_points == 19 and [b.n for b in layer.bins] == [300, 400, 25, 25]
+    assert layer.merged == ["5.5 to < 6.0 (n=25) pooled at 95 % with >= 6.0 (n=25): fewer than 39 validation ECGs"]
+    assert layer.bins[2].q_lo[1] == layer.bins[3].q_lo[1] and layer.bins[2].q_lo[0] != layer.bins[3].q_lo[0]
+    cols = layer.intervals(np.array([3.9, 4.6, 5.0]))
+    for level, edges in ((0.9, [3.5, 5.5, 6.0]), (0.95, [3.5, 5.5])):
+        lo, hi = interval_columns(level)
+        for i, q in enumerate([3.9, 4.6, 5.0]):
+            naive = _naive_interval(y, yhat, np.array(edges), level, q, GRID.lo, GRID.hi)
+            assert naive is not None
+            np.testing.assert_allclose([cols[lo][i], cols[hi][i]], naive, atol=1.1e-3)

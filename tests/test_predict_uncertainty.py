@@ -128,7 +128,7 @@ def test_card_block_reproduced_by_a_plain_consumer(tmp_path, score):
     block = card["uncertainty"]
     assert block["fitted_on"] == "val" and block["columns"][:2] == list(interval_columns(0.8))
     assert block["layer"]["score"] == score and f'"{score}"' in block["formula"]
-    assert "floor(a/2 (n_b+1))" in block["formula"] and ("fewer than 39" in block["merged"] or "no range merged" in block["merged"])
+    assert "floor(a/2 (n+1))" in block["formula"] and ("fewer than" in block["merged"] or "no range merged" in block["merged"])
     preds = np.concatenate([simulate(300, 2)[1], [np.nan, 0.5, 11.0, 2.0, 7.9]]).astype(np.float32)
     columns = uncertainty_columns(card, preds)
     _check_reproduced(card, preds, columns)

@@ -21,8 +21,10 @@ range of the TRUE label (Mondrian categories, :func:`mondrian_edges`), so covera
   cut to ``[lo_b, hi_b]``; the interval is the hull of the non-empty pieces, clipped to the label grid's
   range; when no bin accepts anything (rare), ``[yhat, yhat]`` clipped.
 * **Merging.** A finite equal-tailed quantile needs ``n_b >= ceil(2/a) - 1`` (9 at 80 %, 19 at 90 %,
-  39 at 95 %); bins with fewer points at the strictest level are merged with their smaller neighbour
-  (smallest bin first), and every merge is recorded (``merged``). Only a calibration set too small as a
+  39 at 95 %); bins with fewer points than ``BINS_LEVEL`` (90 %) needs are merged with their smaller
+  neighbour (smallest bin first). A stricter level pools adjacent bins the same way for its own quantiles
+  (stored in each bin of the pool, so a piece per bin still gives its acceptance). Every merge and pooling
+  is recorded (``merged``). Only a calibration set too small as a
   whole leaves a quantile unbounded (stored as null; the interval is then the whole label range).
 * **Probabilities.** A posterior over the label grid, ``post_j ∝ prior_j f_b(j)(yhat)``: ``prior`` the
   training label histogram, ``f_b`` the density of the validation predictions of bin ``b`` (a histogram on a
@@ -56,6 +58,8 @@ LEVELS = UNCERTAINTY_LEVELS
 SCHEMA_VERSION = 1
 DENSITY_FLOOR = 1e-9  # relative to each bin's peak: no ECG gets probability 0 of any bin with prior mass
 DENSITY_PAD = 10  # cells beyond each end of the label grid in the prediction-density grid
+BINS_LEVEL = 0.9  # bins are merged until this level's quantiles are finite (19 points); stricter levels pool
+# neighbouring bins for their own quantiles (39 at 95 %), so the 80 and 90 % intervals keep the finer ranges
 SLOPE_FLOOR = 0.05  # the calibrated score needs predictions that follow the label: slope > SLOPE_FLOOR
 DEFAULT_SCORE = "calibrated"  # what ``fit_for_dataset`` (``ecgka evaluate``, registration, export) fits: closer
 # to nominal per range than "residual" on the simulation and the stand-in runs (docs/uncertainty.md)
@@ -82,8 +86,9 @@ bins[b] = {lo, hi}: the true-label range lo <= K < hi (null: unbounded). levels[
 score (the layer's "score"; absent in layers stored before it existed: "residual"): the conformity score
   of a validation pair (y, yhat), intercept and slope from the layer:
   "residual": y - yhat;  "calibrated": yhat - (intercept + slope * y)  (slope > 0).
-  q_lo[l]_b is the floor(a/2 (n_b+1))-th and q_hi[l]_b the ceil((1-a/2)(n_b+1))-th smallest score of the
-  validation ECGs whose true K is in bin b (null means -inf / +inf).
+  q_lo[l]_b is the floor(a/2 (n+1))-th and q_hi[l]_b the ceil((1-a/2)(n+1))-th smallest score of the n
+  validation ECGs whose true K is in bin b, or, at a level that pooled b with its neighbours ("merged"), in
+  that pool (null means -inf / +inf).
 Interval at levels[l] for a prediction yhat (float64, then float32), for each bin b:
   "residual":   left_b = max(lo_b, yhat + q_lo[l]_b), right_b = min(hi_b, yhat + q_hi[l]_b)
   "calibrated": left_b = max(lo_b, (yhat - q_hi[l]_b - intercept) / slope),
@@ -349,6 +354,30 @@ def mondrian_edges(grid: LabelGrid, train_counts=None) -> list[float]:
     return sorted(float(e) for e in edges if grid.lo < e <= grid.hi)
 
 
+def bins_min_points(levels: Sequence[float]) -> int:
+    """Fewest calibration points per bin: :func:`min_points` at ``BINS_LEVEL`` (at the strictest level when
+    every level is below it). A stricter level pools adjacent bins for its quantiles instead."""
+    return min_points(min(max(levels), BINS_LEVEL))
+
+
+def _level_name(level: float) -> str:
+    return f"{float(Fraction(str(level)) * 100):g} %"
+
+
+def _merge_notes(merges, bounds: Sequence[float | None], n: int, need: int, verb: str) -> list[str]:
+    """One line per merge of :func:`_merge` (groups of ``n`` ranges bounded by ``bounds``), naming the ranges as
+    they were when merged."""
+    notes = []
+    spans = [[i] for i in range(n)]
+    for i, j, n_i, n_j in merges:
+        a, b = min(i, j), max(i, j)
+        notes.append(f"{_fmt(bounds[spans[i][0]], bounds[spans[i][-1] + 1])} (n={n_i}) {verb} "
+                     f"{_fmt(bounds[spans[j][0]], bounds[spans[j][-1] + 1])} (n={n_j}): fewer than {need} "
+                     "validation ECGs")
+        spans[a:b + 1] = [spans[a] + spans[b]]
+    return notes
+
+
 def min_points(level: float) -> int:
     """Fewest calibration points for finite equal-tailed quantiles at ``level``: ``ceil(2/a) - 1``."""
     a = 1 - Fraction(str(level))
@@ -452,38 +481,39 @@ def fit_label_conditional(labels, predictions, *, edges: Sequence[float], prior_
     bounds = [None, *inner, None]
     cats = _category(y, inner)
     counts = np.bincount(cats, minlength=len(inner) + 1).tolist()
-    need = max(min_points(v) for v in levels)
+    need = bins_min_points(levels)
     groups, merges = _merge(counts, need)
-
-    # the merge notes, by the ranges' names as they were when merged
-    notes = []
-    spans = [[i] for i in range(len(counts))]
-    sizes = list(counts)
-    for i, j, n_i, n_j in merges:
-        a, b = min(i, j), max(i, j)
-        notes.append(f"{_fmt(bounds[spans[i][0]], bounds[spans[i][-1] + 1])} (n={n_i}) merged with "
-                     f"{_fmt(bounds[spans[j][0]], bounds[spans[j][-1] + 1])} (n={n_j}): fewer than {need} "
-                     "validation ECGs")
-        spans[a:b + 1] = [spans[a] + spans[b]]
-        sizes[a:b + 1] = [sizes[a] + sizes[b]]
+    notes = _merge_notes(merges, bounds, len(counts), need, "merged with")
 
     n_cells = prior.size + 2 * DENSITY_PAD
     density_lo = float(round(label_lo - (DENSITY_PAD + 0.5) * prior_step, 10))
     used, intercept, slope, score_note = score_line(y, yhat, score)
     scores = SCORES[used].value(y, yhat, intercept, slope)
+    bin_of = np.empty(len(counts), dtype=np.int64)  # original category -> bin
+    for k, group in enumerate(groups):
+        bin_of[group] = k
+    in_bin = bin_of[cats]
+    sizes = [int((in_bin == k).sum()) for k in range(len(groups))]
+    edges_b = [bounds[g[0]] for g in groups] + [bounds[groups[-1][-1] + 1]]
+    q_lo = [[None] * len(levels) for _ in groups]
+    q_hi = [[None] * len(levels) for _ in groups]
+    for li, level in enumerate(levels):  # a stricter level pools adjacent bins until each has min_points(level)
+        pools, pooled = _merge(sizes, min_points(level))
+        notes += _merge_notes(pooled, edges_b, len(sizes), min_points(level),
+                              f"pooled at {_level_name(level)} with")
+        for pool in pools:
+            r = np.sort(scores[np.isin(in_bin, pool)])
+            k_lo, k_hi = _ranks(level, int(r.size))
+            for k in pool:
+                q_lo[k][li] = float(r[k_lo - 1]) if k_lo >= 1 else None
+                q_hi[k][li] = float(r[k_hi - 1]) if k_hi <= r.size else None
     bins = []
-    for group in groups:
-        member = np.isin(cats, group)
-        r = np.sort(scores[member])
-        n = int(r.size)
-        q_lo, q_hi = [], []
-        for level in levels:
-            k_lo, k_hi = _ranks(level, n)
-            q_lo.append(float(r[k_lo - 1]) if k_lo >= 1 else None)
-            q_hi.append(float(r[k_hi - 1]) if k_hi <= n else None)
-        bins.append(ConformalBin(lo=bounds[group[0]], hi=bounds[group[-1] + 1], n=n,
-                                 merged_from=[(bounds[g], bounds[g + 1]) for g in group], q_lo=q_lo, q_hi=q_hi,
-                                 density=_density(yhat[member], density_lo, float(prior_step), n_cells)))
+    for k, group in enumerate(groups):
+        member = in_bin == k
+        bins.append(ConformalBin(lo=bounds[group[0]], hi=bounds[group[-1] + 1], n=sizes[k],
+                                 merged_from=[(bounds[g], bounds[g + 1]) for g in group], q_lo=q_lo[k],
+                                 q_hi=q_hi[k], density=_density(yhat[member], density_lo, float(prior_step),
+                                                                n_cells)))
     names = tuple(CONDITIONS) if conditions is None else tuple(conditions)
     rules = {name: ConditionRule(column=f"p_{name}", op=CONDITIONS[name].op, threshold=CONDITIONS[name].threshold)
              for name in names}
