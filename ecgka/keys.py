@@ -52,7 +52,7 @@ def interval_columns(level: float) -> tuple[str, str]:
 
 
 def set_column(level: float) -> str:
-    """The accepted-set column at a nominal level: ``set_column(0.9) == "k_set_90"`` (a list of ``{lo, hi}``)."""
+    """The accepted-set column at a nominal level: ``set_column(0.9) == "k_set_90"`` (a list of ``{lo, hi, hi_open}``)."""
     return interval_columns(level)[0].replace("k_lo_", "k_set_", 1)
 
 

@@ -405,9 +405,13 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
     queries = np.array([2.6, 3.4, 3.9, 4.2, 4.6, 5.1, 5.8, np.nan])
     sets, cols = layer.sets(queries), layer.intervals(queries)
     assert set(sets) == {set_column(0.8), set_column(0.9)} == set(layer.set_column_names)
-    split = 0
+    split = opened = 0
     for level in (0.8, 0.9):
         column = sets[set_column(level)]
+        # on the edges themselves, membership in the set as written is the acceptance by the edge's own bin
+        for i, q in enumerate(queries[:-1]):
+            cand, accepted = _naive_accepted(y, yhat, np.array(edges), level, q, 2.5, 6.5, step=0.5, score=one)
+            np.testing.assert_array_equal(layer.in_set(cand, np.full(cand.size, q))[level], accepted)
         assert column[-1] is None
         lo, hi = interval_columns(level)
         for i, q in enumerate(queries[:-1]):
@@ -421,12 +425,15 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
             for p in pieces:
                 inside |= (cand >= p["lo"] - 1e-5) & (cand <= p["hi"] + 1e-5)
                 interior |= (cand > p["lo"] + 1e-5) & (cand < p["hi"] - 1e-5)
+                if p["hi_open"]:  # cut at a range's edge: that K is the next range's, which rejects it
+                    assert round(p["hi"], 6) in edges and not accepted[np.isclose(cand, p["hi"])].any()
+                    opened += 1
             assert not (accepted & ~inside).any()  # every accepted K is in a piece
             assert accepted[interior].all()  # and every K inside a piece is accepted
             for p, n in zip(pieces[:-1], pieces[1:]):  # each gap holds rejected K
                 assert (~accepted[(cand > p["hi"] + 1e-5) & (cand < n["lo"] - 1e-5)]).any()
             split += len(pieces) > 1
-    assert split  # the weak model does split some sets
+    assert split and opened  # the weak model does split some sets, and cut some at an edge
 
 
 def test_stricter_level_pools_bins_the_90_percent_level_keeps():

@@ -57,18 +57,19 @@ def plain_consumer(card: dict, predictions) -> dict[str, list]:
                     low, high = yhat + q_lo, yhat + q_hi
                 left = max(-math.inf if b["lo"] is None else b["lo"], low)
                 right = min(math.inf if b["hi"] is None else b["hi"], high)
-                if left <= right:
-                    pieces.append((left, right))
+                if left <= right:  # open at the bin's upper edge when cut there (that K is the next bin's)
+                    pieces.append((left, right, b["hi"] is not None and high >= b["hi"] <= layer["label_hi"]))
             lo, hi = (min(p[0] for p in pieces), max(p[1] for p in pieces)) if pieces else (yhat, yhat)
             lows.append(min(max(lo, layer["label_lo"]), layer["label_hi"]))
             highs.append(min(max(hi, layer["label_lo"]), layer["label_hi"]))
             joined = []  # the accepted set: pieces clipped, as float32, joined where they touch
-            for left, right in pieces or [(yhat, yhat)]:
+            for left, right, right_open in pieces or [(yhat, yhat, False)]:
                 left, right = (_f32(min(max(v, layer["label_lo"]), layer["label_hi"])) for v in (left, right))
                 if joined and left <= joined[-1]["hi"]:
-                    joined[-1]["hi"] = max(joined[-1]["hi"], right)
+                    if right >= joined[-1]["hi"]:
+                        joined[-1].update(hi=right, hi_open=right_open)
                 else:
-                    joined.append({"lo": left, "hi": right})
+                    joined.append({"lo": left, "hi": right, "hi_open": right_open})
             sets.append(joined)
         out[f"k_lo_{tag}"], out[f"k_hi_{tag}"], out[f"k_set_{tag}"] = lows, highs, sets
     n_cells = len(bins[0]["density"])

@@ -98,8 +98,10 @@ Interval at levels[l] for a prediction yhat (float64, then float32), for each bi
   [label_lo, label_hi].
 Accepted set k_set at levels[l] (the K values accepted; the interval is its hull): the kept pieces (no piece
   kept: the one piece [yhat, yhat]), each clipped to [label_lo, label_hi] and stored as float32, in bin
-  order, joined where a piece's left end is <= the previous piece's right end; a list of {lo, hi}. Its
-  coverage holds per bin (the conformal guarantee); the hull also takes in the gaps between pieces.
+  order, joined where a piece's left end is <= the previous piece's right end; a list of {lo, hi, hi_open}:
+  lo <= K <= hi, or lo <= K < hi when hi_open (the last piece joined was cut at its bin's upper edge hi_b,
+  i.e. right_b = hi_b, not null and <= label_hi: K = hi_b belongs to the next bin). Its coverage holds per
+  bin (the conformal guarantee); the hull also takes in the gaps between pieces.
 Probabilities: prior[j] is the training share of the label grid value g_j = prior_lo + j * prior_step
   (rounded to 10 decimals); b(j) is the bin with lo <= g_j < hi; cell = floor((yhat - density_lo) /
   density_step) clipped to [0, len(density) - 1]; w_j = prior[j] * bins[b(j)].density[cell];
@@ -215,63 +217,75 @@ class LabelConditionalCPS(BaseModel):
             out[hi_name] = np.clip(hi, self.label_lo, self.label_hi).astype(np.float32)
         return out
 
-    def _set_pieces(self, yhat: np.ndarray, level_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(left, right, kept) of the accepted set as written: each bin's piece clipped to the label range and
-        stored as float32 (as the interval), the interval's rule for an ECG with no piece (one piece
-        ``[yhat, yhat]``), nothing for a NaN prediction. The interval is the hull of the kept pieces."""
+    def _set_pieces(self, yhat: np.ndarray, level_index: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(left, right, kept, right_open) of the accepted set as written: each bin's piece clipped to the label
+        range and stored as float32 (as the interval), the interval's rule for an ECG with no piece (one piece
+        ``[yhat, yhat]``), nothing for a NaN prediction. A piece cut at its bin's upper edge is open there (that
+        value belongs to the next bin). The interval is the hull of the kept pieces."""
         left, right, keep = self._accepted(yhat, level_index)
+        hi_b = self._bounds[1]
+        right_open = keep & np.isfinite(hi_b) & (right >= hi_b) & (hi_b <= self.label_hi)
         empty = ~keep.any(axis=1)
         left[empty, 0] = right[empty, 0] = yhat[empty]
         keep[empty, 0] = True
+        right_open[empty, 0] = False
         keep &= np.isfinite(yhat)[:, None]
         return (np.clip(left, self.label_lo, self.label_hi).astype(np.float32),
-                np.clip(right, self.label_lo, self.label_hi).astype(np.float32), keep)
+                np.clip(right, self.label_lo, self.label_hi).astype(np.float32), keep, right_open & keep)
 
-    def set_pieces(self, predictions) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per level: each ECG's accepted set as sorted, disjoint, closed intervals (its bins' pieces, joined
-        where they touch): ``(offsets, lo, hi)``, ECG ``r`` holding ``lo[offsets[r]:offsets[r + 1]]`` and
-        the same slice of ``hi`` (float32, as the interval; none for a NaN prediction)."""
+    def set_pieces(self, predictions) -> dict[float, tuple[np.ndarray, ...]]:
+        """Per level: each ECG's accepted set as sorted, disjoint intervals (its bins' pieces, joined where
+        they touch): ``(offsets, lo, hi, hi_open)``, ECG ``r`` holding ``lo[offsets[r]:offsets[r + 1]]`` and
+        the same slices of ``hi`` and ``hi_open`` (float32, as the interval; none for a NaN prediction). Each
+        is closed, ``lo <= K <= hi``, except at ``hi`` where ``hi_open`` (``lo <= K < hi``: cut at a range's
+        edge, e.g. 5.5, whose value belongs to the next range, which does not accept it)."""
         yhat = np.asarray(predictions, dtype=np.float64).ravel()
         out = {}
         for i, level in enumerate(self.levels):
-            left, right, keep = self._set_pieces(yhat, i)
+            left, right, keep, right_open = self._set_pieces(yhat, i)
             upto = np.full(keep.shape, -np.inf, dtype=np.float32)  # the highest kept right end so far, per row
+            upto_open = np.zeros_like(keep)  # ... and whether it is open
             start = np.zeros_like(keep)
             prev = np.full(yhat.size, -np.inf, dtype=np.float32)
+            prev_open = np.zeros(yhat.size, dtype=bool)
             for b in range(keep.shape[1]):  # a kept piece starts a new interval unless it touches the one before
-                start[:, b] = keep[:, b] & (left[:, b] > prev)
-                prev = np.where(keep[:, b], np.maximum(prev, right[:, b]), prev)
-                upto[:, b] = prev
+                k = keep[:, b]
+                start[:, b] = k & (left[:, b] > prev)
+                later = k & (right[:, b] >= prev)
+                prev_open = np.where(later, right_open[:, b], prev_open)
+                prev = np.where(later, right[:, b], prev)
+                upto[:, b], upto_open[:, b] = prev, prev_open
             rows, cols = np.nonzero(start)  # row-major: the intervals in order
             same_row_next = np.append(rows[1:] == rows[:-1], False)
-            next_col = np.append(cols[1:], 0)
-            hi = np.where(same_row_next, upto[rows, np.maximum(next_col - 1, 0)], upto[rows, -1])
+            end = np.where(same_row_next, np.maximum(np.append(cols[1:], 0) - 1, 0), keep.shape[1] - 1)
             offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=yhat.size))])
-            out[level] = (offsets, left[rows, cols], hi.astype(np.float32))
+            out[level] = (offsets, left[rows, cols], upto[rows, end], upto_open[rows, end])
         return out
 
     def sets(self, predictions) -> dict[str, list]:
-        """``k_set_<level>`` per level: per ECG, its accepted set as a list of ``{"lo", "hi"}`` (sorted,
-        disjoint, closed; :meth:`set_pieces`), None where the prediction is NaN (a Parquet list column)."""
+        """``k_set_<level>`` per level: per ECG, its accepted set as a list of ``{"lo", "hi", "hi_open"}``
+        (sorted, disjoint; :meth:`set_pieces`), None where the prediction is NaN (a Parquet list column)."""
         finite = np.isfinite(np.asarray(predictions, dtype=np.float64).ravel()).tolist()
         out = {}
-        for level, (offsets, lo, hi) in self.set_pieces(predictions).items():
-            los, his, bounds = lo.tolist(), hi.tolist(), offsets.tolist()
+        for level, (offsets, lo, hi, hi_open) in self.set_pieces(predictions).items():
+            los, his, opens, bounds = lo.tolist(), hi.tolist(), hi_open.tolist(), offsets.tolist()
             out[set_column(level)] = [
-                [{"lo": a, "hi": b} for a, b in zip(los[s:e], his[s:e], strict=True)] if ok else None
-                for ok, s, e in zip(finite, bounds[:-1], bounds[1:], strict=True)]
+                [{"lo": a, "hi": b, "hi_open": o} for a, b, o in zip(los[s:e], his[s:e], opens[s:e], strict=True)]
+                if ok else None for ok, s, e in zip(finite, bounds[:-1], bounds[1:], strict=True)]
         return out
 
     def in_set(self, labels, predictions) -> dict[float, np.ndarray]:
-        """Per level: whether each true value lies in its ECG's accepted set as written (:meth:`sets`; both
-        rounded to 6 decimals, as the interval is compared). Away from the bins' edges this is the conformal
-        acceptance of the true value by its own bin; a value on an edge also counts in a piece that ends there."""
+        """Per level: whether each true value lies in its ECG's accepted set as written (:meth:`sets`: ``lo <= K
+        <= hi``, ``K < hi`` where ``hi_open``; both rounded to 6 decimals, as the interval is compared): the
+        conformal acceptance of the true value by its own bin."""
         y = np.round(np.asarray(labels, dtype=np.float64), 6).reshape(-1, 1)
         yhat = np.asarray(predictions, dtype=np.float64).ravel()
         out = {}
         for i, level in enumerate(self.levels):
-            left, right, keep = self._set_pieces(yhat, i)
-            inside = (np.round(left.astype(np.float64), 6) <= y) & (y <= np.round(right.astype(np.float64), 6))
+            left, right, keep, right_open = self._set_pieces(yhat, i)
+            hi = np.round(right.astype(np.float64), 6)
+            inside = (np.round(left.astype(np.float64), 6) <= y) & ((y < hi) | ((y == hi) & ~right_open))
             out[level] = (keep & inside).any(axis=1)
         return out
 
@@ -280,7 +294,7 @@ class LabelConditionalCPS(BaseModel):
         yhat = np.asarray(predictions, dtype=np.float64).ravel()
         out = {}
         for i, level in enumerate(self.levels):
-            left, right, keep = self._set_pieces(yhat, i)
+            left, right, keep, _ = self._set_pieces(yhat, i)
             out[level] = np.where(keep, right.astype(np.float64) - left.astype(np.float64), 0.0).sum(axis=1)
         return out
 
