@@ -30,14 +30,8 @@ import numpy as np
 from ecgka.keys import interval_columns
 from ecgka.labels import LabelGrid
 from ecgka.metrics.clinical import UNCERTAINTY_RANGES
-from ecgka.metrics.conformal import (
-    LEVELS,
-    SCORES,
-    coverage_groups,
-    fit_label_conditional,
-    mondrian_edges,
-    uncertainty_metrics,
-)
+from ecgka.metrics.conformal import LEVELS, SCORES, fit_label_conditional, mondrian_edges
+from ecgka.metrics.coverage import coverage_groups, uncertainty_metrics
 
 GRID = LabelGrid.preset("potassium")
 MEAN = 4.2

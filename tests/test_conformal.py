@@ -20,14 +20,12 @@ from ecgka.metrics.conformal import (
     LEVELS,
     SLOPE_FLOOR,
     LabelConditionalCPS,
-    coverage_groups,
     fit_label_conditional,
     layer_from_json,
     min_points,
     mondrian_edges,
-    probability_metrics,
-    uncertainty_metrics,
 )
+from ecgka.metrics.coverage import coverage_groups, probability_metrics, uncertainty_metrics
 
 GRID = LabelGrid.preset("potassium")
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_conformal.py"
@@ -409,7 +407,7 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
     for level in (0.8, 0.9):
         column = sets[set_column(level)]
         # on the edges themselves, membership in the set as written is the acceptance by the edge's own bin
-        for i, q in enumerate(queries[:-1]):
+        for q in queries[:-1]:
             cand, accepted = _naive_accepted(y, yhat, np.array(edges), level, q, 2.5, 6.5, step=0.5, score=one)
             np.testing.assert_array_equal(layer.in_set(cand, np.full(cand.size, q))[level], accepted)
         assert column[-1] is None
@@ -418,7 +416,7 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
             pieces = column[i]
             assert pieces[0]["lo"] == cols[lo][i] and pieces[-1]["hi"] == cols[hi][i]  # the hull
             assert all(p["lo"] <= p["hi"] for p in pieces)
-            assert all(p["hi"] < n["lo"] for p, n in zip(pieces[:-1], pieces[1:]))  # sorted, disjoint
+            assert all(p["hi"] < n["lo"] for p, n in zip(pieces[:-1], pieces[1:], strict=True))  # sorted, disjoint
             cand, accepted = _naive_accepted(y, yhat, np.array(edges), level, q, GRID.lo, GRID.hi, score=one)
             inside = np.zeros(cand.size, dtype=bool)
             interior = np.zeros(cand.size, dtype=bool)
@@ -430,7 +428,7 @@ def test_accepted_set_column_equals_brute_force_acceptance(score):
                     opened += 1
             assert not (accepted & ~inside).any()  # every accepted K is in a piece
             assert accepted[interior].all()  # and every K inside a piece is accepted
-            for p, n in zip(pieces[:-1], pieces[1:]):  # each gap holds rejected K
+            for p, n in zip(pieces[:-1], pieces[1:], strict=True):  # each gap holds rejected K
                 assert (~accepted[(cand > p["hi"] + 1e-5) & (cand < n["lo"] - 1e-5)]).any()
             split += len(pieces) > 1
     assert split and opened  # the weak model does split some sets, and cut some at an edge

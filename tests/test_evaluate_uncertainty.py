@@ -81,7 +81,7 @@ def test_metrics_equal_a_direct_computation_from_the_columns(dataset):
             continue
         pieces = test[set_column(r["level"])]
         member = [any(round(p["lo"], 6) <= k and (k < round(p["hi"], 6) or (k == round(p["hi"], 6) and not p["hi_open"]))
-                      for p in s) for k, s in zip(labels, pieces)]
+                      for p in s) for k, s in zip(labels, pieces, strict=True)]
         assert r["set_coverage"] == pytest.approx(np.mean(member))
         assert r["set_mean_length"] == pytest.approx(np.mean([sum(p["hi"] - p["lo"] for p in s) for s in pieces]))
         lo, hi = interval_columns(r["level"])

@@ -28,15 +28,8 @@ from ecgka.io import atomic_write_json
 from ecgka.keys import UNCERTAINTY_COLUMNS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
-from ecgka.metrics.conformal import (
-    DEFAULT_SCORE,
-    LabelConditionalCPS,
-    coverage_groups,
-    fit_for_dataset,
-    layer_from_json,
-    probability_metrics,
-    uncertainty_metrics,
-)
+from ecgka.metrics.conformal import DEFAULT_SCORE, LabelConditionalCPS, fit_for_dataset, layer_from_json
+from ecgka.metrics.coverage import coverage_groups, probability_metrics, uncertainty_metrics
 
 CALIBRATION_SPLIT = "val"
 STORED_CHECKPOINT = "best"  # the weights ``ecgka predict``, the registry and the export ship: only their layer is
