@@ -246,4 +246,4 @@ def test_accepted_set_columns_read_by_duckdb_polars_and_pandas(dataset, tmp_path
     exploded = pl.read_parquet(path).select("sample_id", "k_set_90").explode("k_set_90").unnest("k_set_90")
     assert sorted(exploded.select("sample_id", "lo", "hi").rows()) == sorted(rows)
     back = pd.read_parquet(path)
-    assert [[dict(p) for p in s] for s in back["k_set_90"]] == list(test["k_set_90"])
+    assert [[dict(p) for p in s] for s in back["k_set_90"]] == [[dict(p) for p in s] for s in test["k_set_90"]]

@@ -99,7 +99,7 @@ def _check_reproduced(card: dict, predictions: np.ndarray, columns: dict) -> Non
     assert set(plain) == set(columns)
     for name, values in plain.items():
         if name.startswith("k_set_"):  # the accepted sets: exactly, piece by piece
-            assert values == columns[name], name
+            assert values == [None if v is None else [dict(p) for p in v] for v in columns[name]], name
         elif name.startswith("k_"):  # intervals: exactly (the same float64 operations, then float32)
             np.testing.assert_array_equal(np.asarray(values, dtype=np.float32), columns[name], err_msg=name)
         else:  # probabilities: sums in another order

@@ -262,16 +262,19 @@ class LabelConditionalCPS(BaseModel):
             out[level] = (offsets, left[rows, cols], upto[rows, end], upto_open[rows, end])
         return out
 
-    def sets(self, predictions) -> dict[str, list]:
-        """``k_set_<level>`` per level: per ECG, its accepted set as a list of ``{"lo", "hi", "hi_open"}``
-        (sorted, disjoint; :meth:`set_pieces`), None where the prediction is NaN (a Parquet list column)."""
-        finite = np.isfinite(np.asarray(predictions, dtype=np.float64).ravel()).tolist()
+    def sets(self, predictions) -> dict[str, np.ndarray]:
+        """``k_set_<level>`` per level: per ECG, its accepted set as an array of ``{"lo", "hi", "hi_open"}``
+        (sorted, disjoint; :meth:`set_pieces`), None where the prediction is NaN: an object column that Parquet
+        stores as a list of structs (built by Arrow, not per ECG in Python)."""
+        import pyarrow as pa  # lazy: the layer's other users need numpy only
+
+        invalid = pa.array(~np.isfinite(np.asarray(predictions, dtype=np.float64).ravel()))
         out = {}
         for level, (offsets, lo, hi, hi_open) in self.set_pieces(predictions).items():
-            los, his, opens, bounds = lo.tolist(), hi.tolist(), hi_open.tolist(), offsets.tolist()
-            out[set_column(level)] = [
-                [{"lo": a, "hi": b, "hi_open": o} for a, b, o in zip(los[s:e], his[s:e], opens[s:e], strict=True)]
-                if ok else None for ok, s, e in zip(finite, bounds[:-1], bounds[1:], strict=True)]
+            pieces = pa.StructArray.from_arrays([pa.array(lo), pa.array(hi), pa.array(hi_open)],
+                                                names=["lo", "hi", "hi_open"])
+            lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pieces, mask=invalid)
+            out[set_column(level)] = lists.to_numpy(zero_copy_only=False)
         return out
 
     def in_set(self, labels, predictions) -> dict[float, np.ndarray]:
