@@ -17,7 +17,7 @@ from ecgka.evaluation import EvalConfig, compute_metrics, evaluate_run
 from ecgka.evaluation.uncertainty import fit_layer, with_columns
 from ecgka.keys import PROBABILITY_COLUMNS, SET_COLUMNS, UNCERTAINTY_COLUMNS, interval_columns, set_column
 from ecgka.metrics.clinical import CONDITIONS
-from ecgka.metrics.conformal import layer_from_json
+from ecgka.metrics.conformal import FIT_RULE, layer_from_json
 from ecgka.metrics.utility import decision_curve, shift_probability
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -204,6 +204,11 @@ def test_evaluate_writes_columns_and_the_layer_then_refits_on_a_new_checkpoint(t
 
     stored = rd.uncertainty.read_bytes()
     evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu"))  # unchanged: reused as it is
+    assert rd.uncertainty.read_bytes() == stored
+    older = json.loads(stored)  # a layer fitted by an older rule (its merges may differ): refitted, same as now
+    older["source"]["fit_rule"] = FIT_RULE - 1
+    rd.uncertainty.write_text(json.dumps(older))
+    evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu"))
     assert rd.uncertainty.read_bytes() == stored
     last = evaluate_run(run, data, "test", EvalConfig(n_boot=10, device="cpu", checkpoint="last"))
     assert last["uncertainty"]["layer"]["source"]["checkpoint"] == "last"  # other weights: a layer of their own

@@ -28,14 +28,15 @@ from ecgka.io import atomic_write_json
 from ecgka.keys import UNCERTAINTY_COLUMNS, PredCol
 from ecgka.labels import GROUPS, LabelGrid
 from ecgka.metrics.clinical import CONDITIONS
-from ecgka.metrics.conformal import DEFAULT_SCORE, LabelConditionalCPS, fit_for_dataset, layer_from_json
+from ecgka.metrics.conformal import DEFAULT_SCORE, FIT_RULE, LabelConditionalCPS, fit_for_dataset, layer_from_json
 from ecgka.metrics.coverage import coverage_groups, probability_metrics, uncertainty_metrics
 
 CALIBRATION_SPLIT = "val"
 STORED_CHECKPOINT = "best"  # the weights ``ecgka predict``, the registry and the export ship: only their layer is
 # stored (an evaluation of ``checkpoint=last`` fits its own without replacing it)
-SOURCE_KEYS = ("checkpoint_sha256", "dataset_fingerprint", "seed", "score")  # a stored layer is reused while
-# equal (``score``: the conformity score asked for, ``DEFAULT_SCORE``; a layer of another default is refitted)
+SOURCE_KEYS = ("checkpoint_sha256", "dataset_fingerprint", "seed", "score", "fit_rule")  # a stored layer is reused
+# while equal (``score``: the conformity score asked for, ``DEFAULT_SCORE``; ``fit_rule``: ``FIT_RULE``, so a layer
+# fitted by an older rule or default is refitted)
 
 
 def _arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -57,11 +58,11 @@ def _matches(layer: LabelConditionalCPS, key: dict) -> bool:
 def run_layer(run_dir: RunDir, val: pd.DataFrame, dataset: DatasetInfo, checkpoint: str, checkpoint_sha256: str,
               seed: int = 0, *, own_dataset: bool = True) -> tuple[LabelConditionalCPS, bool]:
     """(the layer to evaluate with, whether a stored one was reused). On the run's own dataset: the stored
-    ``uncertainty.json`` when its source matches (checkpoint SHA-256, dataset fingerprint, seed, score), else fitted
+    ``uncertainty.json`` when its source matches (``SOURCE_KEYS``), else fitted
     on ``val`` and stored (for the ``best`` checkpoint only). On another dataset: the stored layer of these
     weights, else fitted, not stored."""
     key = {"checkpoint_sha256": checkpoint_sha256, "dataset_fingerprint": dataset.fingerprint, "seed": seed,
-           "score": DEFAULT_SCORE}
+           "score": DEFAULT_SCORE, "fit_rule": FIT_RULE}
     data = run_dir.read_uncertainty()
     stored = None
     if data is not None:

@@ -59,6 +59,8 @@ DENSITY_FLOOR = 1e-9  # relative to each bin's peak: no ECG gets probability 0 o
 DENSITY_PAD = 10  # cells beyond each end of the label grid in the prediction-density grid
 BINS_LEVEL = 0.9  # bins are merged until this level's quantiles are finite (19 points); stricter levels pool
 # neighbouring bins for their own quantiles (39 at 95 %), so the 80 and 90 % intervals keep the finer ranges
+FIT_RULE = 2  # changes whenever the fitting rule does (1: bins merged at the strictest level; 2: for 90 %, stricter
+# levels pooled); recorded in a run's stored layer, which ``ecgka evaluate`` refits when it differs
 SLOPE_FLOOR = 0.05  # the calibrated score needs predictions that follow the label: slope > SLOPE_FLOOR
 DEFAULT_SCORE = "calibrated"  # what ``fit_for_dataset`` (``ecgka evaluate``, registration, export) fits: closer
 # to nominal per range than "residual" on the simulation and the stand-in runs (docs/uncertainty.md)
